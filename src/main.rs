@@ -1,1 +1,71 @@
-fn main() {}
+//! wgp2p: a peer-to-peer, full-mesh WireGuard VPN with no central server.
+
+mod announce;
+mod cli;
+mod commands;
+mod commit;
+mod config;
+mod context;
+mod device;
+mod discover;
+mod error;
+mod output;
+mod plan;
+mod service;
+mod store;
+mod types;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::config::node::Paths;
+use crate::context::{Context, Env};
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(e),
+    };
+    let Some(command) = cli.command else {
+        // No command: the usage, as for `help`.
+        let _ = cli::Cli::command().print_help();
+        return ExitCode::SUCCESS;
+    };
+    let paths = Paths::new(cli.config_dir, cli.interface);
+    let result = Context::new(paths, cli.port, cli.json, Env::from_process())
+        .and_then(|ctx| commands::run(&ctx, command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wgp2p: error: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+/// Help and version print as clap makes them; a usage error becomes one
+/// line (clap's own spans several, with the usage after a blank line).
+fn clap_exit(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("wgp2p: error: {message} (see `wgp2p help`)");
+    ExitCode::from(2)
+}

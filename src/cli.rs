@@ -1,0 +1,132 @@
+//! The command line: global options and one variant per command. clap
+//! parses straight into the validated types, so a command never sees a
+//! malformed value.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::types::{AllowedIps, Endpoint, InterfaceName, PeerIp, PeerName, PublicKey, VpnAddress};
+
+fn port(s: &str) -> Result<u16, crate::error::Error> {
+    crate::types::parse_port(s)
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wgp2p",
+    version,
+    about = "Peer-to-peer full-mesh WireGuard VPN between Linux hosts, with no central server",
+    after_help = "Set up: `wgp2p install 10.15.0.1/24` on each host, then paste the printed `wgp2p add-peer …` line on every other host.",
+    disable_help_subcommand = false
+)]
+pub struct Cli {
+    /// WireGuard interface name
+    #[arg(
+        long,
+        global = true,
+        env = "WG_INTERFACE",
+        default_value = "wg0",
+        value_name = "NAME"
+    )]
+    pub interface: InterfaceName,
+
+    /// This node's UDP listen port [default: the config's ListenPort, else 51820]
+    #[arg(long, global = true, env = "WG_PORT", value_parser = port, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Where the node's files live
+    #[arg(
+        long,
+        global = true,
+        env = "WG_CONFIG_DIR",
+        default_value = "/etc/wireguard",
+        value_name = "DIR"
+    )]
+    pub config_dir: PathBuf,
+
+    /// Machine-readable JSON output (status, and commands that print data)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install wireguard-tools with the host's package manager
+    Dependencies {
+        /// Print the commands without running them
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// First-time setup (safe to re-run): keys, address, config, interface up
+    Install {
+        /// This node's VPN address with its prefix, e.g. 10.15.0.1/24
+        #[arg(value_name = "ADDRESS/CIDR")]
+        address: VpnAddress,
+        /// This node's public HOST[:PORT] for the add-peer line (remembered)
+        #[arg(long, value_name = "HOST[:PORT]")]
+        endpoint: Option<String>,
+    },
+    /// Stop the interface and remove the config, keys and provisioned peers
+    Uninstall {
+        /// Keep privatekey and publickey
+        #[arg(long)]
+        keep_keys: bool,
+    },
+    /// Bring the interface up
+    Start,
+    /// Bring the interface down
+    Stop,
+    /// Show the service and every peer with its name, handshake and health
+    Status,
+    /// Use a given private key (read from stdin with `-` or no argument)
+    ImportKey {
+        /// The key; prefer stdin: an argument is visible in the process list
+        #[arg(value_name = "PRIVATE_KEY|-")]
+        key: Option<String>,
+    },
+    /// Add or update a peer live (no arguments: print this node's add-peer line)
+    AddPeer(AddPeerArgs),
+    /// Remove a peer live, by public key or name
+    RemovePeer {
+        #[arg(value_name = "PUBLIC_KEY|NAME")]
+        peer: String,
+    },
+    /// Make a ready .conf (and QR code) for a device that cannot run wgp2p
+    ProvisionPeer {
+        /// Name of the new device
+        name: PeerName,
+        /// The device's own endpoint HOST:PORT (its ListenPort is the port)
+        endpoint: Endpoint,
+        /// The device's VPN address with prefix, e.g. 10.15.0.50/24
+        #[arg(value_name = "ADDRESS/CIDR")]
+        address: VpnAddress,
+        /// Also print the conf as a QR code for the WireGuard mobile apps
+        #[arg(long)]
+        qr: bool,
+        /// Add every known peer to the conf and print the line for every node
+        #[arg(long)]
+        mesh: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddPeerArgs {
+    /// The peer's name
+    #[arg(requires_all = ["endpoint", "public_key", "peer_ip"])]
+    pub name: Option<PeerName>,
+    /// HOST:PORT, [IPv6]:PORT or NAME:PORT
+    pub endpoint: Option<Endpoint>,
+    pub public_key: Option<PublicKey>,
+    /// The peer's VPN address (routed as a host route)
+    pub peer_ip: Option<PeerIp>,
+    /// Extra subnets routed to this peer, comma-separated
+    #[arg(long, value_name = "CIDR,...")]
+    pub allowed_ips: Option<AllowedIps>,
+    /// Keepalive interval in seconds (0 turns it off)
+    #[arg(long, default_value_t = 25, value_name = "SECS")]
+    pub keepalive: u16,
+}

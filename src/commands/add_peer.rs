@@ -1,0 +1,68 @@
+//! `add-peer`: with no arguments, print this node's line; with
+//! NAME ENDPOINT PUBLIC_KEY PEER_IP, add or update that peer live and in
+//! the config, without restarting the interface.
+
+use crate::announce;
+use crate::cli::AddPeerArgs;
+use crate::commit::commit;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::plan::{self, AddPeer, Outcome, Own};
+
+pub fn run(ctx: &Context, args: AddPeerArgs) -> Result<()> {
+    match (args.name, args.endpoint, args.public_key, args.peer_ip) {
+        (None, None, None, None) => print_own_line(ctx),
+        (Some(name), Some(endpoint), Some(public_key), Some(peer_ip)) => add(
+            ctx,
+            AddPeer {
+                name,
+                endpoint,
+                public_key,
+                peer_ip,
+                extra_allowed_ips: args.allowed_ips.unwrap_or_default(),
+                keepalive: args.keepalive,
+            },
+        ),
+        _ => Err(Error::Invalid(
+            "add-peer takes no arguments or all four: NAME ENDPOINT PUBLIC_KEY PEER_IP".into(),
+        )),
+    }
+}
+
+fn print_own_line(ctx: &Context) -> Result<()> {
+    let (_lock, node) = ctx.lock_and_load()?;
+    println!("{}", announce::own_line(ctx, &node)?);
+    Ok(())
+}
+
+fn add(ctx: &Context, request: AddPeer) -> Result<()> {
+    ctx.require_root("add-peer")?;
+    let (_lock, node) = ctx.lock_and_load()?;
+    let (public_key, address) = node.require_identity()?;
+    let doc = node.require_conf()?;
+    let own = Own {
+        public_key,
+        address,
+    };
+    let (new_doc, delta, outcome) = plan::add_peer(doc, &node.paths.conf_name(), &own, &request)?;
+    if let Some(prefix) = request.peer_ip.dropped_prefix {
+        eprintln!(
+            "note: {}/{prefix}: the /{prefix} prefix was dropped; the peer is routed as {} (use --allowed-ips for subnets)",
+            request.peer_ip.ip,
+            request.peer_ip.host_route()
+        );
+    }
+    let name = &request.name;
+    if outcome == Outcome::Unchanged {
+        println!("peer {name} is already configured as given: nothing changed");
+        return Ok(());
+    }
+    let applied = commit(&node, &new_doc, &delta, ctx.device().as_ref())?;
+    let verb = if outcome == Outcome::Added {
+        "added"
+    } else {
+        "updated"
+    };
+    println!("{verb} peer {name} ({})", applied.describe());
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! One file per command; each reads like its paragraph in the SPEC.
+
+mod add_peer;
+mod dependencies;
+mod import_key;
+mod install;
+mod provision_peer;
+mod remove_peer;
+mod start_stop;
+mod status;
+mod uninstall;
+
+use crate::cli::Command;
+use crate::context::Context;
+use crate::error::Result;
+
+pub fn run(ctx: &Context, command: Command) -> Result<()> {
+    match command {
+        Command::Dependencies { dry_run } => dependencies::run(ctx, dry_run),
+        Command::Install { address, endpoint } => install::run(ctx, address, endpoint),
+        Command::Uninstall { keep_keys } => uninstall::run(ctx, keep_keys),
+        Command::Start => start_stop::start(ctx),
+        Command::Stop => start_stop::stop(ctx),
+        Command::Status => status::run(ctx),
+        Command::ImportKey { key } => import_key::run(ctx, key),
+        Command::AddPeer(args) => add_peer::run(ctx, args),
+        Command::RemovePeer { peer } => remove_peer::run(ctx, &peer),
+        Command::ProvisionPeer {
+            name,
+            endpoint,
+            address,
+            qr,
+            mesh,
+        } => provision_peer::run(
+            ctx,
+            provision_peer::Request {
+                name,
+                endpoint,
+                address,
+                qr,
+                mesh,
+            },
+        ),
+    }
+}

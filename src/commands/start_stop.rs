@@ -1,0 +1,32 @@
+//! `start` and `stop`: the interface up or down through the service manager.
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::service::Kind;
+
+pub fn start(ctx: &Context) -> Result<()> {
+    ctx.require_root("start")?;
+    let (_lock, node) = ctx.lock_and_load()?;
+    node.require_conf()?;
+    if ctx.service_kind != Kind::Systemd && ctx.device().live()?.is_some() {
+        println!("{} is already up", ctx.paths.iface);
+        return Ok(());
+    }
+    ctx.print_service_note();
+    ctx.service().start()?;
+    println!("{} is up ({})", ctx.paths.iface, ctx.service().describe());
+    Ok(())
+}
+
+pub fn stop(ctx: &Context) -> Result<()> {
+    ctx.require_root("stop")?;
+    let (_lock, node) = ctx.lock_and_load()?;
+    node.require_conf()?;
+    if ctx.service_kind != Kind::Systemd && ctx.device().live()?.is_none() {
+        println!("{} is already down", ctx.paths.iface);
+        return Ok(());
+    }
+    ctx.service().stop()?;
+    println!("{} is down", ctx.paths.iface);
+    Ok(())
+}

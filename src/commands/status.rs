@@ -1,0 +1,199 @@
+//! `status [--json]`: the service state and every peer with its name,
+//! handshake, transfer and health. Works with the interface down (config
+//! only) and shows drift between the config and the live interface.
+
+use std::time::SystemTime;
+
+use crate::config::node::PeerEntry;
+use crate::context::Context;
+use crate::device::{LiveDevice, LivePeer};
+use crate::error::{Error, Result};
+use crate::output::{self, Health, PeerStatus, StatusReport};
+
+/// WireGuard's REJECT_AFTER_TIME: a session older than this is dead.
+pub const STALE_AFTER_SECS: u64 = 180;
+
+pub fn run(ctx: &Context) -> Result<()> {
+    let node = crate::config::node::Node::load(ctx.paths.clone())?;
+    let entries = node.peers()?;
+    let live = ctx.device().live()?;
+    let report = StatusReport {
+        interface: ctx.paths.iface.to_string(),
+        state: if live.is_some() { "up" } else { "down" },
+        backend: live.as_ref().map(|l| l.backend),
+        address: node.address.map(|a| a.to_string()),
+        public_key: node.public_key().map(|k| k.to_string()),
+        listen_port: live.as_ref().and_then(|l| l.listen_port),
+        peers: merge(&entries, live.as_ref(), SystemTime::now()),
+    };
+    if node.conf.is_none() && live.is_none() {
+        return Err(crate::config::node::not_installed(&ctx.paths));
+    }
+    if ctx.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::System(format!("cannot write JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", output::status_table(&report, output::use_colour()));
+    }
+    Ok(())
+}
+
+/// One row per peer: config peers in file order, then live-only peers.
+fn merge(entries: &[PeerEntry], live: Option<&LiveDevice>, now: SystemTime) -> Vec<PeerStatus> {
+    let live_peers = live.map(|l| l.peers.as_slice()).unwrap_or(&[]);
+    let mut rows: Vec<PeerStatus> = entries
+        .iter()
+        .map(|entry| {
+            let live_peer = live_peers.iter().find(|p| p.public_key == entry.public_key);
+            row(Some(entry), live_peer, live.is_some(), now)
+        })
+        .collect();
+    for peer in live_peers {
+        if !entries.iter().any(|e| e.public_key == peer.public_key) {
+            rows.push(row(None, Some(peer), true, now));
+        }
+    }
+    rows
+}
+
+fn row(
+    entry: Option<&PeerEntry>,
+    live: Option<&LivePeer>,
+    up: bool,
+    now: SystemTime,
+) -> PeerStatus {
+    let handshake_age = live
+        .and_then(|p| p.last_handshake)
+        .map(|t| now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0));
+    let (health, note) = health(entry.is_some(), live.is_some(), up, handshake_age);
+    let allowed_ips = match (entry, live) {
+        (Some(e), _) => e.allowed_ips.iter().map(|n| n.to_string()).collect(),
+        (None, Some(p)) => p.allowed_ips.iter().map(|n| n.to_string()).collect(),
+        (None, None) => Vec::new(),
+    };
+    let endpoint = live
+        .and_then(|p| p.endpoint.map(|e| e.to_string()))
+        .or_else(|| entry.and_then(|e| e.endpoint.clone()));
+    PeerStatus {
+        name: entry.and_then(|e| e.name.clone()),
+        public_key: entry
+            .map(|e| e.public_key)
+            .or(live.map(|p| p.public_key))
+            .map(|k| k.to_string())
+            .unwrap_or_default(),
+        endpoint,
+        allowed_ips,
+        latest_handshake_secs_ago: handshake_age,
+        rx_bytes: live.map(|p| p.rx_bytes),
+        tx_bytes: live.map(|p| p.tx_bytes),
+        keepalive: entry
+            .and_then(|e| e.keepalive)
+            .or(live.and_then(|p| p.keepalive)),
+        in_config: entry.is_some(),
+        live: live.is_some(),
+        health,
+        note,
+    }
+}
+
+/// The health mark and, when something is wrong, what to do about it.
+fn health(in_config: bool, is_live: bool, up: bool, age: Option<u64>) -> (Health, Option<String>) {
+    if !up {
+        return (
+            Health::Down,
+            Some("interface is down: `wgp2p start`".into()),
+        );
+    }
+    if !in_config {
+        return (Health::Drift, Some("live but not in the config: `wgp2p remove-peer` it or add it with `wgp2p add-peer`".into()));
+    }
+    if !is_live {
+        return (Health::Drift, Some("in the config but not live: run the add-peer line again, or `wgp2p stop` and `wgp2p start`".into()));
+    }
+    match age {
+        None => (Health::Stale, Some(stale_advice("no handshake yet"))),
+        Some(secs) if secs > STALE_AFTER_SECS => (
+            Health::Stale,
+            Some(stale_advice(&format!(
+                "last handshake {} ago",
+                output::human_duration(secs)
+            ))),
+        ),
+        Some(_) => (Health::Ok, None),
+    }
+}
+
+fn stale_advice(what: &str) -> String {
+    format!(
+        "stale: {what}; the peer may be down or unreachable; if both hosts are behind NAT, one is likely a symmetric NAT (needs a static source port rule for the listen port, or a relay)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const KEY: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
+
+    fn entry() -> PeerEntry {
+        PeerEntry {
+            section: 1,
+            name: Some("enterprise".into()),
+            public_key: KEY.parse().unwrap(),
+            endpoint: Some("enterprise.lab:51820".into()),
+            allowed_ips: vec!["10.15.0.2/32".parse().unwrap()],
+            keepalive: Some(25),
+        }
+    }
+
+    fn live_peer(handshake_ago: Option<u64>, now: SystemTime) -> LivePeer {
+        LivePeer {
+            public_key: KEY.parse().unwrap(),
+            endpoint: Some("192.0.2.2:51820".parse().unwrap()),
+            allowed_ips: vec!["10.15.0.2/32".parse().unwrap()],
+            last_handshake: handshake_ago.map(|s| now - Duration::from_secs(s)),
+            rx_bytes: 10,
+            tx_bytes: 20,
+            keepalive: Some(25),
+        }
+    }
+
+    fn device(peers: Vec<LivePeer>) -> LiveDevice {
+        LiveDevice {
+            backend: "userspace",
+            public_key: None,
+            listen_port: Some(51820),
+            peers,
+        }
+    }
+
+    #[test]
+    fn health_follows_the_handshake_age() {
+        let now = SystemTime::now();
+        let check = |ago, expected| {
+            let rows = merge(&[entry()], Some(&device(vec![live_peer(ago, now)])), now);
+            assert_eq!(rows[0].health, expected, "{ago:?}");
+        };
+        check(Some(16), Health::Ok);
+        check(Some(180), Health::Ok);
+        check(Some(181), Health::Stale);
+        check(None, Health::Stale);
+    }
+
+    #[test]
+    fn drift_both_ways_and_down() {
+        let now = SystemTime::now();
+        let rows = merge(&[entry()], Some(&device(vec![])), now);
+        assert_eq!((rows[0].health, rows[0].live), (Health::Drift, false));
+        let rows = merge(&[], Some(&device(vec![live_peer(Some(1), now)])), now);
+        assert_eq!(
+            (rows[0].health, rows[0].in_config, rows[0].name.clone()),
+            (Health::Drift, false, None)
+        );
+        let rows = merge(&[entry()], None, now);
+        assert_eq!(rows[0].health, Health::Down);
+        assert_eq!(rows[0].endpoint.as_deref(), Some("enterprise.lab:51820"));
+    }
+}

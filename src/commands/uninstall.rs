@@ -1,0 +1,59 @@
+//! `uninstall [--keep-keys]`: stop and disable the service, bring the
+//! interface down, remove the config, keys, address and provisioned peers.
+
+use std::fs;
+use std::io::ErrorKind;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::service::Kind;
+use crate::store;
+
+pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
+    ctx.require_root("uninstall")?;
+    let paths = &ctx.paths;
+    if !paths.dir.is_dir() {
+        println!(
+            "nothing to uninstall: {} does not exist",
+            paths.dir.display()
+        );
+        return Ok(());
+    }
+    let _lock = store::lock(&paths.dir)?;
+    let running = ctx.device().live()?.is_some();
+    if running || ctx.service_kind == Kind::Systemd {
+        ctx.service().stop_and_disable()?;
+    }
+    let mut files = vec![paths.conf(), paths.address(), paths.endpoint()];
+    if !keep_keys {
+        files.extend([paths.private_key(), paths.public_key()]);
+    }
+    let mut removed = Vec::new();
+    for file in files {
+        if store::remove_file(&file)? {
+            removed.push(file.display().to_string());
+        }
+    }
+    let provisioned = paths.provisioned_dir();
+    match fs::remove_dir_all(&provisioned) {
+        Ok(()) => removed.push(provisioned.display().to_string()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", &provisioned, e)),
+    }
+    if running {
+        println!("{} is down", paths.iface);
+    }
+    if removed.is_empty() {
+        println!("nothing to remove in {}", paths.dir.display());
+    } else {
+        println!("removed {}", removed.join(", "));
+    }
+    if keep_keys {
+        println!(
+            "kept {} and {}",
+            paths.private_key().display(),
+            paths.public_key().display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! What every command gets: the node's paths and the global options, the
+//! environment read once in `main`, and the seams (service, device).
+
+use crate::config::node::{Node, Paths};
+use crate::device::{Device, Offline, WgDevice};
+use crate::error::{Error, Result};
+use crate::service::{Kind, Service};
+use crate::store::{self, DirLock};
+
+/// Environment variables, read once at start-up so that no function
+/// deeper down reads global state.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    /// `WGP2P_ENDPOINT`: this node's public HOST[:PORT].
+    pub endpoint: Option<String>,
+    /// `WGP2P_STUN_SERVERS`: comma-separated STUN servers (empty: no discovery).
+    pub stun_servers: Option<String>,
+    /// `WGP2P_SERVICE`: systemd, wg-quick or none.
+    pub service: Option<String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        let var = |name: &str| std::env::var(name).ok();
+        Env {
+            endpoint: var("WGP2P_ENDPOINT").filter(|v| !v.is_empty()),
+            stun_servers: var("WGP2P_STUN_SERVERS"),
+            service: var("WGP2P_SERVICE").filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+pub struct Context {
+    pub paths: Paths,
+    /// `--port` / `WG_PORT`, when given.
+    pub port: Option<u16>,
+    pub json: bool,
+    pub env: Env,
+    pub service_kind: Kind,
+    /// Why the service manager was chosen, when it is worth saying.
+    pub service_note: Option<String>,
+}
+
+impl Context {
+    pub fn new(paths: Paths, port: Option<u16>, json: bool, env: Env) -> Result<Context> {
+        let (service_kind, service_note) = Kind::detect(env.service.as_deref(), &paths.dir)?;
+        Ok(Context {
+            paths,
+            port,
+            json,
+            env,
+            service_kind,
+            service_note,
+        })
+    }
+
+    pub fn device(&self) -> Box<dyn Device> {
+        match self.service_kind {
+            Kind::None => Box::new(Offline),
+            _ => Box::new(WgDevice::new(self.paths.iface.clone())),
+        }
+    }
+
+    pub fn service(&self) -> Box<dyn Service> {
+        self.service_kind.service(&self.paths)
+    }
+
+    /// Commands that touch the interface or /etc need root; with
+    /// `WGP2P_SERVICE=none` only files change, so the dir's owner will do.
+    pub fn require_root(&self, command: &'static str) -> Result<()> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if euid != 0 && self.service_kind != Kind::None {
+            return Err(Error::NeedsRoot(command));
+        }
+        Ok(())
+    }
+
+    /// Say once, on stderr, how the interface is run when it matters.
+    pub fn print_service_note(&self) {
+        if let Some(note) = &self.service_note {
+            eprintln!("{note}");
+        }
+    }
+
+    /// Lock the config dir and read the node: the start of every change.
+    pub fn lock_and_load(&self) -> Result<(DirLock, Node)> {
+        if !self.paths.dir.is_dir() {
+            return Err(crate::config::node::not_installed(&self.paths));
+        }
+        let lock = store::lock(&self.paths.dir)?;
+        let node = Node::load(self.paths.clone())?;
+        Ok((lock, node))
+    }
+}

@@ -1,0 +1,46 @@
+//! The one error type of wgp2p. Every variant renders as a single line that
+//! names the bad value and what is expected; `code()` gives the exit status.
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value given by the user is malformed (exit 2).
+    #[error("{0}")]
+    Invalid(String),
+    /// A well-formed request that clashes with the node's state (exit 3).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request names something that does not exist (exit 4).
+    #[error("{0}")]
+    NotFound(String),
+    /// The command changes the system and needs root (exit 5).
+    #[error("{0} needs root: run it with sudo or as root")]
+    NeedsRoot(&'static str),
+    /// A file of the config dir is unreadable or malformed (exit 6).
+    #[error("{0}")]
+    BadConfig(String),
+    /// The operating system, WireGuard device or service manager failed (exit 1).
+    #[error("{0}")]
+    System(String),
+}
+
+impl Error {
+    pub fn code(&self) -> u8 {
+        match self {
+            Error::System(_) => 1,
+            Error::Invalid(_) => 2,
+            Error::Conflict(_) => 3,
+            Error::NotFound(_) => 4,
+            Error::NeedsRoot(_) => 5,
+            Error::BadConfig(_) => 6,
+        }
+    }
+
+    /// An I/O failure on a path, phrased as `cannot <action> <path>: <cause>`.
+    pub fn io(action: &str, path: &Path, err: std::io::Error) -> Error {
+        Error::System(format!("cannot {action} {}: {err}", path.display()))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

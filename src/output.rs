@@ -1,0 +1,280 @@
+//! What the user reads: the status table and its JSON form, durations and
+//! byte counts in words, and QR codes for the terminal.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// A peer's health mark. JSON: `ok`, `stale`, `drift`, `down`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Handshake within the last 180 s.
+    Ok,
+    /// No handshake, or the last one older than 180 s.
+    Stale,
+    /// Only in the config, or only on the live interface.
+    Drift,
+    /// The interface is down (config only).
+    Down,
+}
+
+impl Health {
+    fn word(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Stale => "STALE",
+            Health::Drift => "DRIFT",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// `status --json`: field names are stable and documented in the README.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub interface: String,
+    /// `up` or `down`.
+    pub state: &'static str,
+    /// `kernel` or `userspace` when up.
+    pub backend: Option<&'static str>,
+    pub address: Option<String>,
+    pub public_key: Option<String>,
+    pub listen_port: Option<u16>,
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PeerStatus {
+    pub name: Option<String>,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub allowed_ips: Vec<String>,
+    pub latest_handshake_secs_ago: Option<u64>,
+    pub rx_bytes: Option<u64>,
+    pub tx_bytes: Option<u64>,
+    pub keepalive: Option<u16>,
+    pub in_config: bool,
+    pub live: bool,
+    pub health: Health,
+    pub note: Option<String>,
+}
+
+/// Colour only on a terminal, and never with NO_COLOR set.
+pub fn use_colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// `16s`, `3m 5s`, `2h 4m`, `3d 1h`.
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `3.2 MiB`, …
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn handshake_text(peer: &PeerStatus) -> String {
+    match (peer.live, peer.latest_handshake_secs_ago) {
+        (_, Some(secs)) => format!("{} ago", human_duration(secs)),
+        (true, None) => "never".into(),
+        (false, None) => "-".into(),
+    }
+}
+
+fn transfer_text(peer: &PeerStatus) -> String {
+    match (peer.rx_bytes, peer.tx_bytes) {
+        (Some(rx), Some(tx)) => format!("{} in, {} out", human_bytes(rx), human_bytes(tx)),
+        _ => "-".into(),
+    }
+}
+
+fn paint(text: &str, health: Health, colour: bool) -> String {
+    let code = match health {
+        Health::Ok => "32",
+        Health::Stale | Health::Drift => "31",
+        Health::Down => "33",
+    };
+    if colour {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+/// The human `status`: a header, one table row per peer, then notes.
+pub fn status_table(report: &StatusReport, colour: bool) -> String {
+    let mut out = String::new();
+    let backend = report
+        .backend
+        .map(|b| format!(" ({b})"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "interface {}: {}{backend}",
+        report.interface, report.state
+    );
+    if let Some(address) = &report.address {
+        let _ = writeln!(out, "  address: {address}");
+    }
+    if let Some(key) = &report.public_key {
+        let _ = writeln!(out, "  public key: {key}");
+    }
+    if let Some(port) = report.listen_port {
+        let _ = writeln!(out, "  listening port: {port}");
+    }
+    if report.peers.is_empty() {
+        let _ = writeln!(
+            out,
+            "no peers yet: paste other nodes' `wgp2p add-peer …` lines here"
+        );
+        return out;
+    }
+    let header = [
+        "NAME",
+        "ENDPOINT",
+        "ALLOWED IPS",
+        "HANDSHAKE",
+        "TRANSFER",
+        "KEEPALIVE",
+        "HEALTH",
+    ];
+    let rows: Vec<[String; 7]> = report
+        .peers
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone().unwrap_or_else(|| "(unnamed)".into()),
+                p.endpoint.clone().unwrap_or_else(|| "-".into()),
+                p.allowed_ips.join(","),
+                handshake_text(p),
+                transfer_text(p),
+                p.keepalive
+                    .map(|k| format!("{k}s"))
+                    .unwrap_or_else(|| "off".into()),
+                p.health.word().to_string(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..7)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: [&str; 7], health: Option<Health>| {
+        let mut text = String::from("  ");
+        for (i, cell) in cells.iter().enumerate().take(6) {
+            let _ = write!(text, "{cell:<w$}  ", w = widths[i]);
+        }
+        match health {
+            Some(h) => text.push_str(&paint(cells[6], h, colour)),
+            None => text.push_str(cells[6]),
+        }
+        text.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(header, None));
+    for (row, peer) in rows.iter().zip(&report.peers) {
+        let cells = [
+            &*row[0], &*row[1], &*row[2], &*row[3], &*row[4], &*row[5], &*row[6],
+        ];
+        let _ = writeln!(out, "{}", line(cells, Some(peer.health)));
+    }
+    for peer in report.peers.iter().filter(|p| p.note.is_some()) {
+        let name = peer.name.as_deref().unwrap_or(&peer.public_key);
+        let _ = writeln!(
+            out,
+            "  {name}: {}",
+            peer.note.as_deref().unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// A QR code of `text` in UTF-8 half blocks, with the quiet zone scanners
+/// need. Made for the usual dark terminal: dark modules are left blank (the
+/// terminal's dark background) and light modules drawn as blocks (its light
+/// foreground), so the phone sees dark-on-light as the standard wants.
+pub fn qr_code(text: &str) -> Result<String> {
+    let code = qrcode::QrCode::new(text.as_bytes())
+        .map_err(|e| Error::System(format!("cannot make a QR code of the conf: {e}")))?;
+    Ok(code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .quiet_zone(true)
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_bytes() {
+        assert_eq!(human_duration(16), "16s");
+        assert_eq!(human_duration(185), "3m 5s");
+        assert_eq!(human_duration(7440), "2h 4m");
+        assert_eq!(human_duration(90000), "1d 1h");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+    }
+
+    #[test]
+    fn table_names_peers_and_notes() {
+        let report = StatusReport {
+            interface: "wg0".into(),
+            state: "up",
+            backend: Some("userspace"),
+            address: Some("10.15.0.1/24".into()),
+            public_key: None,
+            listen_port: Some(51820),
+            peers: vec![PeerStatus {
+                name: Some("enterprise".into()),
+                public_key: "K".into(),
+                endpoint: Some("192.0.2.2:51820".into()),
+                allowed_ips: vec!["10.15.0.2/32".into()],
+                latest_handshake_secs_ago: Some(16),
+                rx_bytes: Some(2048),
+                tx_bytes: Some(10),
+                keepalive: Some(25),
+                in_config: true,
+                live: true,
+                health: Health::Stale,
+                note: Some("stale: why".into()),
+            }],
+        };
+        let text = status_table(&report, false);
+        assert!(
+            text.contains("enterprise  192.0.2.2:51820  10.15.0.2/32  16s ago"),
+            "{text}"
+        );
+        assert!(text.contains("2.0 KiB in, 10 B out"));
+        assert!(text.contains("STALE"));
+        assert!(text.contains("enterprise: stale: why"));
+        assert!(!text.contains('\x1b'));
+    }
+}

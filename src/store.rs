@@ -1,0 +1,114 @@
+//! Durable file changes: the config dir (0700), atomic 0600 writes, and the
+//! lock that makes concurrent runs queue.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+const LOCK_FILE: &str = ".wgp2p.lock";
+
+/// Create the config dir if needed and make it 0700 (also when it existed
+/// with looser rights: it holds private keys).
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("create directory", dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("set mode 0700 on", dir, e))
+}
+
+/// An exclusive lock on the config dir, held until dropped.
+pub struct DirLock {
+    _file: File,
+}
+
+/// Take the lock, waiting for any other wgp2p run on the same dir.
+pub fn lock(dir: &Path) -> Result<DirLock> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    file.lock().map_err(|e| Error::io("lock", &path, e))?;
+    Ok(DirLock { _file: file })
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+/// Replace `dir/name` with `contents` atomically: a 0600 temp file in the
+/// same dir, fsync, rename over the old file, fsync the dir. A crash leaves
+/// either the old or the new file, never a mix.
+pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    let target = dir.join(name);
+    let mut temp = tempfile::Builder::new()
+        .prefix(".wgp2p-")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+    temp.write_all(contents)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|e| Error::io("write", &target, e))?;
+    temp.persist(&target)
+        .map_err(|e| Error::io("replace", &target, e.error))?;
+    sync_dir(dir)
+}
+
+/// Remove a file; a missing file is fine.
+pub fn remove_file(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn atomic_write_is_0600_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "f", b"one").unwrap();
+        write_atomic(dir.path(), "f", b"two").unwrap();
+        let path = dir.path().join("f");
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // Only the target is left: no temp files.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn ensure_dir_tightens_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("wg");
+        fs::create_dir(&sub).unwrap();
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_dir(&sub).unwrap();
+        assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let other = File::options().write(true).open(&path).unwrap();
+        assert!(other.try_lock().is_err());
+        drop(held);
+        assert!(other.try_lock().is_ok());
+    }
+}

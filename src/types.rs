@@ -1,0 +1,675 @@
+//! Validated types: once a value has one of these types it is known to be
+//! well formed ("parse, don't validate"). Every `FromStr` error is one line
+//! that quotes the value and says what is expected.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ipnet::IpNet;
+use zeroize::Zeroize;
+
+use crate::error::Error;
+
+/// Quote a user value for an error message, showing control characters
+/// escaped so that the message always stays on one line.
+pub fn quoted(value: &str) -> String {
+    format!("{:?}", value)
+}
+
+fn invalid(value: &str, expected: &str) -> Error {
+    Error::Invalid(format!("invalid {}: expected {expected}", quoted(value)))
+}
+
+/// A peer's name: 1–64 characters of `[A-Za-z0-9._-]`, not starting with
+/// `-` or `.`. Narrow on purpose: the name becomes a comment line in the
+/// config, a file name under `provisioned-peers/` and a shell argument, so
+/// nothing in it may mean anything to any of them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerName(String);
+
+impl PeerName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A name written in the code, known to be valid.
+    pub fn from_static(name: &'static str) -> Self {
+        debug_assert!(name.parse::<PeerName>().is_ok());
+        PeerName(name.to_string())
+    }
+}
+
+impl FromStr for PeerName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let expected =
+            "a peer name of 1-64 characters from A-Z a-z 0-9 . _ - (not starting with - or .)";
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if s.is_empty()
+            || s.len() > Self::MAX_LEN
+            || !s.chars().all(allowed)
+            || s.starts_with(['-', '.'])
+        {
+            return Err(invalid(s, expected));
+        }
+        Ok(PeerName(s.to_string()))
+    }
+}
+
+impl fmt::Display for PeerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Decode a WireGuard key: canonical base64 (44 characters) of 32 bytes.
+fn decode_key(s: &str, what: &str) -> Result<[u8; 32], Error> {
+    let expected = format!("a {what} (44 characters of base64 encoding 32 bytes)");
+    let trimmed = s.trim();
+    if trimmed.len() != 44 {
+        return Err(invalid(s, &expected));
+    }
+    let bytes = BASE64.decode(trimmed).map_err(|_| invalid(s, &expected))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| invalid(s, &expected))
+}
+
+/// A WireGuard public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey([u8; 32]);
+
+impl PublicKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        PublicKey(bytes)
+    }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+    pub fn to_base64(&self) -> String {
+        BASE64.encode(self.0)
+    }
+    pub fn to_wg(&self) -> wireguard_control::Key {
+        wireguard_control::Key(self.0)
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bytes = decode_key(s, "public key")?;
+        if bytes == [0u8; 32] {
+            return Err(invalid(s, "a public key other than the all-zero key"));
+        }
+        Ok(PublicKey(bytes))
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_base64())
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.to_base64())
+    }
+}
+
+/// A WireGuard private key. It has no `Display`, its `Debug` hides the key,
+/// and its bytes are wiped on drop. The base64 text is only produced by
+/// `expose_base64`, for the 0600 files that must hold it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrivateKey([u8; 32]);
+
+impl PrivateKey {
+    pub fn generate() -> Self {
+        let mut key = wireguard_control::Key::generate_private();
+        let private = PrivateKey(key.0);
+        key.0.zeroize();
+        private
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        let mut key = wireguard_control::Key(self.0);
+        let public = PublicKey(key.get_public().0);
+        key.0.zeroize();
+        public
+    }
+
+    /// The key as base64, only for writing into a 0600 file or a
+    /// provisioned conf.
+    pub fn expose_base64(&self) -> String {
+        BASE64.encode(self.0)
+    }
+
+    pub fn to_wg(&self) -> wireguard_control::Key {
+        wireguard_control::Key(self.0)
+    }
+}
+
+impl FromStr for PrivateKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        // Never echo a (possibly real) private key in an error message.
+        let shown = format!("private key of {} characters", s.trim().len());
+        let bytes = decode_key(s, "private key").map_err(|_| {
+            Error::Invalid(format!(
+                "invalid {shown}: expected 44 characters of base64 encoding 32 bytes"
+            ))
+        })?;
+        if bytes == [0u8; 32] {
+            return Err(Error::Invalid(
+                "invalid private key: the all-zero key is not a usable key".into(),
+            ));
+        }
+        Ok(PrivateKey(bytes))
+    }
+}
+
+impl Drop for PrivateKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKey(hidden)")
+    }
+}
+
+/// A WireGuard interface name, as wg-quick accepts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceName(String);
+
+impl InterfaceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn to_wg(&self) -> Result<wireguard_control::InterfaceName, Error> {
+        self.0
+            .parse()
+            .map_err(|_| invalid(&self.0, "a WireGuard interface name"))
+    }
+}
+
+impl FromStr for InterfaceName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let allowed =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | '+' | '.' | '-');
+        if s.is_empty() || s.len() > 15 || !s.chars().all(allowed) || s == "." || s == ".." {
+            return Err(invalid(
+                s,
+                "an interface name of 1-15 characters from A-Z a-z 0-9 _ = + . -",
+            ));
+        }
+        Ok(InterfaceName(s.to_string()))
+    }
+}
+
+impl fmt::Display for InterfaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A UDP port, 1–65535.
+pub fn parse_port(s: &str) -> Result<u16, Error> {
+    match s.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(invalid(s, "a UDP port from 1 to 65535")),
+    }
+}
+
+/// The host part of an endpoint: an IP address or a DNS name kept as
+/// written (it is resolved only for the live update).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    Dns(String),
+}
+
+fn is_dns_name(s: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name = s.strip_suffix('.').unwrap_or(s);
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
+}
+
+impl FromStr for Host {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            return match inner.parse::<std::net::Ipv6Addr>() {
+                Ok(ip) => Ok(Host::Ip(IpAddr::V6(ip))),
+                Err(_) => Err(invalid(s, "an IPv6 address inside [ ]")),
+            };
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Host::Ip(ip));
+        }
+        // A dotted quad that did not parse as IPv4 is a typo, not a DNS name.
+        let looks_numeric = s.chars().all(|c| c.is_ascii_digit() || c == '.');
+        if !looks_numeric && is_dns_name(s) {
+            return Ok(Host::Dns(s.to_string()));
+        }
+        Err(invalid(s, "an IP address or a DNS name"))
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Dns(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A peer endpoint `host:port`, `[v6]:port` or `dns.name:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: Host,
+    pub port: u16,
+}
+
+const ENDPOINT_EXPECTED: &str =
+    "an endpoint HOST:PORT, [IPv6]:PORT or NAME:PORT with a port from 1 to 65535";
+
+impl Endpoint {
+    /// Parse `HOST[:PORT]`, using `default_port` when no port is written
+    /// (for `install --endpoint`, where the listen port is the default).
+    pub fn parse_with_default_port(s: &str, default_port: u16) -> Result<Self, Error> {
+        match split_host_port(s)? {
+            (host, Some(port)) => Ok(Endpoint { host, port }),
+            (host, None) => Ok(Endpoint {
+                host,
+                port: default_port,
+            }),
+        }
+    }
+
+    /// Resolve to a socket address for the live device (DNS names through
+    /// the system resolver, so /etc/hosts is honoured).
+    pub fn resolve(&self) -> Result<SocketAddr, Error> {
+        match &self.host {
+            Host::Ip(ip) => Ok(SocketAddr::new(*ip, self.port)),
+            Host::Dns(name) => (name.as_str(), self.port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "cannot resolve endpoint {}: expected a DNS name that resolves to an address",
+                        quoted(&self.to_string())
+                    ))
+                }),
+        }
+    }
+}
+
+/// Split `HOST:PORT`, `[V6]:PORT`, `HOST` or `[V6]`, refusing a bare IPv6
+/// address (its colons make the port ambiguous).
+fn split_host_port(s: &str) -> Result<(Host, Option<u16>), Error> {
+    let bad = || invalid(s, ENDPOINT_EXPECTED);
+    let (host_text, port_text) = if s.starts_with('[') {
+        let close = s.find(']').ok_or_else(bad)?;
+        match &s[close + 1..] {
+            "" => (&s[..=close], None),
+            rest => (&s[..=close], Some(rest.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else {
+        match s.matches(':').count() {
+            0 => (s, None),
+            1 => s
+                .split_once(':')
+                .map(|(h, p)| (h, Some(p)))
+                .ok_or_else(bad)?,
+            _ => {
+                return Err(invalid(
+                    s,
+                    "an endpoint with the IPv6 address in brackets, e.g. [fd00::1]:51820",
+                ));
+            }
+        }
+    };
+    if host_text.is_empty() {
+        return Err(bad());
+    }
+    let host = host_text.parse::<Host>().map_err(|_| bad())?;
+    let port = match port_text {
+        Some(p) => Some(parse_port(p).map_err(|_| bad())?),
+        None => None,
+    };
+    Ok((host, port))
+}
+
+impl FromStr for Endpoint {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match split_host_port(s)? {
+            (host, Some(port)) => Ok(Endpoint { host, port }),
+            (_, None) => Err(invalid(s, ENDPOINT_EXPECTED)),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Refuse addresses that can never be a host's VPN address.
+fn check_unicast(s: &str, ip: IpAddr) -> Result<(), Error> {
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+        return Err(invalid(
+            s,
+            "a unicast address (not 0.0.0.0, ::, loopback or multicast)",
+        ));
+    }
+    if let IpAddr::V4(v4) = ip
+        && v4.is_broadcast()
+    {
+        return Err(invalid(s, "a unicast address, not the broadcast address"));
+    }
+    Ok(())
+}
+
+/// A node's VPN address with its prefix, e.g. `10.15.0.1/24`: a host
+/// address inside the network, never the network or broadcast address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VpnAddress(IpNet);
+
+impl VpnAddress {
+    pub fn ip(&self) -> IpAddr {
+        self.0.addr()
+    }
+    pub fn network(&self) -> IpNet {
+        self.0.trunc()
+    }
+    /// The host route (/32 or /128) of this address.
+    pub fn host_route(&self) -> IpNet {
+        IpNet::from(self.0.addr())
+    }
+}
+
+impl FromStr for VpnAddress {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if !s.contains('/') {
+            return Err(invalid(
+                s,
+                "an address with a prefix, e.g. 10.15.0.1/24 or fd00:15::1/64",
+            ));
+        }
+        let net: IpNet = s.parse().map_err(|_| {
+            invalid(s, "an address with a prefix, e.g. 10.15.0.1/24 (prefix up to 32) or fd00:15::1/64 (up to 128)")
+        })?;
+        check_unicast(s, net.addr())?;
+        if net.prefix_len() == 0 {
+            return Err(invalid(
+                s,
+                "a prefix from 1 to 32 (IPv4) or 1 to 128 (IPv6)",
+            ));
+        }
+        let is_v4 = net.addr().is_ipv4();
+        // /31 and /32 (/127, /128) networks have no network or broadcast address.
+        let has_edges = if is_v4 {
+            net.prefix_len() < 31
+        } else {
+            net.prefix_len() < 127
+        };
+        if has_edges && net.addr() == net.network() {
+            return Err(invalid(
+                s,
+                "a host address, not the network address of its prefix",
+            ));
+        }
+        if has_edges && is_v4 && net.addr() == net.broadcast() {
+            return Err(invalid(
+                s,
+                "a host address, not the broadcast address of its prefix",
+            ));
+        }
+        Ok(VpnAddress(net))
+    }
+}
+
+impl fmt::Display for VpnAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A peer's VPN IP as given to `add-peer`: an address, with an optional
+/// prefix that is dropped (the peer is routed as a host route).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerIp {
+    pub ip: IpAddr,
+    /// The prefix written after the address, if any, so that the command
+    /// can say it was dropped.
+    pub dropped_prefix: Option<u8>,
+}
+
+impl PeerIp {
+    pub fn host_route(&self) -> IpNet {
+        IpNet::from(self.ip)
+    }
+}
+
+impl FromStr for PeerIp {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let expected =
+            "a peer VPN address such as 10.15.0.4 or fd00:15::4 (a /prefix is allowed and dropped)";
+        let (ip, dropped_prefix) = match s.split_once('/') {
+            Some(_) => {
+                let net: IpNet = s.parse().map_err(|_| invalid(s, expected))?;
+                let host_len = if net.addr().is_ipv4() { 32 } else { 128 };
+                let dropped = (net.prefix_len() != host_len).then_some(net.prefix_len());
+                (net.addr(), dropped)
+            }
+            None => (s.parse::<IpAddr>().map_err(|_| invalid(s, expected))?, None),
+        };
+        check_unicast(s, ip)?;
+        Ok(PeerIp { ip, dropped_prefix })
+    }
+}
+
+/// A comma-separated list of networks for `--allowed-ips`, each written
+/// with its host bits clear (10.1.0.0/16, not 10.1.2.3/16: wg would
+/// silently mask it, which hides typos).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AllowedIps(pub Vec<IpNet>);
+
+impl FromStr for AllowedIps {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let mut nets = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let net: IpNet = part.parse().map_err(|_| {
+                invalid(
+                    part,
+                    "a network in CIDR form such as 192.168.1.0/24 or fd00:1::/64",
+                )
+            })?;
+            if net.addr() != net.network() {
+                return Err(invalid(
+                    part,
+                    &format!("a network with its host bits clear, e.g. {}", net.trunc()),
+                ));
+            }
+            nets.push(net);
+        }
+        Ok(AllowedIps(nets))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
+    const PRIV: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
+
+    #[test]
+    fn peer_names() {
+        for ok in ["defiant", "my-phone", "a", "host_1.lan", &"x".repeat(64)] {
+            assert!(ok.parse::<PeerName>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "../wg0",
+            "a b",
+            "a\n[Peer]",
+            "a=b",
+            "a#b",
+            "[x]",
+            "é",
+            &"x".repeat(65),
+        ] {
+            let err = bad.parse::<PeerName>().unwrap_err().to_string();
+            assert!(!err.contains('\n'), "{err}");
+            assert!(err.contains("expected"), "{err}");
+        }
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(KEY.parse::<PublicKey>().unwrap().to_string(), KEY);
+        assert!(
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+                .parse::<PublicKey>()
+                .is_err()
+        );
+        assert!("abc".parse::<PublicKey>().is_err());
+        assert!(KEY[..43].parse::<PublicKey>().is_err());
+        assert!(
+            "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!="
+                .parse::<PublicKey>()
+                .is_err()
+        );
+        let private: PrivateKey = PRIV.parse().unwrap();
+        assert_eq!(private.public_key().to_string(), KEY);
+        assert_eq!(format!("{private:?}"), "PrivateKey(hidden)");
+        let err = format!("{}X", &PRIV[..43])
+            .parse::<PrivateKey>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains(&PRIV[..20]),
+            "error must not echo the key: {err}"
+        );
+        let fresh = PrivateKey::generate();
+        assert_ne!(fresh.public_key(), PrivateKey::generate().public_key());
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!("wg0".parse::<InterfaceName>().is_ok());
+        assert!("a=b+c.d-e_f".parse::<InterfaceName>().is_ok());
+        for bad in ["", "wg0123456789abcd", "wg/0", "wg 0", ".."] {
+            assert!(bad.parse::<InterfaceName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        let ep: Endpoint = "192.0.2.1:51820".parse().unwrap();
+        assert_eq!(ep.to_string(), "192.0.2.1:51820");
+        let ep: Endpoint = "[fd00::1]:51820".parse().unwrap();
+        assert_eq!(ep.host, Host::Ip("fd00::1".parse().unwrap()));
+        assert_eq!(ep.to_string(), "[fd00::1]:51820");
+        let ep: Endpoint = "vpn.example.org:1234".parse().unwrap();
+        assert_eq!(ep.host, Host::Dns("vpn.example.org".into()));
+        for bad in [
+            "192.0.2.1",
+            "192.0.2.1:0",
+            "192.0.2.1:65536",
+            "[fd00::1:51820",
+            "fd00::1:51820",
+            ":51820",
+            "a:b:c",
+            "256.1.1.1:5",
+            "host:",
+            "ho st:1",
+            "[nothost]:1",
+            "[::1]x",
+        ] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
+        }
+        let ep = Endpoint::parse_with_default_port("203.0.113.5", 51820).unwrap();
+        assert_eq!(ep.to_string(), "203.0.113.5:51820");
+        let ep = Endpoint::parse_with_default_port("[fd00::5]", 4000).unwrap();
+        assert_eq!(ep.to_string(), "[fd00::5]:4000");
+    }
+
+    #[test]
+    fn vpn_addresses() {
+        let a: VpnAddress = "10.15.0.1/24".parse().unwrap();
+        assert_eq!(a.ip().to_string(), "10.15.0.1");
+        assert_eq!(a.host_route().to_string(), "10.15.0.1/32");
+        assert_eq!(a.network().to_string(), "10.15.0.0/24");
+        assert!("fd00:15::1/64".parse::<VpnAddress>().is_ok());
+        assert!("10.15.0.1/32".parse::<VpnAddress>().is_ok());
+        for bad in [
+            "10.15.0.1",
+            "10.15.0.0/24",
+            "10.15.0.255/24",
+            "10.15.0.1/33",
+            "0.0.0.0/0",
+            "10.15.0.1/0",
+            "fd00::/64",
+            "fd00::1/129",
+            "x/24",
+            "127.0.0.1/8",
+        ] {
+            assert!(bad.parse::<VpnAddress>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn peer_ips() {
+        let p: PeerIp = "10.15.0.4/24".parse().unwrap();
+        assert_eq!(p.dropped_prefix, Some(24));
+        assert_eq!(p.host_route().to_string(), "10.15.0.4/32");
+        let p: PeerIp = "10.15.0.4/32".parse().unwrap();
+        assert_eq!(p.dropped_prefix, None);
+        assert!("fd00:15::4".parse::<PeerIp>().is_ok());
+        for bad in ["0.0.0.0/0", "::", "10.15.0", "10.15.0.4/40", "224.0.0.1"] {
+            assert!(bad.parse::<PeerIp>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn allowed_ips() {
+        let a: AllowedIps = "192.168.1.0/24, fd00:1::/64".parse().unwrap();
+        assert_eq!(a.0.len(), 2);
+        assert!("192.168.1.1/24".parse::<AllowedIps>().is_err());
+        assert!("192.168.1.0/24,".parse::<AllowedIps>().is_err());
+        assert!("nope".parse::<AllowedIps>().is_err());
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("51820").unwrap(), 51820);
+        for bad in ["0", "65536", "-1", "x", ""] {
+            assert!(parse_port(bad).is_err());
+        }
+    }
+}
