@@ -86,9 +86,6 @@ impl PublicKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         PublicKey(bytes)
     }
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
     pub fn to_base64(&self) -> String {
         BASE64.encode(self.0)
     }
@@ -397,9 +394,6 @@ impl VpnAddress {
     pub fn ip(&self) -> IpAddr {
         self.0.addr()
     }
-    pub fn network(&self) -> IpNet {
-        self.0.trunc()
-    }
     /// The host route (/32 or /128) of this address.
     pub fn host_route(&self) -> IpNet {
         IpNet::from(self.0.addr())
@@ -624,7 +618,6 @@ mod tests {
         let a: VpnAddress = "10.15.0.1/24".parse().unwrap();
         assert_eq!(a.ip().to_string(), "10.15.0.1");
         assert_eq!(a.host_route().to_string(), "10.15.0.1/32");
-        assert_eq!(a.network().to_string(), "10.15.0.0/24");
         assert!("fd00:15::1/64".parse::<VpnAddress>().is_ok());
         assert!("10.15.0.1/32".parse::<VpnAddress>().is_ok());
         for bad in [

@@ -8,6 +8,7 @@ use crate::config::node::Node;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::plan::{self, Delta};
+use crate::service::Kind;
 use crate::store;
 use crate::types::{Endpoint, PrivateKey, VpnAddress};
 
@@ -86,6 +87,13 @@ fn ensure_keys(node: &Node) -> Result<PrivateKey> {
 fn bring_up(ctx: &Context, key: &PrivateKey, port: u16) -> Result<()> {
     let device = ctx.device();
     let Some(live) = device.live()? else {
+        if ctx.service_kind == Kind::None {
+            eprintln!(
+                "files written; {} was not started (WGP2P_SERVICE=none)",
+                ctx.paths.iface
+            );
+            return Ok(());
+        }
         ctx.print_service_note();
         ctx.service().enable_and_start().map_err(|e| {
             Error::System(format!(

@@ -1,0 +1,125 @@
+//! wireguard-control prints to stdout by itself (`got unsupported info: …`
+//! for unknown UAPI keys, `ERROR -N` when a set is refused). None of it may
+//! reach wgp2p's stdout, which carries `--json` and the add-peer line. This
+//! test plays wireguard-go with a fake UAPI socket that answers an unknown
+//! key on `get` and an errno on `set`, and runs the real binary against it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PEER_KEY: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
+/// Answer UAPI requests until the listener is dropped with the socket file.
+fn serve_fake_uapi(listener: UnixListener) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { return };
+        let mut reader = BufReader::new(stream.try_clone().expect("clone uapi stream"));
+        let mut first = String::new();
+        if reader.read_line(&mut first).is_err() {
+            continue;
+        }
+        // Drain the request up to its blank line.
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 1).unwrap_or(false) {
+            line.clear();
+        }
+        let answer = if first.starts_with("get=1") {
+            "listen_port=51820\nfuture_key_from_a_newer_wireguard_go=1\nerrno=0\n\n"
+        } else {
+            "errno=98\n\n"
+        };
+        let mut stream = stream;
+        let _ = stream.write_all(answer.as_bytes());
+    }
+}
+
+fn wgp2p(dir: &Path, iface: &str, service: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgp2p"))
+        .args(["--interface", iface, "--config-dir"])
+        .arg(dir)
+        .args(args)
+        .env("WGP2P_SERVICE", service)
+        .env("WGP2P_STUN_SERVERS", "")
+        .env_remove("WGP2P_ENDPOINT")
+        .output()
+        .expect("run wgp2p")
+}
+
+#[test]
+fn device_chatter_never_reaches_stdout() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run this test as root"
+        );
+        eprintln!("skipped: needs root to create a socket in /run/wireguard");
+        return;
+    }
+    let iface = format!("wgfake{}", std::process::id() % 100_000);
+    let socket_dir = PathBuf::from("/run/wireguard");
+    std::fs::create_dir_all(&socket_dir).expect("create /run/wireguard");
+    let socket = socket_dir.join(format!("{iface}.sock"));
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).expect("bind fake uapi socket");
+    std::thread::spawn(move || serve_fake_uapi(listener));
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let install = wgp2p(
+        dir.path(),
+        &iface,
+        "none",
+        &["install", "10.15.0.1/24", "--endpoint", "192.0.2.1"],
+    );
+    assert!(install.status.success(), "{install:?}");
+
+    let status = wgp2p(dir.path(), &iface, "wg-quick", &["status", "--json"]);
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "status failed: {stderr}");
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(&stdout);
+    assert!(parsed.is_ok(), "stdout is not pure JSON:\n{stdout}");
+    assert!(
+        stderr.contains("got unsupported info"),
+        "the chatter should go to stderr: {stderr}"
+    );
+
+    let conf = dir.path().join(format!("{iface}.conf"));
+    let before = std::fs::read(&conf).expect("read conf");
+    let add = wgp2p(
+        dir.path(),
+        &iface,
+        "wg-quick",
+        &[
+            "add-peer",
+            "enterprise",
+            "192.0.2.2:51820",
+            PEER_KEY,
+            "10.15.0.2",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&add.stdout);
+    assert!(
+        !add.status.success(),
+        "the refused set must fail the command"
+    );
+    assert!(
+        !stdout.contains("ERROR"),
+        "device chatter on stdout: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&conf).expect("read conf"),
+        before,
+        "the config must be rolled back"
+    );
+    let _ = std::fs::remove_file(&socket);
+}
