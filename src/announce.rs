@@ -48,13 +48,7 @@ pub fn public_endpoint(ctx: &Context, node: &Node, port: u16) -> Result<Option<E
     if let Some(text) = given {
         return Endpoint::parse_with_default_port(text, port).map(Some);
     }
-    let servers = match &ctx.env.stun_servers {
-        Some(list) => discover::parse_server_list(list),
-        None => discover::DEFAULT_STUN_SERVERS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    };
+    let servers = discover::servers_from(ctx.env.stun_servers.as_deref());
     Ok(
         discover::public_ip(&servers, discover::BUDGET).map(|ip| Endpoint {
             host: Host::Ip(ip),

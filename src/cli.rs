@@ -95,6 +95,12 @@ pub enum Command {
         #[arg(value_name = "PUBLIC_KEY|NAME")]
         peer: String,
     },
+    /// Discover the public address and how the NAT treats the listen port (STUN)
+    NatCheck {
+        /// STUN server HOST[:PORT]; repeat for several [default: WGP2P_STUN_SERVERS, else built-in]
+        #[arg(long = "stun-server", value_name = "HOST[:PORT]")]
+        stun_servers: Vec<String>,
+    },
     /// Make a ready .conf (and QR code) for a device that cannot run wgp2p
     ProvisionPeer {
         /// Name of the new device

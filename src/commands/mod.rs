@@ -4,6 +4,7 @@ mod add_peer;
 mod dependencies;
 mod import_key;
 mod install;
+mod nat_check;
 mod provision_peer;
 mod remove_peer;
 mod start_stop;
@@ -25,6 +26,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::ImportKey { key } => import_key::run(ctx, key),
         Command::AddPeer(args) => add_peer::run(ctx, args),
         Command::RemovePeer { peer } => remove_peer::run(ctx, &peer),
+        Command::NatCheck { stun_servers } => nat_check::run(ctx, &stun_servers),
         Command::ProvisionPeer {
             name,
             endpoint,

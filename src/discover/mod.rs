@@ -15,12 +15,6 @@
 //! costs nothing while others answer. Only std, `stun_codec`/`bytecodec`
 //! (message encoding) and serde are used; nothing else of the project.
 
-// The binary uses only part of this API so far (`public_ip`); `nat_check`
-// and its report wait for a command to show them. In a binary crate rustc
-// would call them dead and `clippy -D warnings` would fail. Drop this line
-// once every public item has a caller.
-#![allow(dead_code)]
-
 mod probe;
 mod stun;
 #[cfg(test)]
@@ -146,6 +140,19 @@ pub enum NatType {
     ///
     /// [`Open`]: NatType::Open
     Unknown,
+}
+
+impl NatType {
+    /// The word used in `--json` and in the human report.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatType::Open => "open",
+            NatType::Cone => "cone",
+            NatType::Symmetric => "symmetric",
+            NatType::Unknown => "unknown",
+        }
+    }
 }
 
 /// What the NAT type means for a WireGuard mesh; serialized as the short
