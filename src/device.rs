@@ -49,6 +49,8 @@ pub struct LiveDevice {
 
 /// What commands need of a live interface.
 pub trait Device {
+    /// Whether the interface exists; cheap (no peer list is read).
+    fn is_up(&self) -> Result<bool>;
     /// The interface's state, or `None` when it is down.
     fn live(&self) -> Result<Option<LiveDevice>>;
     /// Apply one change; only called when `live()` said the interface is up.
@@ -59,6 +61,9 @@ pub trait Device {
 pub struct Offline;
 
 impl Device for Offline {
+    fn is_up(&self) -> Result<bool> {
+        Ok(false)
+    }
     fn live(&self) -> Result<Option<LiveDevice>> {
         Ok(None)
     }
@@ -96,6 +101,10 @@ impl WgDevice {
 }
 
 impl Device for WgDevice {
+    fn is_up(&self) -> Result<bool> {
+        Ok(self.backend().is_some())
+    }
+
     fn live(&self) -> Result<Option<LiveDevice>> {
         let Some(backend) = self.backend() else {
             return Ok(None);

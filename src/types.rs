@@ -666,3 +666,39 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// No validator panics, and none lets a line break or a config
+        /// metacharacter through into a value that is written to a file.
+        #[test]
+        fn validators_never_panic_or_pass_newlines(s in "\\PC{0,80}|[\\x00-\\x7f]{0,80}") {
+            if let Ok(name) = s.parse::<PeerName>() {
+                prop_assert!(!name.as_str().contains(['\n', '\r', '[', ']', '=', '#', ' ']));
+            }
+            if let Ok(endpoint) = s.parse::<Endpoint>() {
+                prop_assert!(!endpoint.to_string().contains(['\n', '\r', '#', ' ', '=']));
+            }
+            let _ = s.parse::<PublicKey>();
+            let _ = s.parse::<PrivateKey>();
+            let _ = s.parse::<VpnAddress>();
+            let _ = s.parse::<PeerIp>();
+            let _ = s.parse::<AllowedIps>();
+            let _ = s.parse::<InterfaceName>();
+            let _ = parse_port(&s);
+        }
+
+        /// Every endpoint we print parses back to itself.
+        #[test]
+        fn endpoints_round_trip(a in any::<[u8; 4]>(), v6 in any::<[u16; 8]>(), port in 1u16..) {
+            for host in [Host::Ip(IpAddr::from(a)), Host::Ip(IpAddr::from(v6))] {
+                let endpoint = Endpoint { host, port };
+                prop_assert_eq!(endpoint.to_string().parse::<Endpoint>().unwrap(), endpoint);
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ pub fn start(ctx: &Context) -> Result<()> {
     ctx.require_root("start")?;
     let (_lock, node) = ctx.lock_and_load()?;
     node.require_conf()?;
-    if ctx.service_kind != Kind::Systemd && ctx.device().live()?.is_some() {
+    if ctx.service_kind != Kind::Systemd && ctx.device().is_up()? {
         println!("{} is already up", ctx.paths.iface);
         return Ok(());
     }
@@ -22,7 +22,7 @@ pub fn stop(ctx: &Context) -> Result<()> {
     ctx.require_root("stop")?;
     let (_lock, node) = ctx.lock_and_load()?;
     node.require_conf()?;
-    if ctx.service_kind != Kind::Systemd && ctx.device().live()?.is_none() {
+    if ctx.service_kind != Kind::Systemd && !ctx.device().is_up()? {
         println!("{} is already down", ctx.paths.iface);
         return Ok(());
     }

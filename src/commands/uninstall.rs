@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
         return Ok(());
     }
     let _lock = store::lock(&paths.dir)?;
-    let running = ctx.device().live()?.is_some();
+    let running = ctx.device().is_up()?;
     if running || ctx.service_kind == Kind::Systemd {
         ctx.service().stop_and_disable()?;
     }

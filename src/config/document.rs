@@ -188,7 +188,7 @@ impl Document {
                 out.push_str(&line.raw);
             }
         }
-        if self.final_newline && !out.is_empty() {
+        if self.final_newline && !first {
             out.push('\n');
         }
         out
@@ -424,5 +424,70 @@ mod tests {
     fn refuses_binary() {
         assert!(Document::parse("[Interface]\0").is_err());
         assert!(Document::parse(&"x".repeat(70000)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines that look like wg-quick configs, plus arbitrary noise.
+    fn config_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("[Interface]".to_string()),
+            Just("[Peer]".to_string()),
+            Just(String::new()),
+            "[A-Za-z]{1,12} ?= ?[ -~]{0,40}",
+            "# ?Name ?= ?[ -~]{0,20}",
+            "#[ -~]{0,30}",
+            "[ -~\t\r]{0,60}",
+            "\\PC{0,20}",
+        ]
+    }
+
+    fn config_text() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(config_line(), 0..30),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(lines, crlf, final_newline)| {
+                let eol = if crlf { "\r\n" } else { "\n" };
+                let mut text = lines.join(eol);
+                if final_newline {
+                    text.push_str(eol);
+                }
+                text
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn parse_render_is_lossless(text in config_text()) {
+            let doc = Document::parse(&text).unwrap();
+            prop_assert_eq!(doc.render(), text);
+        }
+
+        #[test]
+        fn edits_round_trip(text in config_text(), value in "[A-Za-z0-9+/=.:, ]{0,30}") {
+            let mut doc = Document::parse(&text).unwrap();
+            doc.set_interface("ListenPort", value.trim());
+            let index = doc.append_peer();
+            doc.set_name(index, "fuzz");
+            doc.set_in(index, "PublicKey", value.trim());
+            let rendered = doc.render();
+            let again = Document::parse(&rendered).unwrap();
+            // Parsing what we wrote gives back the same document.
+            prop_assert_eq!(again.render(), rendered);
+            prop_assert_eq!(again.interface().and_then(|s| s.get("ListenPort")), Some(value.trim()));
+            doc.remove_section(index);
+            prop_assert!(!doc.render().contains("# Name = fuzz"));
+        }
+
+        #[test]
+        fn never_panics_on_any_text(text in "\\PC{0,200}") {
+            let _ = Document::parse(&text);
+        }
     }
 }
