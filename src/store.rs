@@ -9,6 +9,8 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 const LOCK_FILE: &str = ".wgp2p.lock";
+/// Prefix of the temp files of `write_atomic`.
+const TEMP_PREFIX: &str = ".wgp2p-";
 
 /// Create the config dir if needed and make it 0700 (also when it existed
 /// with looser rights: it holds private keys).
@@ -38,7 +40,22 @@ pub fn lock(dir: &Path) -> Result<DirLock> {
         .open(&path)
         .map_err(|e| Error::io("open lock file", &path, e))?;
     file.lock().map_err(|e| Error::io("lock", &path, e))?;
+    remove_stale_temp_files(dir);
     Ok(DirLock { _file: file })
+}
+
+/// Temp files left by a run that was killed mid-write. Only the lock
+/// holder writes, so once we hold it any temp file is an orphan. Best
+/// effort: a file that cannot be removed is harmless.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -53,7 +70,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     let target = dir.join(name);
     let mut temp = tempfile::Builder::new()
-        .prefix(".wgp2p-")
+        .prefix(TEMP_PREFIX)
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .map_err(|e| Error::io("create a temporary file in", dir, e))?;
@@ -99,6 +116,20 @@ mod tests {
         fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
         ensure_dir(&sub).unwrap();
         assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn lock_sweeps_orphaned_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(".wgp2p-abc123"), b"half").unwrap();
+        fs::write(dir.path().join("wg0.conf"), b"keep").unwrap();
+        let _held = lock(dir.path()).unwrap();
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, [LOCK_FILE, "wg0.conf"]);
     }
 
     #[test]

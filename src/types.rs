@@ -86,10 +86,10 @@ impl PublicKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         PublicKey(bytes)
     }
-    pub fn to_base64(&self) -> String {
+    pub fn to_base64(self) -> String {
         BASE64.encode(self.0)
     }
-    pub fn to_wg(&self) -> wireguard_control::Key {
+    pub fn to_wg(self) -> wireguard_control::Key {
         wireguard_control::Key(self.0)
     }
 }
