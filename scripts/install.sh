@@ -15,4 +15,11 @@ if command -v apt-get >/dev/null; then
 fi
 cargo build --release --locked
 install -D -m 0755 target/release/wgp2p /usr/local/bin/wgp2p
+# Completions and man page, where each shell and man(1) look for them.
+install -d /usr/local/share/bash-completion/completions /usr/local/share/zsh/site-functions \
+  /usr/local/share/fish/vendor_completions.d /usr/local/share/man/man1
+/usr/local/bin/wgp2p completions bash > /usr/local/share/bash-completion/completions/wgp2p
+/usr/local/bin/wgp2p completions zsh > /usr/local/share/zsh/site-functions/_wgp2p
+/usr/local/bin/wgp2p completions fish > /usr/local/share/fish/vendor_completions.d/wgp2p.fish
+/usr/local/bin/wgp2p man > /usr/local/share/man/man1/wgp2p.1
 /usr/local/bin/wgp2p --version

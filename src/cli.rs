@@ -81,7 +81,11 @@ pub enum Command {
     /// Bring the interface down
     Stop,
     /// Show the service and every peer with its name, handshake and health
-    Status,
+    Status {
+        /// Exit with status 7 when any peer is stale, drifted or down (for cron and monitoring)
+        #[arg(long)]
+        check: bool,
+    },
     /// Use a given private key (read from stdin with `-` or no argument)
     ImportKey {
         /// The key; prefer stdin: an argument is visible in the process list
@@ -101,6 +105,11 @@ pub enum Command {
         #[arg(long = "stun-server", value_name = "HOST[:PORT]")]
         stun_servers: Vec<String>,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff)
+    #[command(hide = true)]
+    Man,
     /// Make a ready .conf (and QR code) for a device that cannot run wgp2p
     ProvisionPeer {
         /// Name of the new device

@@ -20,6 +20,9 @@ pub enum Error {
     /// A file of the config dir is unreadable or malformed (exit 6).
     #[error("{0}")]
     BadConfig(String),
+    /// `status --check` found a peer that is not ok (exit 7).
+    #[error("{0}")]
+    Unhealthy(String),
     /// The operating system, WireGuard device or service manager failed (exit 1).
     #[error("{0}")]
     System(String),
@@ -34,6 +37,7 @@ impl Error {
             Error::NotFound(_) => 4,
             Error::NeedsRoot(_) => 5,
             Error::BadConfig(_) => 6,
+            Error::Unhealthy(_) => 7,
         }
     }
 

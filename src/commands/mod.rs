@@ -1,6 +1,7 @@
 //! One file per command; each reads like its paragraph in the SPEC.
 
 mod add_peer;
+mod completions;
 mod dependencies;
 mod import_key;
 mod install;
@@ -22,10 +23,12 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Uninstall { keep_keys } => uninstall::run(ctx, keep_keys),
         Command::Start => start_stop::start(ctx),
         Command::Stop => start_stop::stop(ctx),
-        Command::Status => status::run(ctx),
+        Command::Status { check } => status::run(ctx, check),
         Command::ImportKey { key } => import_key::run(ctx, key),
         Command::AddPeer(args) => add_peer::run(ctx, args),
         Command::RemovePeer { peer } => remove_peer::run(ctx, &peer),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man => completions::man(),
         Command::NatCheck { stun_servers } => nat_check::run(ctx, &stun_servers),
         Command::ProvisionPeer {
             name,

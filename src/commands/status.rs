@@ -13,7 +13,7 @@ use crate::output::{self, Health, PeerStatus, StatusReport};
 /// WireGuard's REJECT_AFTER_TIME: a session older than this is dead.
 pub const STALE_AFTER_SECS: u64 = 180;
 
-pub fn run(ctx: &Context) -> Result<()> {
+pub fn run(ctx: &Context, check: bool) -> Result<()> {
     let node = crate::config::node::Node::load(ctx.paths.clone())?;
     let entries = node.peers()?;
     let live = ctx.device().live()?;
@@ -35,6 +35,22 @@ pub fn run(ctx: &Context) -> Result<()> {
         println!("{text}");
     } else {
         print!("{}", output::status_table(&report, output::use_colour()));
+    }
+    let unhealthy = report
+        .peers
+        .iter()
+        .filter(|p| p.health != Health::Ok)
+        .count();
+    if check && (unhealthy > 0 || live.is_none()) {
+        return Err(Error::Unhealthy(format!(
+            "status --check: {unhealthy} of {} peers not ok{}",
+            report.peers.len(),
+            if live.is_none() {
+                ", interface down"
+            } else {
+                ""
+            }
+        )));
     }
     Ok(())
 }
