@@ -29,25 +29,29 @@ impl Applied {
     }
 }
 
-/// Write `new_doc` as the node's config, then apply `delta` live. When the
-/// device refuses, the old file is put back and the device's error returned.
+/// Write `new_doc` as the node's config, then apply `deltas` live in one
+/// device call. When the device refuses, the old file is put back and the
+/// device's error returned.
 pub fn commit(
     node: &Node,
     new_doc: &Document,
-    delta: &Delta,
+    deltas: &[Delta],
     device: &dyn Device,
 ) -> Result<Applied> {
     // Only existence matters here: reading every peer would cost
     // milliseconds on a big mesh, for nothing.
     let live = device.is_up()?;
-    if live
-        && let Delta::UpsertPeer {
-            endpoint: Some(endpoint),
-            ..
-        } = delta
-    {
+    if live {
         // A DNS name that does not resolve fails before anything is written.
-        endpoint.resolve()?;
+        for delta in deltas {
+            if let Delta::UpsertPeer {
+                endpoint: Some(endpoint),
+                ..
+            } = delta
+            {
+                endpoint.resolve()?;
+            }
+        }
     }
     let dir = &node.paths.dir;
     let name = node.paths.conf_name();
@@ -55,7 +59,7 @@ pub fn commit(
     if !live {
         return Ok(Applied::FileOnly);
     }
-    if let Err(device_error) = device.apply(delta) {
+    if let Err(device_error) = device.apply(deltas) {
         restore(node)?;
         return Err(device_error);
     }
@@ -98,11 +102,11 @@ mod tests {
                 peers: vec![],
             }))
         }
-        fn apply(&self, delta: &Delta) -> Result<()> {
+        fn apply(&self, deltas: &[Delta]) -> Result<()> {
             if self.refuse {
                 return Err(Error::System("device says no".into()));
             }
-            self.applied.borrow_mut().push(format!("{delta:?}"));
+            self.applied.borrow_mut().push(format!("{deltas:?}"));
             Ok(())
         }
     }
@@ -121,7 +125,7 @@ mod tests {
             refuse: true,
             applied: RefCell::new(vec![]),
         };
-        let err = commit(&node, &new_doc, &Delta::None, &device).unwrap_err();
+        let err = commit(&node, &new_doc, &[Delta::None], &device).unwrap_err();
         assert_eq!(err.to_string(), "device says no");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("wg0.conf")).unwrap(),
@@ -142,7 +146,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(
-            commit(&node, &new_doc, &Delta::RemovePeer(key), &device).unwrap(),
+            commit(&node, &new_doc, &[Delta::RemovePeer(key)], &device).unwrap(),
             Applied::Live
         );
         assert_eq!(device.applied.borrow().len(), 1);

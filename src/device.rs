@@ -53,8 +53,8 @@ pub trait Device {
     fn is_up(&self) -> Result<bool>;
     /// The interface's state, or `None` when it is down.
     fn live(&self) -> Result<Option<LiveDevice>>;
-    /// Apply one change; only called when `live()` said the interface is up.
-    fn apply(&self, delta: &Delta) -> Result<()>;
+    /// Apply changes in one device call; only called when the interface is up.
+    fn apply(&self, deltas: &[Delta]) -> Result<()>;
 }
 
 /// A device that is always down: `WGP2P_SERVICE=none` (files only).
@@ -67,7 +67,7 @@ impl Device for Offline {
     fn live(&self) -> Result<Option<LiveDevice>> {
         Ok(None)
     }
-    fn apply(&self, _delta: &Delta) -> Result<()> {
+    fn apply(&self, _deltas: &[Delta]) -> Result<()> {
         Ok(())
     }
 }
@@ -116,8 +116,8 @@ impl Device for WgDevice {
         Ok(Some(live_device(&device, backend)))
     }
 
-    fn apply(&self, delta: &Delta) -> Result<()> {
-        let Some(update) = device_update(delta)? else {
+    fn apply(&self, deltas: &[Delta]) -> Result<()> {
+        let Some(update) = device_update(deltas)? else {
             return Ok(());
         };
         let Some(backend) = self.backend() else {
@@ -169,41 +169,47 @@ fn live_device(device: &wireguard_control::Device, backend: Backend) -> LiveDevi
     }
 }
 
-/// Translate a delta into a `DeviceUpdate` (resolving a DNS endpoint now,
-/// for the live change only). `None` when there is nothing to do.
-pub fn device_update(delta: &Delta) -> Result<Option<DeviceUpdate>> {
-    let update = match delta {
-        Delta::None => return Ok(None),
-        Delta::UpsertPeer {
-            public_key,
-            endpoint,
-            allowed_ips,
-            keepalive,
-        } => {
-            let nets: Vec<AllowedIp> = allowed_ips
-                .iter()
-                .map(|n| AllowedIp {
-                    address: n.addr(),
-                    cidr: n.prefix_len(),
-                })
-                .collect();
-            let mut peer = PeerConfigBuilder::new(&public_key.to_wg())
-                .replace_allowed_ips()
-                .add_allowed_ips(&nets);
-            peer = match keepalive {
-                Some(k) => peer.set_persistent_keepalive_interval(*k),
-                None => peer.unset_persistent_keepalive(),
-            };
-            if let Some(endpoint) = endpoint {
-                peer = peer.set_endpoint(endpoint.resolve()?);
+/// Fold deltas into one `DeviceUpdate` (one device call), resolving DNS
+/// endpoints now, for the live change only. `None` when there is nothing
+/// to do.
+pub fn device_update(deltas: &[Delta]) -> Result<Option<DeviceUpdate>> {
+    let mut update = DeviceUpdate::new();
+    let mut empty = true;
+    for delta in deltas {
+        update = match delta {
+            Delta::None => continue,
+            Delta::UpsertPeer {
+                public_key,
+                endpoint,
+                allowed_ips,
+                keepalive,
+            } => {
+                let nets: Vec<AllowedIp> = allowed_ips
+                    .iter()
+                    .map(|n| AllowedIp {
+                        address: n.addr(),
+                        cidr: n.prefix_len(),
+                    })
+                    .collect();
+                let mut peer = PeerConfigBuilder::new(&public_key.to_wg())
+                    .replace_allowed_ips()
+                    .add_allowed_ips(&nets);
+                peer = match keepalive {
+                    Some(k) => peer.set_persistent_keepalive_interval(*k),
+                    None => peer.unset_persistent_keepalive(),
+                };
+                if let Some(endpoint) = endpoint {
+                    peer = peer.set_endpoint(endpoint.resolve()?);
+                }
+                update.add_peer(peer)
             }
-            DeviceUpdate::new().add_peer(peer)
-        }
-        Delta::RemovePeer(key) => DeviceUpdate::new().remove_peer_by_key(&key.to_wg()),
-        Delta::SetPrivateKey(key) => DeviceUpdate::new().set_private_key(key.to_wg()),
-        Delta::SetListenPort(port) => DeviceUpdate::new().set_listen_port(*port),
-    };
-    Ok(Some(update))
+            Delta::RemovePeer(key) => update.remove_peer_by_key(&key.to_wg()),
+            Delta::SetPrivateKey(key) => update.set_private_key(key.to_wg()),
+            Delta::SetListenPort(port) => update.set_listen_port(*port),
+        };
+        empty = false;
+    }
+    Ok((!empty).then_some(update))
 }
 
 /// While alive, whatever is written to stdout (fd 1) goes to stderr.
@@ -279,7 +285,7 @@ mod tests {
             allowed_ips: vec!["10.15.0.2/32".parse().unwrap()],
             keepalive: Some(25),
         };
-        let update = device_update(&delta).unwrap().unwrap();
+        let update = device_update(&[delta]).unwrap().unwrap();
         // DeviceUpdate has no accessors; its Debug output shows the fields.
         let shown = format!("{update:?}");
         assert!(shown.contains("replace_allowed_ips: true"), "{shown}");
@@ -288,7 +294,16 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("192.0.2.1:51820"), "{shown}");
-        assert!(device_update(&Delta::None).unwrap().is_none());
+        assert!(device_update(&[Delta::None]).unwrap().is_none());
+        let remove = Delta::RemovePeer(KEY.parse().unwrap());
+        let both = device_update(&[Delta::SetListenPort(1), remove])
+            .unwrap()
+            .unwrap();
+        let shown = format!("{both:?}");
+        assert!(
+            shown.contains("listen_port: Some(1)") && shown.contains("remove_me: true"),
+            "{shown}"
+        );
     }
 
     #[test]

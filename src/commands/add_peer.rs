@@ -57,7 +57,7 @@ fn add(ctx: &Context, request: AddPeer) -> Result<()> {
         println!("peer {name} is already configured as given: nothing changed");
         return Ok(());
     }
-    let applied = commit(&node, &new_doc, &delta, ctx.device().as_ref())?;
+    let applied = commit(&node, &new_doc, &[delta], ctx.device().as_ref())?;
     let verb = if outcome == Outcome::Added {
         "added"
     } else {

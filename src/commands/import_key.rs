@@ -27,7 +27,7 @@ pub fn run(ctx: &Context, argument: Option<String>) -> Result<()> {
     let dir = &node.paths.dir;
     write_keys(dir, &key)?;
     if let Some((new_doc, delta)) = planned {
-        let applied = match commit(&node, &new_doc, &delta, ctx.device().as_ref()) {
+        let applied = match commit(&node, &new_doc, &[delta], ctx.device().as_ref()) {
             Ok(applied) => applied,
             Err(e) => {
                 // Keep the key files in step with the config that was restored.

@@ -103,12 +103,14 @@ fn bring_up(ctx: &Context, key: &PrivateKey, port: u16) -> Result<()> {
         eprintln!("{} is up ({})", ctx.paths.iface, ctx.service().describe());
         return Ok(());
     };
+    let mut deltas = Vec::new();
     if live.public_key != Some(key.public_key()) {
-        device.apply(&Delta::SetPrivateKey(key.clone()))?;
+        deltas.push(Delta::SetPrivateKey(key.clone()));
     }
     if live.listen_port != Some(port) {
-        device.apply(&Delta::SetListenPort(port))?;
+        deltas.push(Delta::SetListenPort(port));
     }
+    device.apply(&deltas)?;
     eprintln!(
         "{} was already up: its settings were updated live",
         ctx.paths.iface

@@ -10,7 +10,7 @@ pub fn run(ctx: &Context, selector: &str) -> Result<()> {
     let (_lock, node) = ctx.lock_and_load()?;
     let doc = node.require_conf()?;
     let (new_doc, delta, removed) = plan::remove_peer(doc, &node.paths.conf_name(), selector)?;
-    let applied = commit(&node, &new_doc, &delta, ctx.device().as_ref())?;
+    let applied = commit(&node, &new_doc, &[delta], ctx.device().as_ref())?;
     println!(
         "removed peer {} {} ({})",
         removed.display_name(),
