@@ -105,6 +105,16 @@ pub enum Command {
         #[arg(long = "stun-server", value_name = "HOST[:PORT]")]
         stun_servers: Vec<String>,
     },
+    /// Print this node's roster entry (TOML [[peer]] table)
+    Export,
+    /// Make this node's peers equal to a roster file (all nodes' exports)
+    Sync {
+        #[arg(value_name = "ROSTER.toml")]
+        roster: PathBuf,
+        /// Print the plan without changing anything
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff)

@@ -11,6 +11,7 @@ mod discover;
 mod error;
 mod output;
 mod plan;
+mod roster;
 mod service;
 mod store;
 mod types;

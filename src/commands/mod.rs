@@ -3,6 +3,7 @@
 mod add_peer;
 mod completions;
 mod dependencies;
+mod export;
 mod import_key;
 mod install;
 mod nat_check;
@@ -10,6 +11,7 @@ mod provision_peer;
 mod remove_peer;
 mod start_stop;
 mod status;
+mod sync;
 mod uninstall;
 
 use crate::cli::Command;
@@ -27,6 +29,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::ImportKey { key } => import_key::run(ctx, key),
         Command::AddPeer(args) => add_peer::run(ctx, args),
         Command::RemovePeer { peer } => remove_peer::run(ctx, &peer),
+        Command::Export => export::run(ctx),
+        Command::Sync { roster, dry_run } => sync::run(ctx, &roster, dry_run),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
         Command::NatCheck { stun_servers } => nat_check::run(ctx, &stun_servers),
