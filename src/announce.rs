@@ -77,10 +77,27 @@ pub fn add_peer_line(name: &PeerName, endpoint: &str, key: &PublicKey, ip: IpAdd
     format!("wgp2p add-peer {name} {endpoint} {key} {ip}")
 }
 
+/// What this node's add-peer line carries (`add-peer --json` prints it).
+#[derive(serde::Serialize)]
+pub struct OwnLine {
+    pub name: String,
+    pub endpoint: String,
+    pub public_key: String,
+    pub address: IpAddr,
+    pub line: String,
+}
+
 /// This node's own line.
-pub fn own_line(ctx: &Context, node: &Node) -> Result<String> {
+pub fn own_line(ctx: &Context, node: &Node) -> Result<OwnLine> {
     let (key, address) = node.require_identity()?;
     let port = effective_port(ctx, node);
     let endpoint = endpoint_text(ctx, node, port)?;
-    Ok(add_peer_line(&host_name(), &endpoint, &key, address.ip()))
+    let name = host_name();
+    Ok(OwnLine {
+        line: add_peer_line(&name, &endpoint, &key, address.ip()),
+        name: name.to_string(),
+        endpoint,
+        public_key: key.to_string(),
+        address: address.ip(),
+    })
 }

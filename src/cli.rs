@@ -105,6 +105,8 @@ pub enum Command {
         #[arg(long = "stun-server", value_name = "HOST[:PORT]")]
         stun_servers: Vec<String>,
     },
+    /// Check tools, service, port, drift, overlaps, stale peers, forwarding; one line per problem with its fix
+    Doctor,
     /// Print this node's roster entry (TOML [[peer]] table)
     Export,
     /// Make this node's peers equal to a roster file (all nodes' exports)

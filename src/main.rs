@@ -65,7 +65,19 @@ fn clap_exit(e: clap::Error) -> ExitCode {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
         .collect();
-    let message = message.join(" ");
+    // clap quotes the bad value raw; a carriage return in it would let the
+    // terminal overwrite the line, so control characters are escaped.
+    let message: String = message
+        .join(" ")
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
     let message = message.strip_prefix("error: ").unwrap_or(&message);
     eprintln!("wgp2p: error: {message} (see `wgp2p help`)");
     ExitCode::from(2)

@@ -31,7 +31,14 @@ pub fn run(ctx: &Context, args: AddPeerArgs) -> Result<()> {
 
 fn print_own_line(ctx: &Context) -> Result<()> {
     let (_lock, node) = ctx.lock_and_load()?;
-    println!("{}", announce::own_line(ctx, &node)?);
+    let own = announce::own_line(ctx, &node)?;
+    if ctx.json {
+        let text = serde_json::to_string_pretty(&own)
+            .map_err(|e| Error::System(format!("cannot write JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        println!("{}", own.line);
+    }
     Ok(())
 }
 

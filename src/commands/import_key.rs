@@ -63,6 +63,7 @@ fn write_keys(dir: &std::path::Path, key: &PrivateKey) -> Result<()> {
 
 /// The key from the argument, or from stdin for `-` or no argument.
 fn read_key(argument: Option<String>) -> Result<PrivateKey> {
+    let from_argument = !matches!(argument.as_deref(), None | Some("-"));
     let text = match argument.as_deref() {
         None | Some("-") => {
             let mut text = String::new();
@@ -74,12 +75,14 @@ fn read_key(argument: Option<String>) -> Result<PrivateKey> {
                 })?;
             text
         }
-        Some(arg) => {
-            eprintln!(
-                "warning: a key given as an argument is visible in the process list; prefer `wgp2p import-key < keyfile`"
-            );
-            arg.to_string()
-        }
+        Some(arg) => arg.to_string(),
     };
-    text.trim().parse()
+    let key = text.trim().parse()?;
+    // Warn only about a valid key: a refused one ends in its error line alone.
+    if from_argument {
+        eprintln!(
+            "warning: a key given as an argument is visible in the process list; prefer `wgp2p import-key < keyfile`"
+        );
+    }
+    Ok(key)
 }

@@ -22,15 +22,12 @@ pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<String>) -> Resu
     let (_lock, node) = ctx.lock_and_load()?;
     check_address(&node, &address)?;
     let port = announce::effective_port(ctx, &node);
-    let endpoint = match &endpoint {
-        Some(text) => Some(Endpoint::parse_with_default_port(text, port)?),
-        None => None,
-    };
     let key = ensure_keys(&node)?;
     let dir = &node.paths.dir;
     store::write_atomic(dir, "address", format!("{address}\n").as_bytes())?;
     if let Some(endpoint) = &endpoint {
-        store::write_atomic(dir, "endpoint", format!("{endpoint}\n").as_bytes())?;
+        // Kept as written: without a port, the line follows the listen port.
+        store::write_atomic(dir, "endpoint", format!("{}\n", endpoint.trim()).as_bytes())?;
     }
     let doc = match &node.conf {
         Some(doc) => doc.clone(),
@@ -44,7 +41,7 @@ pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<String>) -> Resu
     // Read back what was written, so the line shows the saved endpoint.
     let node = Node::load(node.paths.clone())?;
     println!("Run this on every other node to add this one:");
-    println!("{}", announce::own_line(ctx, &node)?);
+    println!("{}", announce::own_line(ctx, &node)?.line);
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 mod add_peer;
 mod completions;
 mod dependencies;
+mod doctor;
 mod export;
 mod import_key;
 mod install;
@@ -10,7 +11,7 @@ mod nat_check;
 mod provision_peer;
 mod remove_peer;
 mod start_stop;
-mod status;
+pub mod status;
 mod sync;
 mod uninstall;
 
@@ -29,6 +30,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::ImportKey { key } => import_key::run(ctx, key),
         Command::AddPeer(args) => add_peer::run(ctx, args),
         Command::RemovePeer { peer } => remove_peer::run(ctx, &peer),
+        Command::Doctor => doctor::run(ctx),
         Command::Export => export::run(ctx),
         Command::Sync { roster, dry_run } => sync::run(ctx, &roster, dry_run),
         Command::Completions { shell } => completions::completions(shell),

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::announce;
+use crate::config::document::Document;
 use crate::config::node::PeerEntry;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -45,6 +46,7 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
             request.name
         )));
     }
+    check_other_devices(&node.paths.provisioned_dir(), &request.address)?;
     let device_key = PrivateKey::generate();
     let add = AddPeer {
         name: request.name.clone(),
@@ -107,6 +109,39 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
             request.address.ip()
         )
     );
+    Ok(())
+}
+
+/// Devices provisioned earlier are not peers until their line is run, so
+/// their addresses are checked here: two devices must not share one.
+fn check_other_devices(dir: &std::path::Path, address: &VpnAddress) -> Result<()> {
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for file in files.flatten() {
+        let Ok(text) = std::fs::read_to_string(file.path()) else {
+            continue;
+        };
+        let Ok(doc) = Document::parse(&text) else {
+            continue;
+        };
+        let addresses = doc
+            .interface()
+            .map(|s| s.get_all("Address"))
+            .unwrap_or_default();
+        let taken = addresses
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<VpnAddress>().ok())
+            .any(|a| a.ip() == address.ip());
+        if taken {
+            return Err(Error::Conflict(format!(
+                "address {} is already given to the device in {}: expected a free address",
+                address.ip(),
+                file.path().display()
+            )));
+        }
+    }
     Ok(())
 }
 

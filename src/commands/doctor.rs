@@ -1,0 +1,325 @@
+//! `doctor`: one line per problem found, each with its fix. The checks are
+//! a pure function of gathered facts, so each is unit-tested.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
+
+use crate::config::document::Document;
+use crate::config::node::{Node, PeerEntry, listen_port, peers};
+use crate::context::Context;
+use crate::device::LiveDevice;
+use crate::error::{Error, Result};
+use crate::service::Kind;
+
+/// What doctor looks at, gathered once.
+struct Facts {
+    has_wg: bool,
+    has_wg_quick: bool,
+    has_kernel_module: bool,
+    has_wireguard_go: bool,
+    /// `Some(false)` when systemd runs the interface and the unit is not enabled.
+    unit_enabled: Option<bool>,
+    iface: String,
+    installed: bool,
+    config_port: Option<u16>,
+    entries: Vec<PeerEntry>,
+    live: Option<LiveDevice>,
+    /// AllowedIPs that provisioned devices route through this node, beyond its own address.
+    routed_through_us: Vec<IpNet>,
+    ip_forward: bool,
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn unit_enabled(unit: &str) -> bool {
+    Command::new("systemctl")
+        .args(["is-enabled", "--quiet", unit])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Networks that provisioned confs send to this node beyond its own address.
+fn provisioned_routes(node: &Node) -> Vec<IpNet> {
+    let (Some(own_key), Some(address)) = (node.public_key(), node.address) else {
+        return Vec::new();
+    };
+    let Ok(files) = std::fs::read_dir(node.paths.provisioned_dir()) else {
+        return Vec::new();
+    };
+    let mut routes = Vec::new();
+    for file in files.flatten() {
+        let Ok(text) = std::fs::read_to_string(file.path()) else {
+            continue;
+        };
+        let Ok(doc) = Document::parse(&text) else {
+            continue;
+        };
+        let Ok(entries) = peers(&doc, "provisioned conf") else {
+            continue;
+        };
+        for entry in entries.iter().filter(|e| e.public_key == own_key) {
+            routes.extend(
+                entry
+                    .allowed_ips
+                    .iter()
+                    .filter(|n| **n != address.host_route()),
+            );
+        }
+    }
+    routes
+}
+
+fn gather(ctx: &Context) -> Result<Facts> {
+    let node = Node::load(ctx.paths.clone())?;
+    let live = match ctx.service_kind {
+        Kind::None => None,
+        _ => ctx.device().live()?,
+    };
+    let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    Ok(Facts {
+        has_wg: on_path("wg"),
+        has_wg_quick: on_path("wg-quick"),
+        has_kernel_module: Path::new("/sys/module/wireguard").exists(),
+        has_wireguard_go: on_path("wireguard-go"),
+        unit_enabled: (ctx.service_kind == Kind::Systemd)
+            .then(|| unit_enabled(&format!("wg-quick@{}", ctx.paths.iface))),
+        iface: ctx.paths.iface.to_string(),
+        installed: node.conf.is_some(),
+        config_port: node.conf.as_ref().and_then(listen_port),
+        entries: node.peers()?,
+        routed_through_us: provisioned_routes(&node),
+        ip_forward: forward.trim() == "1",
+        live,
+    })
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn tool_findings(f: &Facts, out: &mut Vec<String>) {
+    if !f.has_wg || !f.has_wg_quick {
+        out.push("wg or wg-quick is missing: run `wgp2p dependencies`".into());
+    }
+    if !f.has_kernel_module && !f.has_wireguard_go {
+        out.push("no WireGuard kernel module and no wireguard-go: install the wireguard-go package (or a kernel with WireGuard)".into());
+    }
+}
+
+fn interface_findings(f: &Facts, out: &mut Vec<String>) {
+    if !f.installed {
+        out.push(format!(
+            "{} is not set up: run `wgp2p install ADDRESS/CIDR`",
+            f.iface
+        ));
+        return;
+    }
+    if f.unit_enabled == Some(false) {
+        out.push(format!("service wg-quick@{} is not enabled (no start at boot): run `systemctl enable wg-quick@{}`", f.iface, f.iface));
+    }
+    let Some(live) = &f.live else {
+        out.push(format!("{} is down: run `wgp2p start`", f.iface));
+        return;
+    };
+    match (live.listen_port, f.config_port) {
+        (None | Some(0), _) => out.push(format!("{} listens on no port: run `wgp2p stop` then `wgp2p start`", f.iface)),
+        (Some(live_port), Some(conf_port)) if live_port != conf_port => out.push(format!(
+            "{} listens on port {live_port} but the config says {conf_port}: run `wgp2p stop` then `wgp2p start`",
+            f.iface
+        )),
+        _ => {}
+    }
+}
+
+fn peer_findings(f: &Facts, out: &mut Vec<String>) {
+    for (i, a) in f.entries.iter().enumerate() {
+        for b in &f.entries[i + 1..] {
+            if let Some((na, nb)) = a.allowed_ips.iter().find_map(|x| {
+                b.allowed_ips
+                    .iter()
+                    .find(|y| overlaps(x, y))
+                    .map(|y| (x, y))
+            }) {
+                out.push(format!(
+                    "AllowedIPs {na} of {} overlaps {nb} of {}: WireGuard routes it to one of them only; fix the config or `wgp2p remove-peer` one",
+                    a.display_name(),
+                    b.display_name()
+                ));
+            }
+        }
+    }
+    let Some(live) = &f.live else { return };
+    for entry in &f.entries {
+        match live.peers.iter().find(|p| p.public_key == entry.public_key) {
+            None => out.push(format!("peer {} is in the config but not live: run its add-peer line again", entry.display_name())),
+            Some(p) if sorted(&p.allowed_ips) != sorted(&entry.allowed_ips) => out.push(format!(
+                "peer {}: live AllowedIPs differ from the config: run its add-peer line again",
+                entry.display_name()
+            )),
+            Some(p) if p.last_handshake.and_then(|t| t.elapsed().ok()).is_none_or(|age| age.as_secs() > crate::commands::status::STALE_AFTER_SECS) => {
+                out.push(format!(
+                    "peer {} is stale (no handshake within 180 s): check it runs; if both sides are behind NAT, one may be symmetric (`wgp2p nat-check` on both)",
+                    entry.display_name()
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for p in &live.peers {
+        if !f.entries.iter().any(|e| e.public_key == p.public_key) {
+            out.push(format!("live peer {} is not in the config: `wgp2p remove-peer {}` or add it with `wgp2p add-peer`", p.public_key, p.public_key));
+        }
+    }
+}
+
+fn sorted(nets: &[IpNet]) -> Vec<IpNet> {
+    let mut nets = nets.to_vec();
+    nets.sort();
+    nets
+}
+
+fn forwarding_findings(f: &Facts, out: &mut Vec<String>) {
+    if !f.routed_through_us.is_empty() && !f.ip_forward {
+        let nets: Vec<String> = f
+            .routed_through_us
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        out.push(format!(
+            "provisioned devices route {} through this node but IPv4 forwarding is off: run `sysctl -w net.ipv4.ip_forward=1` (and persist it in /etc/sysctl.d/)",
+            nets.join(", ")
+        ));
+    }
+}
+
+fn findings(f: &Facts) -> Vec<String> {
+    let mut out = Vec::new();
+    tool_findings(f, &mut out);
+    interface_findings(f, &mut out);
+    peer_findings(f, &mut out);
+    forwarding_findings(f, &mut out);
+    out
+}
+
+pub fn run(ctx: &Context) -> Result<()> {
+    let facts = gather(ctx)?;
+    let found = findings(&facts);
+    if found.is_empty() {
+        println!("no problem found");
+        return Ok(());
+    }
+    for finding in &found {
+        println!("{finding}");
+    }
+    Err(Error::Unhealthy(format!(
+        "doctor found {} problems",
+        found.len()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::LivePeer;
+    use std::time::{Duration, SystemTime};
+
+    const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+    const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+
+    fn entry(name: &str, key: &str, net: &str) -> PeerEntry {
+        PeerEntry {
+            section: 1,
+            name: Some(name.into()),
+            public_key: key.parse().unwrap(),
+            endpoint: None,
+            allowed_ips: vec![net.parse().unwrap()],
+            keepalive: Some(25),
+        }
+    }
+
+    fn live_peer(key: &str, net: &str, handshake_ago: u64) -> LivePeer {
+        LivePeer {
+            public_key: key.parse().unwrap(),
+            endpoint: None,
+            allowed_ips: vec![net.parse().unwrap()],
+            last_handshake: Some(SystemTime::now() - Duration::from_secs(handshake_ago)),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            keepalive: Some(25),
+        }
+    }
+
+    fn healthy() -> Facts {
+        Facts {
+            has_wg: true,
+            has_wg_quick: true,
+            has_kernel_module: false,
+            has_wireguard_go: true,
+            unit_enabled: None,
+            iface: "wg0".into(),
+            installed: true,
+            config_port: Some(51820),
+            entries: vec![entry("a", KEY_A, "10.15.0.2/32")],
+            live: Some(LiveDevice {
+                backend: "userspace",
+                public_key: None,
+                listen_port: Some(51820),
+                peers: vec![live_peer(KEY_A, "10.15.0.2/32", 5)],
+            }),
+            routed_through_us: vec![],
+            ip_forward: false,
+        }
+    }
+
+    #[test]
+    fn healthy_node_has_no_findings() {
+        assert!(findings(&healthy()).is_empty());
+    }
+
+    #[test]
+    fn each_problem_is_one_line_with_a_fix() {
+        let mut f = healthy();
+        f.has_wg = false;
+        f.has_wireguard_go = false;
+        f.unit_enabled = Some(false);
+        f.entries.push(entry("b", KEY_B, "10.15.0.0/24"));
+        if let Some(live) = f.live.as_mut() {
+            live.listen_port = Some(0);
+            live.peers[0].last_handshake = None;
+            live.peers.push(live_peer(
+                "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=",
+                "10.15.0.9/32",
+                1,
+            ));
+        }
+        f.routed_through_us = vec!["10.15.0.0/24".parse().unwrap()];
+        let found = findings(&f);
+        let expect = [
+            "dependencies",
+            "wireguard-go",
+            "systemctl enable",
+            "listens on no port",
+            "overlaps",
+            "stale",
+            "not live",
+            "not in the config",
+            "forwarding is off",
+        ];
+        for word in expect {
+            assert!(
+                found.iter().any(|l| l.contains(word)),
+                "missing {word:?} in {found:#?}"
+            );
+        }
+        assert!(found.iter().all(|l| !l.contains('\n') && l.contains(':')));
+    }
+}
