@@ -14,8 +14,12 @@ pub enum LineKind {
     Blank,
     /// `[Section]`
     Header(String),
-    /// `# Name = value`: a peer's name, kept as a comment so wg-quick ignores it.
-    Name(String),
+    /// `# Key = value` with a one-word key: wgp2p's own data, kept as a
+    /// comment so wg-quick ignores it (`# Name = …`, `# Relay = …`).
+    Tag {
+        key: String,
+        value: String,
+    },
     /// Any other comment.
     Comment,
     /// `Key = Value` (wg-quick strips everything after `#`).
@@ -55,6 +59,9 @@ impl Line {
     }
 }
 
+/// The comment keys wgp2p reads and writes.
+pub const TAGS: [&str; 2] = ["Name", "Relay"];
+
 fn classify(text: &str) -> LineKind {
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -62,9 +69,12 @@ fn classify(text: &str) -> LineKind {
     }
     if let Some(comment) = trimmed.strip_prefix('#') {
         if let Some((key, value)) = comment.split_once('=')
-            && key.trim() == "Name"
+            && TAGS.contains(&key.trim())
         {
-            return LineKind::Name(value.trim().to_string());
+            return LineKind::Tag {
+                key: key.trim().to_string(),
+                value: value.trim().to_string(),
+            };
         }
         return LineKind::Comment;
     }
@@ -114,10 +124,18 @@ impl Section {
 
     /// The `# Name = …` comment of this section.
     pub fn peer_name(&self) -> Option<&str> {
-        self.lines.iter().find_map(|l| match &l.kind {
-            LineKind::Name(n) => Some(n.as_str()),
-            _ => None,
-        })
+        self.tags("Name").into_iter().next()
+    }
+
+    /// Every value of the `# key = …` comments of this section.
+    pub fn tags(&self, key: &str) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|l| match &l.kind {
+                LineKind::Tag { key: k, value } if k == key => Some(value.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -281,14 +299,30 @@ impl Document {
         let Some(section) = self.sections.get_mut(index) else {
             return;
         };
-        match section
-            .lines
-            .iter()
-            .position(|l| matches!(l.kind, LineKind::Name(_)))
-        {
-            Some(i) if section.lines[i].kind == LineKind::Name(name.to_string()) => {}
+        let is_name = |l: &Line| matches!(&l.kind, LineKind::Tag { key, .. } if key == "Name");
+        match section.lines.iter().position(is_name) {
+            Some(i) if section.lines[i].kind == line.kind => {}
             Some(i) => section.lines[i] = line,
             None => section.lines.insert(0, line),
+        }
+    }
+
+    /// Add a `# key = value` line after the last content line of a section.
+    pub fn add_tag(&mut self, index: usize, key: &str, value: &str) {
+        let line = self.new_line(format!("# {key} = {value}"));
+        if let Some(section) = self.sections.get_mut(index) {
+            let at = last_content_line(section).map_or(0, |i| i + 1);
+            section.lines.insert(at, line);
+        }
+    }
+
+    /// Remove the `# key = value` lines of a section for which `drop` is true.
+    pub fn remove_tags(&mut self, index: usize, key: &str, drop: impl Fn(&str) -> bool) {
+        if let Some(section) = self.sections.get_mut(index) {
+            section.lines.retain(|l| match &l.kind {
+                LineKind::Tag { key: k, value } if k == key => !drop(value),
+                _ => true,
+            });
         }
     }
 
@@ -335,7 +369,7 @@ fn last_content_line(section: &Section) -> Option<usize> {
     section
         .lines
         .iter()
-        .rposition(|l| matches!(l.kind, LineKind::KeyValue { .. } | LineKind::Name(_)))
+        .rposition(|l| matches!(l.kind, LineKind::KeyValue { .. } | LineKind::Tag { .. }))
 }
 
 #[cfg(test)]
@@ -401,6 +435,23 @@ mod tests {
         assert!(text.ends_with("PersistentKeepalive = 25\n\n[Peer]\n# Name = voyager\nPublicKey = K2\nAllowedIPs = 10.15.0.3/32\n"), "{text}");
         doc.remove_section(index);
         assert_eq!(doc.render(), SCRIPT_CONF);
+    }
+
+    #[test]
+    fn tags_are_added_read_and_removed() {
+        let mut doc =
+            Document::parse("[Peer]\n# Name = relay\nPublicKey = K\n# a comment\n").unwrap();
+        doc.add_tag(1, "Relay", "a K1 192.0.2.1:1 10.0.0.5/32");
+        doc.add_tag(1, "Relay", "b K2 192.0.2.2:1 10.0.0.6/32");
+        assert_eq!(
+            doc.render(),
+            "[Peer]\n# Name = relay\nPublicKey = K\n# Relay = a K1 192.0.2.1:1 10.0.0.5/32\n# Relay = b K2 192.0.2.2:1 10.0.0.6/32\n# a comment\n"
+        );
+        let section = doc.peer_sections().next().unwrap().1;
+        assert_eq!(section.tags("Relay").len(), 2);
+        doc.remove_tags(1, "Relay", |v| v.starts_with("a "));
+        assert!(!doc.render().contains("Relay = a"));
+        assert!(doc.render().contains("Relay = b"));
     }
 
     #[test]
