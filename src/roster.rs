@@ -111,15 +111,30 @@ pub fn sync(
     let mut new_doc = doc.clone();
     let mut deltas = Vec::new();
     let mut changes = Vec::new();
-    for entry in peers(doc, conf_name)? {
-        if !wanted.iter().any(|r| r.public_key == entry.public_key) {
-            let (next, delta, removed) =
-                plan::remove_peer(&new_doc, conf_name, &entry.public_key.to_string())?;
-            new_doc = next;
-            deltas.push(delta);
-            changes.push(Change::Remove(removed.display_name().to_string()));
-        }
+    let entries = peers(doc, conf_name)?;
+    // Relayed peers count as present: the roster says who, not how.
+    let relayed: Vec<PublicKey> = entries
+        .iter()
+        .flat_map(|e| e.relayed.iter().map(|r| r.public_key))
+        .collect();
+    let present = entries
+        .iter()
+        .map(|e| e.public_key)
+        .chain(relayed.iter().copied());
+    // Relayed ones first, so no relay is removed while it still carries one.
+    let mut unwanted: Vec<PublicKey> = present
+        .filter(|k| !wanted.iter().any(|r| r.public_key == *k))
+        .collect();
+    unwanted.sort_by_key(|k| !relayed.contains(k));
+    for key in unwanted {
+        let (next, delta, (name, _)) = plan::remove_peer(&new_doc, conf_name, &key.to_string())?;
+        new_doc = next;
+        deltas.push(delta);
+        changes.push(Change::Remove(name));
     }
+    let wanted = wanted
+        .into_iter()
+        .filter(|r| !relayed.contains(&r.public_key));
     for request in wanted {
         let (next, delta, outcome) = plan::add_peer(&new_doc, conf_name, own, request)?;
         new_doc = next;

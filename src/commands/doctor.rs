@@ -243,6 +243,7 @@ mod tests {
             endpoint: None,
             allowed_ips: vec![net.parse().unwrap()],
             keepalive: Some(25),
+            relayed: vec![],
         }
     }
 

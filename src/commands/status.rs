@@ -161,6 +161,7 @@ mod tests {
             endpoint: Some("enterprise.lab:51820".into()),
             allowed_ips: vec!["10.15.0.2/32".parse().unwrap()],
             keepalive: Some(25),
+            relayed: vec![],
         }
     }
 

@@ -275,6 +275,40 @@ impl Document {
         }
     }
 
+    /// Append `key = value # marker` to section `index`, beside any other
+    /// `key` lines (PostUp may repeat; each runs in order). wg-quick drops
+    /// the comment, wgp2p finds its own lines by it.
+    pub fn append_marked(&mut self, index: usize, key: &str, value: &str, marker: &str) {
+        let line = self.new_line(format!("{key} = {value} # {marker}"));
+        if let Some(section) = self.sections.get_mut(index) {
+            let at = last_content_line(section).map_or(0, |i| i + 1);
+            section.lines.insert(at, line);
+        }
+    }
+
+    /// Remove the lines of section `index` that end with `# marker`.
+    pub fn remove_marked(&mut self, index: usize, marker: &str) {
+        let suffix = format!("# {marker}");
+        if let Some(section) = self.sections.get_mut(index) {
+            section
+                .lines
+                .retain(|l| !l.raw.trim_end().ends_with(&suffix));
+        }
+    }
+
+    /// Whether section `index` has a line ending with `# marker`.
+    pub fn has_marked(&self, index: usize, marker: &str) -> bool {
+        let suffix = format!("# {marker}");
+        self.sections
+            .get(index)
+            .is_some_and(|s| s.lines.iter().any(|l| l.raw.trim_end().ends_with(&suffix)))
+    }
+
+    /// Index of the `[Interface]` section, if any.
+    pub fn interface_position(&self) -> Option<usize> {
+        self.sections.iter().position(|s| s.is("Interface"))
+    }
+
     /// Remove every `key` line from section `index`.
     pub fn remove_in(&mut self, index: usize, key: &str) {
         if let Some(section) = self.sections.get_mut(index) {
@@ -452,6 +486,23 @@ mod tests {
         doc.remove_tags(1, "Relay", |v| v.starts_with("a "));
         assert!(!doc.render().contains("Relay = a"));
         assert!(doc.render().contains("Relay = b"));
+    }
+
+    #[test]
+    fn marked_lines_are_found_by_their_comment() {
+        let mut doc = Document::parse("[Interface]\nPostUp = echo mine\n").unwrap();
+        doc.append_marked(0 + 1, "PostUp", "sysctl x", "wgp2p relay");
+        assert_eq!(
+            doc.render(),
+            "[Interface]\nPostUp = echo mine\nPostUp = sysctl x # wgp2p relay\n"
+        );
+        assert!(doc.has_marked(1, "wgp2p relay"));
+        assert_eq!(
+            doc.interface().unwrap().get_all("PostUp"),
+            ["echo mine", "sysctl x"]
+        );
+        doc.remove_marked(1, "wgp2p relay");
+        assert_eq!(doc.render(), "[Interface]\nPostUp = echo mine\n");
     }
 
     #[test]

@@ -58,6 +58,48 @@ pub struct PeerEntry {
     pub endpoint: Option<String>,
     pub allowed_ips: Vec<IpNet>,
     pub keepalive: Option<u16>,
+    /// Peers reached through this one (`# Relay = …` lines).
+    pub relayed: Vec<Relayed>,
+}
+
+/// A peer whose traffic goes through a relay peer instead of a direct
+/// tunnel. Kept as `# Relay = NAME KEY ENDPOINT NETS` inside the relay's
+/// section, so `relay NAME direct` can restore the direct peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relayed {
+    pub name: String,
+    pub public_key: PublicKey,
+    pub endpoint: String,
+    pub nets: Vec<IpNet>,
+}
+
+impl Relayed {
+    /// The value of its `# Relay = …` line.
+    pub fn tag(&self) -> String {
+        let nets: Vec<String> = self.nets.iter().map(ToString::to_string).collect();
+        format!(
+            "{} {} {} {}",
+            self.name,
+            self.public_key,
+            self.endpoint,
+            nets.join(",")
+        )
+    }
+
+    fn parse(value: &str) -> Option<Relayed> {
+        let mut words = value.split_whitespace();
+        let relayed = Relayed {
+            name: words.next()?.to_string(),
+            public_key: words.next()?.parse().ok()?,
+            endpoint: words.next()?.to_string(),
+            nets: words
+                .next()?
+                .split(',')
+                .map(|n| n.parse().ok())
+                .collect::<Option<_>>()?,
+        };
+        words.next().is_none().then_some(relayed)
+    }
 }
 
 impl PeerEntry {
@@ -87,6 +129,11 @@ fn peer_entry(section_index: usize, section: &Section, conf: &str) -> Result<Pee
             allowed_ips.push(part.parse().map_err(|_| bad("AllowedIPs", part))?);
         }
     }
+    let relayed = section
+        .tags("Relay")
+        .into_iter()
+        .map(|v| Relayed::parse(v).ok_or_else(|| bad("# Relay", v)))
+        .collect::<Result<Vec<_>>>()?;
     let keepalive = match section.get("PersistentKeepalive") {
         None => None,
         Some(v) if v.eq_ignore_ascii_case("off") => None,
@@ -99,6 +146,7 @@ fn peer_entry(section_index: usize, section: &Section, conf: &str) -> Result<Pee
         endpoint: section.get("Endpoint").map(str::to_string),
         allowed_ips,
         keepalive,
+        relayed,
     })
 }
 

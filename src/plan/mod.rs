@@ -2,6 +2,8 @@
 //! the smallest live change (`Delta`). Every conflict rule lives here, so it
 //! is tested without root, files or devices.
 
+pub mod relay;
+
 use ipnet::IpNet;
 
 use crate::config::document::Document;
@@ -65,7 +67,7 @@ pub enum Outcome {
     Unchanged,
 }
 
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+pub(crate) fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
@@ -83,6 +85,20 @@ fn check_add(existing: &[PeerEntry], own: &Own, req: &AddPeer, nets: &[IpNet]) -
             "public key {} is this node's own key: expected the key printed by the other node",
             req.public_key
         )));
+    }
+    let relayed = existing
+        .iter()
+        .flat_map(|via| via.relayed.iter().map(move |r| (via, r)));
+    for (via, r) in relayed {
+        if r.public_key == req.public_key || r.name == req.name.as_str() {
+            return Err(Error::Conflict(format!(
+                "peer {} is relayed via {}: `wgp2p relay {} direct` to make it direct, or `wgp2p remove-peer {}` first",
+                quoted(&r.name),
+                via.display_name(),
+                r.name,
+                r.name
+            )));
+        }
     }
     if let Some(other) = existing
         .iter()
@@ -174,22 +190,39 @@ pub fn find_peer<'a>(existing: &'a [PeerEntry], selector: &str) -> Option<&'a Pe
     }
 }
 
-/// Remove a peer by name or key; an unknown peer changes nothing.
+/// Remove a peer by name or key, direct or relayed; an unknown peer
+/// changes nothing. Returns the new config, the live change, and the
+/// removed peer's name (or "(unnamed)") and key.
 pub fn remove_peer(
     doc: &Document,
     conf_name: &str,
     selector: &str,
-) -> Result<(Document, Delta, PeerEntry)> {
+) -> Result<(Document, Delta, (String, PublicKey))> {
     let existing = peers(doc, conf_name)?;
-    let entry = find_peer(&existing, selector).cloned().ok_or_else(|| {
-        Error::NotFound(format!(
+    match relay::locate(&existing, selector) {
+        Some(relay::Found::Direct(entry)) if !entry.relayed.is_empty() => {
+            let names: Vec<&str> = entry.relayed.iter().map(|r| r.name.as_str()).collect();
+            Err(Error::Conflict(format!(
+                "peer {} relays {}: make them direct (`wgp2p relay NAME direct`) or remove them first",
+                quoted(entry.display_name()),
+                names.join(", ")
+            )))
+        }
+        Some(relay::Found::Direct(entry)) => {
+            let mut new_doc = doc.clone();
+            new_doc.remove_section(entry.section);
+            let removed = (entry.display_name().to_string(), entry.public_key);
+            Ok((new_doc, Delta::RemovePeer(entry.public_key), removed))
+        }
+        Some(relay::Found::Relayed { via, peer }) => {
+            let (new_doc, delta) = relay::remove_relayed(doc, via, peer);
+            Ok((new_doc, delta, (peer.name.clone(), peer.public_key)))
+        }
+        None => Err(Error::NotFound(format!(
             "no peer named or keyed {} in {conf_name}: expected a name or public key from `wgp2p status`",
             quoted(selector)
-        ))
-    })?;
-    let mut new_doc = doc.clone();
-    new_doc.remove_section(entry.section);
-    Ok((new_doc, Delta::RemovePeer(entry.public_key), entry))
+        ))),
+    }
 }
 
 /// The `[Interface]` an install writes: this node's address, key and port;
