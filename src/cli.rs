@@ -107,6 +107,19 @@ pub enum Command {
     },
     /// Check tools, service, port, drift, overlaps, stale peers, forwarding; one line per problem with its fix
     Doctor,
+    /// Reach a peer through another peer (`relay NAME via RELAY`) or directly again (`relay NAME direct`)
+    Relay {
+        #[arg(value_name = "NAME|KEY")]
+        peer: String,
+        #[arg(value_enum)]
+        mode: RelayMode,
+        #[arg(value_name = "RELAY")]
+        relay: Option<String>,
+    },
+    /// Let this node forward traffic between peers (IPv4 forwarding on the interface and a FORWARD rule)
+    RelayEnable,
+    /// Undo relay-enable
+    RelayDisable,
     /// Print this node's roster entry (TOML [[peer]] table)
     Export,
     /// Make this node's peers equal to a roster file (all nodes' exports)
@@ -156,4 +169,14 @@ pub struct AddPeerArgs {
     /// Keepalive interval in seconds (0 turns it off)
     #[arg(long, default_value_t = 25, value_name = "SECS")]
     pub keepalive: u16,
+    /// Reach the peer through RELAY (a peer's name or key) instead of directly
+    #[arg(long, value_name = "RELAY")]
+    pub via: Option<String>,
+}
+
+/// `relay NAME via RELAY` or `relay NAME direct`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RelayMode {
+    Via,
+    Direct,
 }

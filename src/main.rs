@@ -14,6 +14,7 @@ mod plan;
 mod roster;
 mod service;
 mod store;
+mod system;
 mod types;
 
 use std::process::ExitCode;

@@ -61,6 +61,10 @@ pub struct PeerStatus {
     pub live: bool,
     pub health: Health,
     pub note: Option<String>,
+    /// The relay peer this one is reached through, when relayed.
+    pub via: Option<String>,
+    /// For a stale direct peer: healthy direct peers that could relay it.
+    pub relay_candidates: Vec<String>,
 }
 
 /// Colour only on a terminal, and never with NO_COLOR set.
@@ -265,6 +269,8 @@ mod tests {
                 live: true,
                 health: Health::Stale,
                 note: Some("stale: why".into()),
+                via: None,
+                relay_candidates: vec![],
             }],
         };
         let text = status_table(&report, false);

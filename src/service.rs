@@ -1,13 +1,11 @@
 //! Bringing the interface up and down, behind the `Service` seam:
 //! `wg-quick@IFACE` under systemd, plain `wg-quick up|down` elsewhere.
 
-use std::fs::File;
-use std::io::{Read, Seek};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use crate::config::node::Paths;
 use crate::error::{Error, Result};
+use crate::system::run;
 
 pub trait Service {
     /// A short name for messages, e.g. `systemd unit wg-quick@wg0`.
@@ -72,47 +70,6 @@ impl Kind {
             Kind::None => Box::new(NoService),
         }
     }
-}
-
-/// Run a system command; on failure the error quotes its last stderr line.
-/// Output goes to a temp file, not a pipe: wg-quick may leave wireguard-go
-/// running with inherited descriptors, and a pipe would never close.
-fn run(program: &str, args: &[&str]) -> Result<()> {
-    let shown = format!("{program} {}", args.join(" "));
-    let mut log =
-        tempfile::tempfile().map_err(|e| Error::System(format!("cannot run {shown}: {e}")))?;
-    let log_for_child = log
-        .try_clone()
-        .map_err(|e| Error::System(format!("cannot run {shown}: {e}")))?;
-    let status = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log_for_child))
-        .status()
-        .map_err(|e| {
-            Error::System(format!(
-                "cannot run {shown}: {e} (is wireguard-tools installed? see `wgp2p dependencies`)"
-            ))
-        })?;
-    if status.success() {
-        return Ok(());
-    }
-    Err(Error::System(format!(
-        "{shown} failed: {}",
-        last_line(&mut log)
-    )))
-}
-
-fn last_line(log: &mut File) -> String {
-    let mut text = String::new();
-    let _ = log.rewind();
-    let _ = log.read_to_string(&mut text);
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no error output")
-        .to_string()
 }
 
 struct Systemd {
@@ -194,17 +151,5 @@ mod tests {
         );
         assert_eq!(Kind::detect(Some("none"), etc).unwrap().0, Kind::None);
         assert!(Kind::detect(Some("openrc"), etc).is_err());
-    }
-
-    #[test]
-    fn failing_command_reports_its_last_line() {
-        let err = run(
-            "sh",
-            &["-c", "echo first >&2; echo 'the reason' >&2; exit 3"],
-        )
-        .unwrap_err();
-        assert!(err.to_string().ends_with("failed: the reason"), "{err}");
-        assert!(run("true", &[]).is_ok());
-        assert!(run("/nonexistent/wg-quick", &[]).is_err());
     }
 }

@@ -1,19 +1,22 @@
 //! `add-peer`: with no arguments, print this node's line; with
 //! NAME ENDPOINT PUBLIC_KEY PEER_IP, add or update that peer live and in
-//! the config, without restarting the interface.
+//! the config, without restarting the interface. With `--via RELAY`, the
+//! peer is reached through RELAY instead of a direct tunnel.
 
 use crate::announce;
 use crate::cli::AddPeerArgs;
 use crate::commit::commit;
+use crate::config::node::Relayed;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::plan::{self, AddPeer, Outcome, Own};
+use crate::plan::{self, AddPeer, Outcome, Own, relay};
 
 pub fn run(ctx: &Context, args: AddPeerArgs) -> Result<()> {
     match (args.name, args.endpoint, args.public_key, args.peer_ip) {
-        (None, None, None, None) => print_own_line(ctx),
+        (None, None, None, None) if args.via.is_none() => print_own_line(ctx),
         (Some(name), Some(endpoint), Some(public_key), Some(peer_ip)) => add(
             ctx,
+            args.via.as_deref(),
             AddPeer {
                 name,
                 endpoint,
@@ -42,7 +45,7 @@ fn print_own_line(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-fn add(ctx: &Context, request: AddPeer) -> Result<()> {
+fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
     ctx.require_root("add-peer")?;
     let (_lock, node) = ctx.lock_and_load()?;
     let (public_key, address) = node.require_identity()?;
@@ -51,7 +54,50 @@ fn add(ctx: &Context, request: AddPeer) -> Result<()> {
         public_key,
         address,
     };
-    let (new_doc, delta, outcome) = plan::add_peer(doc, &node.paths.conf_name(), &own, &request)?;
+    let name = &request.name;
+    let (new_doc, deltas, done) = match via {
+        Some(relay_name) => {
+            let peer = Relayed {
+                name: name.to_string(),
+                public_key: request.public_key,
+                endpoint: request.endpoint.to_string(),
+                nets: request.allowed_ips(),
+            };
+            let (new_doc, deltas) =
+                relay::route_via(doc, &node.paths.conf_name(), &own, &peer, relay_name)?;
+            (
+                new_doc,
+                deltas,
+                format!("added peer {name} via {relay_name}"),
+            )
+        }
+        None => {
+            let (new_doc, delta, outcome) =
+                plan::add_peer(doc, &node.paths.conf_name(), &own, &request)?;
+            let verb = if outcome == Outcome::Added {
+                "added"
+            } else {
+                "updated"
+            };
+            let deltas = if outcome == Outcome::Unchanged {
+                vec![]
+            } else {
+                vec![delta]
+            };
+            (new_doc, deltas, format!("{verb} peer {name}"))
+        }
+    };
+    note_dropped_prefix(&request);
+    if deltas.is_empty() {
+        println!("peer {name} is already configured as given: nothing changed");
+        return Ok(());
+    }
+    let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
+    println!("{done} ({})", applied.describe());
+    Ok(())
+}
+
+fn note_dropped_prefix(request: &AddPeer) {
     if let Some(prefix) = request.peer_ip.dropped_prefix {
         eprintln!(
             "note: {}/{prefix}: the /{prefix} prefix was dropped; the peer is routed as {} (use --allowed-ips for subnets)",
@@ -59,17 +105,4 @@ fn add(ctx: &Context, request: AddPeer) -> Result<()> {
             request.peer_ip.host_route()
         );
     }
-    let name = &request.name;
-    if outcome == Outcome::Unchanged {
-        println!("peer {name} is already configured as given: nothing changed");
-        return Ok(());
-    }
-    let applied = commit(&node, &new_doc, &[delta], ctx.device().as_ref())?;
-    let verb = if outcome == Outcome::Added {
-        "added"
-    } else {
-        "updated"
-    };
-    println!("{verb} peer {name} ({})", applied.describe());
-    Ok(())
 }

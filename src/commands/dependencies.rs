@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::system::on_path;
 
 const PACKAGES: &str =
     "wireguard-tools (wg, wg-quick), and wireguard-go where the kernel has no WireGuard module";
@@ -49,12 +50,6 @@ pub fn install_commands(os_release: &str) -> Result<Vec<Vec<&'static str>>> {
         "unknown distribution {:?} (ID_LIKE {:?}): install {PACKAGES} with its package manager by hand",
         id, like
     )))
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
 }
 
 pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {

@@ -12,6 +12,7 @@ use crate::context::Context;
 use crate::device::LiveDevice;
 use crate::error::{Error, Result};
 use crate::service::Kind;
+use crate::system::on_path;
 
 /// What doctor looks at, gathered once.
 struct Facts {
@@ -29,12 +30,6 @@ struct Facts {
     /// AllowedIPs that provisioned devices route through this node, beyond its own address.
     routed_through_us: Vec<IpNet>,
     ip_forward: bool,
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
 }
 
 fn unit_enabled(unit: &str) -> bool {

@@ -9,6 +9,8 @@ mod import_key;
 mod install;
 mod nat_check;
 mod provision_peer;
+mod relay;
+mod relay_forwarding;
 mod remove_peer;
 mod start_stop;
 pub mod status;
@@ -31,6 +33,9 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::AddPeer(args) => add_peer::run(ctx, args),
         Command::RemovePeer { peer } => remove_peer::run(ctx, &peer),
         Command::Doctor => doctor::run(ctx),
+        Command::Relay { peer, mode, relay } => relay::run(ctx, &peer, mode, relay.as_deref()),
+        Command::RelayEnable => relay_forwarding::enable(ctx),
+        Command::RelayDisable => relay_forwarding::disable(ctx),
         Command::Export => export::run(ctx),
         Command::Sync { roster, dry_run } => sync::run(ctx, &roster, dry_run),
         Command::Completions { shell } => completions::completions(shell),

@@ -24,7 +24,7 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
         address: node.address.map(|a| a.to_string()),
         public_key: node.public_key().map(|k| k.to_string()),
         listen_port: live.as_ref().and_then(|l| l.listen_port),
-        peers: merge(&entries, live.as_ref(), SystemTime::now()),
+        peers: with_relay_advice(merge(&entries, live.as_ref(), SystemTime::now())),
     };
     if node.conf.is_none() && live.is_none() {
         return Err(crate::config::node::not_installed(&ctx.paths));
@@ -70,6 +70,61 @@ fn merge(entries: &[PeerEntry], live: Option<&LiveDevice>, now: SystemTime) -> V
             rows.push(row(None, Some(peer), true, now));
         }
     }
+    rows.extend(relayed_rows(entries, &rows));
+    rows
+}
+
+/// A relayed peer's row: its addresses, and the handshake, transfer and
+/// health of its relay, since its traffic lives or dies with that tunnel.
+fn relayed_rows(entries: &[PeerEntry], direct_rows: &[PeerStatus]) -> Vec<PeerStatus> {
+    let mut rows = Vec::new();
+    for (via, relay) in entries.iter().zip(direct_rows) {
+        for relayed in &via.relayed {
+            let via_name = via.display_name().to_string();
+            rows.push(PeerStatus {
+                name: Some(relayed.name.clone()),
+                public_key: relayed.public_key.to_string(),
+                endpoint: Some(format!("via {via_name}")),
+                allowed_ips: relayed.nets.iter().map(ToString::to_string).collect(),
+                latest_handshake_secs_ago: relay.latest_handshake_secs_ago,
+                rx_bytes: relay.rx_bytes,
+                tx_bytes: relay.tx_bytes,
+                keepalive: relay.keepalive,
+                in_config: true,
+                live: relay.live,
+                health: relay.health,
+                note: (relay.health != Health::Ok)
+                    .then(|| format!("its relay {via_name} is not ok")),
+                via: Some(via_name),
+                relay_candidates: Vec::new(),
+            });
+        }
+    }
+    rows
+}
+
+/// For every stale direct peer, the healthy direct peers that could relay
+/// it, and the command to do so.
+fn with_relay_advice(mut rows: Vec<PeerStatus>) -> Vec<PeerStatus> {
+    let healthy: Vec<String> = rows
+        .iter()
+        .filter(|r| r.health == Health::Ok && r.via.is_none())
+        .filter_map(|r| r.name.clone())
+        .collect();
+    for row in rows
+        .iter_mut()
+        .filter(|r| r.health == Health::Stale && r.via.is_none())
+    {
+        row.relay_candidates = healthy.clone();
+        if let (Some(first), Some(name), Some(note)) =
+            (healthy.first(), &row.name, row.note.as_mut())
+        {
+            note.push_str(&format!(
+                "; relay candidates: {} (`wgp2p relay {name} via {first}` here and the same for this node on {name}, after `wgp2p relay-enable` on {first})",
+                healthy.join(", ")
+            ));
+        }
+    }
     rows
 }
 
@@ -110,6 +165,8 @@ fn row(
         live: live.is_some(),
         health,
         note,
+        via: None,
+        relay_candidates: Vec::new(),
     }
 }
 

@@ -1,0 +1,67 @@
+//! `relay NAME via RELAY` and `relay NAME direct`: switch how a peer is
+//! reached, live, without touching the traffic of any other peer.
+
+use crate::cli::RelayMode;
+use crate::commit::commit;
+use crate::config::node::peers;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::plan::Own;
+use crate::plan::relay::{self, Found};
+
+pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&str>) -> Result<()> {
+    let relay_name = match (mode, relay_name) {
+        (RelayMode::Via, Some(name)) => Some(name),
+        (RelayMode::Direct, None) => None,
+        (RelayMode::Via, None) => {
+            return Err(Error::Invalid(
+                "relay NAME via: expected the relay's name or key after `via`".into(),
+            ));
+        }
+        (RelayMode::Direct, Some(extra)) => {
+            return Err(Error::Invalid(format!(
+                "unexpected {extra:?} after `direct`: expected `wgp2p relay NAME direct`"
+            )));
+        }
+    };
+    ctx.require_root("relay")?;
+    let (_lock, node) = ctx.lock_and_load()?;
+    let (public_key, address) = node.require_identity()?;
+    let doc = node.require_conf()?;
+    let conf_name = node.paths.conf_name();
+    let own = Own {
+        public_key,
+        address,
+    };
+    let (new_doc, deltas, done) = match relay_name {
+        Some(relay_name) => {
+            let entries = peers(doc, &conf_name)?;
+            let peer = match relay::locate(&entries, selector) {
+                Some(Found::Direct(entry)) => relay::as_relayed(entry)?,
+                Some(Found::Relayed { peer, .. }) => peer.clone(),
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "no peer named or keyed {selector:?} in {conf_name}: expected a name or key from `wgp2p status`"
+                    )));
+                }
+            };
+            let (new_doc, deltas) = relay::route_via(doc, &conf_name, &own, &peer, relay_name)?;
+            (
+                new_doc,
+                deltas,
+                format!("peer {} now goes via {relay_name}", peer.name),
+            )
+        }
+        None => {
+            let (new_doc, deltas, name) = relay::make_direct(doc, &conf_name, &own, selector)?;
+            (new_doc, deltas, format!("peer {name} is direct again"))
+        }
+    };
+    if deltas.is_empty() {
+        println!("nothing to change: {done}");
+        return Ok(());
+    }
+    let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
+    println!("{done} ({})", applied.describe());
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Running system programs and finding them on PATH: the one place
+//! wgp2p starts other processes.
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// Whether `program` is an executable file in a PATH directory.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Run a system command; on failure the error quotes its last stderr line.
+/// Output goes to a temp file, not a pipe: wg-quick may leave wireguard-go
+/// running with inherited descriptors, and a pipe would never close.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    let shown = format!("{program} {}", args.join(" "));
+    let mut log =
+        tempfile::tempfile().map_err(|e| Error::System(format!("cannot run {shown}: {e}")))?;
+    let log_for_child = log
+        .try_clone()
+        .map_err(|e| Error::System(format!("cannot run {shown}: {e}")))?;
+    let status = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_for_child))
+        .status()
+        .map_err(|e| {
+            Error::System(format!(
+                "cannot run {shown}: {e} (is wireguard-tools installed? see `wgp2p dependencies`)"
+            ))
+        })?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(Error::System(format!(
+        "{shown} failed: {}",
+        last_line(&mut log)
+    )))
+}
+
+fn last_line(log: &mut File) -> String {
+    let mut text = String::new();
+    let _ = log.rewind();
+    let _ = log.read_to_string(&mut text);
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no error output")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_command_reports_its_last_line() {
+        let err = run(
+            "sh",
+            &["-c", "echo first >&2; echo 'the reason' >&2; exit 3"],
+        )
+        .unwrap_err();
+        assert!(err.to_string().ends_with("failed: the reason"), "{err}");
+        assert!(run("true", &[]).is_ok());
+        assert!(run("/nonexistent/wg-quick", &[]).is_err());
+    }
+
+    #[test]
+    fn finds_programs_on_path() {
+        assert!(on_path("sh"));
+        assert!(!on_path("wgp2p-no-such-program"));
+    }
+}
