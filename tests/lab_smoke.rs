@@ -210,3 +210,20 @@ fn tunnel_pair(lab: &Lab) -> (Host, Host) {
     }
     (defiant, voyager)
 }
+
+/// The lab's STUN server answers on both addresses and sees a NAT'd host
+/// at its router's address.
+#[test]
+fn stun_server_sees_the_nat_routers_address() {
+    let Some(lab) = Lab::new() else { return };
+    let Some(stun) = lab.stun_server("stun") else {
+        return;
+    };
+    let voyager = lab.host_behind_nat("voyager", NatKind::Cone);
+    for server in stun.addrs {
+        let ip = server.ip().to_string();
+        let out = voyager.run(&["turnutils_stunclient", "-p", "3478", &ip]);
+        let reflexive = format!("UDP reflexive addr: {}:", voyager.public_ip());
+        assert!(out.stdout.contains(&reflexive), "STUN via {server}:\n{out}");
+    }
+}

@@ -495,6 +495,57 @@ fn dns_endpoint_resolved_through_hosts_file() {
     assert_pings(&enterprise, "10.15.0.1");
 }
 
+/// Scenario 10: without `--endpoint`, install discovers the public address through STUN (the
+/// lab's coturn), and nat-check tells no NAT, a cone NAT and a symmetric NAT apart.
+#[test]
+fn stun_discovery_and_nat_check() {
+    let Some(lab) = Lab::new() else { return };
+    let Some(stun) = lab.stun_server("stun") else {
+        return;
+    };
+    let hosts = [
+        lab.public_host("defiant"),
+        lab.host_behind_nat("voyager", NatKind::Cone),
+        lab.host_behind_nat("reliant", NatKind::Symmetric),
+    ];
+    let expected = [
+        ("10.15.0.1/24", "open"),
+        ("10.15.0.2/24", "cone"),
+        ("10.15.0.3/24", "symmetric"),
+    ];
+    let mut lines = Vec::new();
+    for (host, (address, nat_type)) in hosts.iter().zip(expected) {
+        // Before install, while the listen port is free to probe from.
+        let out = host.wgp2p_with_stun(&["nat-check", "--json"], &stun.servers());
+        let report: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("nat-check --json on {} ({e}):\n{out}", host.name()));
+        assert_eq!(report["nat_type"], nat_type, "{}:\n{report:#}", host.name());
+        assert_eq!(
+            report["public_ip"],
+            host.public_ip().to_string(),
+            "{report:#}"
+        );
+
+        let out = host.wgp2p_with_stun(&["install", address], &stun.servers());
+        let stdout = out.expect_ok(&format!("install on {} with STUN", host.name()));
+        let line = add_peer_lines(&stdout)
+            .pop()
+            .expect("install prints an add-peer line");
+        assert_eq!(
+            line.endpoint(),
+            host.endpoint(PORT),
+            "discovered endpoint: {}",
+            line.line
+        );
+        lines.push(line);
+    }
+    exchange(&hosts, &lines);
+    thread::scope(|s| {
+        s.spawn(|| assert_pings_within(&hosts[1], "10.15.0.1", FIRST_CONTACT_THROUGH_NAT));
+        s.spawn(|| assert_pings_within(&hosts[2], "10.15.0.1", FIRST_CONTACT_THROUGH_NAT));
+    });
+}
+
 // ---- helpers ----
 
 /// Every ordered pair of hosts pings over the VPN.

@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn marked_lines_are_found_by_their_comment() {
         let mut doc = Document::parse("[Interface]\nPostUp = echo mine\n").unwrap();
-        doc.append_marked(0 + 1, "PostUp", "sysctl x", "wgp2p relay");
+        doc.append_marked(1, "PostUp", "sysctl x", "wgp2p relay");
         assert_eq!(
             doc.render(),
             "[Interface]\nPostUp = echo mine\nPostUp = sysctl x # wgp2p relay\n"

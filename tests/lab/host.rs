@@ -13,11 +13,6 @@ use super::PATH;
 /// CLI must fail the test, not hang the suite.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// STUN servers given to wgp2p: an address of the lab's public range that no
-/// host has. Public hosts have no route to it and NAT routers no default
-/// route, so a discovery attempt fails at once and never leaves the lab.
-pub const INERT_STUN: &str = "192.0.2.254:3478";
-
 /// One host: its own network, mount and UTS namespaces, entered through the
 /// PID of the holder process that owns them.
 #[derive(Clone, Debug)]

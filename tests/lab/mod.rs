@@ -18,10 +18,12 @@
 
 mod cleanup;
 mod host;
+mod stun;
 mod wgp2p;
 
 pub use cleanup::{Census, census, exclusive};
 pub use host::{CmdOutput, Host};
+pub use stun::StunServer;
 pub use wgp2p::{AddPeerLine, WGP2P, add_peer_lines, build_mesh, exchange, shell_words};
 
 use std::cell::RefCell;
@@ -283,9 +285,15 @@ fn public_v6(octet: u8) -> Ipv6Addr {
 /// True when this machine can run a lab. Otherwise prints `skipped: why`,
 /// or panics under `CI=true`, where a lab test must never pass by skipping.
 pub fn can_run() -> bool {
-    let Err(reason) = check_requirements() else {
-        return true;
-    };
+    match check_requirements() {
+        Ok(()) => true,
+        Err(reason) => skip(&reason),
+    }
+}
+
+/// Prints `skipped: reason` and returns false; panics instead under
+/// `CI=true`.
+fn skip(reason: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("lab tests cannot run in CI: {reason}");
     }

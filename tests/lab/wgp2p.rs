@@ -1,6 +1,6 @@
 //! Driving the real `wgp2p` binary on lab hosts, the way a user does.
 
-use super::host::{CmdOutput, Host, INERT_STUN};
+use super::host::{CmdOutput, Host};
 
 /// The binary under test, built by cargo for this test run.
 pub const WGP2P: &str = env!("CARGO_BIN_EXE_wgp2p");
@@ -85,12 +85,19 @@ pub fn shell_words(line: &str) -> Vec<String> {
 
 impl Host {
     /// Runs `wgp2p args…` on this host as a user would in a namespace with no
-    /// systemd: the wg-quick service, and STUN pointed at nothing.
+    /// systemd: the wg-quick service, and no STUN server (an empty list
+    /// turns discovery off; unset would mean the public default servers).
     pub fn wgp2p(&self, args: &[&str]) -> CmdOutput {
+        self.wgp2p_with_stun(args, "")
+    }
+
+    /// `wgp2p args…` with `WGP2P_STUN_SERVERS` set to `servers` (see
+    /// [`super::StunServer::servers`]).
+    pub fn wgp2p_with_stun(&self, args: &[&str], servers: &str) -> CmdOutput {
         let mut cmd = self.command(&[WGP2P]);
         cmd.args(args)
             .env("WGP2P_SERVICE", "wg-quick")
-            .env("WGP2P_STUN_SERVERS", INERT_STUN)
+            .env("WGP2P_STUN_SERVERS", servers)
             .env("RUST_BACKTRACE", "1");
         super::host::run_with_input(&mut cmd, "", super::host::TIMEOUT)
     }
