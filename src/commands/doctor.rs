@@ -23,6 +23,8 @@ struct Facts {
     /// `Some(false)` when systemd runs the interface and the unit is not enabled.
     unit_enabled: Option<bool>,
     iface: String,
+    /// This node's name as other nodes know it.
+    own_name: String,
     installed: bool,
     config_port: Option<u16>,
     entries: Vec<PeerEntry>,
@@ -88,6 +90,7 @@ fn gather(ctx: &Context) -> Result<Facts> {
         unit_enabled: (ctx.service_kind == Kind::Systemd)
             .then(|| unit_enabled(&format!("wg-quick@{}", ctx.paths.iface))),
         iface: ctx.paths.iface.to_string(),
+        own_name: crate::announce::host_name().to_string(),
         installed: node.conf.is_some(),
         config_port: node.conf.as_ref().and_then(listen_port),
         entries: node.peers()?,
@@ -153,18 +156,32 @@ fn peer_findings(f: &Facts, out: &mut Vec<String>) {
         }
     }
     let Some(live) = &f.live else { return };
+    let fresh = |key: &crate::types::PublicKey| {
+        live.peers.iter().any(|p| {
+            p.public_key == *key
+                && p.last_handshake
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() <= crate::commands::status::STALE_AFTER_SECS)
+        })
+    };
+    let relays: Vec<&str> = f
+        .entries
+        .iter()
+        .filter(|e| fresh(&e.public_key))
+        .filter_map(|e| e.name.as_deref())
+        .collect();
     for entry in &f.entries {
         match live.peers.iter().find(|p| p.public_key == entry.public_key) {
-            None => out.push(format!("peer {} is in the config but not live: run its add-peer line again", entry.display_name())),
+            None => out.push(format!(
+                "peer {} is in the config but not live: run its add-peer line again",
+                entry.display_name()
+            )),
             Some(p) if sorted(&p.allowed_ips) != sorted(&entry.allowed_ips) => out.push(format!(
                 "peer {}: live AllowedIPs differ from the config: run its add-peer line again",
                 entry.display_name()
             )),
-            Some(p) if p.last_handshake.and_then(|t| t.elapsed().ok()).is_none_or(|age| age.as_secs() > crate::commands::status::STALE_AFTER_SECS) => {
-                out.push(format!(
-                    "peer {} is stale (no handshake within 180 s): check it runs; if both sides are behind NAT, one may be symmetric (`wgp2p nat-check` on both)",
-                    entry.display_name()
-                ))
+            Some(_) if !fresh(&entry.public_key) => {
+                out.push(stale_finding(entry, &relays, &f.own_name))
             }
             Some(_) => {}
         }
@@ -174,6 +191,21 @@ fn peer_findings(f: &Facts, out: &mut Vec<String>) {
             out.push(format!("live peer {} is not in the config: `wgp2p remove-peer {}` or add it with `wgp2p add-peer`", p.public_key, p.public_key));
         }
     }
+}
+
+/// A stale peer: what to check, and the exact commands to relay it
+/// through a healthy peer when there is one.
+fn stale_finding(entry: &PeerEntry, relays: &[&str], own_name: &str) -> String {
+    let name = entry.display_name();
+    let mut line = format!(
+        "peer {name} is stale (no handshake within 180 s): check it runs; if both sides are behind NAT, one may be symmetric (`wgp2p nat-check` on both)"
+    );
+    if let Some(relay) = relays.first() {
+        line.push_str(&format!(
+            ", or relay it: `wgp2p relay-enable` on {relay}, then `wgp2p relay {name} via {relay}` here and `wgp2p relay {own_name} via {relay}` on {name}"
+        ));
+    }
+    line
 }
 
 fn sorted(nets: &[IpNet]) -> Vec<IpNet> {
@@ -262,6 +294,7 @@ mod tests {
             has_wireguard_go: true,
             unit_enabled: None,
             iface: "wg0".into(),
+            own_name: "defiant".into(),
             installed: true,
             config_port: Some(51820),
             entries: vec![entry("a", KEY_A, "10.15.0.2/32")],
@@ -317,5 +350,21 @@ mod tests {
             );
         }
         assert!(found.iter().all(|l| !l.contains('\n') && l.contains(':')));
+        // The stale peer gets the exact relay commands through a healthy one.
+        f.entries.truncate(1);
+        f.entries.push(entry("b", KEY_B, "10.15.0.3/32"));
+        if let Some(live) = f.live.as_mut() {
+            live.peers[0].last_handshake = Some(SystemTime::now());
+            live.peers.push(live_peer(KEY_B, "10.15.0.3/32", 500));
+        }
+        let found = findings(&f);
+        let stale = found
+            .iter()
+            .find(|l| l.starts_with("peer b is stale"))
+            .expect("stale finding");
+        assert!(
+            stale.contains("`wgp2p relay b via a` here and `wgp2p relay defiant via a` on b"),
+            "{stale}"
+        );
     }
 }

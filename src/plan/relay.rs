@@ -156,14 +156,14 @@ pub fn route_via(
 ) -> Result<(Document, Vec<Delta>)> {
     let entries = peers(doc, conf_name)?;
     let relay = relay_peer(&entries, own, relay_selector)?;
-    if !relay.relayed.is_empty()
-        && relay
-            .relayed
-            .iter()
-            .any(|r| r.public_key == peer.public_key)
+    if relay
+        .relayed
+        .iter()
+        .any(|r| r.public_key == peer.public_key)
     {
         return Ok((doc.clone(), Vec::new()));
     }
+    check_relayed(&entries, own, peer, relay)?;
     if entries
         .iter()
         .any(|e| e.public_key == peer.public_key && !e.relayed.is_empty())
@@ -173,7 +173,6 @@ pub fn route_via(
             quoted(&peer.name)
         )));
     }
-    check_relayed(&entries, own, peer, relay)?;
     let mut new_doc = doc.clone();
     let mut deltas = Vec::new();
     // Leave the old route: another relay, or the direct tunnel.
