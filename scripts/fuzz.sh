@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Long property-based fuzzing of the config parser and every argument
+# validator (the proptest properties in src/: lossless parse/render, edit
+# round trips, no panic on any text, validators never pass a newline).
+# Each round runs them with a fresh random seed and CASES cases per
+# property, until MINUTES have passed. CI runs the short default pass as
+# part of `cargo test`.
+#   scripts/fuzz.sh [MINUTES] [CASES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+minutes=${1:-30}
+cases=${2:-20000}
+cargo build --release --tests --locked -q
+end=$(( $(date +%s) + minutes * 60 ))
+rounds=0
+while [ "$(date +%s)" -lt "$end" ]; do
+  PROPTEST_CASES=$cases cargo test --release --locked -q --bin wgp2p properties >/tmp/wgp2p-fuzz.log 2>&1 || {
+    echo "FAILED in round $((rounds + 1)):"; grep -E "minimal failing input|panicked" /tmp/wgp2p-fuzz.log; exit 1; }
+  rounds=$((rounds + 1))
+done
+properties=$(grep -c "^test .* ok$" /tmp/wgp2p-fuzz.log || true)
+echo "fuzz: $rounds rounds x $properties properties x $cases cases = $((rounds * properties * cases)) cases in $minutes min, no failure"
