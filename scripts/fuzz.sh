@@ -18,5 +18,5 @@ while [ "$(date +%s)" -lt "$end" ]; do
     echo "FAILED in round $((rounds + 1)):"; grep -E "minimal failing input|panicked" /tmp/wgp2p-fuzz.log; exit 1; }
   rounds=$((rounds + 1))
 done
-properties=$(grep -c "^test .* ok$" /tmp/wgp2p-fuzz.log || true)
+properties=$(grep -o "ok. [0-9]* passed" /tmp/wgp2p-fuzz.log | grep -o "[0-9]*" | head -1)
 echo "fuzz: $rounds rounds x $properties properties x $cases cases = $((rounds * properties * cases)) cases in $minutes min, no failure"

@@ -12,6 +12,15 @@
 //! unwinding from a panic) kills every process in its namespaces by PID and
 //! deletes the namespaces.
 //!
+//! ```ignore
+//! let Some(lab) = Lab::new() else { return }; // None: skipped (not root…)
+//! let defiant = lab.public_host("defiant");
+//! let voyager = lab.host_behind_nat("voyager", NatKind::Cone);
+//! let line = defiant.install("10.15.0.1/24", &defiant.endpoint(51820));
+//! voyager.add_peer(&line);
+//! assert!(voyager.ping("10.15.0.1", Duration::from_secs(5)));
+//! ```
+//!
 //! Every test binary compiles this module but uses a different part of it,
 //! hence the allowances.
 #![allow(dead_code, unused_imports)]
@@ -275,6 +284,12 @@ impl Drop for Lab {
         let state = std::mem::take(&mut *self.state.borrow_mut());
         cleanup::destroy(&state.namespaces, state.holders);
     }
+}
+
+/// True when the kernel has WireGuard: wg-quick then makes kernel devices
+/// and no wireguard-go daemon runs. (This machine has no module.)
+pub fn kernel_wireguard() -> bool {
+    Path::new("/sys/module/wireguard").exists()
 }
 
 /// The v6 address of public host N: fd00:203::N.
