@@ -44,6 +44,13 @@ pub fn lock(dir: &Path) -> Result<DirLock> {
     Ok(DirLock { _file: file })
 }
 
+/// Delete the lock file, releasing the lock.
+pub fn remove_lock(dir: &Path, lock: DirLock) -> Result<()> {
+    remove_file(&dir.join(LOCK_FILE))?;
+    drop(lock);
+    Ok(())
+}
+
 /// Temp files left by a run that was killed mid-write. Only the lock
 /// holder writes, so once we hold it any temp file is an orphan. Best
 /// effort: a file that cannot be removed is harmless.

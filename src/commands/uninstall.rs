@@ -19,7 +19,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let _lock = store::lock(&paths.dir)?;
+    let lock = store::lock(&paths.dir)?;
     let running = ctx.device().is_up()?;
     if running || ctx.service_kind == Kind::Systemd {
         ctx.service().stop_and_disable()?;
@@ -55,5 +55,8 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
             paths.public_key().display()
         );
     }
+    // Nothing of the node is left, so its lock file goes too (a run
+    // waiting on it finds no config and says so).
+    store::remove_lock(&paths.dir, lock)?;
     Ok(())
 }
