@@ -152,19 +152,7 @@ pub fn sync(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::PrivateKey;
-
-    const OWN_PRIV: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
-    const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
-    const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
-
-    fn own() -> Own {
-        let key: PrivateKey = OWN_PRIV.parse().unwrap();
-        Own {
-            public_key: key.public_key(),
-            address: "10.15.0.1/24".parse().unwrap(),
-        }
-    }
+    use crate::plan::fixtures::*;
 
     fn roster() -> String {
         let own_key = own().public_key;

@@ -48,12 +48,8 @@ fn print_own_line(ctx: &Context) -> Result<()> {
 fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
     ctx.require_root("add-peer")?;
     let (_lock, node) = ctx.lock_and_load()?;
-    let (public_key, address) = node.require_identity()?;
+    let own = Own::of(&node)?;
     let doc = node.require_conf()?;
-    let own = Own {
-        public_key,
-        address,
-    };
     let name = &request.name;
     let (new_doc, deltas, done) = match via {
         Some(relay_name) => {

@@ -259,8 +259,7 @@ mod tests {
     use crate::device::LivePeer;
     use std::time::{Duration, SystemTime};
 
-    const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
-    const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+    use crate::plan::fixtures::{KEY_A, KEY_B};
 
     fn entry(name: &str, key: &str, net: &str) -> PeerEntry {
         PeerEntry {

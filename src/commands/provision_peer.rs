@@ -33,7 +33,7 @@ struct ConfPeer {
 pub fn run(ctx: &Context, request: Request) -> Result<()> {
     ctx.require_root("provision-peer")?;
     let (_lock, node) = ctx.lock_and_load()?;
-    let (own_key, own_address) = node.require_identity()?;
+    let own = Own::of(&node)?;
     let doc = node.require_conf()?;
     let file = node
         .paths
@@ -60,22 +60,14 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
         keepalive: 25,
     };
     // The line we print must succeed here: check it against the rules now.
-    plan::add_peer(
-        doc,
-        &node.paths.conf_name(),
-        &Own {
-            public_key: own_key,
-            address: own_address,
-        },
-        &add,
-    )?;
+    plan::add_peer(doc, &node.paths.conf_name(), &own, &add)?;
     let port = announce::effective_port(ctx, &node);
     let own_endpoint = announce::endpoint_text(ctx, &node, port)?;
     let mut peers = vec![ConfPeer {
         name: announce::host_name().to_string(),
-        public_key: own_key,
+        public_key: own.public_key,
         endpoint: own_endpoint,
-        allowed_ips: own_address.host_route().to_string(),
+        allowed_ips: own.address.host_route().to_string(),
     }];
     if request.mesh {
         peers.extend(node.peers()?.iter().filter_map(mesh_peer));

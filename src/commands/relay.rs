@@ -26,13 +26,9 @@ pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&s
     };
     ctx.require_root("relay")?;
     let (_lock, node) = ctx.lock_and_load()?;
-    let (public_key, address) = node.require_identity()?;
+    let own = Own::of(&node)?;
     let doc = node.require_conf()?;
     let conf_name = node.paths.conf_name();
-    let own = Own {
-        public_key,
-        address,
-    };
     let (new_doc, deltas, done) = match relay_name {
         Some(relay_name) => {
             let entries = peers(doc, &conf_name)?;

@@ -23,12 +23,8 @@ pub fn run(ctx: &Context, path: &Path, dry_run: bool) -> Result<()> {
         ctx.require_root("sync")?;
     }
     let (_lock, node) = ctx.lock_and_load()?;
-    let (public_key, address) = node.require_identity()?;
+    let own = Own::of(&node)?;
     let doc = node.require_conf()?;
-    let own = Own {
-        public_key,
-        address,
-    };
     let (new_doc, deltas, changes) = roster::sync(doc, &node.paths.conf_name(), &own, &requests)?;
     if changes.is_empty() {
         println!("in sync with {}: nothing to change", path.display());

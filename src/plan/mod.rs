@@ -36,6 +36,39 @@ pub struct Own {
     pub address: VpnAddress,
 }
 
+impl Own {
+    /// This node's key and address, or the error that says `install` comes first.
+    pub fn of(node: &crate::config::node::Node) -> Result<Own> {
+        let (public_key, address) = node.require_identity()?;
+        Ok(Own {
+            public_key,
+            address,
+        })
+    }
+}
+
+/// Keys and a node shared by the unit tests of the planning code.
+#[cfg(test)]
+pub mod fixtures {
+    use super::Own;
+    use crate::types::PrivateKey;
+
+    /// This node's private key; its public key is `DD5y…uk8=`.
+    pub const OWN_PRIV: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
+    pub const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+    pub const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+    pub const KEY_C: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+
+    /// This node: OWN_PRIV at 10.15.0.1/24.
+    pub fn own() -> Own {
+        let key: PrivateKey = OWN_PRIV.parse().unwrap();
+        Own {
+            public_key: key.public_key(),
+            address: "10.15.0.1/24".parse().unwrap(),
+        }
+    }
+}
+
 /// A validated `add-peer NAME ENDPOINT PUBLIC_KEY PEER_IP` request.
 #[derive(Clone, Debug)]
 pub struct AddPeer {
@@ -271,17 +304,7 @@ pub fn import_key(doc: &Document, conf_name: &str, key: PrivateKey) -> Result<(D
 mod tests {
     use super::*;
 
-    const OWN_PRIV: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
-    const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
-    const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
-
-    fn own() -> Own {
-        let key: PrivateKey = OWN_PRIV.parse().unwrap();
-        Own {
-            public_key: key.public_key(),
-            address: "10.15.0.1/24".parse().unwrap(),
-        }
-    }
+    use super::fixtures::*;
 
     fn req(name: &str, key: &str, ip: &str) -> AddPeer {
         AddPeer {

@@ -281,20 +281,8 @@ pub fn remove_relayed(doc: &Document, via: &PeerEntry, peer: &Relayed) -> (Docum
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{AllowedIps, PrivateKey};
-
-    const OWN_PRIV: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
-    const RELAY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
-    const FAR: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
-    const OTHER: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
-
-    fn own() -> Own {
-        let key: PrivateKey = OWN_PRIV.parse().unwrap();
-        Own {
-            public_key: key.public_key(),
-            address: "10.15.0.1/24".parse().unwrap(),
-        }
-    }
+    use crate::plan::fixtures::{KEY_A as RELAY, KEY_B as FAR, KEY_C as OTHER, own};
+    use crate::types::AllowedIps;
 
     fn add(doc: &Document, name: &str, key: &str, ip: &str) -> Document {
         let request = AddPeer {
