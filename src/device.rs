@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
@@ -87,17 +87,29 @@ impl WgDevice {
 
     /// Which backend holds the interface, or `None` when it does not exist.
     pub fn backend(&self) -> Option<Backend> {
-        let sock = format!("{}.sock", self.iface);
-        let userspace = ["/var/run/wireguard", "/run/wireguard"]
-            .iter()
-            .map(|dir| PathBuf::from(dir).join(&sock))
-            .any(|path| UnixStream::connect(path).is_ok());
-        if userspace {
-            return Some(Backend::Userspace);
-        }
-        let kernel_link = PathBuf::from("/sys/class/net").join(self.iface.as_str());
-        kernel_link.exists().then_some(Backend::Kernel)
+        pick_backend(
+            &[Path::new("/var/run/wireguard"), Path::new("/run/wireguard")],
+            Path::new("/sys/class/net"),
+            &self.iface,
+        )
     }
+}
+
+/// Like wg(8): userspace when `DIR/IFACE.sock` accepts a connection (a
+/// stale socket file of a dead wireguard-go does not count), the kernel
+/// when a link of that name exists, `None` otherwise.
+fn pick_backend(socket_dirs: &[&Path], links: &Path, iface: &InterfaceName) -> Option<Backend> {
+    let sock = format!("{iface}.sock");
+    let userspace = socket_dirs
+        .iter()
+        .any(|dir| UnixStream::connect(dir.join(&sock)).is_ok());
+    if userspace {
+        return Some(Backend::Userspace);
+    }
+    links
+        .join(iface.as_str())
+        .exists()
+        .then_some(Backend::Kernel)
 }
 
 impl Device for WgDevice {
@@ -135,28 +147,30 @@ fn to_public_key(key: &wireguard_control::Key) -> PublicKey {
     PublicKey::from_bytes(key.0)
 }
 
+/// A peer as the device reports it, normalised: wireguard-control reads
+/// "no keepalive" as `Some(0)` and "never" as the epoch (kernel) or
+/// `None` (userspace); both become `None` here.
+fn live_peer(peer: &wireguard_control::PeerInfo) -> LivePeer {
+    LivePeer {
+        public_key: to_public_key(&peer.config.public_key),
+        endpoint: peer.config.endpoint,
+        allowed_ips: peer
+            .config
+            .allowed_ips
+            .iter()
+            .filter_map(|a| IpNet::new(a.address, a.cidr).ok())
+            .collect(),
+        last_handshake: peer
+            .stats
+            .last_handshake_time
+            .filter(|t| *t != SystemTime::UNIX_EPOCH),
+        rx_bytes: peer.stats.rx_bytes,
+        tx_bytes: peer.stats.tx_bytes,
+        keepalive: peer.config.persistent_keepalive_interval.filter(|k| *k > 0),
+    }
+}
+
 fn live_device(device: &wireguard_control::Device, backend: Backend) -> LiveDevice {
-    let peers = device
-        .peers
-        .iter()
-        .map(|p| LivePeer {
-            public_key: to_public_key(&p.config.public_key),
-            endpoint: p.config.endpoint,
-            allowed_ips: p
-                .config
-                .allowed_ips
-                .iter()
-                .filter_map(|a| IpNet::new(a.address, a.cidr).ok())
-                .collect(),
-            last_handshake: p
-                .stats
-                .last_handshake_time
-                .filter(|t| *t != SystemTime::UNIX_EPOCH),
-            rx_bytes: p.stats.rx_bytes,
-            tx_bytes: p.stats.tx_bytes,
-            keepalive: p.config.persistent_keepalive_interval.filter(|k| *k > 0),
-        })
-        .collect();
     LiveDevice {
         backend: if backend == Backend::Userspace {
             "userspace"
@@ -165,7 +179,7 @@ fn live_device(device: &wireguard_control::Device, backend: Backend) -> LiveDevi
         },
         public_key: device.public_key.as_ref().map(to_public_key),
         listen_port: device.listen_port,
-        peers,
+        peers: device.peers.iter().map(live_peer).collect(),
     }
 }
 
@@ -304,6 +318,48 @@ mod tests {
             shown.contains("listen_port: Some(1)") && shown.contains("remove_me: true"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn live_peers_are_normalised() {
+        let key: PublicKey = KEY.parse().unwrap();
+        let mut info = wireguard_control::PeerInfo::from_public_key(key.to_wg());
+        info.config.persistent_keepalive_interval = Some(0);
+        info.stats.last_handshake_time = Some(SystemTime::UNIX_EPOCH);
+        info.config.allowed_ips = vec![AllowedIp {
+            address: "10.15.0.2".parse().unwrap(),
+            cidr: 32,
+        }];
+        let peer = live_peer(&info);
+        assert_eq!((peer.keepalive, peer.last_handshake), (None, None));
+        assert_eq!(peer.public_key, key);
+        assert_eq!(
+            peer.allowed_ips,
+            vec!["10.15.0.2/32".parse::<IpNet>().unwrap()]
+        );
+        info.config.persistent_keepalive_interval = Some(25);
+        let now = SystemTime::now();
+        info.stats.last_handshake_time = Some(now);
+        let peer = live_peer(&info);
+        assert_eq!((peer.keepalive, peer.last_handshake), (Some(25), Some(now)));
+    }
+
+    #[test]
+    fn backend_is_picked_like_wg() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sockets, links) = (dir.path().join("run"), dir.path().join("net"));
+        std::fs::create_dir_all(&sockets).unwrap();
+        std::fs::create_dir_all(&links).unwrap();
+        let iface: InterfaceName = "wg7".parse().unwrap();
+        let pick = || pick_backend(&[&sockets], &links, &iface);
+        assert_eq!(pick(), None);
+        std::fs::create_dir(links.join("wg7")).unwrap();
+        assert_eq!(pick(), Some(Backend::Kernel));
+        // A stale socket file (nobody listening) is not a userspace device.
+        let listener = std::os::unix::net::UnixListener::bind(sockets.join("wg7.sock")).unwrap();
+        assert_eq!(pick(), Some(Backend::Userspace));
+        drop(listener);
+        assert_eq!(pick(), Some(Backend::Kernel));
     }
 
     #[test]
