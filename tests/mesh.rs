@@ -509,17 +509,25 @@ fn stun_discovery_and_nat_check() {
         lab.host_behind_nat("reliant", NatKind::Symmetric),
     ];
     let expected = [
-        ("10.15.0.1/24", "open"),
-        ("10.15.0.2/24", "cone"),
-        ("10.15.0.3/24", "symmetric"),
+        ("10.15.0.1/24", "open", "works"),
+        ("10.15.0.2/24", "cone", "works"),
+        ("10.15.0.3/24", "symmetric", "needs-static-port"),
     ];
     let mut lines = Vec::new();
-    for (host, (address, nat_type)) in hosts.iter().zip(expected) {
+    for (host, (address, nat_type, verdict)) in hosts.iter().zip(expected) {
         // Before install, while the listen port is free to probe from.
+        let human = host.wgp2p_with_stun(&["nat-check"], &stun.servers());
+        eprintln!("{}$ wgp2p nat-check\n{}", host.name(), human.stdout);
         let out = host.wgp2p_with_stun(&["nat-check", "--json"], &stun.servers());
         let report: Value = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("nat-check --json on {} ({e}):\n{out}", host.name()));
         assert_eq!(report["nat_type"], nat_type, "{}:\n{report:#}", host.name());
+        assert_eq!(report["verdict"], verdict, "{}:\n{report:#}", host.name());
+        assert!(
+            human.stdout.contains(&format!("verdict: {verdict}")),
+            "{}",
+            human.stdout
+        );
         assert_eq!(
             report["public_ip"],
             host.public_ip().to_string(),

@@ -113,6 +113,20 @@ fn symmetric_nat_pair_meets_through_a_public_relay() {
     );
     assert!(status.contains("wgp2p relay delta via alpha"), "{status}");
 
+    let doctor = charlie.wgp2p(&["doctor"]);
+    eprintln!("charlie$ wgp2p doctor\n{}", doctor.stdout);
+    assert!(
+        !doctor.success(),
+        "doctor exits non-zero when it finds a problem"
+    );
+    assert!(
+        doctor.stdout.contains(
+            "`wgp2p relay delta via alpha` here and `wgp2p relay charlie via alpha` on delta"
+        ),
+        "{}",
+        doctor.stdout
+    );
+
     // Switch both ends to the relay.
     let enabled = alpha.wgp2p_ok(&["relay-enable"]);
     eprintln!("alpha$ wgp2p relay-enable\n{enabled}");
