@@ -74,6 +74,7 @@ fi
 [[ -x $BIN ]] || die "no binary at $BIN"
 
 if [[ -n ${BENCH_OUT:-} ]]; then
+  [[ -z $(ls -A "$BENCH_OUT" 2>/dev/null) ]] || die "BENCH_OUT=$BENCH_OUT is not empty"
   mkdir -p "$BENCH_OUT" || die "cannot create $BENCH_OUT"
   RAW=$(readlink -f "$BENCH_OUT")
 else
@@ -84,6 +85,8 @@ trap 'exit 130' INT TERM
 
 INNER=$ROOT/bench/inner.sh
 T_START=$(now_us)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+REV=$(git --no-optional-locks -C "$ROOT" describe --always --dirty 2>/dev/null || echo "unknown")
 
 # wg_pid HOST: the PID of wireguard-go on HOST.
 wg_pid() {
@@ -194,11 +197,19 @@ done
 ping_start() {
   on "$1" sh -c "ping -n -i 0.02 $2 >'$3' 2>&1 & echo \$! >'$3.pid'" || die "ping did not start"
 }
+# ping_stop FILE…: SIGINT to each ping, then wait until each has exited (a
+# zombie counts as exited: it is reparented and reaped by init).
 ping_stop() {
-  local pid i
-  pid=$(cat "$1.pid")
-  kill -INT "$pid" 2>/dev/null
-  for ((i = 0; i < 200; i++)); do [[ -d /proc/$pid ]] || return 0; sleep 0.01; done
+  local f pid i st
+  for f in "$@"; do kill -INT "$(cat "$f.pid")" 2>/dev/null; done
+  for f in "$@"; do
+    pid=$(cat "$f.pid")
+    for ((i = 0; i < 300; i++)); do
+      st=$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null) || break
+      [[ $st == Z ]] && break
+      sleep 0.01
+    done
+  done
 }
 # ping_stats FILE: "sent lost max_rtt_ms". The last packet (possibly in
 # flight when ping was stopped) is not counted.
@@ -231,19 +242,23 @@ wait_ping() {
 # intervals while CHANGE (a function: add K / remove K) runs 10 adds and
 # 10 removes on A, 50 ms apart.
 ping_during() {
-  local how=$1 a=$2 b=$3 ipa=$4 ipb=$5 change=$6 k t0 t1
+  local how=$1 a=$2 b=$3 ipa=$4 ipb=$5 change=$6 k op t0 t1 busy=0
   mkdir -p "$RAW/ping"
   ping_start "$a" "$ipb" "$RAW/ping/${how}_ab"
   ping_start "$b" "$ipa" "$RAW/ping/${how}_ba"
   sleep 0.5
-  t0=$(now_us)
-  for k in 1 2 3 4 5 6 7 8 9 10; do "$change" add "$k" || die "$how add $k failed"; sleep 0.05; done
-  for k in 1 2 3 4 5 6 7 8 9 10; do "$change" remove "$k" || die "$how remove $k failed"; sleep 0.05; done
-  t1=$(now_us)
+  for op in add remove; do
+    for k in 1 2 3 4 5 6 7 8 9 10; do
+      t0=$(now_us)
+      "$change" "$op" "$k" || die "$how: $op $k failed"
+      t1=$(now_us)
+      busy=$((busy + t1 - t0))
+      sleep 0.05
+    done
+  done
   sleep 0.5
-  ping_stop "$RAW/ping/${how}_ab"
-  ping_stop "$RAW/ping/${how}_ba"
-  echo $((t1 - t0)) >"$RAW/ping/${how}_duration"
+  ping_stop "$RAW/ping/${how}_ab" "$RAW/ping/${how}_ba"
+  echo "$busy" >"$RAW/ping/${how}_duration"
 }
 
 note "ping loss: two hosts on a bridge, wgp2p's way"
@@ -329,7 +344,7 @@ echo "## wgp2p benchmark$( ((QUICK)) && echo " (--quick)")"
 echo
 echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), kernel $(uname -r), $(($(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo) / 1024)) MiB RAM;"
 echo "wireguard-go $wgv, wireguard-tools $wtv; $(findmnt -n -o FSTYPE,SOURCE --target "$RAW" 2>/dev/null | tr -s ' ' | sed 's/ / on /') under /var/tmp (the \"disk\" config dir)."
-echo "Binary: $BIN ($($BIN --version))."
+echo "Binary: $BIN ($($BIN --version), source $REV). Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Times are whole processes (fork + exec + work + exit) in ms, median (p95), timed by bash's \$EPOCHREALTIME inside the namespaced host; $(basename "$0")$( ((QUICK)) && echo " --quick") took $(((T_END - T_START) / 1000000)) s."
 echo
 echo "### add-peer / remove-peer (config dir on disk, real fsync)"
@@ -369,9 +384,38 @@ for n in "${SIZES[@]}"; do
   echo "| $n | $(cell "$d/status") | $(cell "$d/status_json") | $(cell "$d/wg_dump") | $(ratio "$(med "$d/status")" "$(med "$d/wg_dump")")× | $(ratio "$(med "$d/status_json")" "$(med "$d/wg_dump")")× | $(cnt "$d/status") |"
 done
 echo
+if ((${#SIZES[@]} > 1)); then
+  echo "### Cost per configured peer (slope of the medians between two sizes, µs per peer)"
+  echo
+  hdr="| figure |" sep="|---|"
+  for ((s = 1; s < ${#SIZES[@]}; s++)); do
+    hdr+=" ${SIZES[s - 1]} → ${SIZES[s]} |" sep+="---:|"
+  done
+  echo "$hdr"
+  echo "$sep"
+  for f in add_disk:"wgp2p add-peer (disk)" remove_disk:"wgp2p remove-peer (disk)" add_tmpfs:"wgp2p add-peer (tmpfs)" \
+    wgset_add:"wg set (add)" status:"wgp2p status" status_json:"wgp2p status --json" wg_dump:"wg show wg0 dump" \
+    script_add:"script's way (add)"; do
+    file=${f%%:*} label=${f#*:} row="| $label |"
+    for ((s = 1; s < ${#SIZES[@]}; s++)); do
+      a=${SIZES[s - 1]} b=${SIZES[s]}
+      ma=$(med "$RAW/$a/$file") mb=$(med "$RAW/$b/$file")
+      if [[ $ma == - || $mb == - ]]; then
+        row+=" – |"
+      else
+        slope=$(((mb - ma) * 100 / (b - a)))
+        sign=""
+        ((slope < 0)) && sign="-" slope=$((-slope))
+        row+=" $sign$((slope / 100)).$(printf '%02d' $((slope % 100))) |"
+      fi
+    done
+    echo "$row"
+  done
+  echo
+fi
 echo "### Packet loss: \`ping -i 0.02\` both ways across a tunnel while 10 add-peer and 10 remove-peer run on one end"
 echo
-echo "| how | changes took | A→B sent | A→B lost | B→A sent | B→A lost | max RTT A→B / B→A (ms) |"
+echo "| how | 20 changes took (sum, via nsenter) | A→B sent | A→B lost | B→A sent | B→A lost | max RTT A→B / B→A (ms) |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for how in wgp2p script; do
   read -r s1 l1 m1 < <(ping_stats "$RAW/ping/${how}_ab")

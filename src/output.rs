@@ -168,7 +168,11 @@ pub fn status_table(report: &StatusReport, colour: bool) -> String {
         .map(|p| {
             [
                 p.name.clone().unwrap_or_else(|| "(unnamed)".into()),
-                p.endpoint.clone().unwrap_or_else(|| "-".into()),
+                match (&p.via, &p.endpoint) {
+                    (Some(via), _) => format!("via {via}"),
+                    (None, Some(endpoint)) => endpoint.clone(),
+                    (None, None) => "-".into(),
+                },
                 p.allowed_ips.join(","),
                 handshake_text(p),
                 transfer_text(p),

@@ -84,7 +84,7 @@ fn relayed_rows(entries: &[PeerEntry], direct_rows: &[PeerStatus]) -> Vec<PeerSt
             rows.push(PeerStatus {
                 name: Some(relayed.name.clone()),
                 public_key: relayed.public_key.to_string(),
-                endpoint: Some(format!("via {via_name}")),
+                endpoint: Some(relayed.endpoint.clone()),
                 allowed_ips: relayed.nets.iter().map(ToString::to_string).collect(),
                 latest_handshake_secs_ago: relay.latest_handshake_secs_ago,
                 rx_bytes: relay.rx_bytes,
