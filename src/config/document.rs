@@ -8,24 +8,29 @@
 
 use crate::error::Error;
 
+/// A byte range of a line's text, so that classifying a line allocates
+/// nothing: a 1000-peer config has some 6000 lines, parsed on every run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span(u32, u32);
+
 /// One line of the file, classified the way wg-quick reads it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LineKind {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineKind {
     Blank,
     /// `[Section]`
-    Header(String),
+    Header(Span),
     /// `# Key = value` with a one-word key: wgp2p's own data, kept as a
     /// comment so wg-quick ignores it (`# Name = …`, `# Relay = …`).
     Tag {
-        key: String,
-        value: String,
+        key: Span,
+        value: Span,
     },
     /// Any other comment.
     Comment,
     /// `Key = Value` (wg-quick strips everything after `#`).
     KeyValue {
-        key: String,
-        value: String,
+        key: Span,
+        value: Span,
     },
     /// A line wg-quick would not understand; kept as written.
     Other,
@@ -42,28 +47,50 @@ impl Line {
     fn parse(raw: &str) -> Line {
         Line {
             raw: raw.to_string(),
-            kind: classify(raw.trim_end_matches('\r')),
+            kind: classify(raw),
         }
     }
 
-    pub fn kind(&self) -> &LineKind {
-        &self.kind
+    fn at(&self, span: Span) -> &str {
+        self.raw
+            .get(span.0 as usize..span.1 as usize)
+            .unwrap_or_default()
     }
 
     /// The value when this is `key = value` for `key` (case-insensitive, as wg-quick).
     fn value_of(&self, key: &str) -> Option<&str> {
-        match &self.kind {
-            LineKind::KeyValue { key: k, value } if k.eq_ignore_ascii_case(key) => Some(value),
+        match self.kind {
+            LineKind::KeyValue { key: k, value } if self.at(k).eq_ignore_ascii_case(key) => {
+                Some(self.at(value))
+            }
             _ => None,
         }
+    }
+
+    /// `(key, value)` of a `# Key = value` tag line.
+    fn tag(&self) -> Option<(&str, &str)> {
+        match self.kind {
+            LineKind::Tag { key, value } => Some((self.at(key), self.at(value))),
+            _ => None,
+        }
+    }
+
+    fn is_tag(&self, key: &str) -> bool {
+        self.tag().is_some_and(|(k, _)| k == key)
     }
 }
 
 /// The comment keys wgp2p reads and writes.
 pub const TAGS: [&str; 2] = ["Name", "Relay"];
 
-fn classify(text: &str) -> LineKind {
-    let trimmed = text.trim();
+/// Classify a line; the spans point into `raw`.
+fn classify(raw: &str) -> LineKind {
+    // `part` is always a subslice of `raw`, so the offsets are in range.
+    let span = |part: &str| {
+        let start = part.as_ptr() as usize - raw.as_ptr() as usize;
+        Span(start as u32, (start + part.len()) as u32)
+    };
+    let trimmed = raw.trim();
     if trimmed.is_empty() {
         return LineKind::Blank;
     }
@@ -72,21 +99,21 @@ fn classify(text: &str) -> LineKind {
             && TAGS.contains(&key.trim())
         {
             return LineKind::Tag {
-                key: key.trim().to_string(),
-                value: value.trim().to_string(),
+                key: span(key.trim()),
+                value: span(value.trim()),
             };
         }
         return LineKind::Comment;
     }
     if let Some(name) = trimmed.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        return LineKind::Header(name.trim().to_string());
+        return LineKind::Header(span(name.trim()));
     }
     // wg-quick drops everything from the first '#'.
     let content = trimmed.split('#').next().unwrap_or("").trim();
     match content.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => LineKind::KeyValue {
-            key: key.trim().to_string(),
-            value: value.trim().to_string(),
+            key: span(key.trim()),
+            value: span(value.trim()),
         },
         _ => LineKind::Other,
     }
@@ -102,8 +129,9 @@ pub struct Section {
 
 impl Section {
     pub fn name(&self) -> Option<&str> {
-        match self.header.as_ref().map(Line::kind) {
-            Some(LineKind::Header(name)) => Some(name),
+        let header = self.header.as_ref()?;
+        match header.kind {
+            LineKind::Header(name) => Some(header.at(name)),
             _ => None,
         }
     }
@@ -131,10 +159,7 @@ impl Section {
     pub fn tags(&self, key: &str) -> Vec<&str> {
         self.lines
             .iter()
-            .filter_map(|l| match &l.kind {
-                LineKind::Tag { key: k, value } if k == key => Some(value.as_str()),
-                _ => None,
-            })
+            .filter_map(|l| l.tag().filter(|(k, _)| *k == key).map(|(_, v)| v))
             .collect()
     }
 }
@@ -333,9 +358,8 @@ impl Document {
         let Some(section) = self.sections.get_mut(index) else {
             return;
         };
-        let is_name = |l: &Line| matches!(&l.kind, LineKind::Tag { key, .. } if key == "Name");
-        match section.lines.iter().position(is_name) {
-            Some(i) if section.lines[i].kind == line.kind => {}
+        match section.lines.iter().position(|l| l.is_tag("Name")) {
+            Some(i) if section.lines[i].tag() == line.tag() => {}
             Some(i) => section.lines[i] = line,
             None => section.lines.insert(0, line),
         }
@@ -353,8 +377,8 @@ impl Document {
     /// Remove the `# key = value` lines of a section for which `drop` is true.
     pub fn remove_tags(&mut self, index: usize, key: &str, drop: impl Fn(&str) -> bool) {
         if let Some(section) = self.sections.get_mut(index) {
-            section.lines.retain(|l| match &l.kind {
-                LineKind::Tag { key: k, value } if k == key => !drop(value),
+            section.lines.retain(|l| match l.tag() {
+                Some((k, value)) if k == key => !drop(value),
                 _ => true,
             });
         }
