@@ -73,9 +73,9 @@ host_plug() {
   ip -n "$ns" link set eth0 up
 }
 
-# host_dummy NAME: eth0 with 203.0.113.1/24 on a veth whose other end
-# (eth0p, in the same host) has no address: a black hole for the endpoints
-# of preloaded peers, which exist nowhere. (No dummy module is needed.)
+# host_dummy NAME: a standalone host's eth0, 203.0.113.1/24, on a veth whose
+# other end (eth0p) stays in the same host (no dummy module is needed). The
+# benchmark's peers use closed ports of 203.0.113.1 as endpoints.
 host_dummy() {
   local ns
   ns=$(lab_ns "$1")

@@ -97,16 +97,19 @@ wg_pid() {
 }
 rss_kib() { local pid=$1; sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$pid/status"; }
 
-# peer_sections N NAMED: N [Peer] sections with fresh keys, endpoints that
-# exist nowhere (the host's eth0 is a dummy) and no keepalive, so the
-# preloaded peers send nothing.
+# peer_sections N NAMED: N [Peer] sections with fresh keys, no keepalive
+# (the preloaded peers send nothing), and endpoints on closed ports of the
+# host's own address: a packet sent there is refused at once, inside the
+# host. (Endpoints on absent LAN addresses would park packets in the ARP
+# queue, charged to wireguard-go's socket, until its send buffer fills and
+# its sends block: see BENCHMARKS.md, "wireguard-go pitfalls".)
 peer_sections() {
   local n=$1 named=$2 i=0 key
   while IFS= read -r key; do
     printf '\n[Peer]\n'
     ((named)) && printf '# Name = p%d\n' "$i"
-    printf 'PublicKey = %s\nEndpoint = 203.0.113.%d:51820\nAllowedIPs = %s/32\n' \
-      "$key" $((2 + i % 250)) "$(peer_ip "$i")"
+    printf 'PublicKey = %s\nEndpoint = 203.0.113.1:%d\nAllowedIPs = %s/32\n' \
+      "$key" $((10000 + i)) "$(peer_ip "$i")"
     i=$((i + 1))
   done < <(random_keys "$n")
 }
@@ -169,7 +172,7 @@ for n in "${SIZES[@]}"; do
   setup_wgp2p "w$n" "$n" WDIR
   wgpid=$(wg_pid "w$n")
   rss_kib "$wgpid" >"$RAW/$n/rss_wireguard_go"
-  random_keys $((runs * 3)) >"$RAW/$n/keys"
+  random_keys $(((runs + 2) * 3)) >"$RAW/$n/keys"
   note "$n peers: $runs × (add-peer + remove-peer on disk, on tmpfs, and bare wg set)"
   on "w$n" bash "$INNER" addremove "$runs" "$RAW/$n" "$BIN" "$RAW/$n/keys" \
     "disk=$WDIR" "tmpfs=/etc/wireguard" || die "add/remove runs failed at $n peers"
@@ -283,7 +286,7 @@ wait_ping pb 10.15.0.1
 change_wgp2p() {
   local k=$2
   if [[ $1 == add ]]; then
-    on pa "$BIN" --config-dir "$PA/cfg" add-peer "extra$k" "203.0.113.$((100 + k)):51820" \
+    on pa "$BIN" --config-dir "$PA/cfg" add-peer "extra$k" "203.0.113.12:$((52000 + k))" \
       "${PING_KEYS[k - 1]}" "10.15.0.$((100 + k))" >/dev/null
   else
     on pa "$BIN" --config-dir "$PA/cfg" remove-peer "extra$k" >/dev/null
@@ -314,7 +317,7 @@ wait_ping pd 10.16.0.1
 change_script() {
   local k=$2 set
   if [[ $1 == add ]]; then
-    set="wg set wg0 peer ${PING_KEYS[k - 1]} endpoint 203.0.113.$((100 + k)):51820 allowed-ips 10.16.0.$((100 + k))/32 persistent-keepalive 25"
+    set="wg set wg0 peer ${PING_KEYS[k - 1]} endpoint 203.0.113.14:$((52000 + k)) allowed-ips 10.16.0.$((100 + k))/32 persistent-keepalive 25"
   else
     set="wg set wg0 peer ${PING_KEYS[k - 1]} remove"
   fi
@@ -345,7 +348,7 @@ echo
 echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), kernel $(uname -r), $(($(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo) / 1024)) MiB RAM;"
 echo "wireguard-go $wgv, wireguard-tools $wtv; $(findmnt -n -o FSTYPE,SOURCE --target "$RAW" 2>/dev/null | tr -s ' ' | sed 's/ / on /') under /var/tmp (the \"disk\" config dir)."
 echo "Binary: $BIN ($($BIN --version), source $REV). Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
-echo "Times are whole processes (fork + exec + work + exit) in ms, median (p95), timed by bash's \$EPOCHREALTIME inside the namespaced host; $(basename "$0")$( ((QUICK)) && echo " --quick") took $(((T_END - T_START) / 1000000)) s."
+echo "Times are whole processes (fork + exec + work + exit) in ms, median (p95), timed by bash's \$EPOCHREALTIME inside the namespaced host, after 2 unrecorded warm-up rounds; $(basename "$0")$( ((QUICK)) && echo " --quick") took $(((T_END - T_START) / 1000000)) s."
 echo
 echo "### add-peer / remove-peer (config dir on disk, real fsync)"
 echo

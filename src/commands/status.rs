@@ -2,6 +2,7 @@
 //! handshake, transfer and health. Works with the interface down (config
 //! only) and shows drift between the config and the live interface.
 
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use crate::config::node::PeerEntry;
@@ -9,6 +10,7 @@ use crate::context::Context;
 use crate::device::{LiveDevice, LivePeer};
 use crate::error::{Error, Result};
 use crate::output::{self, Health, PeerStatus, StatusReport};
+use crate::types::PublicKey;
 
 /// WireGuard's REJECT_AFTER_TIME: a session older than this is dead.
 pub const STALE_AFTER_SECS: u64 = 180;
@@ -58,17 +60,27 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
 /// One row per peer: config peers in file order, then live-only peers.
 fn merge(entries: &[PeerEntry], live: Option<&LiveDevice>, now: SystemTime) -> Vec<PeerStatus> {
     let live_peers = live.map(|l| l.peers.as_slice()).unwrap_or(&[]);
+    // Keyed lookups both ways: a linear search per peer would make status
+    // quadratic in the mesh size.
+    let by_key: HashMap<PublicKey, &LivePeer> =
+        live_peers.iter().map(|p| (p.public_key, p)).collect();
+    let configured: HashSet<PublicKey> = entries.iter().map(|e| e.public_key).collect();
     let mut rows: Vec<PeerStatus> = entries
         .iter()
         .map(|entry| {
-            let live_peer = live_peers.iter().find(|p| p.public_key == entry.public_key);
-            row(Some(entry), live_peer, live.is_some(), now)
+            row(
+                Some(entry),
+                by_key.get(&entry.public_key).copied(),
+                live.is_some(),
+                now,
+            )
         })
         .collect();
-    for peer in live_peers {
-        if !entries.iter().any(|e| e.public_key == peer.public_key) {
-            rows.push(row(None, Some(peer), true, now));
-        }
+    for peer in live_peers
+        .iter()
+        .filter(|p| !configured.contains(&p.public_key))
+    {
+        rows.push(row(None, Some(peer), true, now));
     }
     rows.extend(relayed_rows(entries, &rows));
     rows
