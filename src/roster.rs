@@ -127,7 +127,7 @@ pub fn sync(
         .collect();
     unwanted.sort_by_key(|k| !relayed.contains(k));
     for key in unwanted {
-        let (next, delta, (name, _)) = plan::remove_peer(&new_doc, conf_name, &key.to_string())?;
+        let (next, delta, (name, _)) = plan::remove_peer(new_doc, conf_name, &key.to_string())?;
         new_doc = next;
         deltas.push(delta);
         changes.push(Change::Remove(name));
@@ -136,7 +136,7 @@ pub fn sync(
         .into_iter()
         .filter(|r| !relayed.contains(&r.public_key));
     for request in wanted {
-        let (next, delta, outcome) = plan::add_peer(&new_doc, conf_name, own, request)?;
+        let (next, delta, outcome) = plan::add_peer(new_doc, conf_name, own, request)?;
         new_doc = next;
         let name = request.name.to_string();
         match outcome {

@@ -47,9 +47,9 @@ fn print_own_line(ctx: &Context) -> Result<()> {
 
 fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
     ctx.require_root("add-peer")?;
-    let (_lock, node) = ctx.lock_and_load()?;
+    let (_lock, mut node) = ctx.lock_and_load()?;
     let own = Own::of(&node)?;
-    let doc = node.require_conf()?;
+    let doc = node.take_conf()?;
     let name = &request.name;
     let (new_doc, deltas, done) = match via {
         Some(relay_name) => {
@@ -60,7 +60,7 @@ fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
                 nets: request.allowed_ips(),
             };
             let (new_doc, deltas) =
-                relay::route_via(doc, &node.paths.conf_name(), &own, &peer, relay_name)?;
+                relay::route_via(&doc, &node.paths.conf_name(), &own, &peer, relay_name)?;
             (
                 new_doc,
                 deltas,

@@ -60,7 +60,7 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
         keepalive: 25,
     };
     // The line we print must succeed here: check it against the rules now.
-    plan::add_peer(doc, &node.paths.conf_name(), &own, &add)?;
+    plan::add_peer(doc.clone(), &node.paths.conf_name(), &own, &add)?;
     let port = announce::effective_port(ctx, &node);
     let own_endpoint = announce::endpoint_text(ctx, &node, port)?;
     let mut peers = vec![ConfPeer {

@@ -7,8 +7,8 @@ use crate::plan;
 
 pub fn run(ctx: &Context, selector: &str) -> Result<()> {
     ctx.require_root("remove-peer")?;
-    let (_lock, node) = ctx.lock_and_load()?;
-    let doc = node.require_conf()?;
+    let (_lock, mut node) = ctx.lock_and_load()?;
+    let doc = node.take_conf()?;
     let (new_doc, delta, (name, key)) = plan::remove_peer(doc, &node.paths.conf_name(), selector)?;
     let applied = commit(&node, &new_doc, &[delta], ctx.device().as_ref())?;
     println!("removed peer {name} {key} ({})", applied.describe());

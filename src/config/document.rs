@@ -237,6 +237,10 @@ impl Document {
         out
     }
 
+    pub fn section(&self, index: usize) -> Option<&Section> {
+        self.sections.get(index)
+    }
+
     pub fn interface(&self) -> Option<&Section> {
         self.sections.iter().find(|s| s.is("Interface"))
     }

@@ -237,6 +237,12 @@ impl Node {
         self.conf.as_ref().ok_or_else(|| not_installed(&self.paths))
     }
 
+    /// The config moved out, for a command that edits it (what `commit`
+    /// needs stays: the paths and the text as read, for rollback).
+    pub fn take_conf(&mut self) -> Result<Document> {
+        self.conf.take().ok_or_else(|| not_installed(&self.paths))
+    }
+
     /// This node's keys and address, which most commands need.
     pub fn require_identity(&self) -> Result<(PublicKey, VpnAddress)> {
         match (self.public_key(), self.address) {

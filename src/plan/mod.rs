@@ -182,26 +182,33 @@ fn check_add(existing: &[PeerEntry], own: &Own, req: &AddPeer, nets: &[IpNet]) -
 }
 
 /// Add a peer or update it (same name and key), in the config and live.
+///
+/// Takes the document by value: copying a big config for each change
+/// costs more than the change. "Unchanged" compares the one section.
 pub fn add_peer(
-    doc: &Document,
+    mut new_doc: Document,
     conf_name: &str,
     own: &Own,
     req: &AddPeer,
 ) -> Result<(Document, Delta, Outcome)> {
-    let existing = peers(doc, conf_name)?;
+    let existing = peers(&new_doc, conf_name)?;
     let nets = req.allowed_ips();
     check_add(&existing, own, req, &nets)?;
-    let mut new_doc = doc.clone();
-    let (section, outcome) = match existing.iter().find(|p| p.public_key == req.public_key) {
-        Some(entry) => (entry.section, Outcome::Updated),
-        None => (new_doc.append_peer(), Outcome::Added),
+    let (section, outcome, before) = match existing.iter().find(|p| p.public_key == req.public_key)
+    {
+        Some(entry) => (
+            entry.section,
+            Outcome::Updated,
+            new_doc.section(entry.section).cloned(),
+        ),
+        None => (new_doc.append_peer(), Outcome::Added, None),
     };
     new_doc.set_name(section, req.name.as_str());
     new_doc.set_in(section, "PublicKey", &req.public_key.to_string());
     new_doc.set_in(section, "Endpoint", &req.endpoint.to_string());
     new_doc.set_in(section, "AllowedIPs", &join_nets(&nets));
     new_doc.set_in(section, "PersistentKeepalive", &req.keepalive.to_string());
-    if new_doc == *doc {
+    if before.is_some() && new_doc.section(section) == before.as_ref() {
         return Ok((new_doc, Delta::None, Outcome::Unchanged));
     }
     let delta = Delta::UpsertPeer {
@@ -227,11 +234,11 @@ pub fn find_peer<'a>(existing: &'a [PeerEntry], selector: &str) -> Option<&'a Pe
 /// changes nothing. Returns the new config, the live change, and the
 /// removed peer's name (or "(unnamed)") and key.
 pub fn remove_peer(
-    doc: &Document,
+    doc: Document,
     conf_name: &str,
     selector: &str,
 ) -> Result<(Document, Delta, (String, PublicKey))> {
-    let existing = peers(doc, conf_name)?;
+    let existing = peers(&doc, conf_name)?;
     match relay::locate(&existing, selector) {
         Some(relay::Found::Direct(entry)) if !entry.relayed.is_empty() => {
             let names: Vec<&str> = entry.relayed.iter().map(|r| r.name.as_str()).collect();
@@ -242,7 +249,7 @@ pub fn remove_peer(
             )))
         }
         Some(relay::Found::Direct(entry)) => {
-            let mut new_doc = doc.clone();
+            let mut new_doc = doc;
             new_doc.remove_section(entry.section);
             let removed = (entry.display_name().to_string(), entry.public_key);
             Ok((new_doc, Delta::RemovePeer(entry.public_key), removed))
@@ -323,7 +330,7 @@ mod tests {
 
     fn with_a() -> Document {
         add_peer(
-            &base(),
+            base(),
             "wg0.conf",
             &own(),
             &req("enterprise", KEY_A, "10.15.0.2"),
@@ -335,7 +342,7 @@ mod tests {
     #[test]
     fn adds_a_named_peer_with_a_host_route() {
         let (doc, delta, outcome) = add_peer(
-            &base(),
+            base(),
             "wg0.conf",
             &own(),
             &req("enterprise", KEY_A, "10.15.0.2/24"),
@@ -361,7 +368,7 @@ mod tests {
     #[test]
     fn same_request_twice_is_unchanged() {
         let (_, delta, outcome) = add_peer(
-            &with_a(),
+            with_a(),
             "wg0.conf",
             &own(),
             &req("enterprise", KEY_A, "10.15.0.2"),
@@ -373,7 +380,7 @@ mod tests {
     #[test]
     fn update_in_place_keeps_one_section() {
         let (doc, _, outcome) = add_peer(
-            &with_a(),
+            with_a(),
             "wg0.conf",
             &own(),
             &req("enterprise", KEY_A, "10.15.0.9"),
@@ -396,14 +403,14 @@ mod tests {
             (req("voyager", KEY_B, "10.15.0.1"), "own address"),
         ];
         for (request, expected) in cases {
-            let err = add_peer(&doc, "wg0.conf", &own(), &request)
+            let err = add_peer(doc.clone(), "wg0.conf", &own(), &request)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(expected), "{err}");
         }
         let mut wide = req("voyager", KEY_B, "10.15.0.3");
         wide.extra_allowed_ips = "10.15.0.0/24".parse().unwrap();
-        assert!(add_peer(&doc, "wg0.conf", &own(), &wide).is_err());
+        assert!(add_peer(doc.clone(), "wg0.conf", &own(), &wide).is_err());
     }
 
     #[test]
@@ -413,7 +420,7 @@ mod tests {
         ))
         .unwrap();
         let (doc, _, outcome) = add_peer(
-            &doc,
+            doc.clone(),
             "wg0.conf",
             &own(),
             &req("enterprise", KEY_A, "10.15.0.2"),
@@ -426,12 +433,12 @@ mod tests {
     #[test]
     fn removes_by_name_or_key() {
         let doc = with_a();
-        let (after, delta, _) = remove_peer(&doc, "wg0.conf", "enterprise").unwrap();
+        let (after, delta, _) = remove_peer(doc.clone(), "wg0.conf", "enterprise").unwrap();
         assert_eq!(after.render(), base().render());
         assert_eq!(delta, Delta::RemovePeer(KEY_A.parse().unwrap()));
-        assert!(remove_peer(&doc, "wg0.conf", KEY_A).is_ok());
+        assert!(remove_peer(doc.clone(), "wg0.conf", KEY_A).is_ok());
         assert!(matches!(
-            remove_peer(&doc, "wg0.conf", "nobody"),
+            remove_peer(doc.clone(), "wg0.conf", "nobody"),
             Err(Error::NotFound(_))
         ));
     }

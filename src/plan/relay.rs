@@ -257,7 +257,7 @@ pub fn make_direct(
         extra_allowed_ips: crate::types::AllowedIps(rest.to_vec()),
         keepalive: 25,
     };
-    let (direct_doc, delta, outcome) = add_peer(&new_doc, conf_name, own, &request)?;
+    let (direct_doc, delta, outcome) = add_peer(new_doc, conf_name, own, &request)?;
     if outcome != Outcome::Unchanged {
         deltas.push(delta);
     }
@@ -272,8 +272,8 @@ fn not_found(selector: &str, conf_name: &str) -> Error {
 }
 
 /// Remove a relayed peer: only its route through the relay goes.
-pub fn remove_relayed(doc: &Document, via: &PeerEntry, peer: &Relayed) -> (Document, Delta) {
-    let mut new_doc = doc.clone();
+pub fn remove_relayed(doc: Document, via: &PeerEntry, peer: &Relayed) -> (Document, Delta) {
+    let mut new_doc = doc;
     let delta = unroute(&mut new_doc, via, peer);
     (new_doc, delta)
 }
@@ -293,7 +293,9 @@ mod tests {
             extra_allowed_ips: AllowedIps::default(),
             keepalive: 25,
         };
-        add_peer(doc, "wg0.conf", &own(), &request).unwrap().0
+        add_peer(doc.clone(), "wg0.conf", &own(), &request)
+            .unwrap()
+            .0
     }
 
     fn mesh() -> Document {
@@ -396,7 +398,7 @@ mod tests {
         let Some(Found::Relayed { via, peer }) = locate(&entries, FAR) else {
             panic!("not relayed")
         };
-        let (after, delta) = remove_relayed(&doc, via, peer);
+        let (after, delta) = remove_relayed(doc.clone(), via, peer);
         assert!(!after.render().contains("10.15.0.3") && !after.render().contains("# Relay"));
         assert!(
             matches!(delta, Delta::UpsertPeer { ref allowed_ips, .. } if allowed_ips.len() == 1)
