@@ -7,9 +7,9 @@
 #
 # Usage, as root, from anywhere:
 #
-#   bench/run.sh            full run: 10, 100, 1000, 5000 peers (~10 min)
+#   bench/run.sh            full run: 10, 100, 1000, 5000 peers (~4 min)
 #   bench/run.sh --quick    10 and 100 peers, few runs, ping-loss check,
-#                           binary size (~30 s plus the release build; CI)
+#                           binary size (~25 s plus the release build; CI)
 #
 # Environment:
 #   WGP2P_BIN=PATH     binary to measure (default: target/release/wgp2p,
@@ -86,6 +86,18 @@ trap 'exit 130' INT TERM
 INNER=$ROOT/bench/inner.sh
 T_START=$(now_us)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# cpu_busy: percent of CPU time used by anything over the next second.
+cpu_busy() {
+  local -a s0 s1
+  local total=0 idle i
+  read -ra s0 < <(head -1 /proc/stat)
+  sleep 1
+  read -ra s1 < <(head -1 /proc/stat)
+  for ((i = 1; i < ${#s0[@]}; i++)); do total=$((total + s1[i] - s0[i])); done
+  idle=$((s1[4] - s0[4] + s1[5] - s0[5]))
+  if ((total > 0)); then echo $((100 * (total - idle) / total)); else echo 0; fi
+}
+BUSY_START=$(cpu_busy)
 REV=$(git --no-optional-locks -C "$ROOT" describe --always --dirty 2>/dev/null || echo "unknown")
 
 # wg_pid HOST: the PID of wireguard-go on HOST.
@@ -328,14 +340,15 @@ host_delete pc
 host_delete pd
 
 T_END=$(now_us)
+BUSY_END=$(cpu_busy)
 
 # ---------------------------------------------------------------- report
 
 # cell FILE: "median (p95)" in ms.
 cell() {
-  local med p95 cnt
+  local med p95
   [[ -s $1 ]] || { echo "–"; return; }
-  read -r med p95 cnt < <(stats "$1")
+  read -r med p95 _ < <(stats "$1")
   echo "$(fmt_ms "$med") ($(fmt_ms "$p95"))"
 }
 med() { local m _; [[ -s $1 ]] || { echo -; return; }; read -r m _ < <(stats "$1"); echo "$m"; }
@@ -347,7 +360,10 @@ echo "## wgp2p benchmark$( ((QUICK)) && echo " (--quick)")"
 echo
 echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), kernel $(uname -r), $(($(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo) / 1024)) MiB RAM;"
 echo "wireguard-go $wgv, wireguard-tools $wtv; $(findmnt -n -o FSTYPE,SOURCE --target "$RAW" 2>/dev/null | tr -s ' ' | sed 's/ / on /') under /var/tmp (the \"disk\" config dir)."
-echo "Binary: $BIN ($($BIN --version), source $REV). Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo "Binary: $BIN ($($BIN --version), source $REV). Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg); CPUs busy with other work at start/end: $BUSY_START% / $BUSY_END%."
+if ((BUSY_START > 25 || BUSY_END > 25)); then
+  echo "**Warning: other processes kept the CPUs $BUSY_START% busy at the start and $BUSY_END% at the end (measured over 1 s with nothing of this benchmark running): these figures are inflated and noisy; rerun on an idle machine.**"
+fi
 echo "Times are whole processes (fork + exec + work + exit) in ms, median (p95), timed by bash's \$EPOCHREALTIME inside the namespaced host, after 2 unrecorded warm-up rounds; $(basename "$0")$( ((QUICK)) && echo " --quick") took $(((T_END - T_START) / 1000000)) s."
 echo
 echo "### add-peer / remove-peer (config dir on disk, real fsync)"
