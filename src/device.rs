@@ -189,7 +189,24 @@ fn live_device(device: &wireguard_control::Device, backend: Backend) -> LiveDevi
 pub fn device_update(deltas: &[Delta]) -> Result<Option<DeviceUpdate>> {
     let mut update = DeviceUpdate::new();
     let mut empty = true;
-    for delta in deltas {
+    // Peers with keepalive go last (stable order otherwise): wireguard-go
+    // 0.0.20220316 makes every peer after a keepalive peer in one set send
+    // a keepalive at once, which stalls on unreachable LAN addresses
+    // (BENCHMARKS.md, "wireguard-go pitfalls").
+    let has_keepalive = |d: &&Delta| {
+        matches!(
+            d,
+            Delta::UpsertPeer {
+                keepalive: Some(_),
+                ..
+            }
+        )
+    };
+    let ordered = deltas
+        .iter()
+        .filter(|d| !has_keepalive(d))
+        .chain(deltas.iter().filter(has_keepalive));
+    for delta in ordered {
         update = match delta {
             Delta::None => continue,
             Delta::UpsertPeer {
@@ -318,6 +335,25 @@ mod tests {
             shown.contains("listen_port: Some(1)") && shown.contains("remove_me: true"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn keepalive_peers_go_last_in_one_update() {
+        let with_keepalive = Delta::UpsertPeer {
+            public_key: KEY.parse().unwrap(),
+            endpoint: None,
+            allowed_ips: vec![],
+            keepalive: Some(25),
+        };
+        let other: PublicKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+            .parse()
+            .unwrap();
+        let update = device_update(&[with_keepalive, Delta::RemovePeer(other)])
+            .unwrap()
+            .unwrap();
+        let shown = format!("{update:?}");
+        let first = |key: &PublicKey| shown.find(&key.to_string()).unwrap();
+        assert!(first(&other) < first(&KEY.parse().unwrap()), "{shown}");
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::types::PublicKey;
 /// WireGuard's REJECT_AFTER_TIME: a session older than this is dead.
 pub const STALE_AFTER_SECS: u64 = 180;
 
+/// How many relay candidates status names for a stale peer.
+const MAX_RELAY_CANDIDATES: usize = 3;
+
 pub fn run(ctx: &Context, check: bool) -> Result<()> {
     let node = crate::config::node::Node::load(ctx.paths.clone())?;
     let entries = node.peers()?;
@@ -118,10 +121,13 @@ fn relayed_rows(entries: &[PeerEntry], direct_rows: &[PeerStatus]) -> Vec<PeerSt
 /// For every stale direct peer, the healthy direct peers that could relay
 /// it, and the command to do so.
 fn with_relay_advice(mut rows: Vec<PeerStatus>) -> Vec<PeerStatus> {
+    // A few candidates are enough to act on; listing every healthy peer
+    // under every stale one would grow as stale × healthy on a big mesh.
     let healthy: Vec<String> = rows
         .iter()
         .filter(|r| r.health == Health::Ok && r.via.is_none())
         .filter_map(|r| r.name.clone())
+        .take(MAX_RELAY_CANDIDATES)
         .collect();
     for row in rows
         .iter_mut()
