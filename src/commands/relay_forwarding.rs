@@ -9,9 +9,9 @@
 //! but on a WireGuard interface they change nothing, since the peer's
 //! AllowedIPs, not a gateway, decide where a packet goes.
 
+use crate::commit::commit;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::store;
 use crate::system::{on_path, run};
 
 const MARKER: &str = "wgp2p relay";
@@ -59,11 +59,7 @@ pub fn enable(ctx: &Context) -> Result<()> {
         for line in pre_down {
             new_doc.append_marked(index, "PreDown", line, MARKER);
         }
-        store::write_atomic(
-            &node.paths.dir,
-            &node.paths.conf_name(),
-            new_doc.render().as_bytes(),
-        )?;
+        commit(&node, &new_doc, &[], ctx.device().as_ref())?;
     }
     let iface = ctx.paths.iface.as_str();
     if !ctx.device().is_up()? {
@@ -92,11 +88,7 @@ pub fn disable(ctx: &Context) -> Result<()> {
     {
         let mut new_doc = doc.clone();
         new_doc.remove_marked(index, MARKER);
-        store::write_atomic(
-            &node.paths.dir,
-            &node.paths.conf_name(),
-            new_doc.render().as_bytes(),
-        )?;
+        commit(&node, &new_doc, &[], ctx.device().as_ref())?;
     }
     let iface = ctx.paths.iface.as_str();
     if ctx.device().is_up()? {
