@@ -362,7 +362,7 @@ echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cp
 echo "wireguard-go $wgv, wireguard-tools $wtv; $(findmnt -n -o FSTYPE,SOURCE --target "$RAW" 2>/dev/null | tr -s ' ' | sed 's/ / on /') under /var/tmp (the \"disk\" config dir)."
 echo "Binary: $BIN ($($BIN --version), source $REV). Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg); CPUs busy with other work at start/end: $BUSY_START% / $BUSY_END%."
 if ((BUSY_START > 25 || BUSY_END > 25)); then
-  echo "**Warning: other processes kept the CPUs $BUSY_START% busy at the start and $BUSY_END% at the end (measured over 1 s with nothing of this benchmark running): these figures are inflated and noisy; rerun on an idle machine.**"
+  echo "**Warning: other work used $BUSY_START% of the CPUs at the start and $BUSY_END% at the end (measured over 1 s with nothing of this benchmark running): figures measured while the machine was busy are inflated and noisy; rerun on an idle machine.**"
 fi
 echo "Times are whole processes (fork + exec + work + exit) in ms, median (p95), timed by bash's \$EPOCHREALTIME inside the namespaced host, after 2 unrecorded warm-up rounds; $(basename "$0")$( ((QUICK)) && echo " --quick") took $(((T_END - T_START) / 1000000)) s."
 echo
