@@ -174,3 +174,15 @@ ratio() {
   local r=$((a * 100 / b))
   printf '%d.%02d' $((r / 100)) $((r % 100))
 }
+
+# Sets BIN, the binary to measure: WGP2P_BIN when given, else a fresh
+# stripped release build of this checkout.
+select_binary() {
+  if [[ -n ${WGP2P_BIN:-} ]]; then
+    BIN=$(readlink -f "$WGP2P_BIN")
+  else
+    note "building the release binary (cargo build --release --locked)"
+    cargo build --release --locked --quiet || die "cargo build --release failed"
+    BIN=$ROOT/target/release/wgp2p
+  fi
+}

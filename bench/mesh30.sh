@@ -27,13 +27,7 @@ HOSTS=${MESH_HOSTS:-30}
 for tool in ip wg wg-quick wireguard-go ping nsenter unshare setsid; do
   command -v "$tool" >/dev/null || die "missing $tool"
 done
-if [[ -n ${WGP2P_BIN:-} ]]; then
-  BIN=$(readlink -f "$WGP2P_BIN")
-else
-  note "building the release binary (cargo build --release --locked)"
-  cargo build --release --locked --quiet || die "cargo build --release failed"
-  BIN=$ROOT/target/release/wgp2p
-fi
+select_binary
 trap lab_cleanup EXIT
 trap 'exit 130' INT TERM
 lab_disk_dir WORK

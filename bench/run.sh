@@ -64,13 +64,7 @@ else
   VERSION_RUNS=100
 fi
 
-if [[ -n ${WGP2P_BIN:-} ]]; then
-  BIN=$(readlink -f "$WGP2P_BIN")
-else
-  note "building the release binary (cargo build --release --locked)"
-  cargo build --release --locked --quiet || die "cargo build --release failed"
-  BIN=$ROOT/target/release/wgp2p
-fi
+select_binary
 [[ -x $BIN ]] || die "no binary at $BIN"
 
 if [[ -n ${BENCH_OUT:-} ]]; then
