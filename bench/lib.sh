@@ -177,6 +177,7 @@ ratio() {
 
 # Sets BIN, the binary to measure: WGP2P_BIN when given, else a fresh
 # stripped release build of this checkout.
+# shellcheck disable=SC2034 # BIN is read by the scripts that source this file
 select_binary() {
   if [[ -n ${WGP2P_BIN:-} ]]; then
     BIN=$(readlink -f "$WGP2P_BIN")
