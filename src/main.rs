@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     let result = Context::new(paths, cli.port, cli.json, Env::from_process())
         .and_then(|ctx| commands::run(&ctx, command));
     match result {
+        Ok(()) if output::stdout_failed() => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wgp2p: error: {e}");

@@ -1,12 +1,88 @@
-//! What the user reads: the status table and its JSON form, durations and
-//! byte counts in words, and QR codes for the terminal.
+//! What the user reads: the one stdout writer, the status table and its
+//! JSON form, durations and byte counts in words, and QR codes for the
+//! terminal.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+
+/// Set once a write to stdout met a closed pipe (EPIPE). It mirrors the
+/// state of file descriptor 1, which is process-wide by nature.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Set when a write to stdout failed for another reason than a closed pipe.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Every byte wgp2p prints on stdout goes through this writer. Rust ignores
+/// SIGPIPE, so a reader that goes away (`wgp2p status | head -1`) turns the
+/// next write into EPIPE, on which `println!` panics. Here a closed pipe is
+/// a normal end, as for wg(8) and ripgrep: the rest of the output is
+/// dropped without a word, the command still finishes what it was doing
+/// (a change is never left half done because nobody reads its report),
+/// and the exit status is the command's own.
+pub struct Stdout;
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if STDOUT_CLOSED.load(Ordering::Relaxed) {
+            return Ok(buf.len());
+        }
+        let mut out = std::io::stdout().lock();
+        match out.write_all(buf).and_then(|()| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                STDOUT_CLOSED.store(true, Ordering::Relaxed);
+                Ok(buf.len())
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Print through [`Stdout`]. Another write error than a closed pipe (a
+/// full disk behind a redirection) is reported on stderr once, and the
+/// run exits 1 (see [`stdout_failed`]): the output asked for is incomplete.
+pub fn print_out(args: std::fmt::Arguments<'_>) {
+    let mut text = String::new();
+    let _ = text.write_fmt(args);
+    if let Err(e) = Stdout.write_all(text.as_bytes()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        STDOUT_FAILED.store(true, Ordering::Relaxed);
+        eprintln!("wgp2p: error: cannot write to stdout: {e}");
+    }
+}
+
+/// Whether some output was lost to a write error other than a closed pipe.
+pub fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
+
+/// `println!` through the pipe-safe [`Stdout`] writer.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::print_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::print_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` through the pipe-safe [`Stdout`] writer.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::print_out(format_args!($($arg)*))
+    };
+}
 
 /// A peer's health mark. JSON: `ok`, `stale`, `drift`, `down`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

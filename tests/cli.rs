@@ -5,6 +5,7 @@
 mod cli {
     pub mod matrix;
     pub mod node;
+    pub mod pipes;
     pub mod qr;
 }
 

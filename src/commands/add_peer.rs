@@ -38,9 +38,9 @@ fn print_own_line(ctx: &Context) -> Result<()> {
     if ctx.json {
         let text = serde_json::to_string_pretty(&own)
             .map_err(|e| Error::System(format!("cannot write JSON: {e}")))?;
-        println!("{text}");
+        crate::outln!("{text}");
     } else {
-        println!("{}", own.line);
+        crate::outln!("{}", own.line);
     }
     Ok(())
 }
@@ -85,11 +85,11 @@ fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
     };
     note_dropped_prefix(&request);
     if deltas.is_empty() {
-        println!("peer {name} is already configured as given: nothing changed");
+        crate::outln!("peer {name} is already configured as given: nothing changed");
         return Ok(());
     }
     let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
-    println!("{done} ({})", applied.describe());
+    crate::outln!("{done} ({})", applied.describe());
     Ok(())
 }
 

@@ -7,12 +7,17 @@ use crate::cli::Cli;
 use crate::error::{Error, Result};
 
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
-    clap_complete::generate(shell, &mut Cli::command(), "wgp2p", &mut std::io::stdout());
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "wgp2p",
+        &mut crate::output::Stdout,
+    );
     Ok(())
 }
 
 pub fn man() -> Result<()> {
     clap_mangen::Man::new(Cli::command())
-        .render(&mut std::io::stdout())
+        .render(&mut crate::output::Stdout)
         .map_err(|e| Error::System(format!("cannot write the man page: {e}")))
 }

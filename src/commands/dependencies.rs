@@ -54,7 +54,7 @@ pub fn install_commands(os_release: &str) -> Result<Vec<Vec<&'static str>>> {
 
 pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
     if on_path("wg") && on_path("wg-quick") {
-        println!("wg and wg-quick are already installed: nothing to do");
+        crate::outln!("wg and wg-quick are already installed: nothing to do");
         return Ok(());
     }
     let os_release = std::fs::read_to_string("/etc/os-release")
@@ -67,7 +67,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
     let commands = install_commands(&os_release)?;
     if dry_run {
         for command in &commands {
-            println!("{}", command.join(" "));
+            crate::outln!("{}", command.join(" "));
         }
         return Ok(());
     }
@@ -86,7 +86,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
             )));
         }
     }
-    println!("installed wireguard-tools");
+    crate::outln!("installed wireguard-tools");
     Ok(())
 }
 

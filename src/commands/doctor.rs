@@ -241,11 +241,11 @@ pub fn run(ctx: &Context) -> Result<()> {
     let facts = gather(ctx)?;
     let found = findings(&facts);
     if found.is_empty() {
-        println!("no problem found");
+        crate::outln!("no problem found");
         return Ok(());
     }
     for finding in &found {
-        println!("{finding}");
+        crate::outln!("{finding}");
     }
     Err(Error::Unhealthy(format!(
         "doctor found {} problems",

@@ -11,7 +11,7 @@ pub fn run(ctx: &Context) -> Result<()> {
     let (key, address) = node.require_identity()?;
     let port = announce::effective_port(ctx, &node);
     let endpoint = announce::endpoint_text(ctx, &node, port)?;
-    print!(
+    crate::out!(
         "{}",
         roster::entry(&announce::host_name(), &endpoint, &key, address.ip())
     );

@@ -15,7 +15,7 @@ pub fn run(ctx: &Context, argument: Option<String>) -> Result<()> {
     let key = read_key(argument)?;
     let (_lock, node) = ctx.lock_and_load()?;
     if node.private_key.as_ref() == Some(&key) {
-        println!("this key is already the node's key: nothing changed");
+        crate::outln!("this key is already the node's key: nothing changed");
         return Ok(());
     }
     let public = key.public_key();
@@ -37,13 +37,13 @@ pub fn run(ctx: &Context, argument: Option<String>) -> Result<()> {
                 return Err(e);
             }
         };
-        println!(
+        crate::outln!(
             "imported key; public key is now {public} ({})",
             applied.describe()
         );
-        println!("run `wgp2p add-peer` and give the new line to every other node");
+        crate::outln!("run `wgp2p add-peer` and give the new line to every other node");
     } else {
-        println!("imported key; public key is now {public}");
+        crate::outln!("imported key; public key is now {public}");
     }
     Ok(())
 }

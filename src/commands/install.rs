@@ -40,8 +40,8 @@ pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<String>) -> Resu
     bring_up(ctx, &key, port)?;
     // Read back what was written, so the line shows the saved endpoint.
     let node = Node::load(node.paths.clone())?;
-    println!("Run this on every other node to add this one:");
-    println!("{}", announce::own_line(ctx, &node)?.line);
+    crate::outln!("Run this on every other node to add this one:");
+    crate::outln!("{}", announce::own_line(ctx, &node)?.line);
     Ok(())
 }
 

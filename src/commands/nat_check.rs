@@ -24,9 +24,9 @@ pub fn run(ctx: &Context, given: &[String]) -> Result<()> {
     if ctx.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::System(format!("cannot write JSON: {e}")))?;
-        println!("{text}");
+        crate::outln!("{text}");
     } else {
-        print!("{}", human(&report));
+        crate::out!("{}", human(&report));
     }
     Ok(())
 }

@@ -79,20 +79,20 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
         &format!("{}.conf", request.name),
         conf.as_bytes(),
     )?;
-    println!(
+    crate::outln!(
         "wrote {} (mode 0600; it holds the device's private key)",
         file.display()
     );
     if request.qr {
-        println!("{}", output::qr_code(&conf)?);
+        crate::outln!("{}", output::qr_code(&conf)?);
     }
     let where_ = if request.mesh {
         "on every mesh node, this one included"
     } else {
         "on this node"
     };
-    println!("Run this {where_} to add the device:");
-    println!(
+    crate::outln!("Run this {where_} to add the device:");
+    crate::outln!(
         "{}",
         announce::add_peer_line(
             &request.name,

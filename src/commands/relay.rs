@@ -54,10 +54,10 @@ pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&s
         }
     };
     if deltas.is_empty() {
-        println!("nothing to change: {done}");
+        crate::outln!("nothing to change: {done}");
         return Ok(());
     }
     let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
-    println!("{done} ({})", applied.describe());
+    crate::outln!("{done} ({})", applied.describe());
     Ok(())
 }

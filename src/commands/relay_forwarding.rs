@@ -63,7 +63,7 @@ pub fn enable(ctx: &Context) -> Result<()> {
     }
     let iface = ctx.paths.iface.as_str();
     if !ctx.device().is_up()? {
-        println!("relaying enabled in the config; it takes effect at the next `wgp2p start`");
+        crate::outln!("relaying enabled in the config; it takes effect at the next `wgp2p start`");
         return Ok(());
     }
     write_proc(&format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"), "1")?;
@@ -75,7 +75,7 @@ pub fn enable(ctx: &Context) -> Result<()> {
     } else {
         " (no iptables here: no FORWARD rule needed or added)"
     };
-    println!("relaying enabled on {iface}: peers may now be routed through this node{note}");
+    crate::outln!("relaying enabled on {iface}: peers may now be routed through this node{note}");
     Ok(())
 }
 
@@ -98,7 +98,7 @@ pub fn disable(ctx: &Context) -> Result<()> {
             run("iptables", &rule("-D", iface))?;
         }
     }
-    println!("relaying disabled on {iface}");
+    crate::outln!("relaying disabled on {iface}");
     Ok(())
 }
 

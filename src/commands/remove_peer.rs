@@ -11,6 +11,6 @@ pub fn run(ctx: &Context, selector: &str) -> Result<()> {
     let doc = node.take_conf()?;
     let (new_doc, delta, (name, key)) = plan::remove_peer(doc, &node.paths.conf_name(), selector)?;
     let applied = commit(&node, &new_doc, &[delta], ctx.device().as_ref())?;
-    println!("removed peer {name} {key} ({})", applied.describe());
+    crate::outln!("removed peer {name} {key} ({})", applied.describe());
     Ok(())
 }

@@ -9,12 +9,12 @@ pub fn start(ctx: &Context) -> Result<()> {
     let (_lock, node) = ctx.lock_and_load()?;
     node.require_conf()?;
     if ctx.service_kind != Kind::Systemd && ctx.device().is_up()? {
-        println!("{} is already up", ctx.paths.iface);
+        crate::outln!("{} is already up", ctx.paths.iface);
         return Ok(());
     }
     ctx.print_service_note();
     ctx.service().start()?;
-    println!("{} is up ({})", ctx.paths.iface, ctx.service().describe());
+    crate::outln!("{} is up ({})", ctx.paths.iface, ctx.service().describe());
     Ok(())
 }
 
@@ -23,10 +23,10 @@ pub fn stop(ctx: &Context) -> Result<()> {
     let (_lock, node) = ctx.lock_and_load()?;
     node.require_conf()?;
     if ctx.service_kind != Kind::Systemd && !ctx.device().is_up()? {
-        println!("{} is already down", ctx.paths.iface);
+        crate::outln!("{} is already down", ctx.paths.iface);
         return Ok(());
     }
     ctx.service().stop()?;
-    println!("{} is down", ctx.paths.iface);
+    crate::outln!("{} is down", ctx.paths.iface);
     Ok(())
 }

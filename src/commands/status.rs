@@ -37,9 +37,9 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
     if ctx.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::System(format!("cannot write JSON: {e}")))?;
-        println!("{text}");
+        crate::outln!("{text}");
     } else {
-        print!("{}", output::status_table(&report, output::use_colour()));
+        crate::out!("{}", output::status_table(&report, output::use_colour()));
     }
     let unhealthy = report
         .peers

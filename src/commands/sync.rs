@@ -27,17 +27,17 @@ pub fn run(ctx: &Context, path: &Path, dry_run: bool) -> Result<()> {
     let doc = node.require_conf()?;
     let (new_doc, deltas, changes) = roster::sync(doc, &node.paths.conf_name(), &own, &requests)?;
     if changes.is_empty() {
-        println!("in sync with {}: nothing to change", path.display());
+        crate::outln!("in sync with {}: nothing to change", path.display());
         return Ok(());
     }
     for change in &changes {
-        println!("{change}");
+        crate::outln!("{change}");
     }
     if dry_run {
-        println!("dry run: nothing changed");
+        crate::outln!("dry run: nothing changed");
         return Ok(());
     }
     let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
-    println!("applied {} changes ({})", changes.len(), applied.describe());
+    crate::outln!("applied {} changes ({})", changes.len(), applied.describe());
     Ok(())
 }

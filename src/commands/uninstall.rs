@@ -13,7 +13,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
     ctx.require_root("uninstall")?;
     let paths = &ctx.paths;
     if !paths.dir.is_dir() {
-        println!(
+        crate::outln!(
             "nothing to uninstall: {} does not exist",
             paths.dir.display()
         );
@@ -41,15 +41,15 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
         Err(e) => return Err(Error::io("remove", &provisioned, e)),
     }
     if running {
-        println!("{} is down", paths.iface);
+        crate::outln!("{} is down", paths.iface);
     }
     if removed.is_empty() {
-        println!("nothing to remove in {}", paths.dir.display());
+        crate::outln!("nothing to remove in {}", paths.dir.display());
     } else {
-        println!("removed {}", removed.join(", "));
+        crate::outln!("removed {}", removed.join(", "));
     }
     if keep_keys {
-        println!(
+        crate::outln!(
             "kept {} and {}",
             paths.private_key().display(),
             paths.public_key().display()
