@@ -13,13 +13,24 @@
 //! deletes the namespaces.
 //!
 //! ```ignore
-//! let Some(lab) = Lab::new() else { return }; // None: skipped (not root…)
-//! let defiant = lab.public_host("defiant");
-//! let voyager = lab.host_behind_nat("voyager", NatKind::Cone);
-//! let line = defiant.install("10.15.0.1/24", &defiant.endpoint(51820));
-//! voyager.add_peer(&line);
-//! assert!(voyager.ping("10.15.0.1", Duration::from_secs(5)));
+//! #[test]
+//! #[ignore = "lab: needs root, network namespaces and the lab packages"]
+//! fn two_hosts() {
+//!     let lab = Lab::new(); // panics with the reason when the machine cannot
+//!     let defiant = lab.public_host("defiant");
+//!     let voyager = lab.host_behind_nat("voyager", NatKind::Cone);
+//!     let line = defiant.install("10.15.0.1/24", &defiant.endpoint(51820));
+//!     voyager.add_peer(&line);
+//!     assert!(voyager.ping("10.15.0.1", Duration::from_secs(5)));
+//! }
 //! ```
+//!
+//! Every lab test carries that exact `#[ignore]`: a plain `cargo test` counts
+//! it as ignored instead of passing it untested, and `scripts/test.sh` runs
+//! the ignored tests (`cargo test -- --ignored`) when the machine can (root,
+//! the tools of [`REQUIRED_TOOLS`]), else says how many did not run. A lab
+//! test that is run where the lab cannot work fails with the reason; none
+//! prints "skipped" and passes.
 //!
 //! Every test binary compiles this module but uses a different part of it,
 //! hence the allowances.
@@ -53,6 +64,8 @@ const REQUIRED_TOOLS: &[&str] = &[
     "nsenter",
     "unshare",
     "sysctl",
+    "turnserver",
+    "turnutils_stunclient",
 ];
 
 /// The PATH given to every command run in the lab, so results do not depend
@@ -96,12 +109,15 @@ struct State {
 }
 
 impl Lab {
-    /// Creates an empty lab, or returns `None` (after printing why) when the
-    /// machine cannot run one. Under `CI=true` a missing requirement is a
-    /// panic: the lab tests must never pass by skipping in CI.
-    pub fn new() -> Option<Lab> {
-        if !can_run() {
-            return None;
+    /// Creates an empty lab. Panics with the reason when the machine cannot
+    /// run one (not root, no /dev/net/tun, a missing tool): a lab test never
+    /// passes without having run.
+    pub fn new() -> Lab {
+        if let Err(reason) = check_requirements() {
+            panic!(
+                "the lab cannot run here: {reason} (lab tests need root, network namespaces and \
+                 the packages that scripts/test.sh installs)"
+            );
         }
         cleanup::reap_stale_labs();
         let gate = cleanup::enter_gate();
@@ -116,7 +132,7 @@ impl Lab {
         lab.add_namespace(&lab.bridge_ns);
         in_ns(&lab.bridge_ns, "ip link add br0 type bridge");
         in_ns(&lab.bridge_ns, "ip link set br0 up");
-        Some(lab)
+        lab
     }
 
     /// The namespace name prefix shared by everything in this lab.
@@ -295,25 +311,6 @@ pub fn kernel_wireguard() -> bool {
 /// The v6 address of public host N: fd00:203::N.
 fn public_v6(octet: u8) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x203, 0, 0, 0, 0, 0, u16::from(octet))
-}
-
-/// True when this machine can run a lab. Otherwise prints `skipped: why`,
-/// or panics under `CI=true`, where a lab test must never pass by skipping.
-pub fn can_run() -> bool {
-    match check_requirements() {
-        Ok(()) => true,
-        Err(reason) => skip(&reason),
-    }
-}
-
-/// Prints `skipped: reason` and returns false; panics instead under
-/// `CI=true`.
-fn skip(reason: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("lab tests cannot run in CI: {reason}");
-    }
-    eprintln!("skipped: {reason}");
-    false
 }
 
 /// Why this machine cannot run a lab, if it cannot.

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::{Host, Lab, on_path, skip, wait_until};
+use super::{Host, Lab, wait_until};
 
 const STUN_PORT: u16 = 3478;
 
@@ -25,12 +25,8 @@ impl StunServer {
 
 impl Lab {
     /// A public host `name` running a STUN-only coturn on its address and a
-    /// second one, or `None` (skipped) when coturn is not installed.
-    pub fn stun_server(&self, name: &str) -> Option<StunServer> {
-        if !on_path("turnserver") {
-            skip("turnserver (coturn) is not installed");
-            return None;
-        }
+    /// second one (coturn is one of the lab's required tools).
+    pub fn stun_server(&self, name: &str) -> StunServer {
         let host = self.public_host(name);
         let second = IpAddr::V4(Ipv4Addr::new(203, 0, 113, self.next_public_octet()));
         let cidr = format!("{second}/24");
@@ -38,7 +34,7 @@ impl Lab {
             .expect_ok("second STUN address");
         let addrs = [host.public_ip(), second].map(|ip| SocketAddr::new(ip, STUN_PORT));
         self.start_turnserver(&host, &addrs);
-        Some(StunServer { host, addrs })
+        StunServer { host, addrs }
     }
 
     /// Starts coturn and waits until it listens on both addresses: a running
