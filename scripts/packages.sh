@@ -13,7 +13,7 @@ RUNTIME_PACKAGES=(wireguard-tools wireguard-go iproute2)
 # To run the tests: the namespace lab (tests/lab) needs ping, iptables (NAT
 # routers, relay rules), coturn (a STUN server and turnutils_stunclient),
 # nsenter/unshare/mount (util-linux), sysctl (procps); strace for
-# bench/profile.sh.
+# bench/profile.sh and the fault injection of tests/faults.rs.
 TEST_PACKAGES=("${RUNTIME_PACKAGES[@]}" iputils-ping iptables coturn util-linux procps strace)
 
 # ensure_packages PKG...: installs the packages that are not installed yet

@@ -4,9 +4,9 @@
 use crate::config::document::Document;
 use crate::config::node::Node;
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan::Delta;
-use crate::store;
+use crate::store::{self, Change};
 
 /// Where a change took effect.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,11 +30,28 @@ impl Applied {
 }
 
 /// Write `new_doc` as the node's config, then apply `deltas` live in one
-/// device call. When the device refuses, the old file is put back and the
-/// device's error returned.
+/// device call (see [`commit_change`]).
 pub fn commit(
     node: &Node,
     new_doc: &Document,
+    deltas: &[Delta],
+    device: &dyn Device,
+) -> Result<Applied> {
+    let mut change = Change::new();
+    change.write(node.paths.conf_name(), new_doc.render());
+    commit_change(node, &change, deltas, device)
+}
+
+/// Make `change` in the config dir as one transaction (`store::apply`),
+/// then apply `deltas` live in one device call. What can fail before a
+/// write does: the device is asked whether it is up and DNS names are
+/// resolved first. When the device refuses, the files are put back as
+/// they were and the device's error returned; when it does not answer in
+/// time, the files stay (the device may still apply the change) and the
+/// error says the live state is unknown.
+pub fn commit_change(
+    node: &Node,
+    change: &Change,
     deltas: &[Delta],
     device: &dyn Device,
 ) -> Result<Applied> {
@@ -54,26 +71,38 @@ pub fn commit(
         }
     }
     let dir = &node.paths.dir;
-    let name = node.paths.conf_name();
-    store::write_atomic(dir, &name, new_doc.render().as_bytes())?;
+    let undo = if live {
+        undo_of(dir, change)?
+    } else {
+        Change::new()
+    };
+    store::apply(dir, change)?;
     if !live {
         return Ok(Applied::FileOnly);
     }
-    if let Err(device_error) = device.apply(deltas) {
-        restore(node)?;
-        return Err(device_error);
+    match device.apply(deltas) {
+        Ok(()) => Ok(Applied::Live),
+        Err(unknown @ Error::LiveUnknown(_)) => Err(unknown),
+        Err(device_error) => {
+            store::apply(dir, &undo)?;
+            Err(device_error)
+        }
     }
-    Ok(Applied::Live)
 }
 
-/// Put the config back as it was read.
-fn restore(node: &Node) -> Result<()> {
-    match &node.conf_text {
-        Some(text) => {
-            store::write_atomic(&node.paths.dir, &node.paths.conf_name(), text.as_bytes())
+/// The change that puts back what `change` replaces or removes.
+fn undo_of(dir: &std::path::Path, change: &Change) -> Result<Change> {
+    let mut undo = Change::new();
+    for name in change.names() {
+        if name == store::PROVISIONED {
+            continue;
         }
-        None => store::remove_file(&node.paths.conf()).map(|_| ()),
+        match store::current(dir, name)? {
+            Some(bytes) => undo.write(name, bytes),
+            None => undo.remove(name),
+        };
     }
+    Ok(undo)
 }
 
 #[cfg(test)]
@@ -81,12 +110,13 @@ mod tests {
     use super::*;
     use crate::config::node::Paths;
     use crate::device::LiveDevice;
-    use crate::error::Error;
     use std::cell::RefCell;
 
-    /// A device that is up and records (or refuses) deltas.
+    /// A device that is up and records (or refuses, or times out on) deltas.
+    #[derive(Default)]
     struct FakeDevice {
         refuse: bool,
+        time_out: bool,
         applied: RefCell<Vec<String>>,
     }
 
@@ -106,6 +136,9 @@ mod tests {
             if self.refuse {
                 return Err(Error::System("device says no".into()));
             }
+            if self.time_out {
+                return Err(Error::LiveUnknown("no answer".into()));
+            }
             self.applied.borrow_mut().push(format!("{deltas:?}"));
             Ok(())
         }
@@ -123,7 +156,7 @@ mod tests {
         let new_doc = Document::parse("[Interface]\n# new\n").unwrap();
         let device = FakeDevice {
             refuse: true,
-            applied: RefCell::new(vec![]),
+            ..FakeDevice::default()
         };
         let err = commit(&node, &new_doc, &[Delta::None], &device).unwrap_err();
         assert_eq!(err.to_string(), "device says no");
@@ -138,10 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = node_in(dir.path(), "[Interface]\n# old\n");
         let new_doc = Document::parse("[Interface]\n# new\n").unwrap();
-        let device = FakeDevice {
-            refuse: false,
-            applied: RefCell::new(vec![]),
-        };
+        let device = FakeDevice::default();
         let key = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8="
             .parse()
             .unwrap();
@@ -150,6 +180,48 @@ mod tests {
             Applied::Live
         );
         assert_eq!(device.applied.borrow().len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("wg0.conf")).unwrap(),
+            "[Interface]\n# new\n"
+        );
+    }
+
+    #[test]
+    fn refused_delta_restores_every_file_of_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node_in(dir.path(), "[Interface]\n# old\n");
+        std::fs::write(dir.path().join("privatekey"), "old key\n").unwrap();
+        let mut change = Change::new();
+        change
+            .write("wg0.conf", "[Interface]\n# new\n")
+            .write("privatekey", "new key\n")
+            .write("publickey", "new public\n");
+        let device = FakeDevice {
+            refuse: true,
+            ..FakeDevice::default()
+        };
+        commit_change(&node, &change, &[Delta::None], &device).unwrap_err();
+        let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).ok();
+        assert_eq!(read("wg0.conf").as_deref(), Some("[Interface]\n# old\n"));
+        assert_eq!(read("privatekey").as_deref(), Some("old key\n"));
+        assert_eq!(read("publickey"), None);
+    }
+
+    #[test]
+    fn device_timeout_keeps_the_new_file_and_says_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node_in(dir.path(), "[Interface]\n# old\n");
+        let new_doc = Document::parse("[Interface]\n# new\n").unwrap();
+        let device = FakeDevice {
+            time_out: true,
+            ..FakeDevice::default()
+        };
+        let err = commit(&node, &new_doc, &[Delta::None], &device).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("the live state is unknown: run `wgp2p repair`"),
+            "{err}"
+        );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("wg0.conf")).unwrap(),
             "[Interface]\n# new\n"

@@ -84,11 +84,28 @@ impl Context {
     }
 
     /// Lock the config dir and read the node: the start of every change.
+    /// The dir's entries are checked first (no links, our owner, modes
+    /// 0600/0700), and a change a killed run left half made is completed.
     pub fn lock_and_load(&self) -> Result<(DirLock, Node)> {
+        self.lock_checked(false)
+    }
+
+    /// As `lock_and_load`, setting wrong modes right instead of refusing
+    /// them (`install`).
+    pub fn lock_and_load_repairing(&self) -> Result<(DirLock, Node)> {
+        self.lock_checked(true)
+    }
+
+    fn lock_checked(&self, repair: bool) -> Result<(DirLock, Node)> {
         if !self.paths.dir.is_dir() {
             return Err(crate::config::node::not_installed(&self.paths));
         }
         let lock = store::lock(&self.paths.dir)?;
+        let files = self.paths.own_files();
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        if let Some(finding) = store::check_modes(&self.paths.dir, &names, repair)?.first() {
+            return Err(finding.error());
+        }
         let node = Node::load(self.paths.clone())?;
         Ok((lock, node))
     }

@@ -292,6 +292,12 @@ where
         Ok(Err(e)) => Err(Error::System(format!(
             "WireGuard interface {iface} refused the {what}: {e}"
         ))),
+        Err(mpsc::RecvTimeoutError::Timeout) if what == "update" => {
+            Err(Error::LiveUnknown(format!(
+                "WireGuard interface {iface} did not answer the {what} within {} s (is wireguard-go stuck?)",
+                DEADLINE.as_secs()
+            )))
+        }
         Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::System(format!(
             "WireGuard interface {iface} did not answer the {what} within {} s: expected a responsive device (is wireguard-go stuck?)",
             DEADLINE.as_secs()

@@ -26,12 +26,16 @@ pub enum Error {
     /// The operating system, WireGuard device or service manager failed (exit 1).
     #[error("{0}")]
     System(String),
+    /// A device update did not answer in time: it may still apply, so the
+    /// file is kept and the live state is unknown (exit 1).
+    #[error("{0}: the live state is unknown: run `wgp2p repair`")]
+    LiveUnknown(String),
 }
 
 impl Error {
     pub fn code(&self) -> u8 {
         match self {
-            Error::System(_) => 1,
+            Error::System(_) | Error::LiveUnknown(_) => 1,
             Error::Invalid(_) => 2,
             Error::Conflict(_) => 3,
             Error::NotFound(_) => 4,

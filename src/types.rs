@@ -15,8 +15,14 @@ use crate::error::Error;
 
 /// Quote a user value for an error message, showing control characters
 /// escaped so that the message always stays on one line.
+/// Long values are cut to their first 64 characters (a file's content is
+/// never echoed whole).
 pub fn quoted(value: &str) -> String {
-    format!("{:?}", value)
+    const LIMIT: usize = 64;
+    match value.char_indices().nth(LIMIT) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
+    }
 }
 
 fn invalid(value: &str, expected: &str) -> Error {
@@ -200,10 +206,13 @@ impl FromStr for InterfaceName {
     fn from_str(s: &str) -> Result<Self, Error> {
         let allowed =
             |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | '+' | '.' | '-');
-        if s.is_empty() || s.len() > 15 || !s.chars().all(allowed) || s == "." || s == ".." {
+        // What wg-quick accepts, minus a leading `.`: the config dir's own
+        // temp and journal files start with `.wgp2p-`, and `IFACE.conf`
+        // must never be taken for one of them.
+        if s.is_empty() || s.len() > 15 || !s.chars().all(allowed) || s.starts_with('.') {
             return Err(invalid(
                 s,
-                "an interface name of 1-15 characters from A-Z a-z 0-9 _ = + . -",
+                "an interface name of 1-15 characters from A-Z a-z 0-9 _ = + . - (not starting with .)",
             ));
         }
         Ok(InterfaceName(s.to_string()))
@@ -577,7 +586,15 @@ mod tests {
     fn interface_names() {
         assert!("wg0".parse::<InterfaceName>().is_ok());
         assert!("a=b+c.d-e_f".parse::<InterfaceName>().is_ok());
-        for bad in ["", "wg0123456789abcd", "wg/0", "wg 0", ".."] {
+        for bad in [
+            "",
+            "wg0123456789abcd",
+            "wg/0",
+            "wg 0",
+            "..",
+            ".",
+            ".wgp2p-a",
+        ] {
             assert!(bad.parse::<InterfaceName>().is_err(), "{bad}");
         }
     }

@@ -3,40 +3,45 @@
 
 use std::io::Read;
 
-use crate::commit::commit;
+use super::install::conf_key;
+use crate::commit::commit_change;
+use crate::config::node::read_entry;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::plan;
-use crate::store;
+use crate::store::Change;
 use crate::types::PrivateKey;
 
 pub fn run(ctx: &Context, argument: Option<String>) -> Result<()> {
     ctx.require_root("import-key")?;
     let key = read_key(argument)?;
     let (_lock, node) = ctx.lock_and_load()?;
-    if node.private_key.as_ref() == Some(&key) {
+    let public = key.public_key();
+    // "Nothing changed" only when every copy of the identity is this key:
+    // the key files and the config's PrivateKey.
+    let in_conf = match &node.conf {
+        Some(_) => conf_key(&node).ok().flatten(),
+        None => None,
+    };
+    let conf_agrees = node.conf.is_none() || in_conf.as_ref() == Some(&key);
+    let saved_public = read_entry(&node.paths.public_key())?;
+    let public_agrees = saved_public.as_deref() == Some(format!("{public}\n").as_str());
+    if node.private_key.as_ref() == Some(&key) && conf_agrees && public_agrees {
         crate::outln!("this key is already the node's key: nothing changed");
         return Ok(());
     }
-    let public = key.public_key();
     // Plan before writing anything: a key that is a peer's is refused.
-    let planned = match &node.conf {
-        Some(doc) => Some(plan::import_key(doc, &node.paths.conf_name(), key.clone())?),
-        None => None,
-    };
-    let dir = &node.paths.dir;
-    write_keys(dir, &key)?;
-    if let Some((new_doc, delta)) = planned {
-        let applied = match commit(&node, &new_doc, &[delta], ctx.device().as_ref()) {
-            Ok(applied) => applied,
-            Err(e) => {
-                // Keep the key files in step with the config that was restored.
-                if let Some(old) = &node.private_key {
-                    write_keys(dir, old)?;
-                }
-                return Err(e);
-            }
-        };
+    let mut change = Change::new();
+    let mut deltas = Vec::new();
+    if let Some(doc) = &node.conf {
+        let (new_doc, delta) = plan::import_key(doc, &node.paths.conf_name(), key.clone())?;
+        change.write(node.paths.conf_name(), new_doc.render());
+        deltas.push(delta);
+    }
+    node.paths.write_keys(&mut change, &key);
+    // The key files and the config change together: one transaction.
+    let applied = commit_change(&node, &change, &deltas, ctx.device().as_ref())?;
+    if node.conf.is_some() {
         crate::outln!(
             "imported key; public key is now {public} ({})",
             applied.describe()
@@ -46,19 +51,6 @@ pub fn run(ctx: &Context, argument: Option<String>) -> Result<()> {
         crate::outln!("imported key; public key is now {public}");
     }
     Ok(())
-}
-
-fn write_keys(dir: &std::path::Path, key: &PrivateKey) -> Result<()> {
-    store::write_atomic(
-        dir,
-        "privatekey",
-        format!("{}\n", key.expose_base64()).as_bytes(),
-    )?;
-    store::write_atomic(
-        dir,
-        "publickey",
-        format!("{}\n", key.public_key()).as_bytes(),
-    )
 }
 
 /// The key from the argument, or from stdin for `-` or no argument.

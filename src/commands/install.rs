@@ -1,15 +1,20 @@
 //! `install <ADDRESS/CIDR> [--endpoint HOST[:PORT]]`: first-time setup, safe
-//! to re-run. Keys are made once and never replaced; the address is fixed
-//! once saved; peers already in the config stay.
+//! to re-run. An identity is never replaced: the key in `privatekey`, or
+//! else the `PrivateKey` of an existing config (adopted: the key files are
+//! written from it), is kept; a key is generated only when neither exists.
+//! The address is fixed once saved; peers and every other line of the
+//! config stay. All files change in one transaction (`store`).
 
 use crate::announce;
+use crate::commit::commit_change;
 use crate::config::document::Document;
-use crate::config::node::Node;
+use crate::config::node::{Node, Paths};
 use crate::context::Context;
+use crate::device::LiveDevice;
 use crate::error::{Error, Result};
 use crate::plan::{self, Delta};
 use crate::service::Kind;
-use crate::store;
+use crate::store::{self, Change};
 use crate::types::{Endpoint, PrivateKey, VpnAddress};
 
 pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<String>) -> Result<()> {
@@ -19,15 +24,27 @@ pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<String>) -> Resu
         Endpoint::parse_with_default_port(text, announce::DEFAULT_PORT)?;
     }
     store::ensure_dir(&ctx.paths.dir)?;
-    let (_lock, node) = ctx.lock_and_load()?;
+    let (_lock, node) = ctx.lock_and_load_repairing()?;
     check_address(&node, &address)?;
     let port = announce::effective_port(ctx, &node);
-    let key = ensure_keys(&node)?;
-    let dir = &node.paths.dir;
-    store::write_atomic(dir, "address", format!("{address}\n").as_bytes())?;
+    let device = ctx.device();
+    // Everything that can refuse is asked before a file is written.
+    let live = device.live()?;
+    let key = identity(&node, live.as_ref())?;
+    let paths = &node.paths;
+    let mut change = Change::new();
+    if node.address != Some(address) {
+        change.write(crate::config::node::ADDRESS, format!("{address}\n"));
+    }
     if let Some(endpoint) = &endpoint {
         // Kept as written: without a port, the line follows the listen port.
-        store::write_atomic(dir, "endpoint", format!("{}\n", endpoint.trim()).as_bytes())?;
+        let text = endpoint.trim();
+        if node.endpoint.as_deref() != Some(text) {
+            change.write(crate::config::node::ENDPOINT, format!("{text}\n"));
+        }
+    }
+    if !key_files_match(paths, &key)? {
+        paths.write_keys(&mut change, &key);
     }
     let doc = match &node.conf {
         Some(doc) => doc.clone(),
@@ -35,9 +52,26 @@ pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<String>) -> Resu
     };
     let new_doc = plan::install_interface(&doc, &address, &key, port);
     if Some(&new_doc) != node.conf.as_ref() {
-        store::write_atomic(dir, &node.paths.conf_name(), new_doc.render().as_bytes())?;
+        change.write(paths.conf_name(), new_doc.render());
     }
-    bring_up(ctx, &key, port)?;
+    match live {
+        Some(live) => {
+            // The key is the live one (checked above); only the port may move.
+            let mut deltas = Vec::new();
+            if live.listen_port != Some(port) {
+                deltas.push(Delta::SetListenPort(port));
+            }
+            commit_change(&node, &change, &deltas, device.as_ref())?;
+            eprintln!(
+                "{} was already up: its settings were updated live",
+                ctx.paths.iface
+            );
+        }
+        None => {
+            commit_change(&node, &change, &[], device.as_ref())?;
+            start(ctx)?;
+        }
+    }
     // Read back what was written, so the line shows the saved endpoint.
     let node = Node::load(node.paths.clone())?;
     crate::outln!("Run this on every other node to add this one:");
@@ -55,62 +89,103 @@ fn check_address(node: &Node, address: &VpnAddress) -> Result<()> {
     }
 }
 
-/// The node's private key: the saved one, or a new one written now. The
-/// public key file is (re)written from it so the two always match.
-fn ensure_keys(node: &Node) -> Result<PrivateKey> {
-    let dir = &node.paths.dir;
-    let key = match &node.private_key {
-        Some(key) => key.clone(),
-        None => {
-            let key = PrivateKey::generate();
-            store::write_atomic(
-                dir,
-                "privatekey",
-                format!("{}\n", key.expose_base64()).as_bytes(),
-            )?;
-            key
+/// The `PrivateKey` of the config's `[Interface]`, if it has one. A value
+/// that is not a key is an error that does not quote it (it may be most of
+/// a secret).
+pub fn conf_key(node: &Node) -> Result<Option<PrivateKey>> {
+    let Some(value) = node
+        .conf
+        .as_ref()
+        .and_then(|doc| doc.interface()?.get("PrivateKey"))
+    else {
+        return Ok(None);
+    };
+    value.parse().map(Some).map_err(|_| {
+        Error::BadConfig(format!(
+            "{}: the [Interface] PrivateKey is not a valid key: expected 44 characters of base64 (as `wg genkey` writes); fix or remove that line",
+            node.paths.conf().display()
+        ))
+    })
+}
+
+/// The node's identity: the key file's, else the config's (adopted), else
+/// a new one. Refused, with nothing changed, when the two disagree, when
+/// only a public key is left, or when the running interface uses another
+/// key (install never changes a live identity).
+fn identity(node: &Node, live: Option<&LiveDevice>) -> Result<PrivateKey> {
+    let paths = &node.paths;
+    let in_conf = conf_key(node)?;
+    let key = match (&node.private_key, in_conf) {
+        (Some(file), Some(conf)) if *file != conf => {
+            return Err(Error::Conflict(format!(
+                "{} and the PrivateKey in {} are different keys: expected one identity; to keep the config's key (the one wg-quick uses), delete {} and {}; to use the file's key, run `wgp2p import-key < {}`; nothing was changed",
+                paths.private_key().display(),
+                paths.conf().display(),
+                paths.private_key().display(),
+                paths.public_key().display(),
+                paths.private_key().display(),
+            )));
+        }
+        (Some(file), _) => file.clone(),
+        (None, Some(conf)) => conf,
+        (None, None) => {
+            if paths.public_key().exists() {
+                return Err(Error::Conflict(format!(
+                    "{} exists but no private key does (neither {} nor a PrivateKey in {}): expected the private key of that identity; restore it, or delete {} to make a new identity",
+                    paths.public_key().display(),
+                    paths.private_key().display(),
+                    paths.conf().display(),
+                    paths.public_key().display(),
+                )));
+            }
+            if let Some(running) = live.and_then(|l| l.public_key) {
+                return Err(Error::Conflict(format!(
+                    "{} is running with public key {running}, but its private key is in neither {} nor {}: expected that key on disk; save it with `wgp2p import-key < KEYFILE`, or take the interface down first",
+                    paths.iface,
+                    paths.private_key().display(),
+                    paths.conf().display(),
+                )));
+            }
+            PrivateKey::generate()
         }
     };
-    let public = format!("{}\n", key.public_key());
-    let saved_public = crate::config::node::read_optional(&node.paths.public_key())?;
-    if saved_public.as_deref() != Some(public.as_str()) {
-        store::write_atomic(dir, "publickey", public.as_bytes())?;
+    if let Some(running) = live.and_then(|l| l.public_key)
+        && running != key.public_key()
+    {
+        return Err(Error::Conflict(format!(
+            "{} is running with public key {running}, but the saved key's public key is {}: expected the same identity; install does not replace a live key (run `wgp2p import-key` to change it on purpose)",
+            paths.iface,
+            key.public_key()
+        )));
     }
     Ok(key)
 }
 
-/// Start the interface, or, when it already runs, bring its key and port
-/// in line live (no restart: other tunnels keep flowing).
-fn bring_up(ctx: &Context, key: &PrivateKey, port: u16) -> Result<()> {
-    let device = ctx.device();
-    let Some(live) = device.live()? else {
-        if ctx.service_kind == Kind::None {
-            eprintln!(
-                "files written; {} was not started (WGP2P_SERVICE=none)",
-                ctx.paths.iface
-            );
-            return Ok(());
-        }
-        ctx.print_service_note();
-        ctx.service().enable_and_start().map_err(|e| {
-            Error::System(format!(
-                "{e} (the files are written; fix the cause and run `wgp2p start`)"
-            ))
-        })?;
-        eprintln!("{} is up ({})", ctx.paths.iface, ctx.service().describe());
+/// Whether `privatekey` and `publickey` already hold exactly `key`.
+fn key_files_match(paths: &Paths, key: &PrivateKey) -> Result<bool> {
+    let private = crate::config::node::read_entry(&paths.private_key())?;
+    let public = crate::config::node::read_entry(&paths.public_key())?;
+    Ok(
+        private.as_deref().map(str::trim) == Some(key.expose_base64().as_str())
+            && public.as_deref() == Some(format!("{}\n", key.public_key()).as_str()),
+    )
+}
+
+/// Start the interface now that its files are written.
+fn start(ctx: &Context) -> Result<()> {
+    if ctx.service_kind == Kind::None {
+        eprintln!(
+            "files written; {} was not started (WGP2P_SERVICE=none)",
+            ctx.paths.iface
+        );
         return Ok(());
-    };
-    let mut deltas = Vec::new();
-    if live.public_key != Some(key.public_key()) {
-        deltas.push(Delta::SetPrivateKey(key.clone()));
     }
-    if live.listen_port != Some(port) {
-        deltas.push(Delta::SetListenPort(port));
-    }
-    device.apply(&deltas)?;
-    eprintln!(
-        "{} was already up: its settings were updated live",
-        ctx.paths.iface
-    );
+    ctx.print_service_note();
+    ctx.service().enable_and_start().map_err(|e| {
+        Error::System(format!(
+            "{e} (the files are written; fix the cause and run `wgp2p start`)"
+        ))
+    })?;
+    eprintln!("{} is up ({})", ctx.paths.iface, ctx.service().describe());
     Ok(())
 }

@@ -2,16 +2,15 @@
 //! conf for a device that cannot run wgp2p (a phone, a Windows PC). Its
 //! private key is made here and written only into that 0600 file.
 
-use std::fmt::Write as _;
-
 use crate::announce;
+use crate::commit::commit_change;
 use crate::config::document::Document;
 use crate::config::node::PeerEntry;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::output;
 use crate::plan::{self, AddPeer, Own};
-use crate::store;
+use crate::store::{self, Change};
 use crate::types::{AllowedIps, Endpoint, PeerIp, PeerName, PrivateKey, PublicKey, VpnAddress};
 
 pub struct Request {
@@ -35,18 +34,16 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
     let (_lock, node) = ctx.lock_and_load()?;
     let own = Own::of(&node)?;
     let doc = node.require_conf()?;
-    let file = node
-        .paths
-        .provisioned_dir()
-        .join(format!("{}.conf", request.name));
-    if file.exists() {
+    let entry = format!("{}/{}.conf", store::PROVISIONED, request.name);
+    let file = node.paths.dir.join(&entry);
+    if store::current(&node.paths.dir, &entry)?.is_some() {
         return Err(Error::Conflict(format!(
             "{} already exists: choose another name, or delete that file (and `wgp2p remove-peer {}`) first",
             file.display(),
             request.name
         )));
     }
-    check_other_devices(&node.paths.provisioned_dir(), &request.address)?;
+    check_other_devices(&node.paths.dir, &request.address)?;
     let device_key = PrivateKey::generate();
     let add = AddPeer {
         name: request.name.clone(),
@@ -72,19 +69,30 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
     if request.mesh {
         peers.extend(node.peers()?.iter().filter_map(mesh_peer));
     }
-    let conf = device_conf(&request, &device_key, &peers);
-    store::ensure_dir(&node.paths.provisioned_dir())?;
-    store::write_atomic(
-        &node.paths.provisioned_dir(),
-        &format!("{}.conf", request.name),
-        conf.as_bytes(),
-    )?;
+    let conf = device_conf(&request, &device_key, &peers)?;
+    // What can fail comes before the write: a conf too big for a QR code
+    // is refused with nothing written.
+    let qr = if request.qr {
+        Some(output::qr_code(&conf).map_err(|e| {
+            Error::Invalid(format!(
+                "{e}: the conf of {} ({} bytes, {} peers) is too big for one QR code; nothing was written: run it again without --qr (and copy the file), or without --mesh",
+                request.name,
+                conf.len(),
+                peers.len()
+            ))
+        })?)
+    } else {
+        None
+    };
+    let mut change = Change::new();
+    change.write(entry, conf);
+    commit_change(&node, &change, &[], ctx.device().as_ref())?;
     crate::outln!(
         "wrote {} (mode 0600; it holds the device's private key)",
         file.display()
     );
-    if request.qr {
-        crate::outln!("{}", output::qr_code(&conf)?);
+    if let Some(qr) = qr {
+        crate::outln!("{qr}");
     }
     let where_ = if request.mesh {
         "on every mesh node, this one included"
@@ -107,11 +115,12 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
 /// Devices provisioned earlier are not peers until their line is run, so
 /// their addresses are checked here: two devices must not share one.
 fn check_other_devices(dir: &std::path::Path, address: &VpnAddress) -> Result<()> {
-    let Ok(files) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for file in files.flatten() {
-        let Ok(text) = std::fs::read_to_string(file.path()) else {
+    for name in store::provisioned_files(dir)? {
+        let entry = format!("{}/{name}", store::PROVISIONED);
+        let Some(bytes) = store::current(dir, &entry)? else {
+            continue;
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };
         let Ok(doc) = Document::parse(&text) else {
@@ -130,7 +139,7 @@ fn check_other_devices(dir: &std::path::Path, address: &VpnAddress) -> Result<()
             return Err(Error::Conflict(format!(
                 "address {} is already given to the device in {}: expected a free address",
                 address.ip(),
-                file.path().display()
+                dir.join(&entry).display()
             )));
         }
     }
@@ -153,21 +162,22 @@ fn mesh_peer(entry: &PeerEntry) -> Option<ConfPeer> {
     })
 }
 
-fn device_conf(request: &Request, key: &PrivateKey, peers: &[ConfPeer]) -> String {
-    let mut conf = String::new();
-    let _ = writeln!(conf, "[Interface]");
-    let _ = writeln!(conf, "# Name = {}", request.name);
-    let _ = writeln!(conf, "PrivateKey = {}", key.expose_base64());
-    let _ = writeln!(conf, "Address = {}", request.address);
-    let _ = writeln!(conf, "ListenPort = {}", request.endpoint.port);
+/// The device's conf, built through the same document model as every
+/// other config wgp2p writes.
+fn device_conf(request: &Request, key: &PrivateKey, peers: &[ConfPeer]) -> Result<String> {
+    let mut doc = Document::parse("[Interface]\n")?;
+    let interface = doc.interface_position().unwrap_or(1);
+    doc.set_name(interface, request.name.as_str());
+    doc.set_in(interface, "PrivateKey", &key.expose_base64());
+    doc.set_in(interface, "Address", &request.address.to_string());
+    doc.set_in(interface, "ListenPort", &request.endpoint.port.to_string());
     for peer in peers {
-        let _ = writeln!(conf);
-        let _ = writeln!(conf, "[Peer]");
-        let _ = writeln!(conf, "# Name = {}", peer.name);
-        let _ = writeln!(conf, "PublicKey = {}", peer.public_key);
-        let _ = writeln!(conf, "Endpoint = {}", peer.endpoint);
-        let _ = writeln!(conf, "AllowedIPs = {}", peer.allowed_ips);
-        let _ = writeln!(conf, "PersistentKeepalive = 25");
+        let index = doc.append_peer();
+        doc.set_name(index, &peer.name);
+        doc.set_in(index, "PublicKey", &peer.public_key.to_string());
+        doc.set_in(index, "Endpoint", &peer.endpoint);
+        doc.set_in(index, "AllowedIPs", &peer.allowed_ips);
+        doc.set_in(index, "PersistentKeepalive", "25");
     }
-    conf
+    Ok(doc.render())
 }

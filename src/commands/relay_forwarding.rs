@@ -1,30 +1,33 @@
 //! `relay-enable` / `relay-disable`: let this node forward traffic between
 //! its peers, and undo exactly that. Two things are needed: IPv4
 //! forwarding on the WireGuard interface alone (not host-wide), and, where
-//! a firewall is in use, one FORWARD rule from the interface to itself.
-//! They are applied now when the interface is up, and kept across restarts
-//! as PostUp/PreDown lines marked `# wgp2p relay` in the config.
+//! a firewall is in use, one FORWARD rule from the interface to itself
+//! (planned in `plan::hooks`). They are applied now when the interface is
+//! up, and kept across restarts as PostUp/PreDown lines marked
+//! `# wgp2p relay` in the config.
+//!
+//! What `relay-enable` changed live (the forwarding value before, whether
+//! the rule already existed) is recorded in `relay-state`, in the same
+//! transaction as the config; `relay-disable` restores exactly that, and
+//! touches nothing live that wgp2p did not do.
+//!
 //! Host-wide settings (ip_forward, conf/all/*) are left alone: the relay
 //! may send ICMP redirects (they need conf/all/send_redirects=0 to stop),
 //! but on a WireGuard interface they change nothing, since the peer's
 //! AllowedIPs, not a gateway, decide where a packet goes.
 
-use crate::commit::commit;
+use crate::commit::commit_change;
+use crate::config::node::{RELAY_STATE, read_entry};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::plan::hooks::{self, Record, Rule};
+use crate::store::Change;
 use crate::system::{on_path, run};
 
-const MARKER: &str = "wgp2p relay";
-
-/// The hook lines for the config (`%i` is the interface, filled in by wg-quick).
-fn hooks(with_firewall: bool) -> (Vec<&'static str>, Vec<&'static str>) {
-    let mut post_up = vec!["echo 1 > /proc/sys/net/ipv4/conf/%i/forwarding"];
-    let mut pre_down = Vec::new();
-    if with_firewall {
-        post_up.push("iptables -I FORWARD -i %i -o %i -j ACCEPT");
-        pre_down.push("iptables -D FORWARD -i %i -o %i -j ACCEPT");
-    }
-    (post_up, pre_down)
+fn read_proc(path: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map(|v| v.trim().to_string())
+        .map_err(|e| Error::System(format!("cannot read {path}: {e}")))
 }
 
 fn write_proc(path: &str, value: &str) -> Result<()> {
@@ -32,43 +35,52 @@ fn write_proc(path: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::System(format!("cannot write {value:?} to {path}: {e}")))
 }
 
-/// The FORWARD rule for this interface, as iptables arguments.
-fn rule<'a>(action: &'a str, iface: &'a str) -> [&'a str; 9] {
-    [
-        action, "FORWARD", "-i", iface, "-o", iface, "-j", "ACCEPT", "-w",
-    ]
+fn iptables(action: Rule, iface: &str) -> Result<()> {
+    let args = hooks::forward_rule(action, iface);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("iptables", &args)
 }
 
 pub fn enable(ctx: &Context) -> Result<()> {
     ctx.require_root("relay-enable")?;
     let (_lock, node) = ctx.lock_and_load()?;
     let doc = node.require_conf()?;
-    let index = doc.interface_position().ok_or_else(|| {
-        Error::BadConfig(format!(
+    if doc.interface_position().is_none() {
+        return Err(Error::BadConfig(format!(
             "{} has no [Interface] section: run `wgp2p install` again",
             node.paths.conf_name()
-        ))
-    })?;
-    let firewall = on_path("iptables");
-    if !doc.has_marked(index, MARKER) {
-        let mut new_doc = doc.clone();
-        let (post_up, pre_down) = hooks(firewall);
-        for line in post_up {
-            new_doc.append_marked(index, "PostUp", line, MARKER);
-        }
-        for line in pre_down {
-            new_doc.append_marked(index, "PreDown", line, MARKER);
-        }
-        commit(&node, &new_doc, &[], ctx.device().as_ref())?;
+        )));
     }
+    let firewall = on_path("iptables");
     let iface = ctx.paths.iface.as_str();
-    if !ctx.device().is_up()? {
+    let device = ctx.device();
+    let up = device.is_up()?;
+    let recorded = read_entry(&node.paths.relay_state())?;
+    let mut change = Change::new();
+    if let Some(new_doc) = hooks::enable(doc, firewall) {
+        change.write(node.paths.conf_name(), new_doc.render());
+    }
+    // What is there now, read before anything changes; a second
+    // relay-enable keeps the first record (the state before wgp2p).
+    let mut rule_preexisted = false;
+    if up {
+        rule_preexisted = firewall && iptables(Rule::Check, iface).is_ok();
+        if recorded.is_none() {
+            let record = Record {
+                forwarding: read_proc(&hooks::forwarding_path(iface))?,
+                rule_preexisted,
+            };
+            change.write(RELAY_STATE, record.render());
+        }
+    }
+    commit_change(&node, &change, &[], device.as_ref())?;
+    if !up {
         crate::outln!("relaying enabled in the config; it takes effect at the next `wgp2p start`");
         return Ok(());
     }
-    write_proc(&format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"), "1")?;
-    if firewall && run("iptables", &rule("-C", iface)).is_err() {
-        run("iptables", &rule("-I", iface))?;
+    write_proc(&hooks::forwarding_path(iface), "1")?;
+    if firewall && !rule_preexisted {
+        iptables(Rule::Insert, iface)?;
     }
     let note = if firewall {
         ""
@@ -83,37 +95,47 @@ pub fn disable(ctx: &Context) -> Result<()> {
     ctx.require_root("relay-disable")?;
     let (_lock, node) = ctx.lock_and_load()?;
     let doc = node.require_conf()?;
-    if let Some(index) = doc.interface_position()
-        && doc.has_marked(index, MARKER)
-    {
-        let mut new_doc = doc.clone();
-        new_doc.remove_marked(index, MARKER);
-        commit(&node, &new_doc, &[], ctx.device().as_ref())?;
-    }
     let iface = ctx.paths.iface.as_str();
-    if ctx.device().is_up()? {
-        write_proc(&format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"), "0")?;
-        // Remove every copy of the rule, however many times it was added.
-        while on_path("iptables") && run("iptables", &rule("-C", iface)).is_ok() {
-            run("iptables", &rule("-D", iface))?;
+    let record_path = node.paths.relay_state();
+    let record = match read_entry(&record_path)? {
+        Some(text) => Some(Record::parse(&text).ok_or_else(|| {
+            Error::BadConfig(format!(
+                "{} is not a record wgp2p wrote: expected `forwarding = 0|1` and `forward-rule = added|pre-existing`; delete it to leave the live settings alone",
+                record_path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let hooked = hooks::enabled(doc);
+    if record.is_none() && !hooked {
+        crate::outln!(
+            "relaying was not enabled by wgp2p on {iface}: nothing changed (forwarding and firewall rules are left as they are)"
+        );
+        return Ok(());
+    }
+    let device = ctx.device();
+    if device.is_up()? {
+        // Undo live first: were the files changed first and the run
+        // killed, nothing would remember what to undo.
+        let (forwarding, rule_added) = match &record {
+            Some(record) => (record.forwarding.clone(), !record.rule_preexisted),
+            // Enabled while down, then started: the hooks set forwarding
+            // (a new interface starts with the default) and inserted one rule.
+            None => (read_proc(hooks::DEFAULT_FORWARDING)?, true),
+        };
+        write_proc(&hooks::forwarding_path(iface), &forwarding)?;
+        if rule_added && on_path("iptables") && iptables(Rule::Check, iface).is_ok() {
+            iptables(Rule::Delete, iface)?;
         }
     }
-    crate::outln!("relaying disabled on {iface}");
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hooks_touch_only_the_interface() {
-        let (up, down) = hooks(true);
-        assert!(up.iter().all(|l| l.contains("%i")) && down.iter().all(|l| l.contains("%i")));
-        assert!(!up.join(";").contains("ip_forward") && !up.join(";").contains("/all/"));
-        assert_eq!(down, ["iptables -D FORWARD -i %i -o %i -j ACCEPT"]);
-        let (up, down) = hooks(false);
-        assert_eq!(up.len(), 1);
-        assert!(down.is_empty());
+    let mut change = Change::new();
+    if let Some(new_doc) = hooks::disable(doc) {
+        change.write(node.paths.conf_name(), new_doc.render());
     }
+    if record.is_some() {
+        change.remove(RELAY_STATE);
+    }
+    commit_change(&node, &change, &[], device.as_ref())?;
+    crate::outln!("relaying disabled on {iface}: what relay-enable changed is undone");
+    Ok(())
 }

@@ -1,13 +1,15 @@
 //! `uninstall [--keep-keys]`: stop and disable the service, bring the
-//! interface down, remove the config, keys, address and provisioned peers.
+//! interface down, remove the config, keys, address and provisioned peers,
+//! in one transaction. Only an interface installed in the config dir is
+//! uninstalled: another name is refused with nothing touched. The config
+//! dir stays (it is what the lock is taken on, so a run queued behind this
+//! one stays serialised with the next install).
 
-use std::fs;
-use std::io::ErrorKind;
-
+use crate::config::node::{self, read_entry};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::service::Kind;
-use crate::store;
+use crate::store::{self, Change};
 
 pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
     ctx.require_root("uninstall")?;
@@ -19,27 +21,54 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let lock = store::lock(&paths.dir)?;
+    let _lock = store::lock(&paths.dir)?;
+    let conf_is_link = std::fs::symlink_metadata(paths.conf()).is_ok_and(|m| m.is_symlink());
+    let installed = conf_is_link || read_entry(&paths.conf())?.is_some();
+    let mut files: Vec<String> = vec![
+        paths.conf_name(),
+        node::ADDRESS.into(),
+        node::ENDPOINT.into(),
+        node::RELAY_STATE.into(),
+    ];
+    if !keep_keys {
+        files.extend([node::PRIVATE_KEY.into(), node::PUBLIC_KEY.into()]);
+    }
+    let provisioned = store::provisioned_files(&paths.dir)?;
+    let present: Vec<String> = files
+        .iter()
+        .filter(|f| std::fs::symlink_metadata(paths.dir.join(f)).is_ok())
+        .cloned()
+        .collect();
+    if !installed {
+        if present.is_empty() && provisioned.is_empty() {
+            crate::outln!("nothing to uninstall in {}", paths.dir.display());
+            return Ok(());
+        }
+        return Err(Error::NotFound(format!(
+            "{} is not installed in {}: {} does not exist; expected the interface wgp2p installed there (give it with --interface); nothing was removed",
+            paths.iface,
+            paths.dir.display(),
+            paths.conf().display()
+        )));
+    }
     let running = ctx.device().is_up()?;
     if running || ctx.service_kind == Kind::Systemd {
         ctx.service().stop_and_disable()?;
     }
-    let mut files = vec![paths.conf(), paths.address(), paths.endpoint()];
-    if !keep_keys {
-        files.extend([paths.private_key(), paths.public_key()]);
-    }
+    let mut change = Change::new();
     let mut removed = Vec::new();
-    for file in files {
-        if store::remove_file(&file)? {
-            removed.push(file.display().to_string());
-        }
+    for file in &present {
+        change.remove(file.as_str());
+        removed.push(paths.dir.join(file).display().to_string());
     }
-    let provisioned = paths.provisioned_dir();
-    match fs::remove_dir_all(&provisioned) {
-        Ok(()) => removed.push(provisioned.display().to_string()),
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", &provisioned, e)),
+    for file in &provisioned {
+        change.remove(format!("{}/{file}", store::PROVISIONED));
     }
+    if paths.provisioned_dir().is_dir() {
+        change.remove_dir(store::PROVISIONED);
+        removed.push(paths.provisioned_dir().display().to_string());
+    }
+    store::apply(&paths.dir, &change)?;
     if running {
         crate::outln!("{} is down", paths.iface);
     }
@@ -48,6 +77,12 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
     } else {
         crate::outln!("removed {}", removed.join(", "));
     }
+    if conf_is_link {
+        crate::outln!(
+            "removed the link {}; the file it pointed to is kept",
+            paths.conf().display()
+        );
+    }
     if keep_keys {
         crate::outln!(
             "kept {} and {}",
@@ -55,8 +90,5 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
             paths.public_key().display()
         );
     }
-    // Nothing of the node is left, so its lock file goes too (a run
-    // waiting on it finds no config and says so).
-    store::remove_lock(&paths.dir, lock)?;
     Ok(())
 }

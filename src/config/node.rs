@@ -28,23 +28,52 @@ impl Paths {
         format!("{}.conf", self.iface)
     }
     pub fn private_key(&self) -> PathBuf {
-        self.dir.join("privatekey")
+        self.dir.join(PRIVATE_KEY)
     }
     pub fn public_key(&self) -> PathBuf {
-        self.dir.join("publickey")
+        self.dir.join(PUBLIC_KEY)
     }
     pub fn address(&self) -> PathBuf {
-        self.dir.join("address")
+        self.dir.join(ADDRESS)
     }
     /// The public endpoint given to `install --endpoint`, remembered for
     /// every later add-peer line.
     pub fn endpoint(&self) -> PathBuf {
-        self.dir.join("endpoint")
+        self.dir.join(ENDPOINT)
     }
     pub fn provisioned_dir(&self) -> PathBuf {
-        self.dir.join("provisioned-peers")
+        self.dir.join(crate::store::PROVISIONED)
+    }
+    /// What `relay-enable` changed on the host, so `relay-disable` undoes
+    /// exactly that.
+    pub fn relay_state(&self) -> PathBuf {
+        self.dir.join(RELAY_STATE)
+    }
+    /// The node's own files in the config dir (not `provisioned-peers/`).
+    pub fn own_files(&self) -> [String; 6] {
+        [
+            self.conf_name(),
+            PRIVATE_KEY.into(),
+            PUBLIC_KEY.into(),
+            ADDRESS.into(),
+            ENDPOINT.into(),
+            RELAY_STATE.into(),
+        ]
+    }
+    /// Stage the key files for `key` in `change`: `privatekey` and the
+    /// `publickey` derived from it, so the two always agree.
+    pub fn write_keys(&self, change: &mut crate::store::Change, key: &PrivateKey) {
+        change.write(PRIVATE_KEY, format!("{}\n", key.expose_base64()));
+        change.write(PUBLIC_KEY, format!("{}\n", key.public_key()));
     }
 }
+
+/// File names in the config dir.
+pub const PRIVATE_KEY: &str = "privatekey";
+pub const PUBLIC_KEY: &str = "publickey";
+pub const ADDRESS: &str = "address";
+pub const ENDPOINT: &str = "endpoint";
+pub const RELAY_STATE: &str = "relay-state";
 
 /// A `[Peer]` section seen through its typed values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,8 +197,7 @@ pub struct Node {
     pub private_key: Option<PrivateKey>,
     pub address: Option<VpnAddress>,
     pub endpoint: Option<String>,
-    /// The config text as read (for rollback) and its document.
-    pub conf_text: Option<String>,
+    /// The config as read.
     pub conf: Option<Document>,
 }
 
@@ -187,8 +215,22 @@ pub fn read_optional(path: &Path) -> Result<Option<String>> {
     }
 }
 
+/// Read a file of the config dir, never through a symbolic link (except
+/// a linked config, see `store`); `None` when it does not exist.
+pub fn read_entry(path: &Path) -> Result<Option<String>> {
+    match crate::store::read_entry(path)? {
+        Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+            Error::BadConfig(format!(
+                "{} is not valid UTF-8: expected a text file",
+                path.display()
+            ))
+        }),
+        None => Ok(None),
+    }
+}
+
 fn parse_file<T: std::str::FromStr<Err = Error>>(path: &Path) -> Result<Option<T>> {
-    let Some(text) = read_optional(path)? else {
+    let Some(text) = read_entry(path)? else {
         return Ok(None);
     };
     text.trim()
@@ -201,8 +243,8 @@ impl Node {
     pub fn load(paths: Paths) -> Result<Node> {
         let private_key = parse_file::<PrivateKey>(&paths.private_key())?;
         let address = parse_file::<VpnAddress>(&paths.address())?;
-        let endpoint = read_optional(&paths.endpoint())?.map(|t| t.trim().to_string());
-        let conf_text = read_optional(&paths.conf())?;
+        let endpoint = read_entry(&paths.endpoint())?.map(|t| t.trim().to_string());
+        let conf_text = read_entry(&paths.conf())?;
         let conf = match &conf_text {
             Some(text) => Some(
                 Document::parse(text)
@@ -215,7 +257,6 @@ impl Node {
             private_key,
             address,
             endpoint,
-            conf_text,
             conf,
         })
     }

@@ -2,6 +2,7 @@
 //! the smallest live change (`Delta`). Every conflict rule lives here, so it
 //! is tested without root, files or devices.
 
+pub mod hooks;
 pub mod relay;
 
 use ipnet::IpNet;
