@@ -105,6 +105,12 @@ pub enum Command {
         #[arg(long = "stun-server", value_name = "HOST[:PORT]")]
         stun_servers: Vec<String>,
     },
+    /// Make the live interface equal to the config (drift repair), live, no restart
+    Repair {
+        /// Print what differs without changing anything
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check tools, service, port, drift, overlaps, stale peers, forwarding; one line per problem with its fix
     Doctor,
     /// Reach a peer through another peer (`relay NAME via RELAY`) or directly again (`relay NAME direct`)

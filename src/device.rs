@@ -37,6 +37,45 @@ pub struct LivePeer {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub keepalive: Option<u16>,
+    pub preshared_key: Option<PresharedKey>,
+}
+
+/// A peer's preshared key, as the config and the device hold it. Its
+/// `Debug` hides the key and its bytes are wiped on drop; the all-zero
+/// key means "none" to WireGuard and is never a value of this type.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PresharedKey([u8; 32]);
+
+impl PresharedKey {
+    /// From the config's base64 text or the device's bytes; `None` for
+    /// malformed text and for the all-zero key.
+    pub fn parse(text: &str) -> Option<PresharedKey> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()?;
+        Self::from_bytes(<[u8; 32]>::try_from(bytes.as_slice()).ok()?)
+    }
+
+    fn from_bytes(bytes: [u8; 32]) -> Option<PresharedKey> {
+        (bytes != [0; 32]).then_some(PresharedKey(bytes))
+    }
+
+    fn to_wg(&self) -> wireguard_control::Key {
+        wireguard_control::Key(self.0)
+    }
+}
+
+impl std::fmt::Debug for PresharedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PresharedKey(hidden)")
+    }
+}
+
+impl Drop for PresharedKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,8 +187,9 @@ fn to_public_key(key: &wireguard_control::Key) -> PublicKey {
 }
 
 /// A peer as the device reports it, normalised: wireguard-control reads
-/// "no keepalive" as `Some(0)` and "never" as the epoch (kernel) or
-/// `None` (userspace); both become `None` here.
+/// "no keepalive" as `Some(0)`, "never" as the epoch (kernel) or `None`
+/// (userspace), and "no preshared key" as the all-zero key (kernel); all
+/// become `None` here.
 fn live_peer(peer: &wireguard_control::PeerInfo) -> LivePeer {
     LivePeer {
         public_key: to_public_key(&peer.config.public_key),
@@ -167,6 +207,11 @@ fn live_peer(peer: &wireguard_control::PeerInfo) -> LivePeer {
         rx_bytes: peer.stats.rx_bytes,
         tx_bytes: peer.stats.tx_bytes,
         keepalive: peer.config.persistent_keepalive_interval.filter(|k| *k > 0),
+        preshared_key: peer
+            .config
+            .preshared_key
+            .as_ref()
+            .and_then(|k| PresharedKey::from_bytes(k.0)),
     }
 }
 
@@ -233,6 +278,13 @@ pub fn device_update(deltas: &[Delta]) -> Result<Option<DeviceUpdate>> {
                     peer = peer.set_endpoint(endpoint.resolve()?);
                 }
                 update.add_peer(peer)
+            }
+            Delta::SetPresharedKey { public_key, key } => {
+                let peer = PeerConfigBuilder::new(&public_key.to_wg());
+                update.add_peer(match key {
+                    Some(key) => peer.set_preshared_key(key.to_wg()),
+                    None => peer.unset_preshared_key(),
+                })
             }
             Delta::RemovePeer(key) => update.remove_peer_by_key(&key.to_wg()),
             Delta::SetPrivateKey(key) => update.set_private_key(key.to_wg()),
@@ -372,8 +424,10 @@ mod tests {
             address: "10.15.0.2".parse().unwrap(),
             cidr: 32,
         }];
+        info.config.preshared_key = Some(wireguard_control::Key([0; 32]));
         let peer = live_peer(&info);
         assert_eq!((peer.keepalive, peer.last_handshake), (None, None));
+        assert_eq!(peer.preshared_key, None);
         assert_eq!(peer.public_key, key);
         assert_eq!(
             peer.allowed_ips,

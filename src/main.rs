@@ -9,6 +9,7 @@ mod context;
 mod device;
 mod discover;
 mod error;
+mod health;
 mod output;
 mod plan;
 mod roster;

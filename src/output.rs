@@ -88,11 +88,12 @@ macro_rules! out {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
-    /// Handshake within the last 180 s.
+    /// Handshake within `health::STALE_AFTER_SECS`.
     Ok,
-    /// No handshake, or the last one older than 180 s.
+    /// No handshake, or the last one older than `health::STALE_AFTER_SECS`.
     Stale,
-    /// Only in the config, or only on the live interface.
+    /// The live peer differs from the config: missing live, live only,
+    /// other settings, or a relayed peer with a direct tunnel (`health`).
     Drift,
     /// The interface is down (config only).
     Down,
@@ -120,6 +121,9 @@ pub struct StatusReport {
     pub address: Option<String>,
     pub public_key: Option<String>,
     pub listen_port: Option<u16>,
+    /// Drift of the interface's own settings (private key, listen port),
+    /// each with the command that repairs it.
+    pub notes: Vec<String>,
     pub peers: Vec<PeerStatus>,
 }
 
@@ -221,6 +225,9 @@ pub fn status_table(report: &StatusReport, colour: bool) -> String {
     }
     if let Some(port) = report.listen_port {
         let _ = writeln!(out, "  listening port: {port}");
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "  {}: {note}", paint("DRIFT", Health::Drift, colour));
     }
     if report.peers.is_empty() {
         let _ = writeln!(
@@ -336,6 +343,7 @@ mod tests {
             address: Some("10.15.0.1/24".into()),
             public_key: None,
             listen_port: Some(51820),
+            notes: vec![],
             peers: vec![PeerStatus {
                 name: Some("enterprise".into()),
                 public_key: "K".into(),

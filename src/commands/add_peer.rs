@@ -6,10 +6,12 @@
 use crate::announce;
 use crate::cli::AddPeerArgs;
 use crate::commit::commit;
-use crate::config::node::Relayed;
+use crate::config::document::Document;
+use crate::config::node::{Node, PeerEntry, Relayed, peers};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::plan::{self, AddPeer, Outcome, Own, relay};
+use crate::types::PublicKey;
 
 pub fn run(ctx: &Context, args: AddPeerArgs) -> Result<()> {
     match (args.name, args.endpoint, args.public_key, args.peer_ip) {
@@ -85,11 +87,51 @@ fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
     };
     note_dropped_prefix(&request);
     if deltas.is_empty() {
-        crate::outln!("peer {name} is already configured as given: nothing changed");
-        return Ok(());
+        // The config holds the line already; the device may not (drift).
+        let mut keys = vec![request.public_key];
+        if let Some(relay_name) = via {
+            let entries = node_peers(&new_doc, &node)?;
+            keys.extend(relay::locate(&entries, relay_name).map(found_key));
+        }
+        return report_unchanged(ctx, &node, &new_doc, &keys, &format!("peer {name}"));
     }
     let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
     crate::outln!("{done} ({})", applied.describe());
+    Ok(())
+}
+
+fn node_peers(doc: &Document, node: &Node) -> Result<Vec<PeerEntry>> {
+    peers(doc, &node.paths.conf_name())
+}
+
+fn found_key(found: relay::Found<'_>) -> PublicKey {
+    match found {
+        relay::Found::Direct(entry) => entry.public_key,
+        relay::Found::Relayed { peer, .. } => peer.public_key,
+    }
+}
+
+/// The config already says what was asked: re-apply it live where the
+/// device differs (drift repair) and say so, or say nothing changed.
+pub(super) fn report_unchanged(
+    ctx: &Context,
+    node: &Node,
+    doc: &Document,
+    keys: &[PublicKey],
+    what: &str,
+) -> Result<()> {
+    let repaired = super::repair::peers(ctx.device().as_ref(), doc, &node.paths.conf_name(), keys)?;
+    if repaired.is_empty() {
+        crate::outln!("{what} is already configured as given: nothing changed");
+    } else {
+        for text in &repaired {
+            crate::outln!("repaired: {text}");
+        }
+        crate::outln!(
+            "{what} was already in {} but not on the live interface: re-applied live (drift repair, no restart)",
+            node.paths.conf_name()
+        );
+    }
     Ok(())
 }
 

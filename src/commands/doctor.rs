@@ -1,8 +1,10 @@
 //! `doctor`: one line per problem found, each with its fix. The checks are
 //! a pure function of gathered facts, so each is unit-tested.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::SystemTime;
 
 use ipnet::IpNet;
 
@@ -11,6 +13,7 @@ use crate::config::node::{Node, PeerEntry, listen_port, peers};
 use crate::context::Context;
 use crate::device::LiveDevice;
 use crate::error::{Error, Result};
+use crate::health::{self, Drift, DriftKind};
 use crate::service::Kind;
 use crate::system::on_path;
 
@@ -29,6 +32,9 @@ struct Facts {
     config_port: Option<u16>,
     entries: Vec<PeerEntry>,
     live: Option<LiveDevice>,
+    /// Differences between the config and the live interface (`health`).
+    drifts: Vec<Drift>,
+    now: SystemTime,
     /// AllowedIPs that provisioned devices route through this node, beyond its own address.
     routed_through_us: Vec<IpNet>,
     ip_forward: bool,
@@ -82,6 +88,12 @@ fn gather(ctx: &Context) -> Result<Facts> {
         _ => ctx.device().live()?,
     };
     let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    let entries = node.peers()?;
+    let now = SystemTime::now();
+    let drifts = match (&node.conf, &live) {
+        (Some(doc), Some(live)) => health::drift(doc, &entries, live, now),
+        _ => Vec::new(),
+    };
     Ok(Facts {
         has_wg: on_path("wg"),
         has_wg_quick: on_path("wg-quick"),
@@ -93,10 +105,12 @@ fn gather(ctx: &Context) -> Result<Facts> {
         own_name: crate::announce::host_name().to_string(),
         installed: node.conf.is_some(),
         config_port: node.conf.as_ref().and_then(listen_port),
-        entries: node.peers()?,
+        entries,
         routed_through_us: provisioned_routes(&node),
         ip_forward: forward.trim() == "1",
         live,
+        drifts,
+        now,
     })
 }
 
@@ -128,13 +142,12 @@ fn interface_findings(f: &Facts, out: &mut Vec<String>) {
         out.push(format!("{} is down: run `wgp2p start`", f.iface));
         return;
     };
-    match (live.listen_port, f.config_port) {
-        (None | Some(0), _) => out.push(format!("{} listens on no port: run `wgp2p stop` then `wgp2p start`", f.iface)),
-        (Some(live_port), Some(conf_port)) if live_port != conf_port => out.push(format!(
-            "{} listens on port {live_port} but the config says {conf_port}: run `wgp2p stop` then `wgp2p start`",
+    // A port the config gives is compared with the rest of the drift.
+    if f.config_port.is_none() && matches!(live.listen_port, None | Some(0)) {
+        out.push(format!(
+            "{} listens on no port: run `wgp2p stop` then `wgp2p start`",
             f.iface
-        )),
-        _ => {}
+        ));
     }
 }
 
@@ -148,70 +161,63 @@ fn peer_findings(f: &Facts, out: &mut Vec<String>) {
                     .map(|y| (x, y))
             }) {
                 out.push(format!(
-                    "AllowedIPs {na} of {} overlaps {nb} of {}: WireGuard routes it to one of them only; fix the config or `wgp2p remove-peer` one",
+                    "AllowedIPs {na} of {} overlaps {nb} of {}: WireGuard routes it to one of them only; keep one: `wgp2p remove-peer {}`",
                     a.display_name(),
-                    b.display_name()
+                    b.display_name(),
+                    b.name.clone().unwrap_or_else(|| b.public_key.to_string())
                 ));
             }
         }
     }
     let Some(live) = &f.live else { return };
-    let fresh = |key: &crate::types::PublicKey| {
-        live.peers.iter().any(|p| {
-            p.public_key == *key
-                && p.last_handshake
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age.as_secs() <= crate::commands::status::STALE_AFTER_SECS)
-        })
-    };
-    let relays: Vec<&str> = f
+    for drift in &f.drifts {
+        out.push(match (drift.kind, drift.key) {
+            (DriftKind::LiveOnly, Some(key)) => {
+                format!("{}: run `wgp2p remove-peer {key}`", drift.text)
+            }
+            _ => format!("{}: run {}", drift.text, health::REPAIR),
+        });
+    }
+    let drifted: HashSet<_> = f.drifts.iter().filter_map(|d| d.key).collect();
+    let candidates = health::relay_candidates(&f.entries, live, f.now);
+    for entry in f
         .entries
         .iter()
-        .filter(|e| fresh(&e.public_key))
-        .filter_map(|e| e.name.as_deref())
-        .collect();
-    for entry in &f.entries {
-        match live.peers.iter().find(|p| p.public_key == entry.public_key) {
-            None => out.push(format!(
-                "peer {} is in the config but not live: run its add-peer line again",
-                entry.display_name()
-            )),
-            Some(p) if sorted(&p.allowed_ips) != sorted(&entry.allowed_ips) => out.push(format!(
-                "peer {}: live AllowedIPs differ from the config: run its add-peer line again",
-                entry.display_name()
-            )),
-            Some(_) if !fresh(&entry.public_key) => {
-                out.push(stale_finding(entry, &relays, &f.own_name))
-            }
-            Some(_) => {}
-        }
-    }
-    for p in &live.peers {
-        if !f.entries.iter().any(|e| e.public_key == p.public_key) {
-            out.push(format!("live peer {} is not in the config: `wgp2p remove-peer {}` or add it with `wgp2p add-peer`", p.public_key, p.public_key));
+        .filter(|e| !drifted.contains(&e.public_key))
+    {
+        let age = live
+            .peers
+            .iter()
+            .find(|p| p.public_key == entry.public_key)
+            .and_then(|p| health::handshake_age(p, f.now));
+        if !health::is_fresh(age) {
+            out.push(stale_finding(entry, age, &candidates, &f.own_name));
         }
     }
 }
 
 /// A stale peer: what to check, and the exact commands to relay it
 /// through a healthy peer when there is one.
-fn stale_finding(entry: &PeerEntry, relays: &[&str], own_name: &str) -> String {
+fn stale_finding(
+    entry: &PeerEntry,
+    age: Option<u64>,
+    candidates: &[String],
+    own_name: &str,
+) -> String {
     let name = entry.display_name();
     let mut line = format!(
-        "peer {name} is stale (no handshake within 180 s): check it runs; if both sides are behind NAT, one may be symmetric (`wgp2p nat-check` on both)"
+        "peer {name} is stale ({}): check it runs; if both sides are behind NAT, one may be symmetric (`wgp2p nat-check` on both)",
+        health::stale_reason(age)
     );
-    if let Some(relay) = relays.first() {
+    if let Some(relay) = candidates.iter().find(|c| c.as_str() != name)
+        && entry.name.is_some()
+    {
         line.push_str(&format!(
-            ", or relay it: `wgp2p relay-enable` on {relay}, then `wgp2p relay {name} via {relay}` here and `wgp2p relay {own_name} via {relay}` on {name}"
+            ", or relay it: {}",
+            health::relay_advice(name, relay, own_name)
         ));
     }
     line
-}
-
-fn sorted(nets: &[IpNet]) -> Vec<IpNet> {
-    let mut nets = nets.to_vec();
-    nets.sort();
-    nets
 }
 
 fn forwarding_findings(f: &Facts, out: &mut Vec<String>) {
@@ -257,21 +263,9 @@ pub fn run(ctx: &Context) -> Result<()> {
 mod tests {
     use super::*;
     use crate::device::LivePeer;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use crate::plan::fixtures::{KEY_A, KEY_B};
-
-    fn entry(name: &str, key: &str, net: &str) -> PeerEntry {
-        PeerEntry {
-            section: 1,
-            name: Some(name.into()),
-            public_key: key.parse().unwrap(),
-            endpoint: None,
-            allowed_ips: vec![net.parse().unwrap()],
-            keepalive: Some(25),
-            relayed: vec![],
-        }
-    }
 
     fn live_peer(key: &str, net: &str, handshake_ago: u64) -> LivePeer {
         LivePeer {
@@ -282,10 +276,25 @@ mod tests {
             rx_bytes: 0,
             tx_bytes: 0,
             keepalive: Some(25),
+            preshared_key: None,
         }
     }
 
-    fn healthy() -> Facts {
+    /// The peers `(name, key, net)` as config sections.
+    fn conf(peers_: &[(&str, &str, &str)]) -> Document {
+        let mut text = String::from("[Interface]\nListenPort = 51820\n");
+        for (name, key, net) in peers_ {
+            text.push_str(&format!(
+                "[Peer]\n# Name = {name}\nPublicKey = {key}\nAllowedIPs = {net}\nPersistentKeepalive = 25\n"
+            ));
+        }
+        Document::parse(&text).unwrap()
+    }
+
+    /// Facts for this config and live device, drift decided by `health`.
+    fn facts(doc: &Document, live: LiveDevice) -> Facts {
+        let entries = peers(doc, "wg0.conf").unwrap();
+        let now = SystemTime::now();
         Facts {
             has_wg: true,
             has_wg_quick: true,
@@ -295,51 +304,67 @@ mod tests {
             iface: "wg0".into(),
             own_name: "defiant".into(),
             installed: true,
-            config_port: Some(51820),
-            entries: vec![entry("a", KEY_A, "10.15.0.2/32")],
-            live: Some(LiveDevice {
-                backend: "userspace",
-                public_key: None,
-                listen_port: Some(51820),
-                peers: vec![live_peer(KEY_A, "10.15.0.2/32", 5)],
-            }),
+            config_port: listen_port(doc),
+            drifts: health::drift(doc, &entries, &live, now),
+            entries,
+            live: Some(live),
             routed_through_us: vec![],
             ip_forward: false,
+            now,
         }
+    }
+
+    fn device(peers: Vec<LivePeer>) -> LiveDevice {
+        LiveDevice {
+            backend: "userspace",
+            public_key: None,
+            listen_port: Some(51820),
+            peers,
+        }
+    }
+
+    fn healthy() -> Facts {
+        facts(
+            &conf(&[("a", KEY_A, "10.15.0.2/32")]),
+            device(vec![live_peer(KEY_A, "10.15.0.2/32", 5)]),
+        )
     }
 
     #[test]
     fn healthy_node_has_no_findings() {
-        assert!(findings(&healthy()).is_empty());
+        assert!(
+            findings(&healthy()).is_empty(),
+            "{:?}",
+            findings(&healthy())
+        );
     }
 
     #[test]
     fn each_problem_is_one_line_with_a_fix() {
-        let mut f = healthy();
+        let doc = conf(&[("a", KEY_A, "10.15.0.2/32"), ("b", KEY_B, "10.15.0.0/24")]);
+        let mut stale = live_peer(KEY_A, "10.15.0.2/32", 5);
+        stale.last_handshake = None;
+        let stranger = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
+        let mut live = device(vec![stale, live_peer(stranger, "10.15.0.9/32", 1)]);
+        live.listen_port = Some(0);
+        let mut f = facts(&doc, live);
         f.has_wg = false;
         f.has_wireguard_go = false;
         f.unit_enabled = Some(false);
-        f.entries.push(entry("b", KEY_B, "10.15.0.0/24"));
-        if let Some(live) = f.live.as_mut() {
-            live.listen_port = Some(0);
-            live.peers[0].last_handshake = None;
-            live.peers.push(live_peer(
-                "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=",
-                "10.15.0.9/32",
-                1,
-            ));
-        }
         f.routed_through_us = vec!["10.15.0.0/24".parse().unwrap()];
         let found = findings(&f);
         let expect = [
             "dependencies",
             "wireguard-go",
             "systemctl enable",
-            "listens on no port",
+            "listens on no port but the config says port 51820: run `wgp2p repair`",
             "overlaps",
-            "stale",
-            "not live",
-            "not in the config",
+            "`wgp2p remove-peer b`",
+            "peer a is stale (no handshake yet)",
+            "peer b is in the config but not live: run `wgp2p repair`",
+            &format!(
+                "live peer {stranger} is not in the config: run `wgp2p remove-peer {stranger}`"
+            ),
             "forwarding is off",
         ];
         for word in expect {
@@ -349,13 +374,18 @@ mod tests {
             );
         }
         assert!(found.iter().all(|l| !l.contains('\n') && l.contains(':')));
-        // The stale peer gets the exact relay commands through a healthy one.
-        f.entries.truncate(1);
-        f.entries.push(entry("b", KEY_B, "10.15.0.3/32"));
-        if let Some(live) = f.live.as_mut() {
-            live.peers[0].last_handshake = Some(SystemTime::now());
-            live.peers.push(live_peer(KEY_B, "10.15.0.3/32", 500));
-        }
+    }
+
+    #[test]
+    fn a_stale_peer_gets_the_exact_relay_commands() {
+        let doc = conf(&[("a", KEY_A, "10.15.0.2/32"), ("b", KEY_B, "10.15.0.3/32")]);
+        let f = facts(
+            &doc,
+            device(vec![
+                live_peer(KEY_A, "10.15.0.2/32", 1),
+                live_peer(KEY_B, "10.15.0.3/32", 500),
+            ]),
+        );
         let found = findings(&f);
         let stale = found
             .iter()
@@ -365,5 +395,6 @@ mod tests {
             stale.contains("`wgp2p relay b via a` here and `wgp2p relay defiant via a` on b"),
             "{stale}"
         );
+        assert!(stale.contains("more than 180 s"), "{stale}");
     }
 }

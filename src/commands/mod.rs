@@ -12,6 +12,7 @@ mod provision_peer;
 mod relay;
 mod relay_forwarding;
 mod remove_peer;
+mod repair;
 mod start_stop;
 pub mod status;
 mod sync;
@@ -33,6 +34,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::AddPeer(args) => add_peer::run(ctx, args),
         Command::RemovePeer { peer } => remove_peer::run(ctx, &peer),
         Command::Doctor => doctor::run(ctx),
+        Command::Repair { dry_run } => repair::run(ctx, dry_run),
         Command::Relay { peer, mode, relay } => relay::run(ctx, &peer, mode, relay.as_deref()),
         Command::RelayEnable => relay_forwarding::enable(ctx),
         Command::RelayDisable => relay_forwarding::disable(ctx),

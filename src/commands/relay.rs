@@ -29,7 +29,7 @@ pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&s
     let own = Own::of(&node)?;
     let doc = node.require_conf()?;
     let conf_name = node.paths.conf_name();
-    let (new_doc, deltas, done) = match relay_name {
+    let (new_doc, deltas, done, keys) = match relay_name {
         Some(relay_name) => {
             let entries = peers(doc, &conf_name)?;
             let peer = match relay::locate(&entries, selector) {
@@ -42,19 +42,40 @@ pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&s
                 }
             };
             let (new_doc, deltas) = relay::route_via(doc, &conf_name, &own, &peer, relay_name)?;
+            let mut keys = vec![peer.public_key];
+            if let Some(Found::Direct(relay)) = relay::locate(&entries, relay_name) {
+                keys.push(relay.public_key);
+            }
             (
                 new_doc,
                 deltas,
                 format!("peer {} now goes via {relay_name}", peer.name),
+                keys,
             )
         }
         None => {
             let (new_doc, deltas, name) = relay::make_direct(doc, &conf_name, &own, selector)?;
-            (new_doc, deltas, format!("peer {name} is direct again"))
+            (
+                new_doc,
+                deltas,
+                format!("peer {name} is direct again"),
+                Vec::new(),
+            )
         }
     };
     if deltas.is_empty() {
-        crate::outln!("nothing to change: {done}");
+        // The config says so already; the device may not (drift).
+        let repaired = super::repair::peers(ctx.device().as_ref(), &new_doc, &conf_name, &keys)?;
+        if repaired.is_empty() {
+            crate::outln!("nothing to change: {done}");
+        } else {
+            for text in &repaired {
+                crate::outln!("repaired: {text}");
+            }
+            crate::outln!(
+                "{done} in {conf_name}; the live interface differed: re-applied live (drift repair, no restart)"
+            );
+        }
         return Ok(());
     }
     let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;

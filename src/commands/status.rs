@@ -9,19 +9,27 @@ use crate::config::node::PeerEntry;
 use crate::context::Context;
 use crate::device::{LiveDevice, LivePeer};
 use crate::error::{Error, Result};
+use crate::health::{self, Drift, DriftKind};
 use crate::output::{self, Health, PeerStatus, StatusReport};
 use crate::types::PublicKey;
-
-/// WireGuard's REJECT_AFTER_TIME: a session older than this is dead.
-pub const STALE_AFTER_SECS: u64 = 180;
-
-/// How many relay candidates status names for a stale peer.
-const MAX_RELAY_CANDIDATES: usize = 3;
 
 pub fn run(ctx: &Context, check: bool) -> Result<()> {
     let node = crate::config::node::Node::load(ctx.paths.clone())?;
     let entries = node.peers()?;
     let live = ctx.device().live()?;
+    let now = SystemTime::now();
+    let drifts = match (&node.conf, &live) {
+        (Some(doc), Some(live)) => health::drift(doc, &entries, live, now),
+        _ => Vec::new(),
+    };
+    let own_name = crate::announce::host_name().to_string();
+    let view = View {
+        entries: &entries,
+        live: live.as_ref(),
+        drifts: &drifts,
+        own_name: &own_name,
+        now,
+    };
     let report = StatusReport {
         interface: ctx.paths.iface.to_string(),
         state: if live.is_some() { "up" } else { "down" },
@@ -29,7 +37,12 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
         address: node.address.map(|a| a.to_string()),
         public_key: node.public_key().map(|k| k.to_string()),
         listen_port: live.as_ref().and_then(|l| l.listen_port),
-        peers: with_relay_advice(merge(&entries, live.as_ref(), SystemTime::now())),
+        notes: drifts
+            .iter()
+            .filter(|d| d.key.is_none())
+            .map(|d| format!("{}: {}", d.text, health::REPAIR))
+            .collect(),
+        peers: view.rows(),
     };
     if node.conf.is_none() && live.is_none() {
         return Err(crate::config::node::not_installed(&ctx.paths));
@@ -46,56 +59,159 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
         .iter()
         .filter(|p| p.health != Health::Ok)
         .count();
-    if check && (unhealthy > 0 || live.is_none()) {
+    if check && (unhealthy > 0 || live.is_none() || !report.notes.is_empty()) {
         return Err(Error::Unhealthy(format!(
-            "status --check: {unhealthy} of {} peers not ok{}",
+            "status --check: {unhealthy} of {} peers not ok{}{}",
             report.peers.len(),
             if live.is_none() {
                 ", interface down"
             } else {
                 ""
+            },
+            if report.notes.is_empty() {
+                ""
+            } else {
+                ", interface settings drifted"
             }
         )));
     }
     Ok(())
 }
 
-/// One row per peer: config peers in file order, then live-only peers.
-fn merge(entries: &[PeerEntry], live: Option<&LiveDevice>, now: SystemTime) -> Vec<PeerStatus> {
-    let live_peers = live.map(|l| l.peers.as_slice()).unwrap_or(&[]);
-    // Keyed lookups both ways: a linear search per peer would make status
-    // quadratic in the mesh size.
-    let by_key: HashMap<PublicKey, &LivePeer> =
-        live_peers.iter().map(|p| (p.public_key, p)).collect();
-    let configured: HashSet<PublicKey> = entries.iter().map(|e| e.public_key).collect();
-    let mut rows: Vec<PeerStatus> = entries
-        .iter()
-        .map(|entry| {
-            row(
-                Some(entry),
-                by_key.get(&entry.public_key).copied(),
-                live.is_some(),
-                now,
-            )
-        })
-        .collect();
-    for peer in live_peers
-        .iter()
-        .filter(|p| !configured.contains(&p.public_key))
-    {
-        rows.push(row(None, Some(peer), true, now));
+/// What the rows are made of.
+struct View<'a> {
+    entries: &'a [PeerEntry],
+    live: Option<&'a LiveDevice>,
+    drifts: &'a [Drift],
+    /// This node's name as its peers know it, for the relay advice.
+    own_name: &'a str,
+    now: SystemTime,
+}
+
+impl View<'_> {
+    /// One row per peer: config peers in file order, then live-only
+    /// peers, then relayed peers.
+    fn rows(&self) -> Vec<PeerStatus> {
+        let live_peers = self.live.map(|l| l.peers.as_slice()).unwrap_or(&[]);
+        // Keyed lookups both ways: a linear search per peer would make
+        // status quadratic in the mesh size.
+        let by_key: HashMap<PublicKey, &LivePeer> =
+            live_peers.iter().map(|p| (p.public_key, p)).collect();
+        let drift_of: HashMap<PublicKey, &Drift> = self
+            .drifts
+            .iter()
+            .filter_map(|d| d.key.map(|k| (k, d)))
+            .collect();
+        let relayed: HashSet<PublicKey> = self
+            .entries
+            .iter()
+            .flat_map(|e| e.relayed.iter().map(|r| r.public_key))
+            .collect();
+        let candidates = self
+            .live
+            .map(|l| health::relay_candidates(self.entries, l, self.now))
+            .unwrap_or_default();
+        let mut rows: Vec<PeerStatus> = self
+            .entries
+            .iter()
+            .map(|entry| {
+                let key = entry.public_key;
+                let mut row = self.row(
+                    Some(entry),
+                    by_key.get(&key).copied(),
+                    drift_of.get(&key).copied(),
+                );
+                if row.health == Health::Stale {
+                    self.add_relay_advice(&mut row, &candidates);
+                }
+                row
+            })
+            .collect();
+        let configured: HashSet<PublicKey> = self.entries.iter().map(|e| e.public_key).collect();
+        for peer in live_peers
+            .iter()
+            .filter(|p| !configured.contains(&p.public_key) && !relayed.contains(&p.public_key))
+        {
+            rows.push(self.row(None, Some(peer), drift_of.get(&peer.public_key).copied()));
+        }
+        rows.extend(relayed_rows(self.entries, &rows, &drift_of));
+        rows
     }
-    rows.extend(relayed_rows(entries, &rows));
-    rows
+
+    fn row(
+        &self,
+        entry: Option<&PeerEntry>,
+        live: Option<&LivePeer>,
+        drift: Option<&Drift>,
+    ) -> PeerStatus {
+        let handshake_age = live.and_then(|p| health::handshake_age(p, self.now));
+        let (health, note) = peer_health(self.live.is_some(), drift, handshake_age);
+        let allowed_ips = match (entry, live) {
+            (Some(e), _) => e.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            (None, Some(p)) => p.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            (None, None) => Vec::new(),
+        };
+        let endpoint = live
+            .and_then(|p| p.endpoint.map(|e| e.to_string()))
+            .or_else(|| entry.and_then(|e| e.endpoint.clone()));
+        PeerStatus {
+            name: entry.and_then(|e| e.name.clone()),
+            public_key: entry
+                .map(|e| e.public_key)
+                .or(live.map(|p| p.public_key))
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
+            endpoint,
+            allowed_ips,
+            latest_handshake_secs_ago: handshake_age,
+            rx_bytes: live.map(|p| p.rx_bytes),
+            tx_bytes: live.map(|p| p.tx_bytes),
+            keepalive: entry
+                .and_then(|e| e.keepalive)
+                .or(live.and_then(|p| p.keepalive)),
+            in_config: entry.is_some(),
+            live: live.is_some(),
+            health,
+            note,
+            via: None,
+            relay_candidates: Vec::new(),
+        }
+    }
+
+    /// A stale direct peer: the healthy direct peers that could relay it,
+    /// and the exact commands to do so.
+    fn add_relay_advice(&self, row: &mut PeerStatus, candidates: &[String]) {
+        let Some(name) = row.name.clone() else { return };
+        let candidates: Vec<String> = candidates.iter().filter(|c| **c != name).cloned().collect();
+        if let (Some(first), Some(note)) = (candidates.first(), row.note.as_mut()) {
+            note.push_str(&format!(
+                "; relay candidates: {}: {}",
+                candidates.join(", "),
+                health::relay_advice(&name, first, self.own_name)
+            ));
+        }
+        row.relay_candidates = candidates;
+    }
 }
 
 /// A relayed peer's row: its addresses, and the handshake, transfer and
 /// health of its relay, since its traffic lives or dies with that tunnel.
-fn relayed_rows(entries: &[PeerEntry], direct_rows: &[PeerStatus]) -> Vec<PeerStatus> {
+fn relayed_rows(
+    entries: &[PeerEntry],
+    direct_rows: &[PeerStatus],
+    drift_of: &HashMap<PublicKey, &Drift>,
+) -> Vec<PeerStatus> {
     let mut rows = Vec::new();
     for (via, relay) in entries.iter().zip(direct_rows) {
         for relayed in &via.relayed {
             let via_name = via.display_name().to_string();
+            let (health, note) = match drift_of.get(&relayed.public_key) {
+                Some(d) => (Health::Drift, Some(drift_advice(d))),
+                None => (
+                    relay.health,
+                    (relay.health != Health::Ok).then(|| format!("its relay {via_name} is not ok")),
+                ),
+            };
             rows.push(PeerStatus {
                 name: Some(relayed.name.clone()),
                 public_key: relayed.public_key.to_string(),
@@ -107,9 +223,8 @@ fn relayed_rows(entries: &[PeerEntry], direct_rows: &[PeerStatus]) -> Vec<PeerSt
                 keepalive: relay.keepalive,
                 in_config: true,
                 live: relay.live,
-                health: relay.health,
-                note: (relay.health != Health::Ok)
-                    .then(|| format!("its relay {via_name} is not ok")),
+                health,
+                note,
                 via: Some(via_name),
                 relay_candidates: Vec::new(),
             });
@@ -118,126 +233,53 @@ fn relayed_rows(entries: &[PeerEntry], direct_rows: &[PeerStatus]) -> Vec<PeerSt
     rows
 }
 
-/// For every stale direct peer, the healthy direct peers that could relay
-/// it, and the command to do so.
-fn with_relay_advice(mut rows: Vec<PeerStatus>) -> Vec<PeerStatus> {
-    // A few candidates are enough to act on; listing every healthy peer
-    // under every stale one would grow as stale × healthy on a big mesh.
-    let healthy: Vec<String> = rows
-        .iter()
-        .filter(|r| r.health == Health::Ok && r.via.is_none())
-        .filter_map(|r| r.name.clone())
-        .take(MAX_RELAY_CANDIDATES)
-        .collect();
-    for row in rows
-        .iter_mut()
-        .filter(|r| r.health == Health::Stale && r.via.is_none())
-    {
-        row.relay_candidates = healthy.clone();
-        if let (Some(first), Some(name), Some(note)) =
-            (healthy.first(), &row.name, row.note.as_mut())
-        {
-            note.push_str(&format!(
-                "; relay candidates: {} (`wgp2p relay {name} via {first}` here and the same for this node on {name}, after `wgp2p relay-enable` on {first})",
-                healthy.join(", ")
-            ));
+/// A drift finding and the command that removes it.
+fn drift_advice(drift: &Drift) -> String {
+    match (drift.kind, drift.key) {
+        (DriftKind::LiveOnly, Some(key)) => {
+            format!("{}: `wgp2p remove-peer {key}`", drift.text)
         }
-    }
-    rows
-}
-
-fn row(
-    entry: Option<&PeerEntry>,
-    live: Option<&LivePeer>,
-    up: bool,
-    now: SystemTime,
-) -> PeerStatus {
-    let handshake_age = live
-        .and_then(|p| p.last_handshake)
-        .map(|t| now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0));
-    let (health, note) = health(entry.is_some(), live.is_some(), up, handshake_age);
-    let allowed_ips = match (entry, live) {
-        (Some(e), _) => e.allowed_ips.iter().map(|n| n.to_string()).collect(),
-        (None, Some(p)) => p.allowed_ips.iter().map(|n| n.to_string()).collect(),
-        (None, None) => Vec::new(),
-    };
-    let endpoint = live
-        .and_then(|p| p.endpoint.map(|e| e.to_string()))
-        .or_else(|| entry.and_then(|e| e.endpoint.clone()));
-    PeerStatus {
-        name: entry.and_then(|e| e.name.clone()),
-        public_key: entry
-            .map(|e| e.public_key)
-            .or(live.map(|p| p.public_key))
-            .map(|k| k.to_string())
-            .unwrap_or_default(),
-        endpoint,
-        allowed_ips,
-        latest_handshake_secs_ago: handshake_age,
-        rx_bytes: live.map(|p| p.rx_bytes),
-        tx_bytes: live.map(|p| p.tx_bytes),
-        keepalive: entry
-            .and_then(|e| e.keepalive)
-            .or(live.and_then(|p| p.keepalive)),
-        in_config: entry.is_some(),
-        live: live.is_some(),
-        health,
-        note,
-        via: None,
-        relay_candidates: Vec::new(),
+        _ => format!("{}: {}", drift.text, health::REPAIR),
     }
 }
 
 /// The health mark and, when something is wrong, what to do about it.
-fn health(in_config: bool, is_live: bool, up: bool, age: Option<u64>) -> (Health, Option<String>) {
+fn peer_health(up: bool, drift: Option<&Drift>, age: Option<u64>) -> (Health, Option<String>) {
     if !up {
         return (
             Health::Down,
             Some("interface is down: `wgp2p start`".into()),
         );
     }
-    if !in_config {
-        return (Health::Drift, Some("live but not in the config: `wgp2p remove-peer` it or add it with `wgp2p add-peer`".into()));
+    if let Some(drift) = drift {
+        return (Health::Drift, Some(drift_advice(drift)));
     }
-    if !is_live {
-        return (Health::Drift, Some("in the config but not live: run the add-peer line again, or `wgp2p stop` and `wgp2p start`".into()));
+    if health::is_fresh(age) {
+        return (Health::Ok, None);
     }
-    match age {
-        None => (Health::Stale, Some(stale_advice("no handshake yet"))),
-        Some(secs) if secs > STALE_AFTER_SECS => (
-            Health::Stale,
-            Some(stale_advice(&format!(
-                "last handshake {} ago",
-                output::human_duration(secs)
-            ))),
-        ),
-        Some(_) => (Health::Ok, None),
-    }
-}
-
-fn stale_advice(what: &str) -> String {
-    format!(
-        "stale: {what}; the peer may be down or unreachable; if both hosts are behind NAT, one is likely a symmetric NAT (needs a static source port rule for the listen port, or a relay)"
+    (
+        Health::Stale,
+        Some(format!(
+            "stale: {}; the peer may be down or unreachable; if both hosts are behind NAT, one is likely a symmetric NAT (`wgp2p nat-check` on both; a static source port rule for the listen port, or a relay)",
+            health::stale_reason(age)
+        )),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::document::Document;
+    use crate::config::node::peers;
     use std::time::Duration;
 
     const KEY: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
 
-    fn entry() -> PeerEntry {
-        PeerEntry {
-            section: 1,
-            name: Some("enterprise".into()),
-            public_key: KEY.parse().unwrap(),
-            endpoint: Some("enterprise.lab:51820".into()),
-            allowed_ips: vec!["10.15.0.2/32".parse().unwrap()],
-            keepalive: Some(25),
-            relayed: vec![],
-        }
+    fn conf() -> Document {
+        Document::parse(&format!(
+            "[Interface]\n[Peer]\n# Name = enterprise\nPublicKey = {KEY}\nEndpoint = 192.0.2.2:51820\nAllowedIPs = 10.15.0.2/32\nPersistentKeepalive = 25\n"
+        ))
+        .unwrap()
     }
 
     fn live_peer(handshake_ago: Option<u64>, now: SystemTime) -> LivePeer {
@@ -249,6 +291,7 @@ mod tests {
             rx_bytes: 10,
             tx_bytes: 20,
             keepalive: Some(25),
+            preshared_key: None,
         }
     }
 
@@ -261,11 +304,27 @@ mod tests {
         }
     }
 
+    /// status's rows for `doc` and `live`, drift decided by `health`.
+    fn rows(doc: &Document, live: Option<&LiveDevice>, now: SystemTime) -> Vec<PeerStatus> {
+        let entries = peers(doc, "wg0.conf").unwrap();
+        let drifts = live
+            .map(|l| health::drift(doc, &entries, l, now))
+            .unwrap_or_default();
+        View {
+            entries: &entries,
+            live,
+            drifts: &drifts,
+            own_name: "defiant",
+            now,
+        }
+        .rows()
+    }
+
     #[test]
     fn health_follows_the_handshake_age() {
         let now = SystemTime::now();
         let check = |ago, expected| {
-            let rows = merge(&[entry()], Some(&device(vec![live_peer(ago, now)])), now);
+            let rows = rows(&conf(), Some(&device(vec![live_peer(ago, now)])), now);
             assert_eq!(rows[0].health, expected, "{ago:?}");
         };
         check(Some(16), Health::Ok);
@@ -277,15 +336,57 @@ mod tests {
     #[test]
     fn drift_both_ways_and_down() {
         let now = SystemTime::now();
-        let rows = merge(&[entry()], Some(&device(vec![])), now);
-        assert_eq!((rows[0].health, rows[0].live), (Health::Drift, false));
-        let rows = merge(&[], Some(&device(vec![live_peer(Some(1), now)])), now);
+        let rows_missing = rows(&conf(), Some(&device(vec![])), now);
         assert_eq!(
-            (rows[0].health, rows[0].in_config, rows[0].name.clone()),
+            (rows_missing[0].health, rows_missing[0].live),
+            (Health::Drift, false)
+        );
+        assert!(
+            rows_missing[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.ends_with("`wgp2p repair`")),
+            "{:?}",
+            rows_missing[0].note
+        );
+        let empty = Document::parse("[Interface]\n").unwrap();
+        let live_only = rows(&empty, Some(&device(vec![live_peer(Some(1), now)])), now);
+        assert_eq!(
+            (
+                live_only[0].health,
+                live_only[0].in_config,
+                live_only[0].name.clone()
+            ),
             (Health::Drift, false, None)
         );
-        let rows = merge(&[entry()], None, now);
-        assert_eq!(rows[0].health, Health::Down);
-        assert_eq!(rows[0].endpoint.as_deref(), Some("enterprise.lab:51820"));
+        assert!(
+            live_only[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.ends_with(&format!("`wgp2p remove-peer {KEY}`"))),
+            "{:?}",
+            live_only[0].note
+        );
+        let down = rows(&conf(), None, now);
+        assert_eq!(down[0].health, Health::Down);
+        assert_eq!(down[0].endpoint.as_deref(), Some("192.0.2.2:51820"));
+    }
+
+    #[test]
+    fn a_peer_with_other_settings_live_is_drift() {
+        let now = SystemTime::now();
+        let mut peer = live_peer(Some(1), now);
+        peer.allowed_ips = vec!["10.15.0.9/32".parse().unwrap()];
+        let rows = rows(&conf(), Some(&device(vec![peer])), now);
+        assert_eq!(rows[0].health, Health::Drift);
+        assert!(
+            rows[0]
+                .note
+                .as_deref()
+                .unwrap_or_default()
+                .contains("allowed IPs 10.15.0.9/32 live"),
+            "{:?}",
+            rows[0].note
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::types::{
 };
 
 /// The smallest change to apply to a live interface.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delta {
     /// Nothing to change live.
     None,
@@ -27,6 +27,11 @@ pub enum Delta {
         keepalive: Option<u16>,
     },
     RemovePeer(PublicKey),
+    /// Set (or, with `None`, unset) a peer's preshared key; drift repair only.
+    SetPresharedKey {
+        public_key: PublicKey,
+        key: Option<crate::device::PresharedKey>,
+    },
     SetPrivateKey(PrivateKey),
     SetListenPort(u16),
 }

@@ -1,0 +1,88 @@
+//! `repair [--dry-run]`: make the live interface equal to the config, in
+//! one device call, live, without a restart (like `wg syncconf`, but peer
+//! names, relays and DNS endpoints are understood). What counts as drift
+//! is decided in `health`, the same rules `status` and `doctor` report.
+
+use std::time::SystemTime;
+
+use crate::config::{self, document::Document};
+use crate::context::Context;
+use crate::device::Device;
+use crate::error::Result;
+use crate::health;
+use crate::types::PublicKey;
+
+pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
+    if !dry_run {
+        ctx.require_root("repair")?;
+    }
+    // A dry run changes nothing, so it takes no lock (and needs no root).
+    let (_lock, node) = if dry_run {
+        (None, crate::config::node::Node::load(ctx.paths.clone())?)
+    } else {
+        let (lock, node) = ctx.lock_and_load()?;
+        (Some(lock), node)
+    };
+    let doc = node.require_conf()?;
+    let device = ctx.device();
+    let Some(live) = device.live()? else {
+        crate::outln!(
+            "{} is down: nothing live to repair; `wgp2p start` brings it up from {}",
+            ctx.paths.iface,
+            node.paths.conf_name()
+        );
+        return Ok(());
+    };
+    let entries = node.peers()?;
+    let drifts = health::drift(doc, &entries, &live, SystemTime::now());
+    if drifts.is_empty() {
+        crate::outln!(
+            "nothing to repair: {} is as {} says",
+            ctx.paths.iface,
+            node.paths.conf_name()
+        );
+        return Ok(());
+    }
+    if dry_run {
+        for d in &drifts {
+            crate::outln!("would repair: {}", d.text);
+        }
+        crate::outln!("dry run: nothing changed");
+        return Ok(());
+    }
+    device.apply(&health::repair_deltas(&drifts))?;
+    for d in &drifts {
+        crate::outln!("repaired: {}", d.text);
+    }
+    crate::outln!(
+        "{} now matches {} (live, no restart)",
+        ctx.paths.iface,
+        node.paths.conf_name()
+    );
+    Ok(())
+}
+
+/// Repair the drift of the peers `keys` only, for a command that found the
+/// config already as asked (`add-peer`, `relay` run again): re-running a
+/// line re-applies it live when the device differs. Returns what was
+/// repaired (empty when the device already matched or is down).
+pub fn peers(
+    device: &dyn Device,
+    doc: &Document,
+    conf_name: &str,
+    keys: &[PublicKey],
+) -> Result<Vec<String>> {
+    let Some(live) = device.live()? else {
+        return Ok(Vec::new());
+    };
+    let entries = config::node::peers(doc, conf_name)?;
+    let drifts: Vec<_> = health::drift(doc, &entries, &live, SystemTime::now())
+        .into_iter()
+        .filter(|d| d.key.is_some_and(|k| keys.contains(&k)))
+        .collect();
+    if drifts.is_empty() {
+        return Ok(Vec::new());
+    }
+    device.apply(&health::repair_deltas(&drifts))?;
+    Ok(drifts.into_iter().map(|d| d.text).collect())
+}
