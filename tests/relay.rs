@@ -4,7 +4,6 @@
 
 mod lab;
 
-use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
@@ -28,37 +27,6 @@ fn forwarded_packets(relay: &Host) -> u64 {
         .filter(|l| l.contains("ACCEPT") && l.matches("wg0").count() == 2)
         .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
-}
-
-/// `ping -i 0.05 -c COUNT` in the background; returns the packets lost.
-fn ping_loss_while(from: &Host, ip: &str, count: u32, during: impl FnOnce()) -> u32 {
-    let child = from
-        .command(&[
-            "/usr/bin/ping",
-            "-n",
-            "-q",
-            "-i",
-            "0.05",
-            "-W",
-            "1",
-            "-c",
-            &count.to_string(),
-            ip,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start background ping");
-    thread::sleep(Duration::from_millis(300));
-    during();
-    let out = child.wait_with_output().expect("wait for background ping");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let received = text
-        .split(',')
-        .find(|part| part.contains("received"))
-        .and_then(|part| part.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or_else(|| panic!("no ping summary: {text}"));
-    count - received
 }
 
 fn proc_value(host: &Host, path: &str) -> String {
@@ -162,7 +130,7 @@ fn symmetric_nat_pair_meets_through_a_public_relay() {
     }
 
     // 2. Switching a peer to direct and back loses nothing between others.
-    let lost = ping_loss_while(&bravo, "10.15.0.3", 60, || {
+    let lost = bravo.ping_loss_while("10.15.0.3", 60, || {
         charlie.wgp2p_ok(&["relay", "delta", "direct"]);
         thread::sleep(Duration::from_millis(500));
         charlie.wgp2p_ok(&["relay", "delta", "via", "alpha"]);

@@ -159,6 +159,38 @@ impl Host {
         .success()
     }
 
+    /// Runs `ping -i 0.05 -c COUNT ip` in the background while `during`
+    /// runs (it starts 300 ms into the pings); returns the packets lost.
+    pub fn ping_loss_while(&self, ip: &str, count: u32, during: impl FnOnce()) -> u32 {
+        let child = self
+            .command(&[
+                "/usr/bin/ping",
+                "-n",
+                "-q",
+                "-i",
+                "0.05",
+                "-W",
+                "1",
+                "-c",
+                &count.to_string(),
+                ip,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start background ping");
+        std::thread::sleep(Duration::from_millis(300));
+        during();
+        let out = child.wait_with_output().expect("wait for background ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let received = text
+            .split(',')
+            .find(|part| part.contains("received"))
+            .and_then(|part| part.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no ping summary: {text}"));
+        count - received
+    }
+
     /// PIDs of every process in this host's network namespace.
     pub fn pids(&self) -> Vec<u32> {
         super::cleanup::netns_pids(&self.netns)
