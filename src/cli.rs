@@ -127,14 +127,27 @@ pub enum Command {
     /// Undo relay-enable
     RelayDisable,
     /// Print this node's roster entry (TOML [[peer]] table)
-    Export,
-    /// Make this node's peers equal to a roster file (all nodes' exports)
+    Export {
+        /// This node's public endpoint for the entry (else the saved one,
+        /// WGP2P_ENDPOINT, or STUN discovery)
+        #[arg(long, value_name = "HOST[:PORT]")]
+        endpoint: Option<String>,
+    },
+    /// Make the peers that came from a roster equal to a roster file (all
+    /// nodes' exports); other peers stay
     Sync {
         #[arg(value_name = "ROSTER.toml")]
         roster: PathBuf,
         /// Print the plan without changing anything
         #[arg(long)]
         dry_run: bool,
+        /// Also remove peers that did not come from a roster (added by
+        /// hand, provisioned devices) when the roster does not list them
+        #[arg(long)]
+        prune: bool,
+        /// Let the roster manage hand-added peers whose key it lists
+        #[arg(long)]
+        adopt: bool,
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },

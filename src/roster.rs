@@ -1,25 +1,28 @@
-//! The roster: every node's entry as a TOML `[[peer]]` table, so that the
-//! `wgp2p export` of all nodes, concatenated, is a file every node can
-//! `sync` to. Parsing and planning are pure.
+//! The roster file: every node's entry as a TOML `[[peer]]` table, so that
+//! the `wgp2p export` of all nodes, concatenated, is a file every node can
+//! `sync` to. This module reads and writes the format; the planning is in
+//! `plan::sync`.
 
 use serde::Deserialize;
 
-use crate::config::document::Document;
-use crate::config::node::peers;
 use crate::error::{Error, Result};
-use crate::plan::{self, AddPeer, Delta, Outcome, Own};
+use crate::plan::AddPeer;
+use crate::plan::sync::{Role, Roster, RosterEntry};
 use crate::types::{AllowedIps, Endpoint, PeerIp, PeerName, PublicKey};
+
+/// The keepalive of an entry that does not set one.
+const DEFAULT_KEEPALIVE: u16 = 25;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RosterFile {
     #[serde(default)]
-    peer: Vec<RosterEntry>,
+    peer: Vec<FileEntry>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RosterEntry {
+struct FileEntry {
     name: String,
     endpoint: String,
     public_key: String,
@@ -27,126 +30,71 @@ struct RosterEntry {
     #[serde(default)]
     allowed_ips: Vec<String>,
     keepalive: Option<u16>,
+    #[serde(default)]
+    subnet_router: bool,
+    #[serde(default)]
+    exit_node: bool,
 }
 
 /// One node's roster entry, as `export` prints it.
 pub fn entry(
     name: &PeerName,
-    endpoint: &str,
+    endpoint: &Endpoint,
     key: &PublicKey,
     address: std::net::IpAddr,
 ) -> String {
-    // Every value is a validated type (or the placeholder), none of which
-    // can hold a quote or a backslash, so plain quoting is exact TOML.
+    // Every value is a validated type, none of which can hold a quote or
+    // a backslash, so plain quoting is exact TOML.
     format!(
         "[[peer]]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\npublic_key = \"{key}\"\naddress = \"{address}\"\n"
     )
 }
 
-/// Parse a roster into validated add-peer requests; an error names the
-/// entry and the bad value.
-pub fn parse(text: &str, source: &str) -> Result<Vec<AddPeer>> {
+/// Parse a roster into validated entries; an error names the file, the
+/// entry number and the bad value.
+pub fn parse(text: &str, source: &str) -> Result<Roster> {
     let file: RosterFile = toml::from_str(text).map_err(|e| {
         let first_line = e.to_string().lines().next().unwrap_or_default().to_string();
         Error::Invalid(format!("{source}: {first_line}: expected [[peer]] tables with name, endpoint, public_key, address"))
     })?;
-    file.peer
+    let entries = file
+        .peer
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            request(e).map_err(|err| {
-                Error::Invalid(format!("{source}: peer #{} ({:?}): {err}", i + 1, e.name))
+            validate(e).map_err(|err| {
+                Error::Invalid(format!("{source} entry #{} ({:?}): {err}", i + 1, e.name))
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Roster {
+        source: source.to_string(),
+        entries,
+    })
 }
 
-fn request(entry: &RosterEntry) -> Result<AddPeer> {
+fn validate(entry: &FileEntry) -> Result<RosterEntry> {
     let allowed = if entry.allowed_ips.is_empty() {
         AllowedIps::default()
     } else {
         entry.allowed_ips.join(",").parse()?
     };
-    Ok(AddPeer {
-        name: entry.name.parse()?,
-        endpoint: entry.endpoint.parse::<Endpoint>()?,
-        public_key: entry.public_key.parse()?,
-        peer_ip: entry.address.parse::<PeerIp>()?,
-        extra_allowed_ips: allowed,
-        keepalive: entry.keepalive.unwrap_or(25),
+    let role = match (entry.exit_node, entry.subnet_router) {
+        (true, _) => Role::ExitNode,
+        (false, true) => Role::SubnetRouter,
+        (false, false) => Role::Peer,
+    };
+    Ok(RosterEntry {
+        peer: AddPeer {
+            name: entry.name.parse()?,
+            endpoint: entry.endpoint.parse::<Endpoint>()?,
+            public_key: entry.public_key.parse()?,
+            peer_ip: entry.address.parse::<PeerIp>()?,
+            extra_allowed_ips: allowed,
+            keepalive: entry.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
+        },
+        role,
     })
-}
-
-/// One line of the plan `sync` prints.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Change {
-    Add(String),
-    Update(String),
-    Remove(String),
-}
-
-impl std::fmt::Display for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Change::Add(name) => write!(f, "+ add {name}"),
-            Change::Update(name) => write!(f, "~ update {name}"),
-            Change::Remove(name) => write!(f, "- remove {name}"),
-        }
-    }
-}
-
-/// Make the config's peers equal to the roster minus this node: removals
-/// first (so a peer that changed its key can keep its name), then adds and
-/// updates under the same rules as `add-peer`.
-pub fn sync(
-    doc: &Document,
-    conf_name: &str,
-    own: &Own,
-    roster: &[AddPeer],
-) -> Result<(Document, Vec<Delta>, Vec<Change>)> {
-    let wanted: Vec<&AddPeer> = roster
-        .iter()
-        .filter(|r| r.public_key != own.public_key)
-        .collect();
-    let mut new_doc = doc.clone();
-    let mut deltas = Vec::new();
-    let mut changes = Vec::new();
-    let entries = peers(doc, conf_name)?;
-    // Relayed peers count as present: the roster says who, not how.
-    let relayed: Vec<PublicKey> = entries
-        .iter()
-        .flat_map(|e| e.relayed.iter().map(|r| r.public_key))
-        .collect();
-    let present = entries
-        .iter()
-        .map(|e| e.public_key)
-        .chain(relayed.iter().copied());
-    // Relayed ones first, so no relay is removed while it still carries one.
-    let mut unwanted: Vec<PublicKey> = present
-        .filter(|k| !wanted.iter().any(|r| r.public_key == *k))
-        .collect();
-    unwanted.sort_by_key(|k| !relayed.contains(k));
-    for key in unwanted {
-        let (next, delta, (name, _)) = plan::remove_peer(new_doc, conf_name, &key.to_string())?;
-        new_doc = next;
-        deltas.push(delta);
-        changes.push(Change::Remove(name));
-    }
-    let wanted = wanted
-        .into_iter()
-        .filter(|r| !relayed.contains(&r.public_key));
-    for request in wanted {
-        let (next, delta, outcome) = plan::add_peer(new_doc, conf_name, own, request)?;
-        new_doc = next;
-        let name = request.name.to_string();
-        match outcome {
-            Outcome::Added => changes.push(Change::Add(name)),
-            Outcome::Updated => changes.push(Change::Update(name)),
-            Outcome::Unchanged => continue,
-        }
-        deltas.push(delta);
-    }
-    Ok((new_doc, deltas, changes))
 }
 
 #[cfg(test)]
@@ -154,24 +102,17 @@ mod tests {
     use super::*;
     use crate::plan::fixtures::*;
 
-    fn roster() -> String {
-        let own_key = own().public_key;
+    fn two() -> String {
         [
             entry(
-                &"defiant".parse().unwrap(),
-                "203.0.113.1:51820",
-                &own_key,
-                "10.15.0.1".parse().unwrap(),
-            ),
-            entry(
                 &"enterprise".parse().unwrap(),
-                "203.0.113.2:51820",
+                &"203.0.113.2:51820".parse().unwrap(),
                 &KEY_A.parse().unwrap(),
                 "10.15.0.2".parse().unwrap(),
             ),
             entry(
                 &"voyager".parse().unwrap(),
-                "voyager.lab:51820",
+                &"voyager.lab:51820".parse().unwrap(),
                 &KEY_B.parse().unwrap(),
                 "10.15.0.3".parse().unwrap(),
             ),
@@ -181,47 +122,39 @@ mod tests {
 
     #[test]
     fn concatenated_exports_parse() {
-        let parsed = parse(&roster(), "roster.toml").unwrap();
-        assert_eq!(parsed.len(), 3);
-        assert_eq!(parsed[2].endpoint.to_string(), "voyager.lab:51820");
+        let roster = parse(&two(), "roster.toml").unwrap();
+        assert_eq!(roster.entries.len(), 2);
+        assert_eq!(
+            roster.entries[1].peer.endpoint.to_string(),
+            "voyager.lab:51820"
+        );
+        assert_eq!(roster.entries[1].peer.keepalive, DEFAULT_KEEPALIVE);
+        assert_eq!(roster.entries[1].role, Role::Peer);
+        assert_eq!(roster.label(1), "roster.toml entry #2 (\"voyager\")");
     }
 
     #[test]
-    fn sync_adds_updates_and_removes() {
-        let start = Document::parse(&format!(
-            "[Interface]\n\n[Peer]\n# Name = old\nPublicKey = {}\nAllowedIPs = 10.15.0.9/32\n",
-            "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8="
-        ))
-        .unwrap();
-        let requests = parse(&roster(), "r").unwrap();
-        let (doc, deltas, changes) = sync(&start, "wg0.conf", &own(), &requests).unwrap();
-        assert_eq!(
-            changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["- remove old", "+ add enterprise", "+ add voyager"]
+    fn roles_are_opt_in_fields() {
+        let text = format!(
+            "{}subnet_router = true\nallowed_ips = [\"192.168.7.0/24\"]\n",
+            two()
         );
-        assert_eq!(deltas.len(), 3);
-        // Syncing again to the same roster changes nothing.
-        let (_, deltas, changes) = sync(&doc, "wg0.conf", &own(), &requests).unwrap();
-        assert!(deltas.is_empty() && changes.is_empty());
+        let roster = parse(&text, "r").unwrap();
+        assert_eq!(roster.entries[1].role, Role::SubnetRouter);
+        let exit = parse(&format!("{}exit_node = true\n", two()), "r").unwrap();
+        assert_eq!(exit.entries[1].role, Role::ExitNode);
+        assert!(parse(&format!("{}exit_node = \"yes\"\n", two()), "r").is_err());
     }
 
     #[test]
     fn bad_rosters_name_the_entry() {
         let err = parse("[[peer]]\nname = \"x\"\nendpoint = \"nope\"\npublic_key = \"k\"\naddress = \"10.0.0.1\"\n", "r.toml").unwrap_err().to_string();
-        assert!(err.contains("peer #1") && err.contains("\"nope\""), "{err}");
+        assert!(
+            err.contains("r.toml entry #1") && err.contains("\"nope\""),
+            "{err}"
+        );
         assert!(parse("[[peer]]\nname = 1\n", "r.toml").is_err());
         assert!(parse("garbage = [", "r.toml").is_err());
-        let dup = format!(
-            "{}{}",
-            roster(),
-            entry(
-                &"other".parse().unwrap(),
-                "1.2.3.4:5",
-                &KEY_B.parse().unwrap(),
-                "10.15.0.7".parse().unwrap()
-            )
-        );
-        let requests = parse(&dup, "r").unwrap();
-        assert!(sync(&Document::parse("").unwrap(), "wg0.conf", &own(), &requests).is_err());
+        assert!(parse(&format!("{}colour = \"red\"\n", two()), "r.toml").is_err());
     }
 }

@@ -7,6 +7,7 @@ mod cli {
     pub mod node;
     pub mod pipes;
     pub mod qr;
+    pub mod roster;
     pub mod state;
 }
 

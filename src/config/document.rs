@@ -81,7 +81,7 @@ impl Line {
 }
 
 /// The comment keys wgp2p reads and writes.
-pub const TAGS: [&str; 2] = ["Name", "Relay"];
+pub const TAGS: [&str; 3] = ["Name", "Relay", "Source"];
 
 /// Classify a line; the spans point into `raw`.
 fn classify(raw: &str) -> LineKind {

@@ -4,6 +4,7 @@
 
 pub mod hooks;
 pub mod relay;
+pub mod sync;
 
 use ipnet::IpNet;
 

@@ -1,0 +1,715 @@
+//! Sync planning: a roster (every node's entry) and this node's config give
+//! the target peer set, which is checked as a whole, and then the smallest
+//! change that reaches it (the new config and one batch of live deltas).
+//!
+//! Ownership: a peer whose section carries `# Source = roster` came from a
+//! roster and is the roster's to update and remove. Every other peer (added
+//! by hand, a provisioned device) stays as it is, unless `prune` says to
+//! remove those missing from the roster; a hand-added peer whose key is in
+//! the roster is refused unless `adopt` says the roster takes it over.
+//!
+//! Every step is a hash-map lookup per peer or per entry, so planning is
+//! linear in the roster and config sizes (overlap checks look up each
+//! network's at most 129 enclosing prefixes).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::config::document::Document;
+use crate::config::node::{PeerEntry, Relayed, peers};
+use crate::error::{Error, Result};
+use crate::plan::{AddPeer, Delta, Own};
+use crate::types::{Endpoint, Host, PeerName, PublicKey, quoted};
+
+/// The tag that marks a peer as the roster's: `# Source = roster`.
+pub const SOURCE_TAG: &str = "Source";
+pub const SOURCE_ROSTER: &str = "roster";
+
+/// What a roster entry may route besides its own address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Its extra allowed IPs may not cover any endpoint, this node's
+    /// addresses or default gateway, and may not be a default route.
+    #[default]
+    Peer,
+    /// `subnet_router = true`: its extra allowed IPs may cover endpoints
+    /// and this node's addresses (a LAN routed through it).
+    SubnetRouter,
+    /// `exit_node = true`: as a subnet router, and it may carry
+    /// `0.0.0.0/0` and `::/0` (all of this node's traffic goes through it).
+    ExitNode,
+}
+
+/// One validated roster entry.
+#[derive(Clone, Debug)]
+pub struct RosterEntry {
+    pub peer: AddPeer,
+    pub role: Role,
+}
+
+/// A whole roster: where it came from (for messages) and its entries in
+/// file order.
+#[derive(Clone, Debug)]
+pub struct Roster {
+    pub source: String,
+    pub entries: Vec<RosterEntry>,
+}
+
+impl Roster {
+    /// `roster.toml entry #3 ("voyager")`: how messages name an entry.
+    pub fn label(&self, index: usize) -> String {
+        let name = self
+            .entries
+            .get(index)
+            .map(|e| e.peer.name.to_string())
+            .unwrap_or_default();
+        format!("{} entry #{} ({})", self.source, index + 1, quoted(&name))
+    }
+}
+
+/// This node as sync sees it: the roster may describe it, never change it.
+pub struct ThisNode {
+    pub own: Own,
+    /// The name `export` gives this node.
+    pub name: PeerName,
+    /// The public endpoint this node knows for itself (saved by `install
+    /// --endpoint` or from `WGP2P_ENDPOINT`), if any.
+    pub endpoint: Option<Endpoint>,
+    /// Addresses a route may not cover unless the entry opts in: this
+    /// node's own addresses and default gateways, each with what it is.
+    pub protected: Vec<(IpAddr, String)>,
+}
+
+/// What the user allowed beyond the default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Remove peers that are not the roster's and not in it.
+    pub prune: bool,
+    /// Let the roster take over hand-added peers whose key it lists.
+    pub adopt: bool,
+}
+
+/// One line of the plan `sync` prints.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    Add(String),
+    Update(String),
+    Rename { from: String, to: String },
+    Adopt(String),
+    Remove(String),
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Add(name) => write!(f, "+ add {name}"),
+            Change::Update(name) => write!(f, "~ update {name}"),
+            Change::Rename { from, to } => write!(f, "~ rename {from} -> {to}"),
+            Change::Adopt(name) => write!(f, "~ adopt {name} (now managed by the roster)"),
+            Change::Remove(name) => write!(f, "- remove {name}"),
+        }
+    }
+}
+
+/// The result: the new config, the live change, the lines to print.
+pub struct Plan {
+    pub doc: Document,
+    pub deltas: Vec<Delta>,
+    pub changes: Vec<Change>,
+}
+
+/// Whether a peer section is marked as the roster's.
+pub fn is_managed(doc: &Document, entry: &PeerEntry) -> bool {
+    doc.section(entry.section)
+        .is_some_and(|s| s.tags(SOURCE_TAG).contains(&SOURCE_ROSTER))
+}
+
+/// Who routes a network, for overlap messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    ThisNode,
+    Entry(usize),
+    /// A peer kept as it is (index into the config's peers).
+    Kept(usize),
+}
+
+/// What happens to a direct peer of the config.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    Manage { entry: usize, adopt: bool },
+    Remove,
+}
+
+/// Plan a sync of `doc` to `roster`.
+pub fn plan(
+    doc: &Document,
+    conf_name: &str,
+    me: &ThisNode,
+    roster: &Roster,
+    options: Options,
+) -> Result<Plan> {
+    let index = RosterIndex::build(roster)?;
+    let own_entry = check_own_entry(me, roster, &index)?;
+    let existing = peers(doc, conf_name)?;
+
+    // Decide every existing peer's fate.
+    let mut fates = Vec::with_capacity(existing.len());
+    let mut present: HashSet<PublicKey> = HashSet::with_capacity(existing.len());
+    for peer in &existing {
+        present.insert(peer.public_key);
+        let in_roster = index
+            .by_key
+            .get(&peer.public_key)
+            .copied()
+            .filter(|i| Some(*i) != own_entry);
+        let managed = is_managed(doc, peer);
+        let fate = match in_roster {
+            Some(entry) if managed => Fate::Manage {
+                entry,
+                adopt: false,
+            },
+            Some(entry) if options.adopt => Fate::Manage { entry, adopt: true },
+            Some(entry) => {
+                return Err(Error::Conflict(format!(
+                    "peer {} (key {}) was added by hand and {} has the same key: run `wgp2p sync --adopt` to let the roster manage it, or take it out of the roster",
+                    quoted(peer.display_name()),
+                    peer.public_key,
+                    roster.label(entry)
+                )));
+            }
+            None if managed || options.prune => Fate::Remove,
+            None => Fate::Keep,
+        };
+        fates.push(fate);
+    }
+    // Relayed peers: the roster says who, not how, so one the roster lists
+    // stays relayed as it is; one it does not list goes only with `prune`
+    // (its `# Relay` line does not say where it came from).
+    let mut relayed_removed: HashSet<PublicKey> = HashSet::new();
+    for (peer, fate) in existing.iter().zip(&fates) {
+        for relayed in &peer.relayed {
+            present.insert(relayed.public_key);
+            let listed = index
+                .by_key
+                .get(&relayed.public_key)
+                .is_some_and(|i| Some(*i) != own_entry);
+            if !listed && options.prune {
+                relayed_removed.insert(relayed.public_key);
+            } else if *fate == Fate::Remove {
+                return Err(Error::Conflict(format!(
+                    "peer {} would be removed but relays {}: make it direct first (`wgp2p relay {} direct`)",
+                    quoted(peer.display_name()),
+                    quoted(&relayed.name),
+                    relayed.name
+                )));
+            }
+        }
+    }
+    // The allowed IPs each staying direct peer ends with.
+    let mut target_nets: Vec<Option<Vec<IpNet>>> = Vec::with_capacity(existing.len());
+    for (peer, fate) in existing.iter().zip(&fates) {
+        target_nets.push(match fate {
+            Fate::Remove => None,
+            Fate::Manage { entry, .. } => {
+                let mut nets = roster.entries[*entry].peer.allowed_ips();
+                let kept = peer
+                    .relayed
+                    .iter()
+                    .filter(|r| !relayed_removed.contains(&r.public_key));
+                for net in kept.flat_map(|r| r.nets.iter()) {
+                    if !nets.contains(net) {
+                        nets.push(*net);
+                    }
+                }
+                Some(nets)
+            }
+            Fate::Keep => {
+                let gone: HashSet<IpNet> = peer
+                    .relayed
+                    .iter()
+                    .filter(|r| relayed_removed.contains(&r.public_key))
+                    .flat_map(|r| r.nets.iter().copied())
+                    .collect();
+                Some(
+                    peer.allowed_ips
+                        .iter()
+                        .filter(|n| !gone.contains(n))
+                        .copied()
+                        .collect(),
+                )
+            }
+        });
+    }
+    let added: Vec<usize> = (0..roster.entries.len())
+        .filter(|i| Some(*i) != own_entry && !present.contains(&roster.entries[*i].peer.public_key))
+        .collect();
+
+    check_target(
+        me,
+        roster,
+        own_entry,
+        &existing,
+        &fates,
+        &target_nets,
+        &relayed_removed,
+    )?;
+
+    // Derive the new config and the live change.
+    let mut new_doc = doc.clone();
+    let mut deltas = Vec::new();
+    let mut removals = Vec::new();
+    let mut removes = Vec::new();
+    let mut others = Vec::new();
+    for ((peer, fate), nets) in existing.iter().zip(&fates).zip(&target_nets) {
+        match (fate, nets) {
+            (Fate::Remove, _) => {
+                removals.push(peer.section);
+                deltas.push(Delta::RemovePeer(peer.public_key));
+                removes.push(Change::Remove(peer.display_name().to_string()));
+            }
+            (Fate::Manage { entry, adopt }, Some(nets)) => {
+                let entry = &roster.entries[*entry].peer;
+                let before = new_doc.section(peer.section).cloned();
+                if *adopt {
+                    new_doc.add_tag(peer.section, SOURCE_TAG, SOURCE_ROSTER);
+                }
+                for r in &peer.relayed {
+                    if relayed_removed.contains(&r.public_key) {
+                        drop_relay_tag(&mut new_doc, peer.section, r);
+                        removes.push(Change::Remove(r.name.clone()));
+                    }
+                }
+                write_peer(&mut new_doc, peer.section, entry, nets);
+                if new_doc.section(peer.section) == before.as_ref() {
+                    continue;
+                }
+                let live_changed = peer.endpoint.as_deref() != Some(&entry.endpoint.to_string())
+                    || !same_nets(&peer.allowed_ips, nets)
+                    || peer.keepalive.filter(|k| *k > 0) != keepalive(entry);
+                if live_changed {
+                    deltas.push(Delta::UpsertPeer {
+                        public_key: entry.public_key,
+                        endpoint: Some(entry.endpoint.clone()),
+                        allowed_ips: nets.clone(),
+                        keepalive: keepalive(entry),
+                    });
+                }
+                let name = entry.name.to_string();
+                let change = match peer.name.as_deref() {
+                    _ if *adopt => Change::Adopt(name),
+                    Some(old) if old != name && !live_changed => Change::Rename {
+                        from: old.to_string(),
+                        to: name,
+                    },
+                    _ => Change::Update(name),
+                };
+                others.push(change);
+            }
+            (Fate::Keep, Some(nets)) => {
+                let removed: Vec<&Relayed> = peer
+                    .relayed
+                    .iter()
+                    .filter(|r| relayed_removed.contains(&r.public_key))
+                    .collect();
+                if removed.is_empty() {
+                    continue;
+                }
+                for r in &removed {
+                    drop_relay_tag(&mut new_doc, peer.section, r);
+                    removes.push(Change::Remove(r.name.clone()));
+                }
+                new_doc.set_in(peer.section, "AllowedIPs", &join(nets));
+                deltas.push(Delta::UpsertPeer {
+                    public_key: peer.public_key,
+                    endpoint: None,
+                    allowed_ips: nets.clone(),
+                    keepalive: peer.keepalive,
+                });
+            }
+            (_, None) => {}
+        }
+    }
+    // Relayed peers of removed relays go with their relay's section.
+    for (peer, fate) in existing.iter().zip(&fates) {
+        if *fate == Fate::Remove {
+            for r in &peer.relayed {
+                removes.push(Change::Remove(r.name.clone()));
+            }
+        }
+    }
+    for i in &added {
+        let entry = &roster.entries[*i].peer;
+        let section = new_doc.append_peer();
+        new_doc.add_tag(section, SOURCE_TAG, SOURCE_ROSTER);
+        write_peer(&mut new_doc, section, entry, &entry.allowed_ips());
+        deltas.push(Delta::UpsertPeer {
+            public_key: entry.public_key,
+            endpoint: Some(entry.endpoint.clone()),
+            allowed_ips: entry.allowed_ips(),
+            keepalive: keepalive(entry),
+        });
+        others.push(Change::Add(entry.name.to_string()));
+    }
+    // Sections go last, from the end, so no index above shifts.
+    removals.sort_unstable_by(|a, b| b.cmp(a));
+    for section in removals {
+        new_doc.remove_section(section);
+    }
+    // Removals are printed first, then updates in file order, then adds.
+    removes.append(&mut others);
+    Ok(Plan {
+        doc: new_doc,
+        deltas,
+        changes: removes,
+    })
+}
+
+/// Remove the `# Relay = NAME KEY …` line of `relayed` from a relay's section.
+fn drop_relay_tag(doc: &mut Document, section: usize, relayed: &Relayed) {
+    let key = relayed.public_key.to_string();
+    doc.remove_tags(section, "Relay", |v| {
+        v.split_whitespace().nth(1) == Some(key.as_str())
+    });
+}
+
+fn keepalive(entry: &AddPeer) -> Option<u16> {
+    (entry.keepalive > 0).then_some(entry.keepalive)
+}
+
+fn join(nets: &[IpNet]) -> String {
+    nets.iter()
+        .map(IpNet::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
+/// Write a roster entry's values into a peer section, as `add-peer` does.
+fn write_peer(doc: &mut Document, section: usize, entry: &AddPeer, nets: &[IpNet]) {
+    doc.set_name(section, entry.name.as_str());
+    doc.set_in(section, "PublicKey", &entry.public_key.to_string());
+    doc.set_in(section, "Endpoint", &entry.endpoint.to_string());
+    doc.set_in(section, "AllowedIPs", &join(nets));
+    doc.set_in(section, "PersistentKeepalive", &entry.keepalive.to_string());
+}
+
+/// The roster's entries by key, name and address; a repeat of any of them
+/// is refused with both entries named.
+struct RosterIndex<'a> {
+    by_key: HashMap<PublicKey, usize>,
+    by_name: HashMap<&'a str, usize>,
+}
+
+impl<'a> RosterIndex<'a> {
+    fn build(roster: &'a Roster) -> Result<RosterIndex<'a>> {
+        let n = roster.entries.len();
+        let mut by_key = HashMap::with_capacity(n);
+        let mut by_name = HashMap::with_capacity(n);
+        let mut by_address: HashMap<IpAddr, usize> = HashMap::with_capacity(n);
+        let both = |first: usize, second: usize, what: String| {
+            Error::Conflict(format!(
+                "{} and {} {what}: expected one entry per node",
+                roster.label(first),
+                roster.label(second)
+            ))
+        };
+        for (i, entry) in roster.entries.iter().enumerate() {
+            let peer = &entry.peer;
+            if let Some(first) = by_key.insert(peer.public_key, i) {
+                return Err(both(
+                    first,
+                    i,
+                    format!("have the same public_key {}", peer.public_key),
+                ));
+            }
+            if let Some(first) = by_name.insert(peer.name.as_str(), i) {
+                return Err(both(
+                    first,
+                    i,
+                    format!(
+                        "have the same name with different keys ({} and {})",
+                        roster.entries[first].peer.public_key, peer.public_key
+                    ),
+                ));
+            }
+            if let Some(first) = by_address.insert(peer.peer_ip.ip, i) {
+                return Err(both(
+                    first,
+                    i,
+                    format!("have the same address {}", peer.peer_ip.ip),
+                ));
+            }
+        }
+        Ok(RosterIndex { by_key, by_name })
+    }
+}
+
+/// The entry that describes this node (by key or by name) must describe
+/// it exactly: a roster cannot change this node's key, address or endpoint.
+fn check_own_entry(me: &ThisNode, roster: &Roster, index: &RosterIndex) -> Result<Option<usize>> {
+    let by_key = index.by_key.get(&me.own.public_key).copied();
+    if let Some(i) = index.by_name.get(me.name.as_str()).copied()
+        && by_key != Some(i)
+    {
+        return Err(Error::Conflict(format!(
+            "{} has this node's name {} but public_key {}, not this node's {}: a roster may not give this node's name to another key",
+            roster.label(i),
+            quoted(me.name.as_str()),
+            roster.entries[i].peer.public_key,
+            me.own.public_key
+        )));
+    }
+    let Some(i) = by_key else {
+        return Ok(None);
+    };
+    let entry = &roster.entries[i].peer;
+    let differs = |what: &str, theirs: String, ours: String| {
+        Error::Conflict(format!(
+            "{} has this node's public key but {what} {theirs}, not this node's {ours}: a roster may not change this node (run `wgp2p export` here for its entry)",
+            roster.label(i)
+        ))
+    };
+    if entry.name != me.name {
+        return Err(differs(
+            "name",
+            quoted(entry.name.as_str()),
+            quoted(me.name.as_str()),
+        ));
+    }
+    if entry.peer_ip.ip != me.own.address.ip() {
+        return Err(differs(
+            "address",
+            entry.peer_ip.ip.to_string(),
+            me.own.address.ip().to_string(),
+        ));
+    }
+    if let Some(ours) = &me.endpoint
+        && *ours != entry.endpoint
+    {
+        return Err(differs(
+            "endpoint",
+            entry.endpoint.to_string(),
+            ours.to_string(),
+        ));
+    }
+    Ok(Some(i))
+}
+
+/// Every rule on the target peer set: names unique, no two peers routing
+/// overlapping networks, no route over an endpoint or this node's own
+/// addresses unless the entry opts in.
+fn check_target(
+    me: &ThisNode,
+    roster: &Roster,
+    own_entry: Option<usize>,
+    existing: &[PeerEntry],
+    fates: &[Fate],
+    target_nets: &[Option<Vec<IpNet>>],
+    relayed_removed: &HashSet<PublicKey>,
+) -> Result<()> {
+    let wanted = |i: &usize| Some(*i) != own_entry;
+    // Names: a roster entry's name may not be a kept peer's with another key.
+    let mut kept_names: HashMap<&str, (PublicKey, &str)> = HashMap::new();
+    for (peer, fate) in existing.iter().zip(fates) {
+        if *fate == Fate::Keep
+            && let Some(name) = peer.name.as_deref()
+        {
+            kept_names.insert(name, (peer.public_key, "added by hand"));
+        }
+        if *fate != Fate::Remove {
+            for r in peer
+                .relayed
+                .iter()
+                .filter(|r| !relayed_removed.contains(&r.public_key))
+            {
+                kept_names.insert(r.name.as_str(), (r.public_key, "relayed"));
+            }
+        }
+    }
+    for (i, entry) in roster.entries.iter().enumerate().filter(|(i, _)| wanted(i)) {
+        if let Some((key, how)) = kept_names.get(entry.peer.name.as_str())
+            && *key != entry.peer.public_key
+        {
+            return Err(Error::Conflict(format!(
+                "{} has the name of peer {} ({how}, key {key}): rename one of them",
+                roster.label(i),
+                quoted(entry.peer.name.as_str())
+            )));
+        }
+    }
+
+    // Routes: every network with who routes it. Default routes are kept
+    // apart: longest-prefix match lets every other route win over them.
+    let mut routes: HashMap<IpNet, Owner> = HashMap::new();
+    let mut defaults: HashMap<IpNet, Owner> = HashMap::new();
+    let describe = |owner: Owner| -> String {
+        match owner {
+            Owner::ThisNode => "this node's own address".to_string(),
+            Owner::Entry(i) => roster.label(i),
+            Owner::Kept(p) => format!(
+                "peer {} (not from the roster)",
+                quoted(existing[p].display_name())
+            ),
+        }
+    };
+    let clash = |net: &IpNet, a: Owner, other: &IpNet, b: Owner| -> Option<Error> {
+        let (entry, net, other, b) = match (a, b) {
+            (Owner::Entry(_), _) => (a, net, other, b),
+            (_, Owner::Entry(_)) => (b, other, net, a),
+            // Only what the roster brings is refused; the config's own
+            // state is `doctor`'s to report.
+            _ => return None,
+        };
+        let Owner::Entry(i) = entry else { return None };
+        Some(Error::Conflict(format!(
+            "{}: allowed IP {net} overlaps {other} of {}: expected addresses no other peer routes",
+            roster.label(i),
+            describe(b)
+        )))
+    };
+    let mut insert = |net: IpNet, owner: Owner| -> Result<()> {
+        let table = if net.prefix_len() == 0 {
+            &mut defaults
+        } else {
+            &mut routes
+        };
+        match table.get(&net) {
+            Some(&other) if other != owner => match clash(&net, owner, &net, other) {
+                Some(err) => Err(err),
+                None => Ok(()),
+            },
+            Some(_) => Ok(()),
+            None => {
+                table.insert(net, owner);
+                Ok(())
+            }
+        }
+    };
+    insert(me.own.address.host_route(), Owner::ThisNode)?;
+    for (p, nets) in target_nets.iter().enumerate() {
+        let Some(nets) = nets else { continue };
+        let owner = match fates[p] {
+            Fate::Manage { entry, .. } => Owner::Entry(entry),
+            _ => Owner::Kept(p),
+        };
+        for net in nets {
+            insert(*net, owner)?;
+        }
+    }
+    let present: HashSet<PublicKey> = existing
+        .iter()
+        .flat_map(|p| std::iter::once(p.public_key).chain(p.relayed.iter().map(|r| r.public_key)))
+        .collect();
+    for (i, entry) in roster.entries.iter().enumerate().filter(|(i, _)| wanted(i)) {
+        if present.contains(&entry.peer.public_key) {
+            continue;
+        }
+        for net in entry.peer.allowed_ips() {
+            insert(net, Owner::Entry(i))?;
+        }
+    }
+    // Any two networks that overlap are nested: look up each one's
+    // enclosing prefixes.
+    for (net, owner) in &routes {
+        for len in 1..net.prefix_len() {
+            let Ok(outer) = IpNet::new(net.network(), len).map(|n| n.trunc()) else {
+                continue;
+            };
+            if let Some(&other) = routes.get(&outer)
+                && other != *owner
+                && let Some(err) = clash(net, *owner, &outer, other)
+            {
+                return Err(err);
+            }
+        }
+    }
+
+    // Route safety of each entry's extra networks.
+    for (i, entry) in roster.entries.iter().enumerate().filter(|(i, _)| wanted(i)) {
+        for net in &entry.peer.extra_allowed_ips.0 {
+            if net.prefix_len() == 0 && entry.role != Role::ExitNode {
+                return Err(Error::Conflict(format!(
+                    "{}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (README, \"Rosters\")",
+                    roster.label(i)
+                )));
+            }
+        }
+    }
+    let restricted: HashMap<IpNet, usize> = roster
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| wanted(i) && e.role == Role::Peer)
+        .flat_map(|(i, e)| {
+            let host = e.peer.peer_ip.host_route();
+            e.peer
+                .extra_allowed_ips
+                .0
+                .iter()
+                .filter(move |n| **n != host)
+                .map(move |n| (*n, i))
+        })
+        .collect();
+    if restricted.is_empty() {
+        return Ok(());
+    }
+    let mut points: Vec<(IpAddr, String)> = me.protected.clone();
+    if let Some(Endpoint {
+        host: Host::Ip(ip), ..
+    }) = &me.endpoint
+    {
+        points.push((*ip, "this node's public endpoint".to_string()));
+    }
+    for (i, entry) in roster.entries.iter().enumerate() {
+        if let Host::Ip(ip) = entry.peer.endpoint.host {
+            points.push((ip, format!("the endpoint of {}", roster.label(i))));
+        }
+    }
+    for (p, peer) in existing.iter().enumerate() {
+        if target_nets[p].is_none() {
+            continue;
+        }
+        let endpoint = peer
+            .endpoint
+            .as_deref()
+            .and_then(|e| e.parse::<Endpoint>().ok());
+        if let Some(Endpoint {
+            host: Host::Ip(ip), ..
+        }) = endpoint
+        {
+            points.push((
+                ip,
+                format!("the endpoint of peer {}", quoted(peer.display_name())),
+            ));
+        }
+    }
+    for (ip, what) in &points {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        for len in 0..=max {
+            let Ok(net) = IpNet::new(*ip, len).map(|n| n.trunc()) else {
+                continue;
+            };
+            if let Some(&i) = restricted.get(&net) {
+                return Err(Error::Conflict(format!(
+                    "{}: allowed IP {net} covers {what} ({ip}): routing it into the tunnel would cut the tunnel; expected a network without it, or `subnet_router = true` in the entry (README, \"Rosters\")",
+                    roster.label(i)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,409 @@
+use super::*;
+use crate::plan::fixtures::own;
+use crate::types::AllowedIps;
+
+fn key(n: u8) -> PublicKey {
+    PublicKey::from_bytes([n; 32])
+}
+
+fn entry(name: &str, n: u8, ip: &str) -> RosterEntry {
+    RosterEntry {
+        peer: AddPeer {
+            name: name.parse().unwrap(),
+            endpoint: format!("203.0.113.{n}:51820").parse().unwrap(),
+            public_key: key(n),
+            peer_ip: ip.parse().unwrap(),
+            extra_allowed_ips: AllowedIps::default(),
+            keepalive: 25,
+        },
+        role: Role::Peer,
+    }
+}
+
+fn with_extra(mut e: RosterEntry, nets: &str, role: Role) -> RosterEntry {
+    e.peer.extra_allowed_ips = nets.parse().unwrap();
+    e.role = role;
+    e
+}
+
+fn roster(entries: Vec<RosterEntry>) -> Roster {
+    Roster {
+        source: "roster.toml".into(),
+        entries,
+    }
+}
+
+fn me() -> ThisNode {
+    ThisNode {
+        own: own(),
+        name: "defiant".parse().unwrap(),
+        endpoint: Some("203.0.113.1:51820".parse().unwrap()),
+        protected: vec![(
+            "198.51.100.1".parse().unwrap(),
+            "this host's default gateway".into(),
+        )],
+    }
+}
+
+fn own_entry() -> RosterEntry {
+    let mut e = entry("defiant", 1, "10.15.0.1");
+    e.peer.public_key = own().public_key;
+    e
+}
+
+fn base() -> Document {
+    Document::parse("[Interface]\nAddress = 10.15.0.1/24\n").unwrap()
+}
+
+/// A node with a hand-added phone (10.15.0.50) beside whatever is given.
+fn with_phone() -> Document {
+    let text = format!(
+        "{}\n[Peer]\n# Name = phone\nPublicKey = {}\nAllowedIPs = 10.15.0.50/32\n",
+        base().render(),
+        key(50)
+    );
+    Document::parse(&text).unwrap()
+}
+
+fn run(doc: &Document, r: &Roster) -> Result<Plan> {
+    plan(doc, "wg0.conf", &me(), r, Options::default())
+}
+
+fn lines(plan: &Plan) -> Vec<String> {
+    plan.changes.iter().map(ToString::to_string).collect()
+}
+
+fn err(doc: &Document, r: &Roster) -> String {
+    match run(doc, r) {
+        Ok(p) => panic!("expected a refusal, got {:?}", lines(&p)),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn two() -> Roster {
+    roster(vec![
+        own_entry(),
+        entry("enterprise", 2, "10.15.0.2"),
+        entry("voyager", 3, "10.15.0.3"),
+    ])
+}
+
+#[test]
+fn adds_marked_peers_and_then_nothing() {
+    let first = run(&base(), &two()).unwrap();
+    assert_eq!(lines(&first), ["+ add enterprise", "+ add voyager"]);
+    assert_eq!(first.deltas.len(), 2);
+    let text = first.doc.render();
+    assert!(
+        text.contains(&format!(
+            "[Peer]\n# Name = enterprise\n# Source = roster\nPublicKey = {}\nEndpoint = 203.0.113.2:51820\nAllowedIPs = 10.15.0.2/32\nPersistentKeepalive = 25\n",
+            key(2)
+        )),
+        "{text}"
+    );
+    let again = run(&first.doc, &two()).unwrap();
+    assert!(again.changes.is_empty() && again.deltas.is_empty());
+    assert_eq!(again.doc, first.doc);
+}
+
+#[test]
+fn hand_added_peers_stay_unless_pruned() {
+    let synced = run(&with_phone(), &two()).unwrap();
+    assert_eq!(lines(&synced), ["+ add enterprise", "+ add voyager"]);
+    assert!(synced.doc.render().contains("# Name = phone\n"));
+    // A smaller roster removes only what the roster brought.
+    let smaller = roster(vec![own_entry(), entry("voyager", 3, "10.15.0.3")]);
+    let next = run(&synced.doc, &smaller).unwrap();
+    assert_eq!(lines(&next), ["- remove enterprise"]);
+    assert_eq!(next.deltas, [Delta::RemovePeer(key(2))]);
+    assert!(next.doc.render().contains("# Name = phone\n"));
+    let pruned = plan(
+        &next.doc,
+        "wg0.conf",
+        &me(),
+        &smaller,
+        Options {
+            prune: true,
+            adopt: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(lines(&pruned), ["- remove phone"]);
+    assert!(!pruned.doc.render().contains("phone"));
+}
+
+#[test]
+fn hand_added_key_in_the_roster_needs_adopt() {
+    let r = roster(vec![entry("phone", 50, "10.15.0.50")]);
+    let e = err(&with_phone(), &r);
+    assert!(
+        e.contains("\"phone\"") && e.contains("added by hand") && e.contains("--adopt"),
+        "{e}"
+    );
+    let adopted = plan(
+        &with_phone(),
+        "wg0.conf",
+        &me(),
+        &r,
+        Options {
+            prune: false,
+            adopt: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        lines(&adopted),
+        ["~ adopt phone (now managed by the roster)"]
+    );
+    assert!(adopted.doc.render().contains("# Source = roster"));
+    // From then on it is the roster's: leaving the roster removes it.
+    let gone = run(&adopted.doc, &roster(vec![])).unwrap();
+    assert_eq!(lines(&gone), ["- remove phone"]);
+}
+
+#[test]
+fn rename_changes_the_file_only() {
+    let synced = run(&base(), &two()).unwrap();
+    let renamed = roster(vec![
+        entry("enterprise-d", 2, "10.15.0.2"),
+        entry("voyager", 3, "10.15.0.3"),
+    ]);
+    let next = run(&synced.doc, &renamed).unwrap();
+    assert_eq!(lines(&next), ["~ rename enterprise -> enterprise-d"]);
+    assert!(next.deltas.is_empty());
+    assert!(next.doc.render().contains("# Name = enterprise-d\n"));
+    // A rename onto a name another entry leaves in the same roster works too.
+    let swapped = roster(vec![
+        entry("voyager", 2, "10.15.0.2"),
+        entry("enterprise", 3, "10.15.0.3"),
+    ]);
+    let next = run(&synced.doc, &swapped).unwrap();
+    assert_eq!(next.changes.len(), 2, "{:?}", lines(&next));
+}
+
+#[test]
+fn address_swap_is_one_update() {
+    let synced = run(&base(), &two()).unwrap();
+    let swapped = roster(vec![
+        entry("enterprise", 2, "10.15.0.3"),
+        entry("voyager", 3, "10.15.0.2"),
+    ]);
+    let next = run(&synced.doc, &swapped).unwrap();
+    assert_eq!(lines(&next), ["~ update enterprise", "~ update voyager"]);
+    assert_eq!(next.deltas.len(), 2);
+    let text = next.doc.render();
+    let at = |name: &str| text.find(&format!("# Name = {name}")).unwrap();
+    let enterprise = &text[at("enterprise")..at("voyager")];
+    assert!(enterprise.contains("AllowedIPs = 10.15.0.3/32"), "{text}");
+}
+
+#[test]
+fn repeats_in_a_roster_name_both_entries() {
+    let cases = [
+        (
+            vec![entry("a", 2, "10.15.0.2"), entry("b", 2, "10.15.0.3")],
+            "same public_key",
+        ),
+        (
+            vec![entry("a", 2, "10.15.0.2"), entry("a", 3, "10.15.0.3")],
+            "same name",
+        ),
+        (
+            vec![entry("a", 2, "10.15.0.2"), entry("b", 3, "10.15.0.2")],
+            "same address 10.15.0.2",
+        ),
+    ];
+    for (entries, expected) in cases {
+        let e = err(&base(), &roster(entries));
+        assert!(
+            e.contains("roster.toml entry #1 (\"a\")")
+                && e.contains("roster.toml entry #2")
+                && e.contains(expected),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn this_node_is_not_the_rosters_to_change() {
+    let mut moved = own_entry();
+    moved.peer.peer_ip = "10.15.0.9".parse().unwrap();
+    let e = err(&base(), &roster(vec![moved]));
+    assert!(
+        e.contains("address 10.15.0.9") && e.contains("10.15.0.1"),
+        "{e}"
+    );
+    let mut renamed = own_entry();
+    renamed.peer.name = "impostor".parse().unwrap();
+    let e = err(&base(), &roster(vec![renamed]));
+    assert!(
+        e.contains("\"impostor\"") && e.contains("\"defiant\""),
+        "{e}"
+    );
+    let mut elsewhere = own_entry();
+    elsewhere.peer.endpoint = "192.0.2.66:51820".parse().unwrap();
+    let e = err(&base(), &roster(vec![elsewhere]));
+    assert!(
+        e.contains("192.0.2.66:51820") && e.contains("203.0.113.1:51820"),
+        "{e}"
+    );
+    let hijack = entry("defiant", 7, "10.15.0.7");
+    let e = err(&base(), &roster(vec![hijack]));
+    assert!(
+        e.contains("this node's name") && e.contains(&key(7).to_string()),
+        "{e}"
+    );
+    let taken = entry("other", 7, "10.15.0.1");
+    let e = err(&base(), &roster(vec![taken]));
+    assert!(e.contains("this node's own address"), "{e}");
+}
+
+#[test]
+fn routes_may_not_cover_endpoints_or_defaults() {
+    let wide = with_extra(
+        entry("enterprise", 2, "10.15.0.2"),
+        "203.0.113.0/25",
+        Role::Peer,
+    );
+    let e = err(
+        &base(),
+        &roster(vec![wide.clone(), entry("voyager", 3, "10.15.0.3")]),
+    );
+    assert!(
+        e.contains("entry #1") && e.contains("203.0.113.0/25") && e.contains("endpoint"),
+        "{e}"
+    );
+    let everything = with_extra(entry("enterprise", 2, "10.15.0.2"), "::/0", Role::Peer);
+    let e = err(&base(), &roster(vec![everything]));
+    assert!(e.contains("::/0") && e.contains("exit_node = true"), "{e}");
+    let gateway = with_extra(
+        entry("enterprise", 2, "10.15.0.2"),
+        "198.51.100.0/24",
+        Role::Peer,
+    );
+    let e = err(&base(), &roster(vec![gateway]));
+    assert!(e.contains("default gateway"), "{e}");
+    let over_peer = with_extra(
+        entry("enterprise", 2, "10.15.0.2"),
+        "10.15.0.48/28",
+        Role::Peer,
+    );
+    let e = err(&with_phone(), &roster(vec![over_peer]));
+    assert!(
+        e.contains("overlaps 10.15.0.50/32 of peer \"phone\""),
+        "{e}"
+    );
+    let over_other = with_extra(
+        entry("enterprise", 2, "10.15.0.2"),
+        "192.168.0.0/16",
+        Role::Peer,
+    );
+    let inner = with_extra(
+        entry("voyager", 3, "10.15.0.3"),
+        "192.168.7.0/24",
+        Role::Peer,
+    );
+    let e = err(&base(), &roster(vec![over_other, inner]));
+    assert!(
+        e.contains("192.168.7.0/24") && e.contains("192.168.0.0/16"),
+        "{e}"
+    );
+
+    // Opting in: a subnet router may cover endpoints, an exit node may be a default route.
+    let router = with_extra(wide, "203.0.113.0/25", Role::SubnetRouter);
+    assert!(
+        run(
+            &base(),
+            &roster(vec![router, entry("voyager", 3, "10.15.0.3")])
+        )
+        .is_ok()
+    );
+    let exit = with_extra(
+        entry("enterprise", 2, "10.15.0.2"),
+        "0.0.0.0/0, ::/0",
+        Role::ExitNode,
+    );
+    let ok = run(
+        &with_phone(),
+        &roster(vec![exit.clone(), entry("voyager", 3, "10.15.0.3")]),
+    )
+    .unwrap();
+    assert!(
+        ok.doc
+            .render()
+            .contains("AllowedIPs = 10.15.0.2/32, 0.0.0.0/0, ::/0")
+    );
+    let second = with_extra(
+        entry("voyager", 3, "10.15.0.3"),
+        "0.0.0.0/0",
+        Role::ExitNode,
+    );
+    assert!(err(&base(), &roster(vec![exit, second])).contains("overlaps 0.0.0.0/0"));
+    let fine = with_extra(
+        entry("enterprise", 2, "10.15.0.2"),
+        "192.168.7.0/24",
+        Role::Peer,
+    );
+    assert!(run(&base(), &roster(vec![fine])).is_ok());
+}
+
+#[test]
+fn names_of_kept_peers_are_not_taken() {
+    let e = err(&with_phone(), &roster(vec![entry("phone", 9, "10.15.0.9")]));
+    assert!(e.contains("entry #1") && e.contains("added by hand"), "{e}");
+}
+
+#[test]
+fn relayed_peers_stay_as_they_are() {
+    // voyager is relayed through enterprise; the roster lists both.
+    let synced = run(&base(), &two()).unwrap();
+    let text = synced.doc.render().replace(
+        &format!("AllowedIPs = 10.15.0.2/32\nPersistentKeepalive = 25\n\n[Peer]\n# Name = voyager\n# Source = roster\nPublicKey = {}\nEndpoint = 203.0.113.3:51820\nAllowedIPs = 10.15.0.3/32\nPersistentKeepalive = 25\n", key(3)),
+        &format!("AllowedIPs = 10.15.0.2/32, 10.15.0.3/32\nPersistentKeepalive = 25\n# Relay = voyager {} 203.0.113.3:51820 10.15.0.3/32\n", key(3)),
+    );
+    assert!(text.contains("# Relay = voyager"), "{text}");
+    let relayed = Document::parse(&text).unwrap();
+    let again = run(&relayed, &two()).unwrap();
+    assert!(again.changes.is_empty(), "{:?}", lines(&again));
+    // The relay's own update keeps the relayed addresses.
+    let moved = roster(vec![
+        entry("enterprise", 2, "10.15.0.12"),
+        entry("voyager", 3, "10.15.0.3"),
+    ]);
+    let next = run(&relayed, &moved).unwrap();
+    assert!(
+        next.doc
+            .render()
+            .contains("AllowedIPs = 10.15.0.12/32, 10.15.0.3/32")
+    );
+    // A relay may not leave while it carries a peer the roster keeps.
+    let e = err(&relayed, &roster(vec![entry("voyager", 3, "10.15.0.3")]));
+    assert!(e.contains("relays \"voyager\""), "{e}");
+}
+
+#[test]
+fn planning_is_linear_enough_for_big_rosters() {
+    // 5000 entries, planned from empty and then again when in sync: this
+    // asserts the outcome only (timings are the benchmark's).
+    let entries: Vec<RosterEntry> = (0..5000u32)
+        .map(|i| {
+            let n = i + 2;
+            let mut e = entry(
+                &format!("n{n}"),
+                2,
+                &format!("10.16.{}.{}", n / 250, n % 250 + 1),
+            );
+            e.peer.public_key = PublicKey::from_bytes({
+                let mut b = [7u8; 32];
+                b[..4].copy_from_slice(&n.to_be_bytes());
+                b
+            });
+            e
+        })
+        .collect();
+    let big = roster(entries);
+    let first = run(&base(), &big).unwrap();
+    assert_eq!(first.changes.len(), 5000);
+    let again = run(&first.doc, &big).unwrap();
+    assert!(again.changes.is_empty());
+}
