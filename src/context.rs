@@ -96,6 +96,21 @@ impl Context {
         self.lock_checked(true)
     }
 
+    /// Entries of the config dir whose mode is not 0600 (dirs 0700), or
+    /// that are links or not ours, each as one line with its fix (for
+    /// `doctor`); none when the dir does not exist.
+    pub fn local_state_findings(&self) -> Vec<String> {
+        if !self.paths.dir.is_dir() {
+            return Vec::new();
+        }
+        let files = self.paths.own_files();
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        match store::check_modes(&self.paths.dir, &names, false) {
+            Ok(found) => found.iter().map(|f| f.error().to_string()).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
     fn lock_checked(&self, repair: bool) -> Result<(DirLock, Node)> {
         if !self.paths.dir.is_dir() {
             return Err(crate::config::node::not_installed(&self.paths));

@@ -1,8 +1,9 @@
 //! Local state on disk: the config dir, checked rather than followed, and
 //! every change to it as one transaction.
 //!
-//! **Checked, not followed.** The config dir is opened with `O_NOFOLLOW |
-//! O_DIRECTORY` and every entry relative to it (`openat`, `renameat`,
+//! **Checked, not followed.** The config dir is opened (it may itself be
+//! a symbolic link, as `/etc/wireguard` is on some systems), checked to be
+//! a dir of ours, and every entry in it is opened relative to it (`openat`, `renameat`,
 //! `unlinkat`, `fstatat` with `AT_SYMLINK_NOFOLLOW`). An entry that is a
 //! symbolic link, not a regular file, or owned by another user is refused
 //! with one line naming the path and the fix. The one exception is a
@@ -180,8 +181,8 @@ fn check_stat(path: &Path, st: &libc::stat, want_dir: bool) -> Result<()> {
     Ok(())
 }
 
-/// Open a directory without following a link at its last component, and
-/// check it is ours.
+/// Open the config dir (a symbolic link to it is fine: what is *in* it is
+/// never followed) and check it is a dir of ours.
 fn open_dir(path: &Path) -> Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::Invalid(format!("{} holds a NUL byte", path.display())))?;
@@ -189,15 +190,12 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
     let fd = unsafe {
         libc::open(
             c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
     };
     if fd < 0 {
         let e = last_os_error();
-        if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
-            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(refuse_link(path));
-            }
+        if e.raw_os_error() == Some(libc::ENOTDIR) {
             return Err(Error::BadConfig(format!(
                 "{} is not a directory: expected the config directory",
                 path.display()
@@ -280,11 +278,20 @@ pub fn read_entry(path: &Path) -> Result<Option<Vec<u8>>> {
     } else {
         parent
     };
-    let dir = match open_dir(parent) {
-        Ok(dir) => dir,
-        Err(_) if !parent.exists() && fs::symlink_metadata(parent).is_err() => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    if !parent.exists() {
+        return Ok(None);
+    }
+    // A file of `provisioned-peers/`: that dir is an entry, never followed.
+    if parent.file_name().is_some_and(|n| n == PROVISIONED)
+        && let Some(top) = parent.parent()
+    {
+        let top_fd = open_dir(top)?;
+        return match open_sub(top_fd.as_fd(), top, PROVISIONED)? {
+            Some(sub) => read_at(sub.as_fd(), parent, &name),
+            None => Ok(None),
+        };
+    }
+    let dir = open_dir(parent)?;
     if may_be_link(&name) {
         let st = lstat_at(dir.as_fd(), &name).map_err(|e| Error::io("stat", path, e))?;
         if st.is_some_and(|st| is_kind(&st, libc::S_IFLNK)) {
@@ -966,17 +973,24 @@ mod tests {
     }
 
     #[test]
-    fn ensure_dir_tightens_mode_and_refuses_a_link() {
+    fn ensure_dir_tightens_mode_and_follows_a_linked_config_dir() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("wg");
         fs::create_dir(&sub).unwrap();
         fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
         ensure_dir(&sub).unwrap();
         assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
         let link = dir.path().join("link");
         symlink(&sub, &link).unwrap();
-        let err = ensure_dir(&link).unwrap_err().to_string();
-        assert!(err.contains("is a symbolic link"), "{err}");
+        ensure_dir(&link).unwrap();
+        assert_eq!(fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+        // What is in it is an entry: a linked provisioned-peers is refused.
+        symlink(dir.path(), sub.join(PROVISIONED)).unwrap();
+        let err = read_entry(&link.join(PROVISIONED).join("x.conf"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("provisioned-peers"), "{err}");
     }
 
     #[test]

@@ -245,7 +245,8 @@ fn findings(f: &Facts) -> Vec<String> {
 
 pub fn run(ctx: &Context) -> Result<()> {
     let facts = gather(ctx)?;
-    let found = findings(&facts);
+    let mut found = ctx.local_state_findings();
+    found.extend(findings(&facts));
     if found.is_empty() {
         crate::outln!("no problem found");
         return Ok(());

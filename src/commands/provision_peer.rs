@@ -69,7 +69,7 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
     if request.mesh {
         peers.extend(node.peers()?.iter().filter_map(mesh_peer));
     }
-    let conf = device_conf(&request, &device_key, &peers)?;
+    let conf = device_conf(&request, &device_key, &peers, add.keepalive)?;
     // What can fail comes before the write: a conf too big for a QR code
     // is refused with nothing written.
     let qr = if request.qr {
@@ -163,8 +163,14 @@ fn mesh_peer(entry: &PeerEntry) -> Option<ConfPeer> {
 }
 
 /// The device's conf, built through the same document model as every
-/// other config wgp2p writes.
-fn device_conf(request: &Request, key: &PrivateKey, peers: &[ConfPeer]) -> Result<String> {
+/// other config wgp2p writes; every peer gets the keepalive of the
+/// device's own add-peer line.
+fn device_conf(
+    request: &Request,
+    key: &PrivateKey,
+    peers: &[ConfPeer],
+    keepalive: u16,
+) -> Result<String> {
     let mut doc = Document::parse("[Interface]\n")?;
     let interface = doc.interface_position().unwrap_or(1);
     doc.set_name(interface, request.name.as_str());
@@ -177,7 +183,7 @@ fn device_conf(request: &Request, key: &PrivateKey, peers: &[ConfPeer]) -> Resul
         doc.set_in(index, "PublicKey", &peer.public_key.to_string());
         doc.set_in(index, "Endpoint", &peer.endpoint);
         doc.set_in(index, "AllowedIPs", &peer.allowed_ips);
-        doc.set_in(index, "PersistentKeepalive", "25");
+        doc.set_in(index, "PersistentKeepalive", &keepalive.to_string());
     }
     Ok(doc.render())
 }

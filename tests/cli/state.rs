@@ -236,6 +236,15 @@ fn install_repairs_a_0644_privatekey_and_a_loose_provisioned_dir() {
 }
 
 #[test]
+fn doctor_reports_loose_modes_with_their_fix() {
+    let node = Node::installed();
+    fs::set_permissions(node.path("privatekey"), fs::Permissions::from_mode(0o644)).unwrap();
+    let out = node.wgp2p().args(["doctor"]).fails();
+    let line = format!("{} has mode 0644", node.path("privatekey").display());
+    out.stdout_has(&line).stdout_has("chmod 600");
+}
+
+#[test]
 fn a_file_content_is_never_echoed_whole() {
     let node = Node::installed();
     let junk = format!("not-an-endpoint-{}", "Z".repeat(500));
