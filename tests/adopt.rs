@@ -214,3 +214,36 @@ fn relay_disable_restores_only_what_relay_enable_changed() {
     assert_eq!((forwarding(&a), rule_count(&a)), ("0".into(), 0));
     assert!(!a.read_file(CONF).contains("wgp2p relay"));
 }
+
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn install_never_rekeys_a_running_interface_whose_key_is_elsewhere() {
+    let lab = Lab::new();
+    let a = lab.public_host("a");
+    let (private, public) = lab::wg_keypair();
+    a.run(&["mkdir", "-p", "-m", "700", "/etc/wireguard/keys"])
+        .expect_ok("mkdir");
+    a.write_file("/etc/wireguard/keys/wg0.key", &private);
+    // The key is set by a hook from a file wgp2p does not know.
+    let conf = "[Interface]\nAddress = 10.15.0.1/24\nListenPort = 51820\nPostUp = wg set %i private-key /etc/wireguard/keys/wg0.key\n";
+    a.write_file(CONF, conf);
+    a.run(&["wg-quick", "up", "wg0"])
+        .expect_ok("wg-quick up wg0");
+    assert_eq!(live_public_key(&a), public);
+    let out = a.wgp2p(&["install", "10.15.0.1/24"]);
+    assert!(
+        !out.success(),
+        "install re-keyed or adopted a key it cannot see"
+    );
+    assert!(
+        out.all_output().contains("is running with public key"),
+        "{}",
+        out.all_output()
+    );
+    assert_eq!(live_public_key(&a), public, "the live key changed");
+    assert_eq!(a.read_file(CONF), conf);
+    assert!(
+        !a.run(&["test", "-e", "/etc/wireguard/privatekey"])
+            .success()
+    );
+}
