@@ -311,3 +311,59 @@ fn relayed_peer_with_a_direct_tunnel_live() {
     let shown = status(&a);
     assert!(!shown.contains("DRIFT"), "{shown}");
 }
+
+/// The reproduction: `remove-peer KEY` of a peer that is live but
+/// not in the config exited 4 ("no peer named or keyed").
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn remove_peer_key_removes_a_live_only_peer() {
+    let lab = Lab::new();
+    let ([a, _b, _c], _) = mesh(&lab);
+    let (_, stranger) = wg_keypair();
+    wg(
+        &a,
+        &[
+            "set",
+            "wg0",
+            "peer",
+            &stranger,
+            "allowed-ips",
+            "10.15.0.99/32",
+        ],
+    );
+    let conf_before = a.read_file("/etc/wireguard/wg0.conf");
+    a.wgp2p_ok(&["remove-peer", &stranger]);
+    assert!(!live_peers(&a).contains(&stranger));
+    assert_eq!(a.read_file("/etc/wireguard/wg0.conf"), conf_before);
+    // Unknown to both: still an error that changes nothing.
+    let again = a.wgp2p(&["remove-peer", &stranger]);
+    assert_eq!(again.status.and_then(|s| s.code()), Some(4), "{again}");
+}
+
+/// The reproduction: `remove-peer` of a relayed peer edited the
+/// config and printed "removed (live)" while its direct tunnel kept running.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn remove_peer_of_a_relayed_peer_removes_its_live_direct_tunnel() {
+    let lab = Lab::new();
+    let ([a, _b, c], lines) = mesh(&lab);
+    let voyager = lines[2].public_key();
+    a.wgp2p_ok(&["relay", "voyager", "via", "enterprise"]);
+    let endpoint = c.endpoint(51820);
+    wg(
+        &a,
+        &[
+            "set",
+            "wg0",
+            "peer",
+            voyager,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            "10.15.0.3/32",
+        ],
+    );
+    a.wgp2p_ok(&["remove-peer", voyager]);
+    assert!(!live_peers(&a).contains(voyager), "{}", live_peers(&a));
+    assert!(!a.read_file("/etc/wireguard/wg0.conf").contains(voyager));
+}
