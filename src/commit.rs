@@ -72,7 +72,7 @@ pub fn commit_change(
     }
     let dir = &node.paths.dir;
     let undo = if live {
-        undo_of(dir, change)?
+        store::undo_of(dir, change)?
     } else {
         Change::new()
     };
@@ -88,21 +88,6 @@ pub fn commit_change(
             Err(device_error)
         }
     }
-}
-
-/// The change that puts back what `change` replaces or removes.
-fn undo_of(dir: &std::path::Path, change: &Change) -> Result<Change> {
-    let mut undo = Change::new();
-    for name in change.names() {
-        if name == store::PROVISIONED {
-            continue;
-        }
-        match store::current(dir, name)? {
-            Some(bytes) => undo.write(name, bytes),
-            None => undo.remove(name),
-        };
-    }
-    Ok(undo)
 }
 
 #[cfg(test)]

@@ -753,11 +753,35 @@ pub fn apply(dir: &Path, change: &Change) -> Result<()> {
     if change.ops.len() == 1 {
         return run_ops(dir, change);
     }
+    let undo = undo_of(dir, change)?;
     let fd = open_dir(dir)?;
     replace_at(fd.as_fd(), dir, JOURNAL, &change.encode())?;
-    run_ops(dir, change)?;
+    if let Err(e) = run_ops(dir, change) {
+        // A step failed (a full disk): put back what was replaced. If that
+        // fails too, the journal stays and the next run completes it.
+        if run_ops(dir, &undo).is_ok() {
+            let _ = unlink_at(fd.as_fd(), dir, JOURNAL).and_then(|_| sync_fd(fd.as_fd(), dir));
+        }
+        return Err(e);
+    }
     unlink_at(fd.as_fd(), dir, JOURNAL)?;
     sync_fd(fd.as_fd(), dir)
+}
+
+/// The change that puts back what `change` replaces or removes.
+pub fn undo_of(dir: &Path, change: &Change) -> Result<Change> {
+    let mut undo = Change::new();
+    for op in &change.ops {
+        match op {
+            Op::Write(name, _) | Op::Remove(name) => match current(dir, name)? {
+                Some(bytes) => undo.write(name.as_str(), bytes),
+                None => undo.remove(name.as_str()),
+            },
+            // The files written back recreate the dir.
+            Op::RemoveDir(_) => continue,
+        };
+    }
+    Ok(undo)
 }
 
 /// The bytes `name` holds now (`None`: absent), for a change's undo.
@@ -955,6 +979,19 @@ mod tests {
         let _held = lock(dir.path()).unwrap();
         assert_eq!(names(dir.path()), ["privatekey", "wg0.conf"]);
         assert_eq!(fs::read(dir.path().join("privatekey")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_failing_step_puts_back_what_was_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"old").unwrap();
+        // A file where the dir should be: the second step fails.
+        fs::write(dir.path().join(PROVISIONED), b"not a dir").unwrap();
+        let mut change = Change::new();
+        change.write("a", "new").write("provisioned-peers/p.conf", "x");
+        assert!(apply(dir.path(), &change).is_err());
+        assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"old");
+        assert_eq!(names(dir.path()), ["a", PROVISIONED]);
     }
 
     #[test]
