@@ -3,6 +3,7 @@
 //! a temporary `WG_CONFIG_DIR` and no STUN servers (no network).
 
 mod cli {
+    pub mod advice;
     pub mod matrix;
     pub mod node;
     pub mod pipes;

@@ -367,3 +367,26 @@ fn remove_peer_of_a_relayed_peer_removes_its_live_direct_tunnel() {
     assert!(!live_peers(&a).contains(voyager), "{}", live_peers(&a));
     assert!(!a.read_file("/etc/wireguard/wg0.conf").contains(voyager));
 }
+
+/// Down: status's and doctor's advice brings the interface back.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn down_advice_brings_the_interface_up() {
+    let lab = Lab::new();
+    let ([a, _b, _c], _) = mesh(&lab);
+    a.wgp2p_ok(&["stop"]);
+    let shown = status(&a);
+    let command = advice(&shown, "enterprise: interface is down");
+    assert_eq!(command, ["wgp2p", "start"]);
+    follow(&a, &command);
+    assert!(!status(&a).contains("interface is down"));
+    assert_pings(&a, "10.15.0.2");
+
+    a.wgp2p_ok(&["stop"]);
+    let doctor = a.wgp2p(&["doctor"]).stdout;
+    let command = advice(&doctor, "wg0 is down");
+    follow(&a, &command);
+    let doctor = a.wgp2p(&["doctor"]).stdout;
+    assert!(!doctor.contains("wg0 is down"), "{doctor}");
+    assert_pings(&a, "10.15.0.3");
+}

@@ -123,7 +123,7 @@ fn tool_findings(f: &Facts, out: &mut Vec<String>) {
         out.push("wg or wg-quick is missing: run `wgp2p dependencies`".into());
     }
     if !f.has_kernel_module && !f.has_wireguard_go {
-        out.push("no WireGuard kernel module and no wireguard-go: install the wireguard-go package (or a kernel with WireGuard)".into());
+        out.push("no WireGuard kernel module and no wireguard-go: install wireguard-go with the package manager (e.g. `apt-get install --no-install-recommends wireguard-go`), or boot a kernel with WireGuard".into());
     }
 }
 

@@ -14,7 +14,7 @@ mod relay_forwarding;
 mod remove_peer;
 mod repair;
 mod start_stop;
-pub mod status;
+mod status;
 mod sync;
 mod uninstall;
 
