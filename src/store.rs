@@ -988,7 +988,9 @@ mod tests {
         // A file where the dir should be: the second step fails.
         fs::write(dir.path().join(PROVISIONED), b"not a dir").unwrap();
         let mut change = Change::new();
-        change.write("a", "new").write("provisioned-peers/p.conf", "x");
+        change
+            .write("a", "new")
+            .write("provisioned-peers/p.conf", "x");
         assert!(apply(dir.path(), &change).is_err());
         assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"old");
         assert_eq!(names(dir.path()), ["a", PROVISIONED]);
