@@ -6,6 +6,15 @@
 # Everything created here is recorded and removed by lab_cleanup, which
 # kills only the recorded holders and the PIDs `ip netns pids` lists for
 # this lab's own namespaces.
+#
+# The reference lab is tests/lab (Rust, used by every lab test): it checks
+# the machine's requirements, builds NAT routers and STUN servers, and its
+# guard cleans up even when a test panics. This file is a small bash copy
+# of its host setup (same namespaces, holder and mounts, same 203.0.113.0/24
+# bridge) for the benchmarks only: they time single commands from a shell
+# (`now_us`, no fork) next to `wg set` and the old shell script's way, and
+# must run from a release binary without building the test harness. When
+# the host setup changes in tests/lab/mod.rs, change it here too.
 
 LAB_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LAB_PREFIX="wgb$$"

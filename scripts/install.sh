@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# Build wgp2p and install it with its runtime dependencies (Debian/Ubuntu).
-# Run as root from the repository: sudo -E env "PATH=$PATH" scripts/install.sh
+# Build wgp2p from this checkout and install it, with its runtime packages,
+# on Debian or Ubuntu. From the repository:
+#   scripts/install.sh                          (as root)
+#   sudo -E env "PATH=$PATH" scripts/install.sh (as a user with sudo: keeps
+#                                                the PATH that finds cargo)
+# Needs Rust >= 1.89 (rustup, see README.md). Installs with apt-get, without
+# recommends (wireguard-tools recommends a kernel image): wireguard-tools,
+# wireguard-go, iproute2, and a linker to build. Then installs the binary
+# in /usr/local/bin, the man page and the bash, zsh and fish completions
+# under /usr/local/share, and runs `wgp2p --version`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if command -v apt-get >/dev/null; then
-  need=()
-  for p in wireguard-tools wireguard-go iproute2 iputils-ping; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-  done
-  if [ "${#need[@]}" -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-  fi
-fi
+# shellcheck source=scripts/packages.sh
+. scripts/packages.sh
+
+[ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root, or: sudo -E env \"PATH=\$PATH\" $0" >&2; exit 1; }
+command -v cargo >/dev/null || {
+  echo "install.sh: cargo is missing: install Rust >= 1.89 with rustup (README.md, Quick start)" >&2
+  exit 1
+}
+ensure_packages "${BUILD_PACKAGES[@]}" "${RUNTIME_PACKAGES[@]}"
 cargo build --release --locked
-install -D -m 0755 target/release/wgp2p /usr/local/bin/wgp2p
+
+prefix=/usr/local
+install -D -m 0755 target/release/wgp2p "$prefix/bin/wgp2p"
+bin=$prefix/bin/wgp2p
 # Completions and man page, where each shell and man(1) look for them.
-install -d /usr/local/share/bash-completion/completions /usr/local/share/zsh/site-functions \
-  /usr/local/share/fish/vendor_completions.d /usr/local/share/man/man1
-/usr/local/bin/wgp2p completions bash > /usr/local/share/bash-completion/completions/wgp2p
-/usr/local/bin/wgp2p completions zsh > /usr/local/share/zsh/site-functions/_wgp2p
-/usr/local/bin/wgp2p completions fish > /usr/local/share/fish/vendor_completions.d/wgp2p.fish
-/usr/local/bin/wgp2p man > /usr/local/share/man/man1/wgp2p.1
-/usr/local/bin/wgp2p --version
+install -d "$prefix/share/bash-completion/completions" "$prefix/share/zsh/site-functions" \
+  "$prefix/share/fish/vendor_completions.d" "$prefix/share/man/man1"
+"$bin" completions bash > "$prefix/share/bash-completion/completions/wgp2p"
+"$bin" completions zsh > "$prefix/share/zsh/site-functions/_wgp2p"
+"$bin" completions fish > "$prefix/share/fish/vendor_completions.d/wgp2p.fish"
+"$bin" man > "$prefix/share/man/man1/wgp2p.1"
+command -v mandb >/dev/null && mandb -q "$prefix/share/man" 2>/dev/null || true
+
+echo "installed $bin, its man page (man wgp2p) and completions"
+"$bin" --version
+echo "next: wgp2p install 10.15.0.1/24 (see README.md)"

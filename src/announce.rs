@@ -40,7 +40,7 @@ pub fn host_name() -> PeerName {
         .unwrap_or_else(|_| PeerName::from_static("wgp2p-node"))
 }
 
-/// This node's public endpoint, in the order of the spec: the endpoint
+/// This node's public endpoint, in the order of docs/behaviour.md: the endpoint
 /// remembered from `install --endpoint`, `WGP2P_ENDPOINT`, STUN discovery.
 /// `None` when all of them fail (the caller prints a placeholder).
 pub fn public_endpoint(ctx: &Context, node: &Node, port: u16) -> Result<Option<Endpoint>> {

@@ -7,8 +7,10 @@ use crate::error::{Error, Result};
 use crate::service::{Kind, Service};
 use crate::store::{self, DirLock};
 
-/// Environment variables, read once at start-up so that no function
-/// deeper down reads global state.
+/// wgp2p's own environment variables, read once at start-up and passed
+/// down. Deeper down, the process environment is read only for `PATH`
+/// (finding programs, in `system`) and `NO_COLOR` (in `output`), and child
+/// processes inherit it.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     /// `WGP2P_ENDPOINT`: this node's public HOST[:PORT].

@@ -1,5 +1,7 @@
-//! Running system programs and finding them on PATH: the one place
-//! wgp2p starts other processes.
+//! Running system programs (wg-quick, systemctl, iptables, sysctl…) and
+//! finding them on PATH. Two commands start their own processes instead:
+//! `doctor` asks `systemctl is-enabled` (its answer is the exit status) and
+//! `dependencies` runs the package manager with its output on the terminal.
 
 use std::fs::File;
 use std::io::{Read, Seek};

@@ -317,7 +317,7 @@ impl Endpoint {
                 .ok()
                 .and_then(|mut addrs| addrs.next())
                 .ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::System(format!(
                         "cannot resolve endpoint {}: expected a DNS name that resolves to an address",
                         quoted(&self.to_string())
                     ))
@@ -681,6 +681,14 @@ mod tests {
         for bad in ["0", "65536", "-1", "x", ""] {
             assert!(parse_port(bad).is_err());
         }
+    }
+
+    /// A well-formed name that does not resolve is the resolver's answer,
+    /// not bad input: exit 1. (`.invalid` never resolves, RFC 6761.)
+    #[test]
+    fn an_endpoint_that_does_not_resolve_is_a_system_failure() {
+        let endpoint: Endpoint = "no-such-host.invalid:51820".parse().unwrap();
+        assert_eq!(endpoint.resolve().unwrap_err().code(), 1);
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod cli {
     pub mod advice;
+    pub mod exit_codes;
     pub mod matrix;
     pub mod node;
     pub mod pipes;
@@ -16,12 +17,12 @@ use std::os::unix::fs::PermissionsExt;
 
 use cli::node::{Node, conf_value, sections, wg_pubkey};
 
-/// A peer's private key and its public key.
-pub const PRIV_A: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
-pub const KEY_A: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
-/// Public keys of other peers.
-pub const KEY_B: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
-pub const KEY_C: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+/// The private and public key of peer alice.
+pub const ALICE_PRIVATE: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
+pub const ALICE_KEY: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
+/// Public keys of peers bob and carol.
+pub const BOB_KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+pub const CAROL_KEY: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
 /// A private key for this node in the "old script" tests.
 const PRIV_OWN: &str = "QJRBRzLEyYrAc6igP44D0lZexzaFdFSycMcUPX7Ex18=";
 
@@ -38,7 +39,7 @@ const COMMANDS: [&str; 10] = [
     "provision-peer",
 ];
 
-/// An installed node with peer alice (KEY_A, 10.15.0.2) and a provisioned
+/// An installed node with peer alice (ALICE_KEY, 10.15.0.2) and a provisioned
 /// device `phone`.
 fn node_with_alice() -> Node {
     let node = Node::installed();
@@ -50,7 +51,7 @@ fn node_with_alice() -> Node {
             "198.51.100.9:51820",
             "10.15.0.9/24",
         ])
-        .ok();
+        .succeeds();
     node
 }
 
@@ -60,10 +61,10 @@ fn add_alice(node: &Node) {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
-        .ok()
+        .succeeds()
         .stdout_has("alice");
 }
 
@@ -122,11 +123,11 @@ fn install_endpoint_is_remembered() {
     let out = node
         .wgp2p()
         .args(["install", "10.15.0.1/24", "--endpoint", "203.0.113.7"])
-        .ok();
+        .succeeds();
     let line = out.add_peer_line();
     assert_eq!(line.endpoint, "203.0.113.7:51820");
     assert!(!out.stderr.contains("warning"), "{out}");
-    let again = node.wgp2p().args(["add-peer"]).ok();
+    let again = node.wgp2p().args(["add-peer"]).succeeds();
     assert_eq!(again.add_peer_line(), line);
     // A re-install without --endpoint keeps it too.
     let reinstall = node.install("10.15.0.1/24");
@@ -140,13 +141,13 @@ fn install_uses_wgp2p_endpoint_env() {
         .wgp2p()
         .args(["install", "10.15.0.1/24"])
         .env("WGP2P_ENDPOINT", "vpn.example.org:4000")
-        .ok();
+        .succeeds();
     assert_eq!(out.add_peer_line().endpoint, "vpn.example.org:4000");
     let out = node
         .wgp2p()
         .args(["add-peer"])
         .env("WGP2P_ENDPOINT", "198.51.100.77")
-        .ok();
+        .succeeds();
     assert_eq!(out.add_peer_line().endpoint, "198.51.100.77:51820");
 }
 
@@ -157,7 +158,7 @@ fn install_endpoint_beats_wgp2p_endpoint_env() {
         .wgp2p()
         .args(["install", "10.15.0.1/24", "--endpoint", "203.0.113.7:5555"])
         .env("WGP2P_ENDPOINT", "198.51.100.77")
-        .ok();
+        .succeeds();
     assert_eq!(out.add_peer_line().endpoint, "203.0.113.7:5555");
 }
 
@@ -192,21 +193,21 @@ fn install_port_is_written_and_announced() {
     let out = node
         .wgp2p()
         .args(["install", "10.15.0.1/24", "--port", "51999"])
-        .ok();
+        .succeeds();
     assert!(out.add_peer_line().endpoint.ends_with(":51999"), "{out}");
     assert_eq!(
         conf_value(&node.conf(), "Interface", 0, "ListenPort").as_deref(),
         Some("51999")
     );
     // Remembered through the conf: later lines keep the port.
-    let later = node.wgp2p().args(["add-peer"]).ok();
+    let later = node.wgp2p().args(["add-peer"]).succeeds();
     assert_eq!(later.add_peer_line().endpoint, "<PUBLIC-IP>:51999");
     let other = Node::new();
     let out = other
         .wgp2p()
         .args(["install", "10.15.0.1/24", "--endpoint", "203.0.113.7"])
         .env("WG_PORT", "51999")
-        .ok();
+        .succeeds();
     assert_eq!(out.add_peer_line().endpoint, "203.0.113.7:51999");
 }
 
@@ -215,11 +216,11 @@ fn remembered_endpoint_without_port_follows_the_listen_port() {
     let node = Node::new();
     node.wgp2p()
         .args(["install", "10.15.0.1/24", "--endpoint", "203.0.113.7"])
-        .ok();
+        .succeeds();
     let out = node
         .wgp2p()
         .args(["install", "10.15.0.1/24", "--port", "51999"])
-        .ok();
+        .succeeds();
     assert_eq!(
         conf_value(&node.conf(), "Interface", 0, "ListenPort").as_deref(),
         Some("51999")
@@ -233,7 +234,7 @@ fn install_with_ipv6_address() {
     let out = node
         .wgp2p()
         .args(["install", "fd00:15::1/64", "--endpoint", "[2001:db8::7]"])
-        .ok();
+        .succeeds();
     let line = out.add_peer_line();
     assert_eq!(
         (line.ip.as_str(), line.endpoint.as_str()),
@@ -254,14 +255,14 @@ fn populate(node: &Node, umask_000: bool) {
     let run = |args: &[&str]| {
         let run = node.wgp2p().args(args.iter().copied());
         let run = if umask_000 { run.umask_000() } else { run };
-        run.ok();
+        run.succeeds();
     };
     run(&["install", "10.15.0.1/24", "--endpoint", "203.0.113.7"]);
     run(&[
         "add-peer",
         "alice",
         "198.51.100.2:51820",
-        KEY_A,
+        ALICE_KEY,
         "10.15.0.2",
     ]);
     run(&[
@@ -289,7 +290,7 @@ fn files_are_private_under_umask_000() {
         .args(["import-key"])
         .stdin(PRIV_OWN)
         .umask_000()
-        .ok();
+        .succeeds();
     assert_private_modes(&node);
 }
 
@@ -310,7 +311,7 @@ fn config_dir_option_beats_the_environment() {
     let dir = other.dir().to_str().expect("a UTF-8 temp path").to_string();
     node.wgp2p()
         .args(["--config-dir", &dir, "install", "10.15.0.1/24"])
-        .ok();
+        .succeeds();
     assert!(other.path("wg0.conf").exists());
     assert!(!node.dir().exists());
 }
@@ -320,7 +321,7 @@ fn interface_option_names_the_conf() {
     let node = Node::new();
     node.wgp2p()
         .args(["--interface", "wgmesh", "install", "10.15.0.1/24"])
-        .ok();
+        .succeeds();
     assert!(node.path("wgmesh.conf").exists());
     assert!(!node.path("wg0.conf").exists());
     node.wgp2p()
@@ -328,11 +329,11 @@ fn interface_option_names_the_conf() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
         .env("WG_INTERFACE", "wgmesh")
-        .ok();
+        .succeeds();
     assert!(node.read("wgmesh.conf").contains("# Name = alice"));
 }
 
@@ -347,13 +348,13 @@ fn add_peer_writes_a_named_section() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2/24",
         ])
-        .ok();
+        .succeeds();
     out.stdout_has("alice").stderr_has("/24");
     let expected = format!(
-        "[Peer]\n# Name = alice\nPublicKey = {KEY_A}\nEndpoint = 198.51.100.2:51820\nAllowedIPs = 10.15.0.2/32\nPersistentKeepalive = 25\n"
+        "[Peer]\n# Name = alice\nPublicKey = {ALICE_KEY}\nEndpoint = 198.51.100.2:51820\nAllowedIPs = 10.15.0.2/32\nPersistentKeepalive = 25\n"
     );
     assert!(node.conf().ends_with(&expected), "{}", node.conf());
 }
@@ -366,11 +367,11 @@ fn add_peer_with_subnets_and_no_keepalive() {
             "add-peer",
             "alice",
             "[2001:db8::2]:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
         .args(["--allowed-ips", "192.168.5.0/24", "--keepalive", "0"])
-        .ok();
+        .succeeds();
     let conf = node.conf();
     let value = |key| conf_value(&conf, "Peer", 0, key);
     assert_eq!(
@@ -389,10 +390,10 @@ fn add_peer_keeps_a_dns_endpoint_as_written() {
             "add-peer",
             "alice",
             "alice.example.org:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
-        .ok();
+        .succeeds();
     assert_eq!(
         conf_value(&node.conf(), "Peer", 0, "Endpoint").as_deref(),
         Some("alice.example.org:51820")
@@ -410,10 +411,10 @@ fn adding_the_same_peer_again_changes_nothing() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
-        .ok();
+        .succeeds();
     out.stdout_has("nothing changed").stdout_has("alice");
     assert_eq!(before.diff(&node.snapshot()), "");
 }
@@ -428,10 +429,10 @@ fn same_name_and_key_with_a_new_ip_updates_in_place() {
             "add-peer",
             "alice",
             "198.51.100.5:51821",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.5",
         ])
-        .ok();
+        .succeeds();
     out.stdout_has("updated").stdout_has("alice");
     let conf = node.conf();
     assert_eq!(sections(&conf, "Peer").len(), 1, "{conf}");
@@ -452,14 +453,14 @@ fn remove_peer_by_name_and_by_key() {
     add_alice(&node);
     node.wgp2p()
         .args(["remove-peer", "alice"])
-        .ok()
+        .succeeds()
         .stdout_has("alice")
         .stderr_is_empty();
     assert_eq!(node.conf(), bare);
     add_alice(&node);
     node.wgp2p()
-        .args(["remove-peer", KEY_A])
-        .ok()
+        .args(["remove-peer", ALICE_KEY])
+        .succeeds()
         .stdout_has("alice");
     assert_eq!(node.conf(), bare);
 }
@@ -469,21 +470,27 @@ fn removing_one_peer_keeps_the_others() {
     let node = Node::installed();
     add_alice(&node);
     node.wgp2p()
-        .args(["add-peer", "bob", "198.51.100.3:51820", KEY_B, "10.15.0.3"])
-        .ok();
+        .args([
+            "add-peer",
+            "bob",
+            "198.51.100.3:51820",
+            BOB_KEY,
+            "10.15.0.3",
+        ])
+        .succeeds();
     let with_alice = node.conf();
     node.wgp2p()
         .args([
             "add-peer",
             "carol",
             "198.51.100.4:51820",
-            KEY_C,
+            CAROL_KEY,
             "10.15.0.4",
         ])
-        .ok();
-    node.wgp2p().args(["remove-peer", "carol"]).ok();
+        .succeeds();
+    node.wgp2p().args(["remove-peer", "carol"]).succeeds();
     assert_eq!(node.conf(), with_alice);
-    node.wgp2p().args(["remove-peer", "alice"]).ok();
+    node.wgp2p().args(["remove-peer", "alice"]).succeeds();
     let conf = node.conf();
     assert_eq!(sections(&conf, "Peer").len(), 1);
     assert!(
@@ -525,7 +532,7 @@ fn hand_written_lines_survive_add_and_remove() {
         added.starts_with(&text),
         "hand-written lines changed:\n{added}"
     );
-    node.wgp2p().args(["remove-peer", "alice"]).ok();
+    node.wgp2p().args(["remove-peer", "alice"]).succeeds();
     assert_eq!(node.conf(), text);
 }
 
@@ -533,14 +540,14 @@ fn hand_written_lines_survive_add_and_remove() {
 fn hand_written_peer_can_be_removed_and_the_rest_survives() {
     let (node, text) = node_with_hand_edits();
     node.wgp2p()
-        .args(["remove-peer", KEY_C])
-        .ok()
-        .stdout_has(KEY_C);
+        .args(["remove-peer", CAROL_KEY])
+        .succeeds()
+        .stdout_has(CAROL_KEY);
     let conf = node.conf();
     let kept = text.split("[Peer]").next().expect("text before the peer");
     assert!(conf.starts_with(kept.trim_end()), "{conf}");
     assert!(
-        !conf.contains(KEY_C) && !conf.contains("UnknownPeerKey"),
+        !conf.contains(CAROL_KEY) && !conf.contains("UnknownPeerKey"),
         "{conf}"
     );
 }
@@ -558,7 +565,7 @@ fn crlf_conf_survives_add_and_remove() {
         added.matches("\r\n").count(),
         "{added:?}"
     );
-    node.wgp2p().args(["remove-peer", "alice"]).ok();
+    node.wgp2p().args(["remove-peer", "alice"]).succeeds();
     assert_eq!(node.conf(), text);
 }
 
@@ -576,7 +583,7 @@ fn concurrent_add_peers_are_all_kept() {
                 let (name, ip) = (format!("peer{i}"), format!("10.15.0.{}", 10 + i));
                 node.wgp2p()
                     .args(["add-peer", &name, "198.51.100.3:51820", key, &ip])
-                    .ok();
+                    .succeeds();
             });
         }
     });
@@ -604,7 +611,7 @@ fn old_script_node() -> (Node, String) {
     node.write(
         "wg0.conf",
         &format!(
-            "[Interface]\nAddress = 10.15.0.1/24\nSaveConfig = true\nListenPort = 51820\nPrivateKey = {PRIV_OWN}\n\n[Peer]\nPublicKey = {KEY_B}\nAllowedIPs = 10.15.0.3/32\nEndpoint = 198.51.100.3:51820\nPersistentKeepalive = 25\n"
+            "[Interface]\nAddress = 10.15.0.1/24\nSaveConfig = true\nListenPort = 51820\nPrivateKey = {PRIV_OWN}\n\n[Peer]\nPublicKey = {BOB_KEY}\nAllowedIPs = 10.15.0.3/32\nEndpoint = 198.51.100.3:51820\nPersistentKeepalive = 25\n"
         ),
     );
     (node, public)
@@ -621,9 +628,9 @@ fn install_adopts_the_old_script_conf() {
     assert_eq!(sections(&conf, "Peer").len(), 1, "{conf}");
     assert_eq!(
         conf_value(&conf, "Peer", 0, "PublicKey").as_deref(),
-        Some(KEY_B)
+        Some(BOB_KEY)
     );
-    let status = node.wgp2p().args(["status"]).ok();
+    let status = node.wgp2p().args(["status"]).succeeds();
     status.stdout_has("(unnamed)");
 }
 
@@ -632,8 +639,14 @@ fn add_peer_names_an_unnamed_peer() {
     let (node, _) = old_script_node();
     node.install("10.15.0.1/24");
     node.wgp2p()
-        .args(["add-peer", "bob", "198.51.100.3:51820", KEY_B, "10.15.0.3"])
-        .ok()
+        .args([
+            "add-peer",
+            "bob",
+            "198.51.100.3:51820",
+            BOB_KEY,
+            "10.15.0.3",
+        ])
+        .succeeds()
         .stdout_has("bob");
     let conf = node.conf();
     let peers = sections(&conf, "Peer");
@@ -643,7 +656,7 @@ fn add_peer_names_an_unnamed_peer() {
         Some("# Name = bob"),
         "{conf}"
     );
-    node.wgp2p().args(["remove-peer", "bob"]).ok();
+    node.wgp2p().args(["remove-peer", "bob"]).succeeds();
     assert!(!node.conf().contains("[Peer]"));
 }
 
@@ -659,7 +672,7 @@ fn provision(node: &Node, extra: &[&str]) -> (cli::node::Out, String) {
             "10.15.0.9/24",
         ])
         .args(extra.iter().copied())
-        .ok();
+        .succeeds();
     let conf = node.read("provisioned-peers/phone.conf");
     (out, conf)
 }
@@ -708,7 +721,7 @@ fn provisioned_line_can_be_run_here() {
     let line = out.add_peer_line();
     node.wgp2p()
         .args(["add-peer", &line.name, &line.endpoint, &line.key, &line.ip])
-        .ok()
+        .succeeds()
         .stdout_has("phone");
 }
 
@@ -721,7 +734,7 @@ fn provision_peer_mesh_lists_every_known_peer() {
     assert_eq!(peers.len(), 2, "{conf}");
     assert_eq!(
         conf_value(&conf, "Peer", 1, "PublicKey").as_deref(),
-        Some(KEY_A)
+        Some(ALICE_KEY)
     );
     assert_eq!(
         conf_value(&conf, "Peer", 1, "Endpoint").as_deref(),
@@ -817,16 +830,16 @@ fn import_key_from_stdin_with_dash() {
         .wgp2p()
         .args(["import-key", "-"])
         .stdin(&format!("{PRIV_OWN}\n"))
-        .ok();
+        .succeeds();
     assert_imported(&node, &out, PRIV_OWN);
     let before = node.snapshot();
     node.wgp2p()
         .args(["import-key", "-"])
         .stdin(PRIV_OWN)
-        .ok()
+        .succeeds()
         .stdout_has("nothing changed");
     assert_eq!(before.diff(&node.snapshot()), "");
-    let line = node.wgp2p().args(["add-peer"]).ok().add_peer_line();
+    let line = node.wgp2p().args(["add-peer"]).succeeds().add_peer_line();
     assert_eq!(line.key, wg_pubkey(PRIV_OWN));
 }
 
@@ -834,7 +847,7 @@ fn import_key_from_stdin_with_dash() {
 fn import_key_from_stdin_without_argument() {
     let node = Node::installed();
     add_alice(&node);
-    let out = node.wgp2p().args(["import-key"]).stdin(PRIV_OWN).ok();
+    let out = node.wgp2p().args(["import-key"]).stdin(PRIV_OWN).succeeds();
     assert_imported(&node, &out, PRIV_OWN);
     assert!(node.conf().contains("# Name = alice"));
 }
@@ -846,8 +859,12 @@ fn import_key_refuses_garbage_and_peer_keys() {
     let before = node.snapshot();
     let garbage = node.wgp2p().args(["import-key"]).stdin("hunter2\n").fails();
     garbage.never_shows("hunter2");
-    let peer = node.wgp2p().args(["import-key"]).stdin(PRIV_A).fails();
-    peer.stderr_has(KEY_A).never_shows(PRIV_A);
+    let peer = node
+        .wgp2p()
+        .args(["import-key"])
+        .stdin(ALICE_PRIVATE)
+        .fails();
+    peer.stderr_has(ALICE_KEY).never_shows(ALICE_PRIVATE);
     assert_eq!(before.diff(&node.snapshot()), "");
 }
 
@@ -856,7 +873,7 @@ fn import_key_refuses_garbage_and_peer_keys() {
 #[test]
 fn status_shows_peers_by_name_down() {
     let node = node_with_alice();
-    let out = node.wgp2p().args(["status"]).ok();
+    let out = node.wgp2p().args(["status"]).succeeds();
     out.stdout_has("alice")
         .stdout_has("down")
         .stdout_has("198.51.100.2:51820");
@@ -867,7 +884,7 @@ fn status_shows_peers_by_name_down() {
 #[test]
 fn status_json_has_the_documented_fields() {
     let node = node_with_alice();
-    let out = node.wgp2p().args(["status", "--json"]).ok();
+    let out = node.wgp2p().args(["status", "--json"]).succeeds();
     let json: serde_json::Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(json["interface"], "wg0");
@@ -875,7 +892,7 @@ fn status_json_has_the_documented_fields() {
     let peer = &json["peers"][0];
     assert_eq!(json["peers"].as_array().map(Vec::len), Some(1), "{json}");
     assert_eq!(peer["name"], "alice");
-    assert_eq!(peer["public_key"], KEY_A);
+    assert_eq!(peer["public_key"], ALICE_KEY);
     assert_eq!(peer["endpoint"], "198.51.100.2:51820");
     assert_eq!(peer["allowed_ips"], serde_json::json!(["10.15.0.2/32"]));
     assert!(peer["latest_handshake_secs_ago"].is_null(), "{peer}");
@@ -887,7 +904,7 @@ fn status_json_has_the_documented_fields() {
 #[test]
 fn status_json_as_global_option_before_the_command() {
     let node = Node::installed();
-    let out = node.wgp2p().args(["--json", "status"]).ok();
+    let out = node.wgp2p().args(["--json", "status"]).succeeds();
     let json: serde_json::Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(json["peers"], serde_json::json!([]));
@@ -944,7 +961,7 @@ fn commands_before_install_fail_and_create_nothing() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ],
         &["remove-peer", "alice"],
@@ -970,7 +987,7 @@ fn commands_before_install_fail_and_create_nothing() {
 #[test]
 fn uninstall_removes_everything() {
     let node = node_with_alice();
-    node.wgp2p().args(["uninstall"]).ok();
+    node.wgp2p().args(["uninstall"]).succeeds();
     for name in [
         "wg0.conf",
         "privatekey",
@@ -990,7 +1007,7 @@ fn uninstall_removes_everything() {
 fn uninstall_keep_keys_keeps_the_keys() {
     let node = node_with_alice();
     let keys = (node.read("privatekey"), node.read("publickey"));
-    node.wgp2p().args(["uninstall", "--keep-keys"]).ok();
+    node.wgp2p().args(["uninstall", "--keep-keys"]).succeeds();
     assert_eq!((node.read("privatekey"), node.read("publickey")), keys);
     for name in ["wg0.conf", "address", "endpoint", "provisioned-peers"] {
         assert!(!node.path(name).exists(), "{name} survived uninstall");
@@ -1001,14 +1018,17 @@ fn uninstall_keep_keys_keeps_the_keys() {
 
 #[test]
 fn uninstall_when_nothing_is_installed_is_fine() {
-    Node::new().wgp2p().args(["uninstall"]).ok();
+    Node::new().wgp2p().args(["uninstall"]).succeeds();
 }
 
 // ---- dependencies and help ---------------------------------------------------
 
 #[test]
 fn dependencies_dry_run_has_nothing_to_do() {
-    let out = Node::new().wgp2p().args(["dependencies", "--dry-run"]).ok();
+    let out = Node::new()
+        .wgp2p()
+        .args(["dependencies", "--dry-run"])
+        .succeeds();
     out.stdout_has("nothing to do");
 }
 
@@ -1021,10 +1041,10 @@ fn dependencies_dry_run_without_wg_prints_the_commands() {
         .wgp2p()
         .args(["dependencies", "--dry-run"])
         .env("PATH", path)
-        .ok();
+        .succeeds();
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     if os_release.contains("debian") {
-        out.stdout_has("apt-get install -y wireguard-tools");
+        out.stdout_has("apt-get install -y --no-install-recommends wireguard-tools");
     }
     assert!(!node.dir().exists());
 }
@@ -1033,15 +1053,15 @@ fn dependencies_dry_run_without_wg_prints_the_commands() {
 fn start_and_stop_change_no_file() {
     let node = node_with_alice();
     let before = node.snapshot();
-    node.wgp2p().args(["stop"]).ok();
-    node.wgp2p().args(["start"]).ok();
+    node.wgp2p().args(["stop"]).succeeds();
+    node.wgp2p().args(["start"]).succeeds();
     assert_eq!(before.diff(&node.snapshot()), "");
 }
 
 #[test]
 fn help_lists_every_command() {
     for args in [&[][..], &["help"], &["--help"], &["-h"]] {
-        let out = Node::new().wgp2p().args(args.iter().copied()).ok();
+        let out = Node::new().wgp2p().args(args.iter().copied()).succeeds();
         for command in COMMANDS {
             out.stdout_has(command);
         }
@@ -1077,13 +1097,19 @@ fn no_input_can_inject_a_line_or_section() {
     let before = node.snapshot();
     let name = format!("x{INJECTED}");
     let endpoint = format!("198.51.100.3:51820{INJECTED}");
-    let key = format!("{KEY_B}{INJECTED}");
+    let key = format!("{BOB_KEY}{INJECTED}");
     let ip = format!("10.15.0.3{INJECTED}");
     let attempts: [[&str; 5]; 4] = [
-        ["add-peer", &name, "198.51.100.3:51820", KEY_B, "10.15.0.3"],
-        ["add-peer", "bob", &endpoint, KEY_B, "10.15.0.3"],
+        [
+            "add-peer",
+            &name,
+            "198.51.100.3:51820",
+            BOB_KEY,
+            "10.15.0.3",
+        ],
+        ["add-peer", "bob", &endpoint, BOB_KEY, "10.15.0.3"],
         ["add-peer", "bob", "198.51.100.3:51820", &key, "10.15.0.3"],
-        ["add-peer", "bob", "198.51.100.3:51820", KEY_B, &ip],
+        ["add-peer", "bob", "198.51.100.3:51820", BOB_KEY, &ip],
     ];
     for args in attempts {
         node.wgp2p().args(args).fails();
@@ -1102,7 +1128,7 @@ fn no_input_can_inject_a_line_or_section() {
         node.wgp2p().args(args).fails();
     }
     assert_eq!(before.diff(&node.snapshot()), "");
-    assert!(!node.conf().contains(KEY_C));
+    assert!(!node.conf().contains(CAROL_KEY));
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! reach wgp2p's stdout, which carries `--json` and the add-peer line. This
 //! test plays wireguard-go with a fake UAPI socket that answers an unknown
 //! key on `get` and an errno on `set`, and runs the real binary against it.
+//! It needs root (the socket lives in /run/wireguard), so it is one of the
+//! ignored lab tests (`scripts/test.sh` runs it).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;

@@ -2,6 +2,8 @@
 //! disk, hostile config files, and secrets kept off child command lines.
 //! All of it on real files with the real binary; `WGP2P_SERVICE=none`
 //! keeps the machine's network untouched except where a test says so.
+//! The full-disk test mounts a tmpfs, so it needs root and is one of the
+//! ignored lab tests (`scripts/test.sh` runs it).
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -1,5 +1,5 @@
 //! End-to-end scenarios: the real `wgp2p` binary on namespace hosts, driven
-//! exactly as a user would drive it (see SPEC.md). Each test builds its own
+//! exactly as a user would drive it (see docs/behaviour.md). Each test builds its own
 //! lab, so the scenarios run in parallel.
 
 mod lab;

@@ -25,7 +25,15 @@ pub fn install_commands(os_release: &str) -> Result<Vec<Vec<&'static str>>> {
         let commands: Option<Vec<Vec<&str>>> = match candidate {
             "debian" | "ubuntu" => Some(vec![
                 vec!["apt-get", "update"],
-                vec!["apt-get", "install", "-y", "wireguard-tools"],
+                // Without recommends: they add a kernel module package,
+                // on Debian a whole kernel image.
+                vec![
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "--no-install-recommends",
+                    "wireguard-tools",
+                ],
             ]),
             "fedora" | "rhel" | "centos" => {
                 Some(vec![vec!["dnf", "install", "-y", "wireguard-tools"]])
@@ -46,7 +54,7 @@ pub fn install_commands(os_release: &str) -> Result<Vec<Vec<&'static str>>> {
             return Ok(commands);
         }
     }
-    Err(Error::NotFound(format!(
+    Err(Error::System(format!(
         "unknown distribution {:?} (ID_LIKE {:?}): install {PACKAGES} with its package manager by hand",
         id, like
     )))
@@ -112,7 +120,9 @@ mod tests {
             first("ID=\"opensuse-tumbleweed\"\nID_LIKE=\"opensuse suse\"\n"),
             "zypper"
         );
-        let err = install_commands("ID=plan9\n").unwrap_err().to_string();
+        let err = install_commands("ID=plan9\n").unwrap_err();
+        assert_eq!(err.code(), 1, "an unknown distribution is a system failure");
+        let err = err.to_string();
         assert!(
             err.contains("plan9") && err.contains("wireguard-tools"),
             "{err}"

@@ -1,4 +1,4 @@
-//! One file per command; each reads like its paragraph in the SPEC.
+//! One file per command; each reads like its paragraph in docs/behaviour.md.
 
 mod add_peer;
 mod completions;

@@ -18,7 +18,7 @@ use crate::types::Endpoint;
 
 pub fn run(ctx: &Context, path: &Path, dry_run: bool, options: Options) -> Result<()> {
     let text = read_optional(path)?.ok_or_else(|| {
-        Error::NotFound(format!(
+        Error::Invalid(format!(
             "roster {} does not exist: expected a TOML file of [[peer]] tables",
             path.display()
         ))

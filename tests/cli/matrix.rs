@@ -2,7 +2,7 @@
 //! line on stderr that names the bad value, no panic, and no file changed.
 
 use super::node::Node;
-use crate::{KEY_A, KEY_B, PRIV_A};
+use crate::{ALICE_KEY, ALICE_PRIVATE, BOB_KEY};
 
 /// One bad invocation and the text its error must contain.
 pub struct Case {
@@ -42,12 +42,12 @@ pub const OWN: &str = "{OWN}";
 
 /// `add-peer NAME` with otherwise good values; the name is the needle.
 fn name(n: &str) -> Case {
-    bad(n, &["add-peer", n, EP, KEY_B, IP])
+    bad(n, &["add-peer", n, EP, BOB_KEY, IP])
 }
 
 /// `add-peer bob ENDPOINT …`; the endpoint is the needle.
 fn endpoint(e: &str) -> Case {
-    bad(e, &["add-peer", "bob", e, KEY_B, IP])
+    bad(e, &["add-peer", "bob", e, BOB_KEY, IP])
 }
 
 /// `add-peer bob EP KEY …`; the key is the needle.
@@ -55,15 +55,15 @@ fn key(k: &str) -> Case {
     bad(k, &["add-peer", "bob", EP, k, IP])
 }
 
-/// `add-peer bob EP KEY_B PEER_IP`; the IP is the needle.
+/// `add-peer bob EP BOB_KEY PEER_IP`; the IP is the needle.
 fn peer_ip(ip: &str) -> Case {
-    bad(ip, &["add-peer", "bob", EP, KEY_B, ip])
+    bad(ip, &["add-peer", "bob", EP, BOB_KEY, ip])
 }
 
 fn allowed(nets: &str, needle: &str) -> Case {
     bad(
         needle,
-        &["add-peer", "bob", EP, KEY_B, IP, "--allowed-ips", nets],
+        &["add-peer", "bob", EP, BOB_KEY, IP, "--allowed-ips", nets],
     )
 }
 
@@ -104,24 +104,24 @@ fn names() -> Vec<Case> {
     .iter()
     .map(|n| name(n))
     .collect();
-    cases.push(bad("-x", &["add-peer", "--", "-x", EP, KEY_B, IP]));
-    cases.push(bad("-x", &["add-peer", "-x", EP, KEY_B, IP]));
+    cases.push(bad("-x", &["add-peer", "--", "-x", EP, BOB_KEY, IP]));
+    cases.push(bad("-x", &["add-peer", "-x", EP, BOB_KEY, IP]));
     // A name already used by another key.
-    cases.push(bad("alice", &["add-peer", "alice", EP, KEY_B, IP]));
+    cases.push(bad("alice", &["add-peer", "alice", EP, BOB_KEY, IP]));
     cases
 }
 
 fn keys() -> Vec<Case> {
     vec![
-        key(&KEY_B[..43]),
-        key(&format!("{KEY_B}A")),
+        key(&BOB_KEY[..43]),
+        key(&format!("{BOB_KEY}A")),
         key("abc"),
         key("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!="),
         key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
         key("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dh="),
         key(OWN),
         // The key is alice's: refused under another name.
-        key(KEY_A),
+        key(ALICE_KEY),
     ]
 }
 
@@ -210,7 +210,7 @@ fn addresses() -> Vec<Case> {
     }
     cases.push(bad(
         "10.15.0.1",
-        &["add-peer", "bob", EP, KEY_B, "10.15.0.1/24"],
+        &["add-peer", "bob", EP, BOB_KEY, "10.15.0.1/24"],
     ));
     // alice's address.
     cases.push(peer_ip("10.15.0.2"));
@@ -228,7 +228,7 @@ fn interfaces_and_ports() -> Vec<Case> {
     for iface in ["wg0123456789abcd", "wg/0", "wg 0", "", "..", "wg0\n"] {
         cases.push(bad(
             iface,
-            &["--interface", iface, "add-peer", "bob", EP, KEY_B, IP],
+            &["--interface", iface, "add-peer", "bob", EP, BOB_KEY, IP],
         ));
         cases.push(bad(iface, &["status"]).env("WG_INTERFACE", iface));
     }
@@ -240,7 +240,7 @@ fn interfaces_and_ports() -> Vec<Case> {
     for secs in ["-1", "65536", "abc"] {
         cases.push(bad(
             secs,
-            &["add-peer", "bob", EP, KEY_B, IP, "--keepalive", secs],
+            &["add-peer", "bob", EP, BOB_KEY, IP, "--keepalive", secs],
         ));
     }
     cases
@@ -250,15 +250,18 @@ fn keys_to_import() -> Vec<Case> {
     vec![
         import("garbage\n", "private key"),
         import("", "private key"),
-        import(&format!("{}\n", &PRIV_A[..43]), "private key"),
-        import(&format!("{PRIV_A}A\n"), "private key"),
+        import(&format!("{}\n", &ALICE_PRIVATE[..43]), "private key"),
+        import(&format!("{ALICE_PRIVATE}A\n"), "private key"),
         import(
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
             "private key",
         ),
-        import(&format!("{PRIV_A}\n{PRIV_A}\n"), "private key"),
+        import(
+            &format!("{ALICE_PRIVATE}\n{ALICE_PRIVATE}\n"),
+            "private key",
+        ),
         // alice's private key: its public key is a peer's.
-        import(&format!("{PRIV_A}\n"), KEY_A),
+        import(&format!("{ALICE_PRIVATE}\n"), ALICE_KEY),
         bad("private key", &["import-key", "-"]).stdin("not a key"),
         // Given as an argument (visible in the process list, but refused all the same).
         bad("private key", &["import-key", "garbage"]),
@@ -268,14 +271,14 @@ fn keys_to_import() -> Vec<Case> {
 fn commands_and_arguments() -> Vec<Case> {
     vec![
         bad("nobody", &["remove-peer", "nobody"]),
-        bad(KEY_B, &["remove-peer", KEY_B]),
+        bad(BOB_KEY, &["remove-peer", BOB_KEY]),
         bad("\"\"", &["remove-peer", ""]),
         bad("frobnicate", &["frobnicate"]),
         bad("add-peers", &["add-peers"]),
         bad("--frob", &["status", "--frob"]),
         bad("ADDRESS/CIDR", &["install"]),
         bad("ENDPOINT", &["add-peer", "bob"]),
-        bad("PEER_IP", &["add-peer", "bob", EP, KEY_B]),
+        bad("PEER_IP", &["add-peer", "bob", EP, BOB_KEY]),
         bad("PUBLIC_KEY|NAME", &["remove-peer"]),
         bad("NAME", &["provision-peer"]),
         bad("ENDPOINT", &["provision-peer", "tab"]),
@@ -283,7 +286,7 @@ fn commands_and_arguments() -> Vec<Case> {
         bad("--endpoint", &["install", "10.15.0.1/24", "--endpoint"]),
         bad("extra", &["status", "extra"]),
         bad("extra", &["install", "10.15.0.1/24", "extra"]),
-        bad("extra", &["add-peer", "bob", EP, KEY_B, IP, "extra"]),
+        bad("extra", &["add-peer", "bob", EP, BOB_KEY, IP, "extra"]),
         bad("extra", &["remove-peer", "alice", "extra"]),
         bad("extra", &["uninstall", "extra"]),
         bad("extra", &["start", "extra"]),

@@ -35,7 +35,7 @@ impl Node {
         let node = Node::new();
         node.wgp2p()
             .args(["install", "10.15.0.1/24", "--endpoint", "203.0.113.1"])
-            .ok();
+            .succeeds();
         node
     }
 
@@ -87,7 +87,7 @@ impl Node {
     /// `install ADDRESS`, which must succeed.
     #[track_caller]
     pub fn install(&self, address: &str) -> Out {
-        self.wgp2p().args(["install", address]).ok()
+        self.wgp2p().args(["install", address]).succeeds()
     }
 
     /// Every file and dir under the config dir: names, modes and bytes.
@@ -247,9 +247,9 @@ impl Run<'_> {
         out
     }
 
-    /// Run it; it must exit 0.
+    /// Run it; it must exit 0 (the counterpart of [`Run::fails`]).
     #[track_caller]
-    pub fn ok(self) -> Out {
+    pub fn succeeds(self) -> Out {
         let out = self.output();
         assert_eq!(out.code, Some(0), "expected success: {out}");
         out

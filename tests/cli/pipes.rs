@@ -37,10 +37,10 @@ fn a_closed_pipe_is_a_normal_end() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            super::super::KEY_A,
+            super::super::ALICE_KEY,
             "10.15.0.2",
         ])
-        .ok();
+        .succeeds();
     let runs: [&[&str]; 7] = [
         &["status"],
         &["--json", "status"],
@@ -87,7 +87,7 @@ fn a_change_completes_into_a_closed_pipe() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            super::super::KEY_A,
+            super::super::ALICE_KEY,
             "10.15.0.2",
         ],
     );

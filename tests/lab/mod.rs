@@ -32,6 +32,10 @@
 //! test that is run where the lab cannot work fails with the reason; none
 //! prints "skipped" and passes.
 //!
+//! This module is the reference lab. `bench/lib.sh` builds the same kind of
+//! hosts in bash for the benchmarks (see its header for why); a change to
+//! the host setup here belongs there too.
+//!
 //! Every test binary compiles this module but uses a different part of it,
 //! hence the allowances.
 #![allow(dead_code, unused_imports)]
