@@ -41,7 +41,7 @@ bash -c 'source /usr/share/bash-completion/completions/wgp2p && complete -p wgp2
 # another package). It has no conffiles, so nothing waits for a purge.
 mapfile -t listed < <(dpkg -L wgp2p)
 apt-get remove -y -qq wgp2p
-dpkg-query -W -f='${Status}\n' wgp2p 2>/dev/null | grep -q "not-installed\|config-files" ||
+[ "$(dpkg-query -W -f='${db:Status-Status}' wgp2p 2>/dev/null)" != installed ] ||
   fail "wgp2p is still installed"
 left=()
 for p in "${listed[@]}"; do
@@ -52,5 +52,5 @@ for p in "${listed[@]}"; do
   left+=("$p")
 done
 [ "${#left[@]}" -eq 0 ] || fail "left after apt-get remove: ${left[*]}"
-dpkg --purge wgp2p >/dev/null
+dpkg --purge wgp2p >/dev/null 2>&1 || true
 echo "deb-check: ok (${#listed[@]} paths installed, none left after apt-get remove)"
