@@ -2,7 +2,7 @@
 //! one test here (the lab test runs the same flows on real WireGuard).
 
 use super::node::Node;
-use crate::{KEY_A, KEY_B, KEY_C};
+use crate::{ALICE_KEY, BOB_KEY, CAROL_KEY};
 
 /// A roster entry as `export` prints it, plus any extra lines.
 fn entry(name: &str, endpoint: &str, key: &str, address: &str, extra: &str) -> String {
@@ -13,14 +13,14 @@ fn entry(name: &str, endpoint: &str, key: &str, address: &str, extra: &str) -> S
 
 /// This node's own entry, from its `export`.
 fn own_entry(node: &Node) -> String {
-    node.wgp2p().args(["export"]).ok().stdout
+    node.wgp2p().args(["export"]).succeeds().stdout
 }
 
 /// alice and bob, as two other nodes exported them.
 fn alice_and_bob() -> String {
     [
-        entry("alice", "198.51.100.2:51820", KEY_A, "10.15.0.2", ""),
-        entry("bob", "198.51.100.3:51820", KEY_B, "10.15.0.3", ""),
+        entry("alice", "198.51.100.2:51820", ALICE_KEY, "10.15.0.2", ""),
+        entry("bob", "198.51.100.3:51820", BOB_KEY, "10.15.0.3", ""),
     ]
     .concat()
 }
@@ -58,11 +58,11 @@ fn node_with_phone() -> (Node, String) {
             "203.0.113.1:51820",
             "10.15.0.50/24",
         ])
-        .ok();
+        .succeeds();
     let line = out.add_peer_line();
     node.wgp2p()
         .args(["add-peer", &line.name, &line.endpoint, &line.key, &line.ip])
-        .ok();
+        .succeeds();
     let roster = format!("{}{}", own_entry(&node), alice_and_bob());
     let out = sync(&node, &roster);
     assert_eq!(out.code, Some(0), "{out}");
@@ -79,7 +79,7 @@ fn sync_keeps_provisioned_devices() {
     let smaller = format!(
         "{}{}",
         own_entry(&node),
-        entry("bob", "198.51.100.3:51820", KEY_B, "10.15.0.3", "")
+        entry("bob", "198.51.100.3:51820", BOB_KEY, "10.15.0.3", "")
     );
     let out = sync(&node, &smaller);
     out.stdout_has("- remove alice");
@@ -89,7 +89,7 @@ fn sync_keeps_provisioned_devices() {
     let path = node.path("roster.toml");
     node.wgp2p()
         .args(["sync", "--prune", path.to_str().unwrap()])
-        .ok()
+        .succeeds()
         .stdout_has("- remove phone");
     assert!(!node.conf().contains("phone"));
 }
@@ -125,11 +125,11 @@ fn sync_refuses_routes_over_endpoints_and_default_routes() {
     let (node, roster) = node_with_phone();
     // bob's extra route covers alice's endpoint.
     let over_endpoint = roster.replace(
-        &entry("bob", "198.51.100.3:51820", KEY_B, "10.15.0.3", ""),
+        &entry("bob", "198.51.100.3:51820", BOB_KEY, "10.15.0.3", ""),
         &entry(
             "bob",
             "198.51.100.3:51820",
-            KEY_B,
+            BOB_KEY,
             "10.15.0.3",
             "allowed_ips = [\"198.51.100.0/25\"]\n",
         ),
@@ -144,7 +144,7 @@ fn sync_refuses_routes_over_endpoints_and_default_routes() {
         entry(
             "carol",
             "192.0.2.4:51820",
-            KEY_C,
+            CAROL_KEY,
             "10.15.0.4",
             "allowed_ips = [\"192.0.2.0/25\"]\n"
         )
@@ -159,7 +159,7 @@ fn sync_refuses_routes_over_endpoints_and_default_routes() {
         entry(
             "carol",
             "192.0.2.4:51820",
-            KEY_C,
+            CAROL_KEY,
             "10.15.0.4",
             "allowed_ips = [\"::/0\"]\n"
         )
@@ -171,7 +171,7 @@ fn sync_refuses_routes_over_endpoints_and_default_routes() {
         entry(
             "carol",
             "192.0.2.4:51820",
-            KEY_C,
+            CAROL_KEY,
             "10.15.0.4",
             "allowed_ips = [\"203.0.113.0/24\"]\n"
         )
@@ -214,10 +214,10 @@ fn sync_refuses_changes_to_this_node() {
         .unwrap()
         .to_string();
     let hijack = format!(
-        "{}[[peer]]\nname = {name}\nendpoint = \"192.0.2.66:51820\"\npublic_key = \"{KEY_C}\"\naddress = \"10.15.0.66\"\n",
+        "{}[[peer]]\nname = {name}\nendpoint = \"192.0.2.66:51820\"\npublic_key = \"{CAROL_KEY}\"\naddress = \"10.15.0.66\"\n",
         alice_and_bob()
     );
-    refused(&node, &hijack, &["entry #3", "this node's name", KEY_C]);
+    refused(&node, &hijack, &["entry #3", "this node's name", CAROL_KEY]);
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn sync_refuses_repeats_naming_both_entries() {
     let (node, roster) = node_with_phone();
     let twice = format!(
         "{roster}{}",
-        entry("carol", "192.0.2.4:51820", KEY_A, "10.15.0.4", "")
+        entry("carol", "192.0.2.4:51820", ALICE_KEY, "10.15.0.4", "")
     );
     refused(
         &node,
@@ -238,7 +238,7 @@ fn sync_refuses_repeats_naming_both_entries() {
     );
     let same_address = format!(
         "{roster}{}",
-        entry("carol", "192.0.2.4:51820", KEY_C, "10.15.0.3", "")
+        entry("carol", "192.0.2.4:51820", CAROL_KEY, "10.15.0.3", "")
     );
     refused(
         &node,
@@ -247,7 +247,7 @@ fn sync_refuses_repeats_naming_both_entries() {
     );
     let same_name = format!(
         "{roster}{}",
-        entry("bob", "192.0.2.4:51820", KEY_C, "10.15.0.4", "")
+        entry("bob", "192.0.2.4:51820", CAROL_KEY, "10.15.0.4", "")
     );
     refused(
         &node,
@@ -264,16 +264,16 @@ fn sync_adopts_hand_added_peers_only_when_told() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
-        .ok();
+        .succeeds();
     let roster = format!("{}{}", own_entry(&node), alice_and_bob());
     refused(&node, &roster, &["\"alice\"", "added by hand", "--adopt"]);
     let path = node.path("roster.toml");
     node.wgp2p()
         .args(["sync", "--adopt", path.to_str().unwrap()])
-        .ok()
+        .succeeds()
         .stdout_has("~ adopt alice")
         .stdout_has("+ add bob");
     assert_eq!(node.conf().matches("# Source = roster").count(), 2);
@@ -294,13 +294,13 @@ fn export_without_an_endpoint_says_how_to_set_one() {
     let given = node
         .wgp2p()
         .args(["export", "--endpoint", "198.51.100.7"])
-        .ok();
+        .succeeds();
     given.stdout_has("endpoint = \"198.51.100.7:51820\"");
     let env = node
         .wgp2p()
         .args(["export"])
         .env("WGP2P_ENDPOINT", "198.51.100.8:51999")
-        .ok();
+        .succeeds();
     env.stdout_has("endpoint = \"198.51.100.8:51999\"");
     // What export prints is a roster another node syncs to (both nodes
     // run on this one host, so the first takes another name).
@@ -317,7 +317,7 @@ fn export_without_an_endpoint_says_how_to_set_one() {
         other
             .wgp2p()
             .args(["export", "--endpoint", "198.51.100.9"])
-            .ok()
+            .succeeds()
             .stdout
     );
     let out = sync(&other, &roster);

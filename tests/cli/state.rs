@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 
 use super::node::{Node, conf_value, wg_pubkey};
-use crate::{KEY_A, KEY_B, PRIV_A};
+use crate::{ALICE_KEY, ALICE_PRIVATE, BOB_KEY};
 
 /// A private key that is not this node's nor a peer's of the suite.
 const PRIV_OTHER: &str = "QJRBRzLEyYrAc6igP44D0lZexzaFdFSycMcUPX7Ex18=";
@@ -38,12 +38,12 @@ fn mode(path: &std::path::Path) -> u32 {
 fn install_adopts_the_private_key_of_a_plain_wg_quick_conf() {
     let node = plain_node();
     node.install("10.15.0.1/24");
-    assert_eq!(node.read("privatekey").trim(), PRIV_A);
-    assert_eq!(node.public_key(), wg_pubkey(PRIV_A));
+    assert_eq!(node.read("privatekey").trim(), ALICE_PRIVATE);
+    assert_eq!(node.public_key(), wg_pubkey(ALICE_PRIVATE));
     let conf = node.conf();
     assert_eq!(
         conf_value(&conf, "Interface", 0, "PrivateKey").as_deref(),
-        Some(PRIV_A)
+        Some(ALICE_PRIVATE)
     );
     // Every original line is kept, in order.
     let mut lines = conf.lines();
@@ -67,7 +67,7 @@ fn install_refuses_key_file_and_conf_that_disagree() {
     out.stderr_has(privatekey.to_str().unwrap())
         .stderr_has(conf.to_str().unwrap())
         .stderr_has("import-key")
-        .never_shows(PRIV_A)
+        .never_shows(ALICE_PRIVATE)
         .never_shows(PRIV_OTHER);
     assert_eq!(node.snapshot().diff(&before), "", "nothing may change");
 }
@@ -79,7 +79,7 @@ fn import_key_resolves_a_disagreement_then_install_runs() {
     node.wgp2p()
         .args(["import-key"])
         .stdin(PRIV_OTHER)
-        .ok()
+        .succeeds()
         .stdout_has("imported key");
     assert_eq!(
         conf_value(&node.conf(), "Interface", 0, "PrivateKey").as_deref(),
@@ -92,7 +92,7 @@ fn import_key_resolves_a_disagreement_then_install_runs() {
 #[test]
 fn a_lone_public_key_is_not_replaced_by_a_new_identity() {
     let node = Node::new();
-    node.write("publickey", &format!("{KEY_A}\n"));
+    node.write("publickey", &format!("{ALICE_KEY}\n"));
     let before = node.snapshot();
     let out = node.wgp2p().args(["install", "10.15.0.1/24"]).fails();
     out.stderr_has("no private key");
@@ -114,11 +114,11 @@ fn a_dangling_lock_symlink_is_never_followed() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
-        .ok();
-    node.wgp2p().args(["uninstall"]).ok();
+        .succeeds();
+    node.wgp2p().args(["uninstall"]).succeeds();
     assert!(!target.exists(), "the link was followed");
     assert!(
         fs::symlink_metadata(node.path(".wgp2p.lock"))
@@ -159,22 +159,22 @@ fn a_symlinked_conf_is_written_through_and_stays_a_link() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
-        .ok();
+        .succeeds();
     assert!(
         fs::symlink_metadata(node.path("wg0.conf"))
             .unwrap()
             .is_symlink()
     );
     let conf = fs::read_to_string(&target).unwrap();
-    assert!(conf.contains(KEY_A), "{conf}");
+    assert!(conf.contains(ALICE_KEY), "{conf}");
     assert_eq!(mode(&target), 0o600);
     // Only the target is left in its dir: no temp file.
     assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 1);
-    node.wgp2p().args(["remove-peer", "alice"]).ok();
-    assert!(!fs::read_to_string(&target).unwrap().contains(KEY_A));
+    node.wgp2p().args(["remove-peer", "alice"]).succeeds();
+    assert!(!fs::read_to_string(&target).unwrap().contains(ALICE_KEY));
 }
 
 #[test]
@@ -191,7 +191,7 @@ fn other_symlinks_foreign_owners_and_loose_modes_are_refused_with_the_fix() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ],
     ] {
@@ -208,7 +208,7 @@ fn other_symlinks_foreign_owners_and_loose_modes_are_refused_with_the_fix() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
         .fails();
@@ -225,7 +225,7 @@ fn install_repairs_a_0644_privatekey_and_a_loose_provisioned_dir() {
             "198.51.100.9:51820",
             "10.15.0.9/24",
         ])
-        .ok();
+        .succeeds();
     fs::set_permissions(node.path("privatekey"), fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(
         node.path("provisioned-peers"),
@@ -286,7 +286,7 @@ fn provision_peer_too_big_for_a_qr_code_writes_nothing() {
                 &key,
                 &format!("10.15.0.{}", i + 10),
             ])
-            .ok();
+            .succeeds();
     }
     let before = node.snapshot();
     let out = node
@@ -310,7 +310,7 @@ fn provision_peer_too_big_for_a_qr_code_writes_nothing() {
             "10.15.0.9/24",
             "--mesh",
         ])
-        .ok()
+        .succeeds()
         .stdout_has("wgp2p add-peer phone");
 }
 
@@ -324,7 +324,7 @@ fn uninstall_of_an_interface_not_installed_here_removes_nothing() {
             "198.51.100.9:51820",
             "10.15.0.9/24",
         ])
-        .ok();
+        .succeeds();
     let before = node.snapshot();
     let out = node
         .wgp2p()
@@ -333,14 +333,14 @@ fn uninstall_of_an_interface_not_installed_here_removes_nothing() {
     assert_eq!(out.code, Some(4), "{out}");
     out.stderr_has("wg9 is not installed");
     assert_eq!(node.snapshot().diff(&before), "");
-    node.wgp2p().args(["uninstall"]).ok();
+    node.wgp2p().args(["uninstall"]).succeeds();
     assert!(!node.path("privatekey").exists());
 }
 
 #[test]
 fn uninstall_keeps_the_lock_so_queued_runs_stay_serialised() {
     let node = Node::installed();
-    node.wgp2p().args(["uninstall"]).ok();
+    node.wgp2p().args(["uninstall"]).succeeds();
     assert!(node.dir().is_dir(), "the locked dir must stay");
     // The lock is the config dir itself: holding it queues the next run.
     let held = fs::File::open(node.dir()).unwrap();
@@ -370,12 +370,12 @@ fn relay_disable_without_relay_enable_changes_nothing() {
     let before = node.snapshot();
     node.wgp2p()
         .args(["relay-disable"])
-        .ok()
+        .succeeds()
         .stdout_has("nothing changed");
     assert_eq!(node.snapshot().diff(&before), "");
-    node.wgp2p().args(["relay-enable"]).ok();
+    node.wgp2p().args(["relay-enable"]).succeeds();
     assert!(node.conf().contains("# wgp2p relay"));
-    node.wgp2p().args(["relay-disable"]).ok();
+    node.wgp2p().args(["relay-disable"]).succeeds();
     assert_eq!(node.snapshot().diff(&before), "");
 }
 
@@ -399,8 +399,14 @@ fn a_journal_left_by_a_killed_run_is_completed_by_the_next() {
     node.write(".wgp2p-journal", std::str::from_utf8(&journal).unwrap());
     node.write(".wgp2p-tmp-privatekey.1.0", PRIV_OTHER);
     node.wgp2p()
-        .args(["add-peer", "bob", "198.51.100.3:51820", KEY_B, "10.15.0.3"])
-        .ok();
+        .args([
+            "add-peer",
+            "bob",
+            "198.51.100.3:51820",
+            BOB_KEY,
+            "10.15.0.3",
+        ])
+        .succeeds();
     assert_eq!(node.read("privatekey").trim(), PRIV_OTHER);
     assert_eq!(node.public_key(), wg_pubkey(PRIV_OTHER));
     assert_eq!(
