@@ -433,7 +433,7 @@ fn a_file_of_another_owner_is_refused_with_the_fix() {
             "add-peer",
             "alice",
             "198.51.100.2:51820",
-            KEY_A,
+            ALICE_KEY,
             "10.15.0.2",
         ])
         .fails()
