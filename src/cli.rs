@@ -149,6 +149,8 @@ pub enum Command {
         #[arg(long)]
         adopt: bool,
     },
+    /// Keep the mesh healthy in the foreground (DNS endpoints re-resolved); `agent enable|disable`: its systemd unit
+    Agent(AgentArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff)
@@ -191,6 +193,28 @@ pub struct AddPeerArgs {
     /// Reach the peer through RELAY (a peer's name or key) instead of directly
     #[arg(long, value_name = "RELAY")]
     pub via: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    /// Seconds between two passes (1 to 3600)
+    #[arg(long, default_value = "30", value_parser = agent_interval, value_name = "SECS")]
+    pub interval: std::time::Duration,
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+}
+
+fn agent_interval(s: &str) -> Result<std::time::Duration, crate::error::Error> {
+    crate::agent::parse_interval(s)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// Install the systemd unit wgp2p-agent@.service, enable and start it for this interface
+    Enable,
+    /// Stop this interface's agent unit and no longer start it
+    Disable,
 }
 
 /// `relay NAME via RELAY` or `relay NAME direct`.

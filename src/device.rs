@@ -289,6 +289,10 @@ pub fn device_update(deltas: &[Delta]) -> Result<Option<DeviceUpdate>> {
                 })
             }
             Delta::RemovePeer(key) => update.remove_peer_by_key(&key.to_wg()),
+            Delta::SetEndpoint {
+                public_key,
+                address,
+            } => update.add_peer(PeerConfigBuilder::new(&public_key.to_wg()).set_endpoint(*address)),
             Delta::SetPrivateKey(key) => update.set_private_key(key.to_wg()),
             Delta::SetListenPort(port) => update.set_listen_port(*port),
         };
@@ -393,6 +397,22 @@ mod tests {
         let shown = format!("{both:?}");
         assert!(
             shown.contains("listen_port: Some(1)") && shown.contains("remove_me: true"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn set_endpoint_touches_nothing_else() {
+        let delta = Delta::SetEndpoint {
+            public_key: KEY.parse().unwrap(),
+            address: "203.0.113.9:51820".parse().unwrap(),
+        };
+        let shown = format!("{:?}", device_update(&[delta]).unwrap().unwrap());
+        assert!(shown.contains("203.0.113.9:51820"), "{shown}");
+        assert!(shown.contains("replace_allowed_ips: false"), "{shown}");
+        assert!(shown.contains("allowed_ips: []"), "{shown}");
+        assert!(
+            shown.contains("persistent_keepalive_interval: None"),
             "{shown}"
         );
     }

@@ -1,5 +1,6 @@
 //! wgp2p: a peer-to-peer, full-mesh WireGuard VPN with no central server.
 
+mod agent;
 mod announce;
 mod cli;
 mod commands;

@@ -125,6 +125,8 @@ pub struct StatusReport {
     /// each with the command that repairs it.
     pub notes: Vec<String>,
     pub peers: Vec<PeerStatus>,
+    /// Whether `wgp2p agent` runs, and the endpoints it set live.
+    pub agent: crate::agent::state::AgentView,
 }
 
 #[derive(Debug, Serialize)]
@@ -229,6 +231,7 @@ pub fn status_table(report: &StatusReport, colour: bool) -> String {
     for note in &report.notes {
         let _ = writeln!(out, "  {}: {note}", paint("DRIFT", Health::Drift, colour));
     }
+    let _ = writeln!(out, "  agent: {}", agent_text(&report.agent));
     if report.peers.is_empty() {
         let _ = writeln!(
             out,
@@ -301,7 +304,36 @@ pub fn status_table(report: &StatusReport, colour: bool) -> String {
             peer.note.as_deref().unwrap_or_default()
         );
     }
+    for learned in &report.agent.learned_endpoints {
+        let name = learned.peer.as_deref().unwrap_or(&learned.public_key);
+        let _ = writeln!(
+            out,
+            "  {name}: endpoint {} set by the agent {} ago from DNS {} ({})",
+            learned.address,
+            human_duration(learned.secs_ago),
+            learned.configured,
+            learned.reason.describe()
+        );
+    }
     out
+}
+
+/// `running (pid 7), last pass 3s ago, a pass every 30 s` or `not running`.
+fn agent_text(agent: &crate::agent::state::AgentView) -> String {
+    if !agent.running {
+        return "not running".into();
+    }
+    let mut text = match agent.pid {
+        Some(pid) => format!("running (pid {pid})"),
+        None => "running".to_string(),
+    };
+    if let Some(ago) = agent.last_pass_secs_ago {
+        let _ = write!(text, ", last pass {} ago", human_duration(ago));
+    }
+    if let Some(every) = agent.interval_secs {
+        let _ = write!(text, ", a pass every {every} s");
+    }
+    text
 }
 
 /// A QR code of `text` in UTF-8 half blocks, with the quiet zone scanners
@@ -360,6 +392,7 @@ mod tests {
                 via: None,
                 relay_candidates: vec![],
             }],
+            agent: crate::agent::state::AgentView::default(),
         };
         let text = status_table(&report, false);
         assert!(
@@ -369,6 +402,7 @@ mod tests {
         assert!(text.contains("2.0 KiB in, 10 B out"));
         assert!(text.contains("STALE"));
         assert!(text.contains("enterprise: stale: why"));
+        assert!(text.contains("  agent: not running\n"), "{text}");
         assert!(!text.contains('\x1b'));
     }
 }

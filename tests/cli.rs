@@ -5,6 +5,7 @@
 mod cli {
     pub mod advice;
     pub mod exit_codes;
+    pub mod agent;
     pub mod matrix;
     pub mod node;
     pub mod pipes;

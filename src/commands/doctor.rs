@@ -25,6 +25,10 @@ struct Facts {
     has_wireguard_go: bool,
     /// `Some(false)` when systemd runs the interface and the unit is not enabled.
     unit_enabled: Option<bool>,
+    /// `Some(true)` when systemd runs the interface and its agent unit is enabled.
+    agent_enabled: Option<bool>,
+    /// Whether a `wgp2p agent` runs for the interface now.
+    agent_running: bool,
     iface: String,
     /// This node's name as other nodes know it.
     own_name: String,
@@ -101,6 +105,9 @@ fn gather(ctx: &Context) -> Result<Facts> {
         has_wireguard_go: on_path("wireguard-go"),
         unit_enabled: (ctx.service_kind == Kind::Systemd)
             .then(|| unit_enabled(&format!("wg-quick@{}", ctx.paths.iface))),
+        agent_enabled: (ctx.service_kind == Kind::Systemd)
+            .then(|| unit_enabled(&crate::agent::unit::instance(&ctx.paths.iface))),
+        agent_running: crate::agent::state::is_running(&ctx.paths),
         iface: ctx.paths.iface.to_string(),
         own_name: crate::announce::host_name().to_string(),
         installed: node.conf.is_some(),
@@ -137,6 +144,12 @@ fn interface_findings(f: &Facts, out: &mut Vec<String>) {
     }
     if f.unit_enabled == Some(false) {
         out.push(format!("service wg-quick@{} is not enabled (no start at boot): run `systemctl enable wg-quick@{}`", f.iface, f.iface));
+    }
+    if f.agent_enabled == Some(true) && !f.agent_running {
+        out.push(format!(
+            "the agent is enabled but not running: see `journalctl -u wgp2p-agent@{0}`, then `systemctl restart wgp2p-agent@{0}`",
+            f.iface
+        ));
     }
     let Some(live) = &f.live else {
         out.push(format!("{} is down: run `wgp2p start`", f.iface));
@@ -302,6 +315,8 @@ mod tests {
             has_kernel_module: false,
             has_wireguard_go: true,
             unit_enabled: None,
+            agent_enabled: None,
+            agent_running: false,
             iface: "wg0".into(),
             own_name: "defiant".into(),
             installed: true,
@@ -338,6 +353,25 @@ mod tests {
             "{:?}",
             findings(&healthy())
         );
+    }
+
+    #[test]
+    fn enabled_agent_that_does_not_run_is_a_finding() {
+        let mut f = healthy();
+        f.agent_enabled = Some(true);
+        let found = findings(&f);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("the agent is enabled but not running: ")
+                && found[0].contains("systemctl restart wgp2p-agent@wg0"),
+            "{found:#?}"
+        );
+        f.agent_running = true;
+        assert!(findings(&f).is_empty());
+        // Not enabled (or no systemd): running it is the user's choice.
+        f.agent_running = false;
+        f.agent_enabled = Some(false);
+        assert!(findings(&f).is_empty());
     }
 
     #[test]

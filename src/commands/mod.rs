@@ -1,6 +1,7 @@
 //! One file per command; each reads like its paragraph in docs/behaviour.md.
 
 mod add_peer;
+pub mod agent;
 mod completions;
 mod dependencies;
 mod doctor;
@@ -50,6 +51,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
             dry_run,
             crate::plan::sync::Options { prune, adopt },
         ),
+        Command::Agent(args) => agent::run(ctx, args),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
         Command::NatCheck { stun_servers } => nat_check::run(ctx, &stun_servers),

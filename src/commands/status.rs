@@ -43,6 +43,7 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
             .map(|d| format!("{}: {}", d.text, health::REPAIR))
             .collect(),
         peers: view.rows(),
+        agent: agent_view(ctx, &entries),
     };
     if node.conf.is_none() && live.is_none() {
         return Err(crate::config::node::not_installed(&ctx.paths));
@@ -76,6 +77,18 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The agent's state, with peer names from the config.
+fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::AgentView {
+    let mut view = crate::agent::state::observe(&ctx.paths);
+    for learned in &mut view.learned_endpoints {
+        learned.peer = entries
+            .iter()
+            .find(|e| e.public_key.to_string() == learned.public_key)
+            .and_then(|e| e.name.clone());
+    }
+    view
 }
 
 /// What the rows are made of.

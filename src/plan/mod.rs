@@ -33,6 +33,12 @@ pub enum Delta {
         public_key: PublicKey,
         key: Option<crate::device::PresharedKey>,
     },
+    /// Point a live peer at another address and change nothing else (the
+    /// agent's endpoint refresh: the config keeps the DNS name).
+    SetEndpoint {
+        public_key: PublicKey,
+        address: std::net::SocketAddr,
+    },
     SetPrivateKey(PrivateKey),
     SetListenPort(u16),
 }

@@ -1,0 +1,393 @@
+//! `wgp2p agent`: a long-running loop that keeps the mesh healthy.
+//!
+//! It is not a second program: each pass observes (the config file, the
+//! live device, DNS), turns what it sees into the same kind of change the
+//! CLI makes, and applies it under the same config lock, taking the lock
+//! only for the change itself. Between passes it waits for SIGTERM/SIGINT
+//! with `sigtimedwait`, so a signal ends it at once, cleanly (exit 0), and
+//! no lock is held while it waits. No async runtime: one thread, blocking
+//! calls with deadlines.
+
+pub mod endpoints;
+pub mod state;
+pub mod unit;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::node::Node;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::types::PublicKey;
+
+use endpoints::{Observation, Refresh};
+use state::Knowledge;
+
+/// The longest a DNS lookup may take before the pass goes on without it.
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `--interval SECS`: 1 to 3600.
+pub fn parse_interval(s: &str) -> Result<Duration> {
+    match s.parse::<u64>() {
+        Ok(secs @ 1..=3600) => Ok(Duration::from_secs(secs)),
+        _ => Err(Error::Invalid(format!(
+            "invalid interval {}: expected a number of seconds from 1 to 3600",
+            crate::types::quoted(s)
+        ))),
+    }
+}
+
+/// One line per action on stderr. Under systemd (`JOURNAL_STREAM` set) the
+/// journal stamps each line, so none is added; elsewhere each line starts
+/// with the UTC time.
+pub struct Log {
+    timestamps: bool,
+}
+
+impl Log {
+    pub fn new(under_journald: bool) -> Log {
+        Log {
+            timestamps: !under_journald,
+        }
+    }
+
+    pub fn line(&self, message: &str) {
+        let stamp = if self.timestamps {
+            format!("{} ", utc_stamp(SystemTime::now()))
+        } else {
+            String::new()
+        };
+        // A closed stderr must not stop the agent: the error is dropped.
+        let _ = writeln!(std::io::stderr(), "{stamp}wgp2p agent: {message}");
+    }
+}
+
+/// `2026-12-01T05:40:07Z`.
+fn utc_stamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// SIGTERM and SIGINT, blocked in every thread and taken synchronously.
+struct Signals {
+    set: libc::sigset_t,
+}
+
+impl Signals {
+    /// Block the signals. Must run before any thread is started, since
+    /// threads inherit the mask (a signal must not kill a helper thread's
+    /// process behind the loop's back).
+    fn block() -> Result<Signals> {
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise
+        // it, and pthread_sigmask only changes this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(Error::System(format!(
+                    "cannot block SIGTERM and SIGINT: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                )));
+            }
+            Ok(Signals { set })
+        }
+    }
+
+    /// Wait up to `timeout` for a signal; its number, or `None` on timeout.
+    fn wait(&self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let ts = libc::timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+            };
+            // SAFETY: `set` was initialised in `block`; a null info pointer
+            // is allowed.
+            let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+            if signal > 0 {
+                return Some(signal);
+            }
+            // EAGAIN: timed out; EINTR: another signal, wait again.
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+                return None;
+            }
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        _ => "a signal",
+    }
+}
+
+/// Run in the foreground until SIGTERM or SIGINT.
+pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
+    let signals = Signals::block()?;
+    if !ctx.paths.dir.is_dir() {
+        return Err(crate::config::node::not_installed(&ctx.paths));
+    }
+    let _running = state::Running::claim(&ctx.paths)?;
+    let mut knowledge = state::load(&ctx.paths)
+        .map(|s| Knowledge::from_state(&s))
+        .unwrap_or_default();
+    log.line(&format!(
+        "started for {} (pid {}), a pass every {} s",
+        ctx.paths.iface,
+        std::process::id(),
+        interval.as_secs()
+    ));
+    let mut last_problem: Option<String> = None;
+    loop {
+        // A problem is logged when it appears or changes, not every pass.
+        let problem = pass(ctx, &mut knowledge, log).err().map(|e| e.to_string());
+        if problem != last_problem {
+            match &problem {
+                Some(p) => log.line(&format!("pass failed: {p}")),
+                None if last_problem.is_some() => log.line("passes work again"),
+                None => {}
+            }
+            last_problem = problem;
+        }
+        let saved = knowledge.to_state(std::process::id(), interval, state::unix_now());
+        if let Err(e) = state::save(&ctx.paths, &saved) {
+            log.line(&format!("cannot save the state: {e}"));
+        }
+        if let Some(signal) = signals.wait(interval) {
+            log.line(&format!("stopping on {}", signal_name(signal)));
+            return Ok(());
+        }
+    }
+}
+
+/// One pass: observe without the lock, then apply each change under it.
+fn pass(ctx: &Context, knowledge: &mut Knowledge, log: &Log) -> Result<()> {
+    let node = Node::load(ctx.paths.clone())?;
+    let entries = node.peers()?;
+    let watched: Vec<(PublicKey, String, crate::types::Endpoint, String)> = entries
+        .iter()
+        .filter_map(|e| {
+            let endpoint = endpoints::dns_endpoint(e)?;
+            let configured = e.endpoint.clone()?;
+            Some((
+                e.public_key,
+                configured,
+                endpoint,
+                e.display_name().to_string(),
+            ))
+        })
+        .collect();
+    knowledge
+        .memory
+        .retain(|key| watched.iter().any(|(k, ..)| k == key));
+    knowledge
+        .learned
+        .retain(|key, _| watched.iter().any(|(k, ..)| k == key));
+    knowledge
+        .unresolved
+        .retain(|key| watched.iter().any(|(k, ..)| k == key));
+    if watched.is_empty() {
+        return Ok(());
+    }
+    let Some(live) = ctx.device().live()? else {
+        return Err(Error::System(format!(
+            "interface {} is down: waiting for it",
+            ctx.paths.iface
+        )));
+    };
+    let now = SystemTime::now();
+    let live_peers: HashMap<PublicKey, &crate::device::LivePeer> =
+        live.peers.iter().map(|p| (p.public_key, p)).collect();
+    let resolved = resolve_all(watched.iter().map(|(_, c, e, _)| (c.clone(), e.clone())));
+    for (key, configured, _, name) in &watched {
+        // A configured peer that is not live is drift, for `repair`.
+        let Some(peer) = live_peers.get(key) else {
+            continue;
+        };
+        let seen = Observation {
+            public_key: *key,
+            configured: configured.clone(),
+            resolved: resolved.get(configured).cloned().unwrap_or_default(),
+            live_endpoint: peer.endpoint,
+            handshake_age: peer
+                .last_handshake
+                .map(|t| now.duration_since(t).unwrap_or_default()),
+        };
+        // Said when a name stops resolving and when it resolves again.
+        let failing = seen.resolved.is_empty();
+        if failing && knowledge.unresolved.insert(*key) {
+            log.line(&format!(
+                "peer {name}: cannot resolve {configured}: keeping its endpoint"
+            ));
+        } else if !failing && knowledge.unresolved.remove(key) {
+            log.line(&format!("peer {name}: {configured} resolves again"));
+        }
+        let decision = endpoints::decide(&seen, knowledge.memory.last(&seen));
+        knowledge.memory.record(&seen);
+        if let Some(refresh) = decision {
+            match apply(ctx, &refresh) {
+                Ok(true) => {
+                    knowledge.learn(&refresh, state::unix_now());
+                    log.line(&describe(name, &refresh));
+                }
+                Ok(false) => log.line(&format!(
+                    "peer {name}: changed in the config since the pass began: left as it is"
+                )),
+                Err(e) => log.line(&format!(
+                    "peer {name}: cannot set endpoint {}: {e}",
+                    refresh.address
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe(name: &str, refresh: &Refresh) -> String {
+    let previous = refresh
+        .previous
+        .map(|p| format!(" (was {p})"))
+        .unwrap_or_default();
+    format!(
+        "peer {name}: endpoint {} now {}{previous}: {}",
+        refresh.configured,
+        refresh.address,
+        refresh.reason.describe()
+    )
+}
+
+/// Take the lock, re-read the config, and make the change live if the peer
+/// is still configured as it was observed. `Ok(false)`: it was not.
+fn apply(ctx: &Context, refresh: &Refresh) -> Result<bool> {
+    let (_lock, node) = ctx.lock_and_load()?;
+    let Some(delta) = endpoints::plan(&node.peers()?, refresh) else {
+        return Ok(false);
+    };
+    let device = ctx.device();
+    // Only a peer that is live is touched: setting an endpoint on a
+    // missing peer would create it.
+    let still_live = device
+        .live()?
+        .is_some_and(|l| l.peers.iter().any(|p| p.public_key == refresh.public_key));
+    if !still_live {
+        return Ok(false);
+    }
+    device.apply(&[delta])?;
+    Ok(true)
+}
+
+/// Resolve every distinct name at once, each lookup in its own thread, and
+/// wait at most [`RESOLVE_DEADLINE`] in all; a lookup still running then is
+/// left behind (its thread ends when the resolver gives up).
+fn resolve_all(
+    endpoints: impl Iterator<Item = (String, crate::types::Endpoint)>,
+) -> HashMap<String, Vec<SocketAddr>> {
+    let (sender, receiver) = mpsc::channel();
+    let mut waiting = 0;
+    let mut seen = std::collections::HashSet::new();
+    for (configured, endpoint) in endpoints {
+        if !seen.insert(configured.clone()) {
+            continue;
+        }
+        let crate::types::Host::Dns(name) = endpoint.host else {
+            continue;
+        };
+        let sender = sender.clone();
+        let spawned = std::thread::Builder::new()
+            .name("resolve".into())
+            .spawn(move || {
+                let addresses: Vec<SocketAddr> = (name.as_str(), endpoint.port)
+                    .to_socket_addrs()
+                    .map(Iterator::collect)
+                    .unwrap_or_default();
+                let _ = sender.send((configured, addresses));
+            });
+        if spawned.is_ok() {
+            waiting += 1;
+        }
+    }
+    let deadline = Instant::now() + RESOLVE_DEADLINE;
+    let mut results = HashMap::new();
+    while waiting > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok((configured, addresses)) => {
+                results.insert(configured, addresses);
+                waiting -= 1;
+            }
+            Err(_) => break,
+        }
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        let at = |secs| utc_stamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_796_103_607), "2026-12-01T05:40:07Z");
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("30").unwrap(), Duration::from_secs(30));
+        for bad in ["0", "3601", "-1", "x", ""] {
+            let err = parse_interval(bad).unwrap_err().to_string();
+            assert!(err.contains("from 1 to 3600"), "{err}");
+        }
+    }
+
+    #[test]
+    fn literal_addresses_and_localhost_resolve() {
+        let found = resolve_all(
+            [(
+                "localhost:51820".to_string(),
+                "localhost:51820".parse().unwrap(),
+            )]
+            .into_iter(),
+        );
+        assert!(!found["localhost:51820"].is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn signal_wait_times_out_without_a_signal() {
+        // Blocking only changes this test thread's mask.
+        let signals = Signals::block().unwrap();
+        assert_eq!(signals.wait(Duration::from_millis(20)), None);
+    }
+}

@@ -1,0 +1,339 @@
+//! What the agent keeps in the config dir, and how others see it:
+//! - `<iface>.agent.lock`: held (flock) by the running agent for its whole
+//!   life. It keeps a second agent off the interface and tells `status` and
+//!   `doctor` that one runs; a killed agent releases it with its process,
+//!   so a stale PID can never look alive.
+//! - `<iface>.agent.json`: the agent's state, rewritten after every pass
+//!   (PID, last pass, the last resolution of each DNS endpoint and the
+//!   endpoints it set live). It is rebuilt if lost; a restarted agent reads
+//!   it so that a name that moved while it was down is still noticed.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::endpoints::{Memory, Reason, Refresh};
+use crate::config::node::Paths;
+use crate::error::{Error, Result};
+use crate::types::PublicKey;
+
+/// The state file's format version.
+const VERSION: u32 = 1;
+
+pub fn lock_path(paths: &Paths) -> PathBuf {
+    paths.dir.join(format!("{}.agent.lock", paths.iface))
+}
+
+pub fn state_path(paths: &Paths) -> PathBuf {
+    paths.dir.join(format!("{}.agent.json", paths.iface))
+}
+
+/// Proof that this process is the interface's one agent; dropping it
+/// (or dying) lets another start.
+pub struct Running {
+    _file: File,
+}
+
+impl Running {
+    /// Take the agent lock, or say that another agent runs.
+    pub fn claim(paths: &Paths) -> Result<Running> {
+        let path = lock_path(paths);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io("open the agent lock", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Running { _file: file }),
+            Err(TryLockError::WouldBlock) => {
+                let pid = load(paths).map(|s| format!(" (pid {})", s.pid));
+                Err(Error::Conflict(format!(
+                    "an agent already runs for {}{}: expected one agent per interface",
+                    paths.iface,
+                    pid.unwrap_or_default()
+                )))
+            }
+            Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+        }
+    }
+}
+
+/// Whether an agent holds the interface's agent lock right now.
+pub fn is_running(paths: &Paths) -> bool {
+    let Ok(file) = File::open(lock_path(paths)) else {
+        return false;
+    };
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+}
+
+/// An endpoint the agent set live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Learned {
+    pub address: SocketAddr,
+    /// The configured endpoint it was resolved from.
+    pub configured: String,
+    pub reason: Reason,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerState {
+    pub public_key: String,
+    pub configured: String,
+    pub resolved: Vec<SocketAddr>,
+    pub learned: Option<Learned>,
+}
+
+/// The content of `<iface>.agent.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub pid: u32,
+    pub interval_secs: u64,
+    /// Unix seconds of the end of the last pass.
+    pub last_pass: u64,
+    pub peers: Vec<PeerState>,
+}
+
+pub fn unix_now() -> u64 {
+    unix(SystemTime::now())
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What the agent carries from pass to pass.
+#[derive(Debug, Default)]
+pub struct Knowledge {
+    pub memory: Memory,
+    pub learned: HashMap<PublicKey, Learned>,
+    /// Peers whose name did not resolve at the last pass (said once).
+    pub unresolved: HashSet<PublicKey>,
+}
+
+impl Knowledge {
+    pub fn learn(&mut self, refresh: &Refresh, at: u64) {
+        self.learned.insert(
+            refresh.public_key,
+            Learned {
+                address: refresh.address,
+                configured: refresh.configured.clone(),
+                reason: refresh.reason,
+                at,
+            },
+        );
+    }
+
+    /// Rebuild from a saved state; entries that do not parse are dropped.
+    pub fn from_state(state: &State) -> Knowledge {
+        let mut knowledge = Knowledge::default();
+        for peer in &state.peers {
+            let Ok(key) = peer.public_key.parse::<PublicKey>() else {
+                continue;
+            };
+            knowledge
+                .memory
+                .insert(key, peer.configured.clone(), peer.resolved.clone());
+            if let Some(learned) = &peer.learned {
+                knowledge.learned.insert(key, learned.clone());
+            }
+        }
+        knowledge
+    }
+
+    pub fn to_state(&self, pid: u32, interval: Duration, last_pass: u64) -> State {
+        let mut peers: Vec<PeerState> = self
+            .memory
+            .iter()
+            .map(|(key, configured, resolved)| PeerState {
+                public_key: key.to_string(),
+                configured: configured.clone(),
+                resolved: resolved.clone(),
+                learned: self
+                    .learned
+                    .get(key)
+                    .filter(|l| l.configured == *configured)
+                    .cloned(),
+            })
+            .collect();
+        peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        State {
+            version: VERSION,
+            pid,
+            interval_secs: interval.as_secs(),
+            last_pass,
+            peers,
+        }
+    }
+}
+
+/// The saved state, if there is a readable one of this version.
+pub fn load(paths: &Paths) -> Option<State> {
+    let text = std::fs::read_to_string(state_path(paths)).ok()?;
+    let state: State = serde_json::from_str(&text).ok()?;
+    (state.version == VERSION).then_some(state)
+}
+
+/// Replace the state file (0600, temp file and rename: a reader sees the
+/// old or the new one). Not fsynced: it is rebuilt if a crash loses it.
+pub fn save(paths: &Paths, state: &State) -> Result<()> {
+    let path = state_path(paths);
+    let temp = paths.dir.join(format!(".{}.agent.json.tmp", paths.iface));
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|e| Error::System(format!("cannot write the agent state: {e}")))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(|e| Error::io("create", &temp, e))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| Error::io("write", &temp, e))?;
+    std::fs::rename(&temp, &path).map_err(|e| Error::io("replace", &path, e))
+}
+
+/// The agent as `status` and `doctor` report it (`status --json`: the
+/// `agent` object).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AgentView {
+    /// Whether an agent holds the interface's agent lock now.
+    pub running: bool,
+    /// PID of the running agent.
+    pub pid: Option<u32>,
+    /// Since the end of the last pass of the running (or last) agent.
+    pub last_pass_secs_ago: Option<u64>,
+    pub interval_secs: Option<u64>,
+    /// Endpoints the agent set live, one per peer.
+    pub learned_endpoints: Vec<LearnedEndpoint>,
+}
+
+/// An endpoint the agent set live, and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LearnedEndpoint {
+    /// The peer's name, filled in by `status` from the config.
+    pub peer: Option<String>,
+    pub public_key: String,
+    pub address: SocketAddr,
+    /// `dns`: resolved from the configured endpoint.
+    pub source: &'static str,
+    /// The configured endpoint it was resolved from.
+    pub configured: String,
+    pub reason: Reason,
+    pub secs_ago: u64,
+}
+
+/// Read what the agent left in the config dir, without changing anything.
+pub fn observe(paths: &Paths) -> AgentView {
+    let running = is_running(paths);
+    let Some(state) = load(paths) else {
+        return AgentView {
+            running,
+            ..AgentView::default()
+        };
+    };
+    let now = unix_now();
+    AgentView {
+        running,
+        pid: running.then_some(state.pid),
+        last_pass_secs_ago: Some(now.saturating_sub(state.last_pass)),
+        interval_secs: Some(state.interval_secs),
+        learned_endpoints: state
+            .peers
+            .into_iter()
+            .filter_map(|p| {
+                let learned = p.learned?;
+                Some(LearnedEndpoint {
+                    peer: None,
+                    public_key: p.public_key,
+                    address: learned.address,
+                    source: "dns",
+                    configured: learned.configured,
+                    reason: learned.reason,
+                    secs_ago: now.saturating_sub(learned.at),
+                })
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::endpoints::Observation;
+    use crate::plan::fixtures::KEY_A;
+
+    fn paths(dir: &std::path::Path) -> Paths {
+        Paths::new(dir.to_path_buf(), "wg0".parse().unwrap())
+    }
+
+    #[test]
+    fn one_agent_per_interface_and_status_sees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        assert!(!is_running(&paths));
+        let running = Running::claim(&paths).unwrap();
+        assert!(is_running(&paths));
+        let second = Running::claim(&paths).err().unwrap();
+        assert!(
+            second.to_string().contains("an agent already runs for wg0"),
+            "{second}"
+        );
+        drop(running);
+        assert!(!is_running(&paths));
+    }
+
+    #[test]
+    fn state_round_trips_and_rebuilds_the_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let seen = Observation {
+            public_key: KEY_A.parse().unwrap(),
+            configured: "enterprise.lab:51820".into(),
+            resolved: vec!["203.0.113.202:51820".parse().unwrap()],
+            live_endpoint: None,
+            handshake_age: None,
+        };
+        let mut knowledge = Knowledge::default();
+        knowledge.memory.record(&seen);
+        let refresh = crate::agent::endpoints::decide(&seen, None).unwrap();
+        knowledge.learn(&refresh, 1000);
+        let state = knowledge.to_state(42, Duration::from_secs(30), 2000);
+        save(&paths, &state).unwrap();
+        let loaded = load(&paths).unwrap();
+        assert_eq!(loaded, state);
+        let rebuilt = Knowledge::from_state(&loaded);
+        assert_eq!(rebuilt.memory, knowledge.memory);
+        assert_eq!(rebuilt.learned, knowledge.learned);
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(state_path(&paths)).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Nobody holds the lock: status says not running, but still shows
+        // what the last agent learned.
+        let view = observe(&paths);
+        assert!(!view.running && view.pid.is_none());
+        let learned = &view.learned_endpoints[0];
+        assert_eq!(learned.public_key, KEY_A);
+        assert_eq!(learned.address.to_string(), "203.0.113.202:51820");
+        assert_eq!(learned.configured, "enterprise.lab:51820");
+    }
+
+    #[test]
+    fn unreadable_state_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        std::fs::write(state_path(&paths), "{ not json").unwrap();
+        assert_eq!(load(&paths), None);
+        assert_eq!(observe(&paths), AgentView::default());
+    }
+}
