@@ -292,7 +292,9 @@ pub fn device_update(deltas: &[Delta]) -> Result<Option<DeviceUpdate>> {
             Delta::SetEndpoint {
                 public_key,
                 address,
-            } => update.add_peer(PeerConfigBuilder::new(&public_key.to_wg()).set_endpoint(*address)),
+            } => {
+                update.add_peer(PeerConfigBuilder::new(&public_key.to_wg()).set_endpoint(*address))
+            }
             Delta::SetPrivateKey(key) => update.set_private_key(key.to_wg()),
             Delta::SetListenPort(port) => update.set_listen_port(*port),
         };

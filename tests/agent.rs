@@ -180,7 +180,12 @@ fn agents_follow_dns_when_both_ends_move() {
         );
     }
 
-    let new_ips = ["203.0.113.201", "203.0.113.202", "203.0.113.203", "203.0.113.204"];
+    let new_ips = [
+        "203.0.113.201",
+        "203.0.113.202",
+        "203.0.113.203",
+        "203.0.113.204",
+    ];
     let pairs = [&with_agents, &without];
     for (pair, ips) in pairs.iter().zip(new_ips.chunks(2)) {
         for (host, ip) in pair.iter().zip(ips) {
@@ -197,8 +202,14 @@ fn agents_follow_dns_when_both_ends_move() {
     let (healed, healed_alone) = thread::scope(|s| {
         let alone = s.spawn(|| heals_within(&without, NO_HEAL_WINDOW));
         let healed = heals_within(&with_agents, HEAL_TIMEOUT);
-        eprintln!("pair with agents: pinging again {:?} after the move", moved.elapsed());
-        (healed, alone.join().expect("the watch on the pair without agents"))
+        eprintln!(
+            "pair with agents: pinging again {:?} after the move",
+            moved.elapsed()
+        );
+        (
+            healed,
+            alone.join().expect("the watch on the pair without agents"),
+        )
     });
     assert!(
         !healed_alone,
@@ -211,7 +222,12 @@ fn agents_follow_dns_when_both_ends_move() {
     let logs: Vec<(Option<i32>, String)> = agents.into_iter().map(RunningAgent::stop).collect();
     for (host, (code, log)) in with_agents.iter().zip(&logs) {
         eprintln!("--- agent on {}:\n{log}", host.name());
-        assert_eq!(*code, Some(0), "the agent on {} did not exit cleanly", host.name());
+        assert_eq!(
+            *code,
+            Some(0),
+            "the agent on {} did not exit cleanly",
+            host.name()
+        );
     }
     assert!(
         healed,
@@ -227,10 +243,21 @@ fn agents_follow_dns_when_both_ends_move() {
     }
     let learned = &json["agent"]["learned_endpoints"][0];
     assert_eq!(learned["peer"], "enterprise", "{json:#}");
-    assert_eq!(learned["address"], format!("203.0.113.202:{PORT}"), "{json:#}");
-    assert_eq!(learned["configured"], format!("enterprise.lab:{PORT}"), "{json:#}");
+    assert_eq!(
+        learned["address"],
+        format!("203.0.113.202:{PORT}"),
+        "{json:#}"
+    );
+    assert_eq!(
+        learned["configured"],
+        format!("enterprise.lab:{PORT}"),
+        "{json:#}"
+    );
     assert_eq!(learned["source"], "dns", "{json:#}");
     // The config keeps the name as written.
     let conf = with_agents[0].read_file("/etc/wireguard/wg0.conf");
-    assert!(conf.contains(&format!("Endpoint = enterprise.lab:{PORT}")), "{conf}");
+    assert!(
+        conf.contains(&format!("Endpoint = enterprise.lab:{PORT}")),
+        "{conf}"
+    );
 }

@@ -217,7 +217,10 @@ mod tests {
     fn stale_or_never_handshaken_peer_gets_the_resolution() {
         for age in [None, Some(136), Some(100_000)] {
             let refresh = decide(&seen(&[NEW], Some(ROAMED), age), None).unwrap();
-            assert_eq!((refresh.reason, refresh.address), (Reason::Stale, addr(NEW)));
+            assert_eq!(
+                (refresh.reason, refresh.address),
+                (Reason::Stale, addr(NEW))
+            );
         }
         // 135 s is still fresh (the rule is "older than").
         assert_eq!(decide(&seen(&[NEW], Some(ROAMED), Some(135)), None), None);
@@ -235,7 +238,10 @@ mod tests {
             None
         );
         // A failed lookup changes nothing.
-        assert_eq!(decide(&seen(&[], Some(OLD), None), Some(&[addr(OLD)])), None);
+        assert_eq!(
+            decide(&seen(&[], Some(OLD), None), Some(&[addr(OLD)])),
+            None
+        );
     }
 
     #[test]

@@ -42,6 +42,28 @@ pub fn render(binary: &Path) -> Result<String> {
     ))
 }
 
+/// Write the unit into `dir` as `UNIT_FILE`, mode 0644, atomically (a temp
+/// file in the same dir, fsync, rename).
+pub fn install(dir: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = dir.join(UNIT_FILE);
+    let temp = dir.join(format!(".{UNIT_FILE}.wgp2p-tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o644)
+        .open(&temp)
+        .map_err(|e| Error::io("create", &temp, e))?;
+    // The umask may have taken bits away: systemd units are world-readable.
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(text.as_bytes()))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("write", &temp, e))?;
+    std::fs::rename(&temp, &path).map_err(|e| Error::io("replace", &path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +84,18 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         assert_eq!(instance(&"wg0".parse().unwrap()), "wgp2p-agent@wg0");
+    }
+
+    #[test]
+    fn install_writes_a_readable_unit_and_replaces_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "one").unwrap();
+        install(dir.path(), "two").unwrap();
+        let path = dir.path().join(UNIT_FILE);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

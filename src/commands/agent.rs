@@ -1,7 +1,6 @@
 //! `agent [--interval SECS]`: run the agent in the foreground until SIGTERM
 //! or SIGINT. `agent enable|disable`: its systemd unit for this interface.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::agent::{self, Log, unit};
@@ -9,7 +8,6 @@ use crate::cli::{AgentAction, AgentArgs};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::service::Kind;
-use crate::store;
 use crate::system;
 
 pub fn run(ctx: &Context, args: AgentArgs) -> Result<()> {
@@ -43,11 +41,7 @@ pub fn enable(ctx: &Context) -> Result<()> {
     let binary = std::env::current_exe()
         .map_err(|e| Error::System(format!("cannot find the wgp2p binary's path: {e}")))?;
     let text = unit::render(&binary)?;
-    let dir = Path::new(unit::UNIT_DIR);
-    store::write_atomic(dir, unit::UNIT_FILE, text.as_bytes())?;
-    let path = dir.join(unit::UNIT_FILE);
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| Error::io("set mode 0644 on", &path, e))?;
+    unit::install(Path::new(unit::UNIT_DIR), &text)?;
     let instance = unit::instance(&ctx.paths.iface);
     system::run("systemctl", &["daemon-reload"])?;
     system::run("systemctl", &["enable", "--now", &instance])?;

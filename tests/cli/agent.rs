@@ -44,7 +44,10 @@ impl Agent {
             if let Some(status) = self.child.try_wait().expect("wait for the agent") {
                 break status;
             }
-            assert!(Instant::now() < deadline, "the agent did not stop on {signal}");
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop on {signal}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut stdout = String::new();
@@ -86,7 +89,13 @@ fn agent_runs_until_sigterm_shows_in_status_and_leaves_the_lock_free() {
     let node = Node::installed();
     // A peer with a DNS endpoint gives the pass something to look at.
     node.wgp2p()
-        .args(["add-peer", "alice", "localhost:51820", crate::KEY_A, "10.15.0.2"])
+        .args([
+            "add-peer",
+            "alice",
+            "localhost:51820",
+            crate::KEY_A,
+            "10.15.0.2",
+        ])
         .ok();
     let agent = Agent::start(&node, &[]);
     wait_for("the agent's first pass", || {
@@ -104,23 +113,37 @@ fn agent_runs_until_sigterm_shows_in_status_and_leaves_the_lock_free() {
 
     // Commands that take the config lock are never kept waiting by it.
     node.wgp2p()
-        .args(["add-peer", "bob", "198.51.100.3:51820", crate::KEY_B, "10.15.0.3"])
+        .args([
+            "add-peer",
+            "bob",
+            "198.51.100.3:51820",
+            crate::KEY_B,
+            "10.15.0.3",
+        ])
         .ok();
     // One agent per interface.
     let second = node.wgp2p().args(["agent", "--interval", "1"]).fails();
     assert_eq!(second.code, Some(3), "{second}");
-    second.stderr_has(&format!("an agent already runs for wg0 (pid {})", agent.pid()));
+    second.stderr_has(&format!(
+        "an agent already runs for wg0 (pid {})",
+        agent.pid()
+    ));
 
     let (code, stdout, stderr) = agent.stop(libc::SIGTERM);
     assert_eq!(code, Some(0), "stderr: {stderr}");
     assert_eq!(stdout, "", "the agent prints to stderr only");
     assert!(stderr.contains("wgp2p agent: started for wg0"), "{stderr}");
-    assert!(stderr.contains("wgp2p agent: stopping on SIGTERM"), "{stderr}");
+    assert!(
+        stderr.contains("wgp2p agent: stopping on SIGTERM"),
+        "{stderr}"
+    );
     // The interface is down here: said once, not at every pass.
     assert_eq!(stderr.matches("is down").count(), 1, "{stderr}");
     // Not under journald: every line carries its own UTC time.
     assert!(
-        stderr.lines().all(|l| l.len() > 21 && l.as_bytes()[20] == b' ' && l.as_bytes()[19] == b'Z'),
+        stderr
+            .lines()
+            .all(|l| l.len() > 21 && l.as_bytes()[20] == b' ' && l.as_bytes()[19] == b'Z'),
         "{stderr}"
     );
     let json = status_json(&node);
@@ -177,7 +200,10 @@ fn agent_refuses_bad_intervals_and_a_missing_install() {
     let fresh = Node::new();
     let out = fresh.wgp2p().args(["agent"]).fails();
     out.stderr_has("install");
-    assert!(!fresh.dir().exists(), "agent must not create the config dir");
+    assert!(
+        !fresh.dir().exists(),
+        "agent must not create the config dir"
+    );
 }
 
 #[test]
