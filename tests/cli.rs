@@ -4,8 +4,8 @@
 
 mod cli {
     pub mod advice;
-    pub mod exit_codes;
     pub mod agent;
+    pub mod exit_codes;
     pub mod matrix;
     pub mod node;
     pub mod pipes;

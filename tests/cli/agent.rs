@@ -80,7 +80,7 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn status_json(node: &Node) -> serde_json::Value {
-    let out = node.wgp2p().args(["status", "--json"]).ok();
+    let out = node.wgp2p().args(["status", "--json"]).succeeds();
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
@@ -93,10 +93,10 @@ fn agent_runs_until_sigterm_shows_in_status_and_leaves_the_lock_free() {
             "add-peer",
             "alice",
             "localhost:51820",
-            crate::KEY_A,
+            crate::ALICE_KEY,
             "10.15.0.2",
         ])
-        .ok();
+        .succeeds();
     let agent = Agent::start(&node, &[]);
     wait_for("the agent's first pass", || {
         node.path("wg0.agent.json").exists()
@@ -108,7 +108,7 @@ fn agent_runs_until_sigterm_shows_in_status_and_leaves_the_lock_free() {
     assert!(json["agent"]["last_pass_secs_ago"].is_u64(), "{json}");
     node.wgp2p()
         .args(["status"])
-        .ok()
+        .succeeds()
         .stdout_has(&format!("agent: running (pid {})", agent.pid()));
 
     // Commands that take the config lock are never kept waiting by it.
@@ -117,10 +117,10 @@ fn agent_runs_until_sigterm_shows_in_status_and_leaves_the_lock_free() {
             "add-peer",
             "bob",
             "198.51.100.3:51820",
-            crate::KEY_B,
+            crate::BOB_KEY,
             "10.15.0.3",
         ])
-        .ok();
+        .succeeds();
     // One agent per interface.
     let second = node.wgp2p().args(["agent", "--interval", "1"]).fails();
     assert_eq!(second.code, Some(3), "{second}");
@@ -150,7 +150,7 @@ fn agent_runs_until_sigterm_shows_in_status_and_leaves_the_lock_free() {
     assert_eq!(json["agent"]["running"], false, "{json}");
     node.wgp2p()
         .args(["status"])
-        .ok()
+        .succeeds()
         .stdout_has("agent: not running");
 }
 
