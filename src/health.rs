@@ -487,6 +487,39 @@ mod tests {
     }
 
     #[test]
+    fn a_dns_endpoint_is_compared_by_its_address() {
+        let text = conf()
+            .render()
+            .replace("Endpoint = 192.0.2.3:51820", "Endpoint = localhost:51820");
+        let doc = Document::parse(&text).unwrap();
+        let entries = peers(&doc, "wg0.conf").unwrap();
+        // Whatever the resolver gives first for localhost (127.0.0.1 or ::1).
+        let resolved = "localhost:51820"
+            .parse::<Endpoint>()
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let mut live = equal_live();
+        let stale = Some(SystemTime::now() - Duration::from_secs(600));
+        live.peers[0].last_handshake = stale;
+        live.peers[0].endpoint = Some(resolved);
+        assert_eq!(drift(&doc, &entries, &live, SystemTime::now()), vec![]);
+        live.peers[0].endpoint = Some("192.0.2.3:51820".parse().unwrap());
+        let found = drift(&doc, &entries, &live, SystemTime::now());
+        assert!(
+            found[0].text.contains("localhost:51820 in the config"),
+            "{found:?}"
+        );
+        match &found[0].deltas[0] {
+            Delta::UpsertPeer { endpoint, .. } => assert_eq!(
+                endpoint.as_ref().map(|e| e.resolve().unwrap()),
+                Some(resolved)
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn preshared_key_presence_is_compared() {
         let mut live = equal_live();
         live.peers[0].preshared_key = None;

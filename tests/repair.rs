@@ -390,3 +390,53 @@ fn down_advice_brings_the_interface_up() {
     assert!(!doctor.contains("wg0 is down"), "{doctor}");
     assert_pings(&a, "10.15.0.3");
 }
+
+/// A preshared key written into both configs by hand, and a private key
+/// changed live: each is DRIFT in status and `wgp2p repair` (as advised)
+/// sets it live; the tunnels work with the key afterwards.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn preshared_and_private_key_drift_are_repaired() {
+    let lab = Lab::new();
+    let ([a, b, _c], lines) = mesh(&lab);
+    let (psk, _) = wg_keypair();
+    // The same PresharedKey for the a–b pair in both configs.
+    for (host, peer) in [(&a, lines[1].public_key()), (&b, lines[0].public_key())] {
+        let conf = host.read_file("/etc/wireguard/wg0.conf");
+        let edited = conf.replace(
+            &format!("PublicKey = {peer}\n"),
+            &format!("PublicKey = {peer}\nPresharedKey = {psk}\n"),
+        );
+        assert_ne!(conf, edited);
+        host.write_file("/etc/wireguard/wg0.conf", &edited);
+    }
+    for host in [&a, &b] {
+        let shown = status(host);
+        let command = advice(&shown, "no preshared key live, one in the config");
+        assert_eq!(command, ["wgp2p", "repair"]);
+        follow(host, &command);
+        let keys = wg(host, &["show", "wg0", "preshared-keys"]);
+        assert!(
+            keys.contains(&psk),
+            "preshared key not live on {}",
+            host.name()
+        );
+        assert!(!status(host).contains("DRIFT"));
+    }
+    assert_pings(&a, "10.15.0.2");
+
+    // Another private key live than the config's.
+    let (other, _) = wg_keypair();
+    a.write_file("/run/other.key", &other);
+    wg(&a, &["set", "wg0", "private-key", "/run/other.key"]);
+    let shown = status(&a);
+    let command = advice(&shown, "the live private key is not the config's");
+    assert_eq!(command, ["wgp2p", "repair"]);
+    follow_without_loss(&a, "10.15.0.3", &command);
+    assert_eq!(
+        wg(&a, &["show", "wg0", "public-key"]).trim(),
+        lines[0].public_key()
+    );
+    assert!(!status(&a).contains("DRIFT"));
+    assert_pings(&a, "10.15.0.2");
+}
