@@ -7,7 +7,7 @@
 //! `relay-disable` undoes on a live host is exactly what `relay-enable`
 //! did, and nothing an administrator set up.
 
-mod lab;
+use wgp2p_lab as lab;
 
 use std::time::Duration;
 

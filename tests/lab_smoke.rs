@@ -1,7 +1,7 @@
 //! Tests of the namespace lab itself, with plain WireGuard tools only (no
 //! wgp2p): if these fail, the mesh scenarios cannot be trusted.
 
-mod lab;
+use wgp2p_lab as lab;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;

@@ -2,7 +2,7 @@
 //! exactly as a user would drive it (see docs/behaviour.md). Each test builds its own
 //! lab, so the scenarios run in parallel.
 
-mod lab;
+use wgp2p_lab as lab;
 
 use std::thread;
 use std::time::{Duration, Instant};

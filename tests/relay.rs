@@ -2,7 +2,7 @@
 //! behind two different symmetric NATs cannot meet directly; through a
 //! public node with `relay-enable` they can, and no other traffic drops.
 
-mod lab;
+use wgp2p_lab as lab;
 
 use std::thread;
 use std::time::Duration;

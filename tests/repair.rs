@@ -4,7 +4,7 @@
 //! exactly as printed; then the finding is gone, and a ping to another
 //! peer loses nothing meanwhile.
 
-mod lab;
+use wgp2p_lab as lab;
 
 use std::time::Duration;
 

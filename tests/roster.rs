@@ -5,7 +5,7 @@
 //! the roster is removed everywhere; hostile rosters are refused on every
 //! node with its files and live device unchanged.
 
-mod lab;
+use wgp2p_lab as lab;
 
 use std::thread;
 use std::time::Duration;

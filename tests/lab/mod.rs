@@ -36,9 +36,10 @@
 //! hosts in bash for the benchmarks (see its header for why); a change to
 //! the host setup here belongs there too.
 //!
-//! Every test binary compiles this module but uses a different part of it,
-//! hence the allowances.
-#![allow(dead_code, unused_imports)]
+//! It is a crate of its own (`wgp2p-lab`, a dev-dependency): every test
+//! binary uses a different part of it, and as a library its public items
+//! are its interface while dead private code still warns. A test binary
+//! starts with `use wgp2p_lab as lab;`.
 
 mod cleanup;
 mod host;
@@ -116,6 +117,10 @@ impl Lab {
     /// Creates an empty lab. Panics with the reason when the machine cannot
     /// run one (not root, no /dev/net/tun, a missing tool): a lab test never
     /// passes without having run.
+    #[allow(
+        clippy::new_without_default,
+        reason = "creating a lab makes namespaces and processes: not a default value"
+    )]
     pub fn new() -> Lab {
         if let Err(reason) = check_requirements() {
             panic!(

@@ -1,9 +1,27 @@
 //! Driving the real `wgp2p` binary on lab hosts, the way a user does.
 
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
 use super::host::{CmdOutput, Host};
 
-/// The binary under test, built by cargo for this test run.
-pub const WGP2P: &str = env!("CARGO_BIN_EXE_wgp2p");
+/// The binary under test: `wgp2p` in the directory above the test
+/// executable's `deps/` (cargo builds it before it runs an integration
+/// test of the package).
+pub static WGP2P: LazyLock<String> = LazyLock::new(|| {
+    let exe = std::env::current_exe().expect("the path of the test executable");
+    let bin: PathBuf = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("wgp2p"))
+        .expect("the test executable lives in target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with cargo",
+        bin.display()
+    );
+    bin.to_str().expect("a UTF-8 target path").to_owned()
+});
 
 /// A `wgp2p add-peer …` line as printed by the CLI, split like a shell would.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +112,7 @@ impl Host {
     /// `wgp2p args…` with `WGP2P_STUN_SERVERS` set to `servers` (see
     /// [`super::StunServer::servers`]).
     pub fn wgp2p_with_stun(&self, args: &[&str], servers: &str) -> CmdOutput {
-        let mut cmd = self.command(&[WGP2P]);
+        let mut cmd = self.command(&[WGP2P.as_str()]);
         cmd.args(args)
             .env("WGP2P_SERVICE", "wg-quick")
             .env("WGP2P_STUN_SERVERS", servers)
