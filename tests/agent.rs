@@ -2,7 +2,7 @@
 //! Each agent is a process started by the test inside its host's
 //! namespaces and stopped by its recorded PID.
 
-mod lab;
+use wgp2p_lab as lab;
 
 use std::process::Child;
 use std::thread;
@@ -31,7 +31,7 @@ impl RunningAgent {
         // nsenter enters the namespaces and execs wgp2p: the child's PID is
         // the agent's.
         let child = host
-            .command(&[WGP2P, "agent", "--interval", INTERVAL])
+            .command(&[WGP2P.as_str(), "agent", "--interval", INTERVAL])
             .env("WGP2P_SERVICE", "wg-quick")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
