@@ -56,6 +56,7 @@ const CLASSES: [&str; 4] = [
 fn command(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
+        .current_dir(dir.parent().expect("the config dir has a parent"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("WGP2P_SERVICE", "none")
@@ -105,6 +106,7 @@ fn run_killed(dir: &Path, args: &[&str], stdin: &str, class: &str, n: u32) -> bo
         .arg(format!("inject={class}:signal=SIGKILL:when={n}"))
         .arg(BIN)
         .args(args)
+        .current_dir(dir.parent().expect("the config dir has a parent"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("WGP2P_SERVICE", "none")
@@ -154,13 +156,14 @@ fn names(snap: &Snapshot) -> Vec<String> {
     snap.keys().map(|p| p.display().to_string()).collect()
 }
 
+/// Copy what is in `from` (the config dir `wg/` and files beside it) into `to`.
 fn copy_dir(from: &Path, to: &Path) {
     if !from.exists() {
         return;
     }
     let status = Command::new("cp")
         .args(["-a"])
-        .arg(from)
+        .arg(from.join("."))
         .arg(to)
         .status()
         .unwrap();
@@ -303,6 +306,18 @@ fn relay_enabled(dir: &Path) {
 
 fn nothing(_: &Path) {}
 
+/// An installed node and, beside its config dir, a roster of it and carol.
+fn roster_beside(dir: &Path) {
+    installed(dir);
+    let own = run(dir, &["export"], "");
+    assert!(own.status.success());
+    let mut roster = String::from_utf8(own.stdout).unwrap();
+    roster.push_str(&format!(
+        "\n[[peer]]\nname = \"carol\"\nendpoint = \"198.51.100.4:51820\"\npublic_key = \"{KEY_B}\"\naddress = \"10.15.0.4\"\n"
+    ));
+    fs::write(dir.parent().unwrap().join("roster.toml"), roster).unwrap();
+}
+
 const PLAIN_CONF: &str = "[Interface]\n# by hand\nAddress = 10.15.0.1/24\nListenPort = 51820\nPrivateKey = SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=\nMTU = 1380\n\n[Peer]\n# laptop\nPublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nAllowedIPs = 10.15.0.2/32\n";
 
 fn plain_wg_quick(dir: &Path) {
@@ -362,11 +377,12 @@ fn check_old_or_new(now: &Snapshot, before: &Snapshot, after: &Snapshot, what: &
 fn fault_inject(scenario: &Scenario) -> u32 {
     let work = tempfile::tempdir().unwrap();
     let template = work.path().join("template");
+    fs::create_dir(&template).unwrap();
     (scenario.setup)(&template.join("wg"));
     // The state before, and after an uninterrupted run.
     let reference = work.path().join("reference");
     fs::create_dir(&reference).unwrap();
-    copy_dir(&template.join("wg"), &reference);
+    copy_dir(&template, &reference);
     let before = snapshot(&reference.join("wg"));
     run_ok(&reference.join("wg"), scenario.args, scenario.stdin);
     let after = snapshot(&reference.join("wg"));
@@ -381,7 +397,7 @@ fn fault_inject(scenario: &Scenario) -> u32 {
         for n in 1.. {
             let case = work.path().join(format!("case-{}-{n}", class.len()));
             fs::create_dir(&case).unwrap();
-            copy_dir(&template.join("wg"), &case);
+            copy_dir(&template, &case);
             let dir = case.join("wg");
             if !run_killed(&dir, scenario.args, scenario.stdin, class, n) {
                 fs::remove_dir_all(&case).unwrap();
@@ -535,6 +551,16 @@ scenario_test!(
     "relay",
     installed_with_bob_and_phone,
     &["relay", "bob", "via", "alice"],
+    "",
+    check_old_or_new,
+    true
+);
+
+scenario_test!(
+    sync_killed_anywhere,
+    "sync",
+    roster_beside,
+    &["sync", "roster.toml"],
     "",
     check_old_or_new,
     true
