@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 use super::PATH;
 
 /// Longest time one command may run before it is killed and reported: a hung
-/// CLI must fail the test, not hang the suite.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// CLI must fail the test, not hang the suite. 30 s, or
+/// `WGP2P_LAB_TIMEOUT_SECS` where every command is slow (the software-emulated
+/// VM of scripts/kernel-test.sh).
+pub fn timeout() -> Duration {
+    let secs = std::env::var("WGP2P_LAB_TIMEOUT_SECS").ok();
+    Duration::from_secs(secs.and_then(|s| s.parse().ok()).unwrap_or(30))
+}
 
 /// One host: its own network, mount and UTS namespaces, entered through the
 /// PID of the holder process that owns them.
@@ -104,9 +109,9 @@ impl Host {
         cmd
     }
 
-    /// Runs `args` on the host and waits (at most [`TIMEOUT`]).
+    /// Runs `args` on the host and waits (at most [`timeout`]).
     pub fn run(&self, args: &[&str]) -> CmdOutput {
-        run_with_input(&mut self.command(args), "", TIMEOUT)
+        run_with_input(&mut self.command(args), "", timeout())
     }
 
     /// Runs a `sh -c` script on the host. Extra `args` become `$1`, `$2`…
@@ -121,7 +126,7 @@ impl Host {
     pub fn write_file(&self, path: &str, content: &str) {
         let script = "umask 077 && cat > \"$1\" && chmod 600 \"$1\"";
         let mut cmd = self.command(&["sh", "-c", script, "sh", path]);
-        run_with_input(&mut cmd, content, TIMEOUT)
+        run_with_input(&mut cmd, content, timeout())
             .expect_ok(&format!("write {path} on {}", self.name));
     }
 
@@ -228,7 +233,7 @@ impl fmt::Display for CmdOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let status = match self.status {
             Some(s) => s.to_string(),
-            None => format!("killed after {}s timeout", TIMEOUT.as_secs()),
+            None => format!("killed after {}s timeout", timeout().as_secs()),
         };
         writeln!(f, "$ {}\n[{status}]", self.command)?;
         writeln!(f, "--- stdout\n{}", self.stdout.trim_end())?;

@@ -393,6 +393,10 @@ pub fn wg_keypair() -> (String, String) {
 }
 
 fn pipe_through(args: &[&str], input: &str) -> String {
-    let out = host::run_with_input(Command::new(args[0]).args(&args[1..]), input, host::TIMEOUT);
+    let out = host::run_with_input(
+        Command::new(args[0]).args(&args[1..]),
+        input,
+        host::timeout(),
+    );
     out.expect_ok(&format!("{args:?}")).trim().to_string()
 }

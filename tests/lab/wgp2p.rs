@@ -117,7 +117,7 @@ impl Host {
             .env("WGP2P_SERVICE", "wg-quick")
             .env("WGP2P_STUN_SERVERS", servers)
             .env("RUST_BACKTRACE", "1");
-        super::host::run_with_input(&mut cmd, "", super::host::TIMEOUT)
+        super::host::run_with_input(&mut cmd, "", super::host::timeout())
     }
 
     /// `wgp2p args…`, which must succeed; returns its stdout.
