@@ -7,7 +7,7 @@
 //! runs it there with `WGP2P_KERNEL_VM=1`. Anywhere else it is ignored
 //! (cargo counts it), and run by hand outside the VM it fails.
 
-mod lab;
+use wgp2p_lab as lab;
 
 use std::time::{Duration, Instant};
 
