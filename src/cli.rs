@@ -69,6 +69,9 @@ pub enum Command {
         /// This node's public HOST[:PORT] for the add-peer line (remembered)
         #[arg(long, value_name = "HOST[:PORT]")]
         endpoint: Option<String>,
+        /// Also install and start the agent's systemd unit (as `agent enable`)
+        #[arg(long)]
+        agent: bool,
     },
     /// Stop the interface and remove the config, keys and provisioned peers
     Uninstall {

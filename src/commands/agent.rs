@@ -24,7 +24,7 @@ pub fn run(ctx: &Context, args: AgentArgs) -> Result<()> {
     }
 }
 
-fn require_systemd(ctx: &Context, what: &str) -> Result<()> {
+pub fn require_systemd(ctx: &Context, what: &str) -> Result<()> {
     if ctx.service_kind == Kind::Systemd {
         return Ok(());
     }

@@ -26,7 +26,21 @@ use crate::error::Result;
 pub fn run(ctx: &Context, command: Command) -> Result<()> {
     match command {
         Command::Dependencies { dry_run } => dependencies::run(ctx, dry_run),
-        Command::Install { address, endpoint } => install::run(ctx, address, endpoint),
+        Command::Install {
+            address,
+            endpoint,
+            agent: with_agent,
+        } => {
+            // Refused before anything is installed when it cannot be done.
+            if with_agent {
+                agent::require_systemd(ctx, "enable")?;
+            }
+            install::run(ctx, address, endpoint)?;
+            if with_agent {
+                agent::enable(ctx)?;
+            }
+            Ok(())
+        }
         Command::Uninstall { keep_keys } => uninstall::run(ctx, keep_keys),
         Command::Start => start_stop::start(ctx),
         Command::Stop => start_stop::stop(ctx),

@@ -218,3 +218,15 @@ fn agent_enable_needs_systemd_and_changes_nothing() {
     }
     assert_eq!(node.snapshot().diff(&before), "");
 }
+
+#[test]
+fn install_with_agent_needs_systemd_and_installs_nothing_without_it() {
+    let node = Node::new();
+    let out = node
+        .wgp2p()
+        .args(["install", "10.15.0.1/24", "--agent"])
+        .fails();
+    assert_eq!(out.code, Some(3), "{out}");
+    out.stderr_has("cannot enable the agent's systemd unit");
+    assert!(!node.dir().exists(), "nothing may be installed: {out}");
+}
