@@ -49,6 +49,8 @@ impl Running {
             .truncate(false)
             .write(true)
             .mode(0o600)
+            // A planted link must not make root create a file elsewhere.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| Error::io("open the agent lock", &path, e))?;
         match file.try_lock() {
@@ -196,6 +198,7 @@ pub fn save(paths: &Paths, state: &State) -> Result<()> {
         .truncate(true)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&temp)
         .map_err(|e| Error::io("create", &temp, e))?;
     file.write_all(text.as_bytes())

@@ -440,3 +440,13 @@ fn a_file_of_another_owner_is_refused_with_the_fix() {
         .stderr_has("owned by uid 12345");
     assert_eq!(node.snapshot().diff(&before), "");
 }
+
+#[test]
+fn the_agent_files_are_never_followed() {
+    let node = Node::installed();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("created-by-root");
+    symlink(&target, node.path("wg0.agent.lock")).unwrap();
+    let out = node.wgp2p().args(["agent"]).output();
+    assert!(!target.exists(), "the agent lock link was followed: {out}");
+}
