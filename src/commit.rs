@@ -42,6 +42,12 @@ pub fn commit(
     commit_change(node, &change, deltas, device)
 }
 
+/// Make `change` in the config dir `dir` as one transaction, with no live
+/// part (`uninstall`: the interface is already down).
+pub fn commit_files(dir: &std::path::Path, change: &Change) -> Result<()> {
+    store::apply(dir, change)
+}
+
 /// Make `change` in the config dir as one transaction (`store::apply`),
 /// then apply `deltas` live in one device call. What can fail before a
 /// write does: the device is asked whether it is up and DNS names are

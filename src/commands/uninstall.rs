@@ -5,6 +5,7 @@
 //! dir stays (it is what the lock is taken on, so a run queued behind this
 //! one stays serialised with the next install).
 
+use crate::commit::commit_files;
 use crate::config::node::{self, read_entry};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -68,7 +69,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
         change.remove_dir(store::PROVISIONED);
         removed.push(paths.provisioned_dir().display().to_string());
     }
-    store::apply(&paths.dir, &change)?;
+    commit_files(&paths.dir, &change)?;
     if running {
         crate::outln!("{} is down", paths.iface);
     }
