@@ -159,6 +159,13 @@ fn running_the_add_peer_line_again_repairs_a_peer_missing_live() {
     // Run once more: now nothing differs.
     let out = a.add_peer(&lines[1]);
     assert!(out.contains("nothing changed"), "{out}");
+    // `relay NAME direct` of a peer that is direct in the config does the same.
+    wg(&a, &["set", "wg0", "peer", lines[1].public_key(), "remove"]);
+    let out = a.wgp2p_ok(&["relay", "enterprise", "direct"]);
+    assert!(out.contains("re-applied live"), "{out}");
+    assert!(live_peers(&a).contains(lines[1].public_key()));
+    let out = a.wgp2p_ok(&["relay", "enterprise", "direct"]);
+    assert!(out.contains("nothing to change: peer enterprise is direct"), "{out}");
 }
 
 #[test]

@@ -54,13 +54,25 @@ pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&s
             )
         }
         None => {
-            let (new_doc, deltas, name) = relay::make_direct(doc, &conf_name, &own, selector)?;
-            (
-                new_doc,
-                deltas,
-                format!("peer {name} is direct again"),
-                Vec::new(),
-            )
+            let entries = peers(doc, &conf_name)?;
+            if let Some(Found::Direct(entry)) = relay::locate(&entries, selector) {
+                // Direct in the config already: like `via` run again, only
+                // the live interface may need the peer back (drift).
+                (
+                    doc.clone(),
+                    Vec::new(),
+                    format!("peer {} is direct", entry.display_name()),
+                    vec![entry.public_key],
+                )
+            } else {
+                let (new_doc, deltas, name) = relay::make_direct(doc, &conf_name, &own, selector)?;
+                (
+                    new_doc,
+                    deltas,
+                    format!("peer {name} is direct again"),
+                    Vec::new(),
+                )
+            }
         }
     };
     if deltas.is_empty() {
