@@ -52,7 +52,7 @@ phases() {
     if [[ -z $t_exec && $line == *execve\(* ]]; then t_exec=$ts; fi
     if [[ -z $t_conf && $line == *openat\(*wg0.conf\",\ O_RDONLY* ]]; then t_conf=$ts; fi
     if [[ -z $t_sock && $line == *connect\(*wg0.sock* ]]; then t_sock=$ts; fi
-    if [[ -z $t_tmp && $line == *openat\(*/.wgp2p-*O_CREAT* ]]; then t_tmp=$ts; fi
+    if [[ -z $t_tmp && $line == *openat\(*.wgp2p-*O_CREAT* ]]; then t_tmp=$ts; fi
     if [[ $line == *fsync\(* ]]; then
       nsync=$((nsync + 1))
       ((nsync == 2)) && t_sync_end=$((ts + dur))
