@@ -165,7 +165,10 @@ fn running_the_add_peer_line_again_repairs_a_peer_missing_live() {
     assert!(out.contains("re-applied live"), "{out}");
     assert!(live_peers(&a).contains(lines[1].public_key()));
     let out = a.wgp2p_ok(&["relay", "enterprise", "direct"]);
-    assert!(out.contains("nothing to change: peer enterprise is direct"), "{out}");
+    assert!(
+        out.contains("nothing to change: peer enterprise is direct"),
+        "{out}"
+    );
 }
 
 #[test]
