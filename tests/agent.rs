@@ -54,6 +54,12 @@ impl RunningAgent {
         (code, log)
     }
 
+    /// SIGKILL, as a crash or a power cut would end it.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn terminate(&mut self) -> Option<i32> {
         if let Ok(Some(status)) = self.child.try_wait() {
             return status.code();
@@ -259,5 +265,56 @@ fn agents_follow_dns_when_both_ends_move() {
     assert!(
         conf.contains(&format!("Endpoint = enterprise.lab:{PORT}")),
         "{conf}"
+    );
+}
+
+/// A killed agent loses nothing: restarted after both ends moved (while no
+/// agent ran), it still knows where the names pointed before (its state
+/// file in the config dir) and heals the tunnel at its first passes, long
+/// before the peer turns stale (135 s without a handshake), which is all an
+/// agent without that memory could go by.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn a_restarted_agent_remembers_where_names_pointed() {
+    let lab = Lab::new();
+    let pair = dns_pair(&lab, ["defiant", "enterprise"]);
+    let agents: Vec<RunningAgent> = pair.iter().map(RunningAgent::start).collect();
+    for host in &pair {
+        assert!(
+            wait_until(Duration::from_secs(20), || host
+                .run(&["test", "-s", "/etc/wireguard/wg0.agent.json"])
+                .success()),
+            "no agent pass on {}",
+            host.name()
+        );
+    }
+    for agent in agents {
+        agent.kill();
+    }
+    let ips = ["203.0.113.211", "203.0.113.212"];
+    for (host, ip) in pair.iter().zip(ips) {
+        move_host(host, ip);
+    }
+    for host in &pair {
+        for (other, ip) in pair.iter().zip(ips) {
+            set_hosts_entry(host, &dns_name(other), ip);
+        }
+    }
+    // The handshake of the pings before the move is seconds old: nothing
+    // is stale for about two more minutes.
+    let moved = Instant::now();
+    let agents: Vec<RunningAgent> = pair.iter().map(RunningAgent::start).collect();
+    let healed = heals_within(&pair, HEAL_TIMEOUT);
+    eprintln!("pinging again {:?} after the move", moved.elapsed());
+    let logs: Vec<(Option<i32>, String)> = agents.into_iter().map(RunningAgent::stop).collect();
+    for (host, (code, log)) in pair.iter().zip(&logs) {
+        eprintln!("--- restarted agent on {}:\n{log}", host.name());
+        assert_eq!(*code, Some(0), "the agent on {} did not exit cleanly", host.name());
+        assert!(log.contains("the name moved"), "{log}");
+    }
+    assert!(
+        healed,
+        "no ping within {HEAL_TIMEOUT:?} of the move:\n{}",
+        pair[0].run(&["wg", "show"])
     );
 }
