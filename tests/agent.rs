@@ -309,7 +309,12 @@ fn a_restarted_agent_remembers_where_names_pointed() {
     let logs: Vec<(Option<i32>, String)> = agents.into_iter().map(RunningAgent::stop).collect();
     for (host, (code, log)) in pair.iter().zip(&logs) {
         eprintln!("--- restarted agent on {}:\n{log}", host.name());
-        assert_eq!(*code, Some(0), "the agent on {} did not exit cleanly", host.name());
+        assert_eq!(
+            *code,
+            Some(0),
+            "the agent on {} did not exit cleanly",
+            host.name()
+        );
         assert!(log.contains("the name moved"), "{log}");
     }
     assert!(
