@@ -169,6 +169,16 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
     ));
     let mut last_problem: Option<String> = None;
     loop {
+        // `uninstall` removed the interface: nothing left to look after.
+        if !ctx.paths.conf().exists() {
+            log.line(&format!(
+                "{} is no longer installed (no {}): stopping",
+                ctx.paths.iface,
+                ctx.paths.conf().display()
+            ));
+            state::remove_files(&ctx.paths);
+            return Ok(());
+        }
         // A problem is logged when it appears or changes, not every pass.
         let problem = pass(ctx, &mut knowledge, log).err().map(|e| e.to_string());
         if problem != last_problem {

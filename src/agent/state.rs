@@ -34,6 +34,17 @@ pub fn state_path(paths: &Paths) -> PathBuf {
     paths.dir.join(format!("{}.agent.json", paths.iface))
 }
 
+/// The agent's files in the config dir, by name (for `uninstall`).
+pub fn file_names(iface: &crate::types::InterfaceName) -> [String; 2] {
+    [format!("{iface}.agent.json"), format!("{iface}.agent.lock")]
+}
+
+/// Remove the agent's files; missing ones are fine.
+pub fn remove_files(paths: &Paths) {
+    let _ = std::fs::remove_file(state_path(paths));
+    let _ = std::fs::remove_file(lock_path(paths));
+}
+
 /// Proof that this process is the interface's one agent; dropping it
 /// (or dying) lets another start.
 pub struct Running {

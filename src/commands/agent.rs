@@ -52,6 +52,20 @@ pub fn enable(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// For `uninstall`: where `agent enable` installed the unit, stop and
+/// disable this interface's instance.
+pub fn disable_if_installed(ctx: &Context) -> Result<()> {
+    if ctx.service_kind != Kind::Systemd
+        || !Path::new(unit::UNIT_DIR).join(unit::UNIT_FILE).exists()
+    {
+        return Ok(());
+    }
+    system::run(
+        "systemctl",
+        &["disable", "--now", &unit::instance(&ctx.paths.iface)],
+    )
+}
+
 /// Stop this interface's instance and no longer start it. The unit file
 /// stays: other interfaces may use it.
 fn disable(ctx: &Context) -> Result<()> {

@@ -34,6 +34,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
     if !keep_keys {
         files.extend([node::PRIVATE_KEY.into(), node::PUBLIC_KEY.into()]);
     }
+    files.extend(crate::agent::state::file_names(&paths.iface));
     let provisioned = store::provisioned_files(&paths.dir)?;
     let present: Vec<String> = files
         .iter()
@@ -56,6 +57,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
     if running || ctx.service_kind == Kind::Systemd {
         ctx.service().stop_and_disable()?;
     }
+    crate::commands::agent::disable_if_installed(ctx)?;
     let mut change = Change::new();
     let mut removed = Vec::new();
     for file in &present {

@@ -230,3 +230,51 @@ fn install_with_agent_needs_systemd_and_installs_nothing_without_it() {
     out.stderr_has("cannot enable the agent's systemd unit");
     assert!(!node.dir().exists(), "nothing may be installed: {out}");
 }
+
+#[test]
+fn uninstall_stops_the_agent_and_removes_its_files() {
+    let node = Node::installed();
+    let agent = Agent::start(&node, &[]);
+    wait_for("the agent's first pass", || {
+        node.path("wg0.agent.json").exists()
+    });
+    node.wgp2p().args(["uninstall"]).succeeds();
+    // The agent sees the interface gone at its next pass and stops by itself.
+    let mut agent = agent;
+    wait_for("the agent to stop", || {
+        agent
+            .child
+            .try_wait()
+            .expect("wait for the agent")
+            .is_some()
+    });
+    let (code, _, stderr) = agent.stop_exited();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("wg0 is no longer installed") && stderr.contains(": stopping"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(node.dir())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter().all(|n| !n.to_string_lossy().contains("agent")),
+        "{left:?}"
+    );
+}
+
+impl Agent {
+    /// The exit code and output of an agent that has exited.
+    fn stop_exited(mut self) -> (Option<i32>, String, String) {
+        let status = self.child.wait().expect("wait for the agent");
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_string(&mut stdout).expect("read stdout");
+        }
+        if let Some(mut err) = self.child.stderr.take() {
+            err.read_to_string(&mut stderr).expect("read stderr");
+        }
+        (status.code(), stdout, stderr)
+    }
+}
