@@ -9,7 +9,8 @@
 # Exits non-zero when the scenario fails or the VM did not run it.
 # Environment: KERNEL=/boot/vmlinuz-VERSION picks the kernel (default: the
 # newest one under /boot that ships wireguard.ko); VM_TIMEOUT (seconds,
-# default 600) bounds boot plus scenario.
+# default 900) bounds boot plus scenario:
+# a hung VM fails instead of hanging CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +66,7 @@ mkdir -p "$out"
 echo "kernel-test: booting $KERNEL (software emulation), scenario log in $out/log"
 started=$(date +%s)
 set +e
-timeout "${VM_TIMEOUT:-600}" "$vng" --disable-kvm --cpus 2 --memory 1G --rwdir "$out" \
+timeout "${VM_TIMEOUT:-900}" "$vng" --disable-kvm --cpus 2 --memory 1G --rwdir "$out" \
   --append "modprobe.blacklist=$unused_modules" \
   --run "$KERNEL" --exec "sh $PWD/tests/kernel/in-vm.sh $test_bin $out" \
   </dev/null >"$out/vm-console" 2>&1
