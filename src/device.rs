@@ -114,6 +114,22 @@ impl Device for Offline {
 /// How long one device call may take before we give up and say so.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// What a device update may take on top of [`DEADLINE`] per peer it adds
+/// or updates: wireguard-go creates each new peer, and sends the first
+/// handshake of each keepalive peer, inside the set call (0.3 to 3 ms per
+/// peer on a loaded 2-core machine: BENCHMARKS.md, "sync"), so adding a
+/// roster of 10,000 nodes is one long update, not a stuck device.
+pub const DEADLINE_PER_PEER: Duration = Duration::from_millis(5);
+
+/// The deadline of one device update of `deltas`.
+fn update_deadline(deltas: &[Delta]) -> Duration {
+    let peers = deltas
+        .iter()
+        .filter(|d| matches!(d, Delta::UpsertPeer { .. }))
+        .count();
+    DEADLINE + DEADLINE_PER_PEER * u32::try_from(peers).unwrap_or(u32::MAX)
+}
+
 /// The real interface through `wireguard-control`.
 pub struct WgDevice {
     iface: InterfaceName,
@@ -163,7 +179,7 @@ impl Device for WgDevice {
             return Ok(None);
         };
         let name = self.iface.to_wg()?;
-        let device = guarded_call(&self.iface, "read", move || {
+        let device = guarded_call(&self.iface, "read", DEADLINE, move || {
             wireguard_control::Device::get(&name, backend)
         })?;
         Ok(Some(live_device(&device, backend)))
@@ -180,7 +196,10 @@ impl Device for WgDevice {
             )));
         };
         let name = self.iface.to_wg()?;
-        guarded_call(&self.iface, "update", move || update.apply(&name, backend))
+        let deadline = update_deadline(deltas);
+        guarded_call(&self.iface, "update", deadline, move || {
+            update.apply(&name, backend)
+        })
     }
 }
 
@@ -337,7 +356,7 @@ impl Drop for StdoutToStderr {
 }
 
 /// Run a device call in a thread with stdout diverted and a deadline.
-fn guarded_call<T, F>(iface: &InterfaceName, what: &str, call: F) -> Result<T>
+fn guarded_call<T, F>(iface: &InterfaceName, what: &str, deadline: Duration, call: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> std::io::Result<T> + Send + 'static,
@@ -347,7 +366,7 @@ where
     std::thread::spawn(move || {
         let _ = sender.send(call());
     });
-    match receiver.recv_timeout(DEADLINE) {
+    match receiver.recv_timeout(deadline) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Error::System(format!(
             "WireGuard interface {iface} refused the {what}: {e}"
@@ -355,12 +374,12 @@ where
         Err(mpsc::RecvTimeoutError::Timeout) if what == "update" => {
             Err(Error::LiveUnknown(format!(
                 "WireGuard interface {iface} did not answer the {what} within {} s (is wireguard-go stuck?)",
-                DEADLINE.as_secs()
+                deadline.as_secs()
             )))
         }
         Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::System(format!(
             "WireGuard interface {iface} did not answer the {what} within {} s: expected a responsive device (is wireguard-go stuck?)",
-            DEADLINE.as_secs()
+            deadline.as_secs()
         ))),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::System(format!(
             "WireGuard interface {iface}: the {what} failed unexpectedly (malformed answer from the device)"
@@ -371,6 +390,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn big_updates_get_a_longer_deadline() {
+        assert_eq!(update_deadline(&[Delta::None]), DEADLINE);
+        let key = PublicKey::from_bytes([1; 32]);
+        let upsert = Delta::UpsertPeer {
+            public_key: key,
+            endpoint: None,
+            allowed_ips: vec![],
+            keepalive: None,
+        };
+        let many: Vec<Delta> = (0..10_000).map(|_| upsert.clone()).collect();
+        assert_eq!(update_deadline(&many), Duration::from_secs(60));
+        assert_eq!(update_deadline(&[Delta::RemovePeer(key)]), DEADLINE);
+    }
 
     const KEY: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
 
