@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::types::{AllowedIps, Endpoint, InterfaceName, PeerIp, PeerName, PublicKey, VpnAddress};
+use crate::types::{
+    AllowedIps, Endpoint, InterfaceName, PeerIp, PeerName, PeerSelector, PublicKey, VpnAddress,
+};
 
 fn port(s: &str) -> Result<u16, crate::error::Error> {
     crate::types::parse_port(s)
@@ -100,7 +102,7 @@ pub enum Command {
     /// Remove a peer live, by public key or name
     RemovePeer {
         #[arg(value_name = "PUBLIC_KEY|NAME")]
-        peer: String,
+        peer: PeerSelector,
     },
     /// Discover the public address and how the NAT treats the listen port (STUN)
     NatCheck {
@@ -119,11 +121,11 @@ pub enum Command {
     /// Reach a peer through another peer (`relay NAME via RELAY`) or directly again (`relay NAME direct`)
     Relay {
         #[arg(value_name = "NAME|KEY")]
-        peer: String,
+        peer: PeerSelector,
         #[arg(value_enum)]
         mode: RelayMode,
         #[arg(value_name = "RELAY")]
-        relay: Option<String>,
+        relay: Option<PeerSelector>,
     },
     /// Let this node forward traffic between peers (IPv4 forwarding on the interface and a FORWARD rule)
     RelayEnable,
@@ -190,12 +192,12 @@ pub struct AddPeerArgs {
     /// Extra subnets routed to this peer, comma-separated
     #[arg(long, value_name = "CIDR,...")]
     pub allowed_ips: Option<AllowedIps>,
-    /// Keepalive interval in seconds (0 turns it off)
-    #[arg(long, default_value_t = 25, value_name = "SECS")]
-    pub keepalive: u16,
+    /// Keepalive interval in seconds, 0 turns it off [default: 25 for a new peer; a known peer keeps its own]
+    #[arg(long, value_name = "SECS")]
+    pub keepalive: Option<u16>,
     /// Reach the peer through RELAY (a peer's name or key) instead of directly
     #[arg(long, value_name = "RELAY")]
-    pub via: Option<String>,
+    pub via: Option<PeerSelector>,
 }
 
 #[derive(Debug, clap::Args)]

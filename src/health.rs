@@ -29,7 +29,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use crate::config::document::Document;
+use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, listen_port};
 use crate::device::{LiveDevice, LivePeer, PresharedKey};
 use crate::output::human_duration;
@@ -83,7 +83,7 @@ pub fn relay_candidates(entries: &[PeerEntry], live: &LiveDevice, now: SystemTim
                 .get(&e.public_key)
                 .is_some_and(|p| is_fresh(handshake_age(p, now)))
         })
-        .filter_map(|e| e.name.clone())
+        .filter_map(|e| e.name.as_ref().map(ToString::to_string))
         .take(MAX_RELAY_CANDIDATES)
         .collect()
 }
@@ -163,8 +163,8 @@ fn wanted<'a>(doc: &Document, entry: &'a PeerEntry) -> Wanted<'a> {
             })
         });
     let preshared_key = doc
-        .section(entry.section)
-        .and_then(|s| s.get("PresharedKey"))
+        .peer(&entry.public_key)
+        .and_then(|s| s.get_last(keys::PRESHARED_KEY))
         .and_then(PresharedKey::parse);
     Wanted {
         entry,
@@ -266,7 +266,7 @@ pub fn drift(
     let mut found = Vec::new();
     if let Some(key) = doc
         .interface()
-        .and_then(|s| s.get("PrivateKey"))
+        .and_then(|s| s.get_last(keys::PRIVATE_KEY))
         .and_then(|k| k.parse::<PrivateKey>().ok())
         && live.public_key != Some(key.public_key())
     {
@@ -334,7 +334,7 @@ pub fn drift(
         .flat_map(|via| {
             via.relayed
                 .iter()
-                .map(move |r| (r.public_key, (r.name.as_str(), via.display_name())))
+                .map(move |r| (r.public_key, (r.display_name(), via.display_name())))
         })
         .collect();
     for peer in &live.peers {
@@ -425,7 +425,7 @@ mod tests {
 
     fn kinds(live: &LiveDevice) -> Vec<(DriftKind, String)> {
         let doc = conf();
-        let entries = peers(&doc, "wg0.conf").unwrap();
+        let entries = peers(&doc).unwrap();
         drift(&doc, &entries, live, SystemTime::now())
             .into_iter()
             .map(|d| (d.kind, d.text))
@@ -447,7 +447,7 @@ mod tests {
         live.peers
             .push(live_peer(KEY_C, "192.0.2.4:51820", &["10.15.0.4/32"], None));
         let doc = conf();
-        let entries = peers(&doc, "wg0.conf").unwrap();
+        let entries = peers(&doc).unwrap();
         let found = drift(&doc, &entries, &live, SystemTime::now());
         let kinds: Vec<DriftKind> = found.iter().map(|d| d.kind).collect();
         assert_eq!(
@@ -492,7 +492,7 @@ mod tests {
             .render()
             .replace("Endpoint = 192.0.2.3:51820", "Endpoint = localhost:51820");
         let doc = Document::parse(&text).unwrap();
-        let entries = peers(&doc, "wg0.conf").unwrap();
+        let entries = peers(&doc).unwrap();
         // Whatever the resolver gives first for localhost (127.0.0.1 or ::1).
         let resolved = "localhost:51820"
             .parse::<Endpoint>()
@@ -542,7 +542,7 @@ mod tests {
     #[test]
     fn relay_candidates_are_fresh_named_and_few() {
         let doc = conf();
-        let entries = peers(&doc, "wg0.conf").unwrap();
+        let entries = peers(&doc).unwrap();
         let mut live = equal_live();
         assert_eq!(
             relay_candidates(&entries, &live, SystemTime::now()),

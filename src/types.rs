@@ -25,6 +25,16 @@ pub fn quoted(value: &str) -> String {
     }
 }
 
+/// Quote at most the first 40 characters of a text read from a file, for
+/// an error: escaped like `quoted`, `…` when cut.
+pub fn quoted_prefix(value: &str) -> String {
+    const MAX: usize = 40;
+    match value.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", quoted(&value[..end])),
+        None => quoted(value),
+    }
+}
+
 fn invalid(value: &str, expected: &str) -> Error {
     Error::Invalid(format!("invalid {}: expected {expected}", quoted(value)))
 }
@@ -70,6 +80,99 @@ impl FromStr for PeerName {
 impl fmt::Display for PeerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A peer's name as written in a `# Name = …` comment of a config: a hand
+/// edit may hold any text on one line (`Bob laptop`), so this is lenient
+/// where `PeerName` is narrow. wgp2p reads and shows it, selects a peer by
+/// it, and never writes it anywhere but back into the same comment: only a
+/// `PeerName` is written into new lines (see `as_peer_name`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WrittenName(String);
+
+impl WrittenName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as a `PeerName`, when it is one.
+    pub fn as_peer_name(&self) -> Option<PeerName> {
+        self.0.parse().ok()
+    }
+}
+
+impl FromStr for WrittenName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let trimmed = s.trim();
+        if trimmed.is_empty() || trimmed.len() > 256 || trimmed.chars().any(char::is_control) {
+            return Err(invalid(
+                s,
+                "a peer name: 1-256 characters on one line, no control characters",
+            ));
+        }
+        Ok(WrittenName(trimmed.to_string()))
+    }
+}
+
+impl From<&PeerName> for WrittenName {
+    fn from(name: &PeerName) -> Self {
+        WrittenName(name.0.clone())
+    }
+}
+
+impl PartialEq<PeerName> for WrittenName {
+    fn eq(&self, other: &PeerName) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl fmt::Display for WrittenName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a command names a peer: by public key when the text is one, else
+/// by the name in its `# Name = …` comment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerSelector {
+    Key(PublicKey),
+    Name(WrittenName),
+}
+
+impl PeerSelector {
+    /// Whether this selects the peer with `key` and `name`.
+    pub fn matches(&self, key: &PublicKey, name: Option<&WrittenName>) -> bool {
+        match self {
+            PeerSelector::Key(k) => k == key,
+            PeerSelector::Name(n) => name == Some(n),
+        }
+    }
+}
+
+impl FromStr for PeerSelector {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.parse::<PublicKey>() {
+            Ok(key) => Ok(PeerSelector::Key(key)),
+            Err(_) => s.parse().map(PeerSelector::Name).map_err(|_| {
+                invalid(
+                    s,
+                    "a peer's name or public key, as `wgp2p status` shows them",
+                )
+            }),
+        }
+    }
+}
+
+impl fmt::Display for PeerSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerSelector::Key(key) => write!(f, "{key}"),
+            PeerSelector::Name(name) => f.write_str(name.as_str()),
+        }
     }
 }
 
@@ -185,6 +288,9 @@ impl fmt::Debug for PrivateKey {
         f.write_str("PrivateKey(hidden)")
     }
 }
+
+/// The keepalive interval, in seconds, of a peer added without `--keepalive`.
+pub const DEFAULT_KEEPALIVE: u16 = 25;
 
 /// A WireGuard interface name, as wg-quick accepts it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -497,6 +603,12 @@ impl FromStr for PeerIp {
 /// silently mask it, which hides typos).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct AllowedIps(pub Vec<IpNet>);
+
+impl AllowedIps {
+    pub fn nets(&self) -> &[IpNet] {
+        &self.0
+    }
+}
 
 impl FromStr for AllowedIps {
     type Err = Error;

@@ -506,14 +506,14 @@ PostUp = iptables -A FORWARD -i %i -j ACCEPT; echo a=b
 PostDown=iptables -D FORWARD -i %i -j ACCEPT
 DNS = 10.15.0.53
 MTU = 1380 # tuned for PPPoE
-FutureKey = something = else
+Table = off # routes set by hand
   # indented comment
 
 [Peer]
 # the lab box
 PublicKey = TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=
 AllowedIPs = 10.15.0.40/32
-UnknownPeerKey = 42
+PersistentKeepalive = 42 # hand-tuned
 ";
 
 /// An installed node whose conf also has hand-written lines and a peer.
@@ -548,7 +548,7 @@ fn hand_written_peer_can_be_removed_and_the_rest_survives() {
     let kept = text.split("[Peer]").next().expect("text before the peer");
     assert!(conf.starts_with(kept.trim_end()), "{conf}");
     assert!(
-        !conf.contains(CAROL_KEY) && !conf.contains("UnknownPeerKey"),
+        !conf.contains(CAROL_KEY) && !conf.contains("hand-tuned"),
         "{conf}"
     );
 }

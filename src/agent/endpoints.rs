@@ -261,12 +261,12 @@ mod tests {
 
     fn entry(endpoint: &str) -> PeerEntry {
         PeerEntry {
-            section: 1,
-            name: Some("enterprise".into()),
+            name: Some("enterprise".parse().unwrap()),
             public_key: KEY_A.parse().unwrap(),
             endpoint: Some(endpoint.into()),
             allowed_ips: vec!["10.15.0.2/32".parse().unwrap()],
             keepalive: Some(25),
+            preshared_key: false,
             relayed: vec![],
         }
     }

@@ -7,24 +7,24 @@ use crate::announce;
 use crate::cli::AddPeerArgs;
 use crate::commit::commit;
 use crate::config::document::Document;
-use crate::config::node::{Node, PeerEntry, Relayed, peers};
+use crate::config::node::{Node, Relayed, peers};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::plan::{self, AddPeer, Outcome, Own, relay};
-use crate::types::PublicKey;
+use crate::types::{PeerSelector, PublicKey};
 
 pub fn run(ctx: &Context, args: AddPeerArgs) -> Result<()> {
     match (args.name, args.endpoint, args.public_key, args.peer_ip) {
         (None, None, None, None) if args.via.is_none() => print_own_line(ctx),
         (Some(name), Some(endpoint), Some(public_key), Some(peer_ip)) => add(
             ctx,
-            args.via.as_deref(),
+            args.via.as_ref(),
             AddPeer {
                 name,
                 endpoint,
                 public_key,
                 peer_ip,
-                extra_allowed_ips: args.allowed_ips.unwrap_or_default(),
+                extra_allowed_ips: args.allowed_ips,
                 keepalive: args.keepalive,
             },
         ),
@@ -47,7 +47,7 @@ fn print_own_line(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
+fn add(ctx: &Context, via: Option<&PeerSelector>, request: AddPeer) -> Result<()> {
     ctx.require_root("add-peer")?;
     let (_lock, mut node) = ctx.lock_and_load()?;
     let own = Own::of(&node)?;
@@ -56,13 +56,13 @@ fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
     let (new_doc, deltas, done) = match via {
         Some(relay_name) => {
             let peer = Relayed {
-                name: name.to_string(),
+                name: Some(name.into()),
                 public_key: request.public_key,
-                endpoint: request.endpoint.to_string(),
+                endpoint: Some(request.endpoint.to_string()),
                 nets: request.allowed_ips(),
+                section: None,
             };
-            let (new_doc, deltas) =
-                relay::route_via(&doc, &node.paths.conf_name(), &own, &peer, relay_name)?;
+            let (new_doc, deltas) = relay::route_via(&doc, &own, &peer, relay_name)?;
             (
                 new_doc,
                 deltas,
@@ -70,8 +70,7 @@ fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
             )
         }
         None => {
-            let (new_doc, delta, outcome) =
-                plan::add_peer(doc, &node.paths.conf_name(), &own, &request)?;
+            let (new_doc, delta, outcome) = plan::add_peer(doc, &own, &request)?;
             let verb = if outcome == Outcome::Added {
                 "added"
             } else {
@@ -90,7 +89,7 @@ fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
         // The config holds the line already; the device may not (drift).
         let mut keys = vec![request.public_key];
         if let Some(relay_name) = via {
-            let entries = node_peers(&new_doc, &node)?;
+            let entries = peers(&new_doc)?;
             keys.extend(relay::locate(&entries, relay_name).map(found_key));
         }
         return report_unchanged(ctx, &node, &new_doc, &keys, &format!("peer {name}"));
@@ -98,10 +97,6 @@ fn add(ctx: &Context, via: Option<&str>, request: AddPeer) -> Result<()> {
     let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
     crate::outln!("{done} ({})", applied.describe());
     Ok(())
-}
-
-fn node_peers(doc: &Document, node: &Node) -> Result<Vec<PeerEntry>> {
-    peers(doc, &node.paths.conf_name())
 }
 
 fn found_key(found: relay::Found<'_>) -> PublicKey {
@@ -120,7 +115,7 @@ pub(super) fn report_unchanged(
     keys: &[PublicKey],
     what: &str,
 ) -> Result<()> {
-    let repaired = super::repair::peers(ctx.device().as_ref(), doc, &node.paths.conf_name(), keys)?;
+    let repaired = super::repair::peers(ctx.device().as_ref(), doc, keys)?;
     if repaired.is_empty() {
         crate::outln!("{what} is already configured as given: nothing changed");
     } else {

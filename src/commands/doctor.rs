@@ -70,7 +70,7 @@ fn provisioned_routes(node: &Node) -> Vec<IpNet> {
         let Ok(doc) = Document::parse(&text) else {
             continue;
         };
-        let Ok(entries) = peers(&doc, "provisioned conf") else {
+        let Ok(entries) = peers(&doc) else {
             continue;
         };
         for entry in entries.iter().filter(|e| e.public_key == own_key) {
@@ -177,7 +177,7 @@ fn peer_findings(f: &Facts, out: &mut Vec<String>) {
                     "AllowedIPs {na} of {} overlaps {nb} of {}: WireGuard routes it to one of them only; keep one: `wgp2p remove-peer {}`",
                     a.display_name(),
                     b.display_name(),
-                    b.name.clone().unwrap_or_else(|| b.public_key.to_string())
+                    b.name.as_ref().map_or_else(|| b.public_key.to_string(), ToString::to_string)
                 ));
             }
         }
@@ -307,7 +307,7 @@ mod tests {
 
     /// Facts for this config and live device, drift decided by `health`.
     fn facts(doc: &Document, live: LiveDevice) -> Facts {
-        let entries = peers(doc, "wg0.conf").unwrap();
+        let entries = peers(doc).unwrap();
         let now = SystemTime::now();
         Facts {
             has_wg: true,

@@ -34,7 +34,7 @@ pub fn run(ctx: &Context, argument: Option<String>) -> Result<()> {
     let mut change = Change::new();
     let mut deltas = Vec::new();
     if let Some(doc) = &node.conf {
-        let (new_doc, delta) = plan::import_key(doc, &node.paths.conf_name(), key.clone())?;
+        let (new_doc, delta) = plan::import_key(doc, key.clone())?;
         change.write(node.paths.conf_name(), new_doc.render());
         deltas.push(delta);
     }

@@ -7,7 +7,7 @@
 
 use crate::announce;
 use crate::commit::commit_change;
-use crate::config::document::Document;
+use crate::config::document::{Document, keys};
 use crate::config::node::{Node, Paths};
 use crate::context::Context;
 use crate::device::LiveDevice;
@@ -96,7 +96,7 @@ pub fn conf_key(node: &Node) -> Result<Option<PrivateKey>> {
     let Some(value) = node
         .conf
         .as_ref()
-        .and_then(|doc| doc.interface()?.get("PrivateKey"))
+        .and_then(|doc| doc.interface()?.get_last(keys::PRIVATE_KEY))
     else {
         return Ok(None);
     };

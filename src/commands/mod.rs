@@ -50,7 +50,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::RemovePeer { peer } => remove_peer::run(ctx, &peer),
         Command::Doctor => doctor::run(ctx),
         Command::Repair { dry_run } => repair::run(ctx, dry_run),
-        Command::Relay { peer, mode, relay } => relay::run(ctx, &peer, mode, relay.as_deref()),
+        Command::Relay { peer, mode, relay } => relay::run(ctx, &peer, mode, relay.as_ref()),
         Command::RelayEnable => relay_forwarding::enable(ctx),
         Command::RelayDisable => relay_forwarding::disable(ctx),
         Command::Export { endpoint } => export::run(ctx, endpoint.as_deref()),

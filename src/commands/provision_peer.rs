@@ -4,14 +4,16 @@
 
 use crate::announce;
 use crate::commit::commit_change;
-use crate::config::document::Document;
+use crate::config::document::{Document, keys};
 use crate::config::node::PeerEntry;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::output;
 use crate::plan::{self, AddPeer, Own};
 use crate::store::{self, Change};
-use crate::types::{AllowedIps, Endpoint, PeerIp, PeerName, PrivateKey, PublicKey, VpnAddress};
+use crate::types::{
+    DEFAULT_KEEPALIVE, Endpoint, PeerIp, PeerName, PrivateKey, PublicKey, VpnAddress,
+};
 
 pub struct Request {
     pub name: PeerName,
@@ -53,11 +55,11 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
             ip: request.address.ip(),
             dropped_prefix: None,
         },
-        extra_allowed_ips: AllowedIps::default(),
-        keepalive: 25,
+        extra_allowed_ips: None,
+        keepalive: None,
     };
     // The line we print must succeed here: check it against the rules now.
-    plan::add_peer(doc.clone(), &node.paths.conf_name(), &own, &add)?;
+    plan::add_peer(doc.clone(), &own, &add)?;
     let port = announce::effective_port(ctx, &node);
     let own_endpoint = announce::endpoint_text(ctx, &node, port)?;
     let mut peers = vec![ConfPeer {
@@ -69,7 +71,12 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
     if request.mesh {
         peers.extend(node.peers()?.iter().filter_map(mesh_peer));
     }
-    let conf = device_conf(&request, &device_key, &peers, add.keepalive)?;
+    let conf = device_conf(
+        &request,
+        &device_key,
+        &peers,
+        add.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
+    )?;
     // What can fail comes before the write: a conf too big for a QR code
     // is refused with nothing written.
     let qr = if request.qr {
@@ -172,18 +179,17 @@ fn device_conf(
     keepalive: u16,
 ) -> Result<String> {
     let mut doc = Document::parse("[Interface]\n")?;
-    let interface = doc.interface_position().unwrap_or(1);
-    doc.set_name(interface, request.name.as_str());
-    doc.set_in(interface, "PrivateKey", &key.expose_base64());
-    doc.set_in(interface, "Address", &request.address.to_string());
-    doc.set_in(interface, "ListenPort", &request.endpoint.port.to_string());
+    doc.set_interface_name(request.name.as_str());
+    doc.set_interface(keys::PRIVATE_KEY, &key.expose_base64());
+    doc.set_interface(keys::ADDRESS, &request.address.to_string());
+    doc.set_interface(keys::LISTEN_PORT, &request.endpoint.port.to_string());
     for peer in peers {
-        let index = doc.append_peer();
-        doc.set_name(index, &peer.name);
-        doc.set_in(index, "PublicKey", &peer.public_key.to_string());
-        doc.set_in(index, "Endpoint", &peer.endpoint);
-        doc.set_in(index, "AllowedIPs", &peer.allowed_ips);
-        doc.set_in(index, "PersistentKeepalive", &keepalive.to_string());
+        let key = &peer.public_key;
+        doc.append_peer(key);
+        doc.set_name(key, &peer.name);
+        doc.set_peer(key, keys::ENDPOINT, &peer.endpoint);
+        doc.set_peer(key, keys::ALLOWED_IPS, &peer.allowed_ips);
+        doc.set_peer(key, keys::PERSISTENT_KEEPALIVE, &keepalive.to_string());
     }
     Ok(doc.render())
 }

@@ -6,10 +6,16 @@ use crate::commit::commit;
 use crate::config::node::peers;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::plan::Own;
 use crate::plan::relay::{self, Found};
+use crate::plan::{self, Own};
+use crate::types::PeerSelector;
 
-pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&str>) -> Result<()> {
+pub fn run(
+    ctx: &Context,
+    selector: &PeerSelector,
+    mode: RelayMode,
+    relay_name: Option<&PeerSelector>,
+) -> Result<()> {
     let relay_name = match (mode, relay_name) {
         (RelayMode::Via, Some(name)) => Some(name),
         (RelayMode::Direct, None) => None,
@@ -31,17 +37,13 @@ pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&s
     let conf_name = node.paths.conf_name();
     let (new_doc, deltas, done, keys) = match relay_name {
         Some(relay_name) => {
-            let entries = peers(doc, &conf_name)?;
+            let entries = peers(doc)?;
             let peer = match relay::locate(&entries, selector) {
-                Some(Found::Direct(entry)) => relay::as_relayed(entry)?,
+                Some(Found::Direct(entry)) => relay::as_relayed(doc, entry),
                 Some(Found::Relayed { peer, .. }) => peer.clone(),
-                None => {
-                    return Err(Error::NotFound(format!(
-                        "no peer named or keyed {selector:?} in {conf_name}: expected a name or key from `wgp2p status`"
-                    )));
-                }
+                None => return Err(plan::not_found(doc, selector)),
             };
-            let (new_doc, deltas) = relay::route_via(doc, &conf_name, &own, &peer, relay_name)?;
+            let (new_doc, deltas) = relay::route_via(doc, &own, &peer, relay_name)?;
             let mut keys = vec![peer.public_key];
             if let Some(Found::Direct(relay)) = relay::locate(&entries, relay_name) {
                 keys.push(relay.public_key);
@@ -49,12 +51,12 @@ pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&s
             (
                 new_doc,
                 deltas,
-                format!("peer {} now goes via {relay_name}", peer.name),
+                format!("peer {} now goes via {relay_name}", peer.display_name()),
                 keys,
             )
         }
         None => {
-            let entries = peers(doc, &conf_name)?;
+            let entries = peers(doc)?;
             if let Some(Found::Direct(entry)) = relay::locate(&entries, selector) {
                 // Direct in the config already: like `via` run again, only
                 // the live interface may need the peer back (drift).
@@ -65,7 +67,7 @@ pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&s
                     vec![entry.public_key],
                 )
             } else {
-                let (new_doc, deltas, name) = relay::make_direct(doc, &conf_name, &own, selector)?;
+                let (new_doc, deltas, name) = relay::make_direct(doc, &own, selector)?;
                 (
                     new_doc,
                     deltas,
@@ -77,7 +79,7 @@ pub fn run(ctx: &Context, selector: &str, mode: RelayMode, relay_name: Option<&s
     };
     if deltas.is_empty() {
         // The config says so already; the device may not (drift).
-        let repaired = super::repair::peers(ctx.device().as_ref(), &new_doc, &conf_name, &keys)?;
+        let repaired = super::repair::peers(ctx.device().as_ref(), &new_doc, &keys)?;
         if repaired.is_empty() {
             crate::outln!("nothing to change: {done}");
         } else {

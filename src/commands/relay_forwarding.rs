@@ -45,7 +45,7 @@ pub fn enable(ctx: &Context) -> Result<()> {
     ctx.require_root("relay-enable")?;
     let (_lock, node) = ctx.lock_and_load()?;
     let doc = node.require_conf()?;
-    if doc.interface_position().is_none() {
+    if doc.interface().is_none() {
         return Err(Error::BadConfig(format!(
             "{} has no [Interface] section: run `wgp2p install` again",
             node.paths.conf_name()

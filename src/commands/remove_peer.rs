@@ -6,18 +6,17 @@ use crate::commit::commit;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::plan::{self, Delta};
-use crate::types::PublicKey;
+use crate::types::{PeerSelector, PublicKey};
 
-pub fn run(ctx: &Context, selector: &str) -> Result<()> {
+pub fn run(ctx: &Context, selector: &PeerSelector) -> Result<()> {
     ctx.require_root("remove-peer")?;
     let (_lock, mut node) = ctx.lock_and_load()?;
     let doc = node.take_conf()?;
     let device = ctx.device();
-    let (new_doc, delta, (name, key)) =
-        match plan::remove_peer(doc, &node.paths.conf_name(), selector) {
-            Err(Error::NotFound(message)) => return remove_live_only(ctx, selector, message),
-            other => other?,
-        };
+    let (new_doc, delta, (name, key)) = match plan::remove_peer(doc, selector) {
+        Err(Error::NotFound(message)) => return remove_live_only(ctx, selector, message),
+        other => other?,
+    };
     let mut deltas = vec![delta];
     // A relayed peer has no direct tunnel in the config; one may still run
     // live (drift), and it would keep the peer reachable after removal.
@@ -37,10 +36,10 @@ fn is_live(device: &dyn crate::device::Device, key: PublicKey) -> Result<bool> {
 
 /// A key the config does not know but the live interface runs: remove it
 /// live (drift repair); the config is not touched.
-fn remove_live_only(ctx: &Context, selector: &str, not_found: String) -> Result<()> {
+fn remove_live_only(ctx: &Context, selector: &PeerSelector, not_found: String) -> Result<()> {
     let device = ctx.device();
-    let key = match selector.parse::<PublicKey>() {
-        Ok(key) if is_live(device.as_ref(), key)? => key,
+    let key = match selector {
+        PeerSelector::Key(key) if is_live(device.as_ref(), *key)? => *key,
         _ => return Err(Error::NotFound(not_found)),
     };
     device.apply(&[Delta::RemovePeer(key)])?;

@@ -66,16 +66,11 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
 /// config already as asked (`add-peer`, `relay` run again): re-running a
 /// line re-applies it live when the device differs. Returns what was
 /// repaired (empty when the device already matched or is down).
-pub fn peers(
-    device: &dyn Device,
-    doc: &Document,
-    conf_name: &str,
-    keys: &[PublicKey],
-) -> Result<Vec<String>> {
+pub fn peers(device: &dyn Device, doc: &Document, keys: &[PublicKey]) -> Result<Vec<String>> {
     let Some(live) = device.live()? else {
         return Ok(Vec::new());
     };
-    let entries = config::node::peers(doc, conf_name)?;
+    let entries = config::node::peers(doc)?;
     let drifts: Vec<_> = health::drift(doc, &entries, &live, SystemTime::now())
         .into_iter()
         .filter(|d| d.key.is_some_and(|k| keys.contains(&k)))

@@ -86,7 +86,7 @@ fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::Agen
         learned.peer = entries
             .iter()
             .find(|e| e.public_key.to_string() == learned.public_key)
-            .and_then(|e| e.name.clone());
+            .and_then(|e| e.name.as_ref().map(ToString::to_string));
     }
     view
 }
@@ -168,7 +168,7 @@ impl View<'_> {
             .and_then(|p| p.endpoint.map(|e| e.to_string()))
             .or_else(|| entry.and_then(|e| e.endpoint.clone()));
         PeerStatus {
-            name: entry.and_then(|e| e.name.clone()),
+            name: entry.and_then(|e| e.name.as_ref().map(ToString::to_string)),
             public_key: entry
                 .map(|e| e.public_key)
                 .or(live.map(|p| p.public_key))
@@ -226,9 +226,9 @@ fn relayed_rows(
                 ),
             };
             rows.push(PeerStatus {
-                name: Some(relayed.name.clone()),
+                name: relayed.name.as_ref().map(ToString::to_string),
                 public_key: relayed.public_key.to_string(),
-                endpoint: Some(relayed.endpoint.clone()),
+                endpoint: relayed.endpoint.clone(),
                 allowed_ips: relayed.nets.iter().map(ToString::to_string).collect(),
                 latest_handshake_secs_ago: relay.latest_handshake_secs_ago,
                 rx_bytes: relay.rx_bytes,
@@ -319,7 +319,7 @@ mod tests {
 
     /// status's rows for `doc` and `live`, drift decided by `health`.
     fn rows(doc: &Document, live: Option<&LiveDevice>, now: SystemTime) -> Vec<PeerStatus> {
-        let entries = peers(doc, "wg0.conf").unwrap();
+        let entries = peers(doc).unwrap();
         let drifts = live
             .map(|l| health::drift(doc, &entries, l, now))
             .unwrap_or_default();

@@ -42,7 +42,7 @@ pub fn run(ctx: &Context, path: &Path, dry_run: bool, options: Options) -> Resul
         endpoint,
         protected,
     };
-    let plan = sync::plan(doc, &node.paths.conf_name(), &me, &roster, options)?;
+    let plan = sync::plan(doc, &me, &roster, options)?;
     if plan.changes.is_empty() {
         crate::outln!("in sync with {}: nothing to change", path.display());
         return Ok(());

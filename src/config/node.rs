@@ -4,11 +4,20 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use std::net::IpAddr;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use ipnet::IpNet;
 
-use crate::config::document::{Document, Section};
+use crate::config::document::{
+    Document, Section, SectionKind, Where, is_wg_space, keys, wg_key_eq,
+};
 use crate::error::{Error, Result};
-use crate::types::{InterfaceName, PrivateKey, PublicKey, VpnAddress, quoted};
+use crate::types::{
+    Host, InterfaceName, PeerSelector, PrivateKey, PublicKey, VpnAddress, WrittenName,
+    quoted_prefix,
+};
 
 /// Where each file of a node lives.
 #[derive(Clone, Debug)]
@@ -75,120 +84,389 @@ pub const ADDRESS: &str = "address";
 pub const ENDPOINT: &str = "endpoint";
 pub const RELAY_STATE: &str = "relay-state";
 
-/// A `[Peer]` section seen through its typed values.
+/// A `[Peer]` section seen through its typed values, read as wg(8) reads
+/// them (for a key written twice, the last line counts).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerEntry {
-    /// Index of the section in the document.
-    pub section: usize,
-    /// The `# Name = …` comment (as written; hand edits may hold any text).
-    pub name: Option<String>,
+    /// The `# Name = …` comment as written (a hand edit may hold any text).
+    pub name: Option<WrittenName>,
     pub public_key: PublicKey,
-    /// The endpoint as written (a DNS name stays a name).
+    /// The endpoint as written, whitespace removed as wg(8) does (a DNS
+    /// name stays a name; it is resolved only for a live update).
     pub endpoint: Option<String>,
+    /// Every `AllowedIPs` entry in file order, as written; an address
+    /// without a prefix is a host route, as in wg(8).
     pub allowed_ips: Vec<IpNet>,
+    /// `None` when absent, `off` or 0.
     pub keepalive: Option<u16>,
+    /// Whether the section sets a (non-zero) `PresharedKey`.
+    pub preshared_key: bool,
     /// Peers reached through this one (`# Relay = …` lines).
     pub relayed: Vec<Relayed>,
 }
 
-/// A peer whose traffic goes through a relay peer instead of a direct
-/// tunnel. Kept as `# Relay = NAME KEY ENDPOINT NETS` inside the relay's
-/// section, so `relay NAME direct` can restore the direct peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Relayed {
-    pub name: String,
-    pub public_key: PublicKey,
-    pub endpoint: String,
-    pub nets: Vec<IpNet>,
+impl PeerEntry {
+    pub fn display_name(&self) -> &str {
+        self.name.as_ref().map_or("(unnamed)", WrittenName::as_str)
+    }
+
+    /// Whether `selector` names this peer.
+    pub fn is(&self, selector: &PeerSelector) -> bool {
+        selector.matches(&self.public_key, self.name.as_ref())
+    }
 }
 
+/// A peer whose traffic goes through a relay peer instead of a direct
+/// tunnel, remembered by a `# Relay = NAME KEY ENDPOINT NETS SECTION` line
+/// in the relay's section so `relay NAME direct` can restore the direct
+/// peer. SECTION is `b64:` and the peer's own section text (its comment
+/// block, header and lines: PresharedKey, comments, unknown lines) in
+/// base64; NAME and ENDPOINT are then only for a reader of the file, the
+/// section says what they are (NAME is `-` when the name is not one word).
+/// A line without SECTION (written by an older wgp2p) is read too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relayed {
+    pub name: Option<WrittenName>,
+    pub public_key: PublicKey,
+    /// As written (see `PeerEntry::endpoint`).
+    pub endpoint: Option<String>,
+    /// The addresses routed through the relay, as written in its section.
+    pub nets: Vec<IpNet>,
+    /// The peer's section text, restored byte for byte when it is direct again.
+    pub section: Option<String>,
+}
+
+const SECTION_PREFIX: &str = "b64:";
+
 impl Relayed {
-    /// The value of its `# Relay = …` line.
+    pub fn display_name(&self) -> &str {
+        self.name.as_ref().map_or("(unnamed)", WrittenName::as_str)
+    }
+
+    /// Whether `selector` names this peer.
+    pub fn is(&self, selector: &PeerSelector) -> bool {
+        selector.matches(&self.public_key, self.name.as_ref())
+    }
+
+    /// The value of its `# Relay = …` line; every field is one word.
     pub fn tag(&self) -> String {
         let nets: Vec<String> = self.nets.iter().map(ToString::to_string).collect();
-        format!(
-            "{} {} {} {}",
-            self.name,
-            self.public_key,
-            self.endpoint,
-            nets.join(",")
-        )
+        let name = self
+            .name
+            .as_ref()
+            .and_then(WrittenName::as_peer_name)
+            .map_or_else(|| "-".to_string(), |n| n.to_string());
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .filter(|e| !e.is_empty() && !e.contains(is_wg_space))
+            .unwrap_or("-");
+        let mut tag = format!("{name} {} {endpoint} {}", self.public_key, nets.join(","));
+        if let Some(section) = &self.section {
+            tag.push(' ');
+            tag.push_str(SECTION_PREFIX);
+            tag.push_str(&BASE64.encode(section));
+        }
+        tag
     }
 
     fn parse(value: &str) -> Option<Relayed> {
         let mut words = value.split_whitespace();
-        let relayed = Relayed {
-            name: words.next()?.to_string(),
-            public_key: words.next()?.parse().ok()?,
-            endpoint: words.next()?.to_string(),
-            nets: words
-                .next()?
-                .split(',')
-                .map(|n| n.parse().ok())
-                .collect::<Option<_>>()?,
+        let name = words.next()?;
+        let public_key = words.next()?.parse().ok()?;
+        let endpoint = words.next()?;
+        let nets = words
+            .next()?
+            .split(',')
+            .map(|n| n.parse().ok())
+            .collect::<Option<Vec<IpNet>>>()?;
+        let section = match words.next() {
+            None => None,
+            Some(encoded) => {
+                let bytes = BASE64.decode(encoded.strip_prefix(SECTION_PREFIX)?).ok()?;
+                Some(String::from_utf8(bytes).ok()?)
+            }
         };
-        words.next().is_none().then_some(relayed)
+        if words.next().is_some() {
+            return None;
+        }
+        let Some(text) = section else {
+            return Some(Relayed {
+                name: name.parse().ok(),
+                public_key,
+                endpoint: (endpoint != "-").then(|| endpoint.to_string()),
+                nets,
+                section: None,
+            });
+        };
+        // The section is what the peer was: its name and endpoint come from it.
+        let doc = Document::parse(&text).ok()?;
+        let own = doc.peer_sections().next()?;
+        Some(Relayed {
+            name: own.peer_name().and_then(|n| n.parse().ok()),
+            public_key,
+            endpoint: own.get_last(keys::ENDPOINT).map(squeeze),
+            nets,
+            section: Some(text),
+        })
     }
 }
 
-impl PeerEntry {
-    pub fn display_name(&self) -> &str {
-        self.name.as_deref().unwrap_or("(unnamed)")
-    }
+/// A value as wg(8) reads it: every whitespace character removed.
+fn squeeze(value: &str) -> String {
+    value.chars().filter(|c| !is_wg_space(*c)).collect()
 }
 
-/// Parse one `[Peer]` section. A malformed value is an error that names
-/// the file's peer and the value, so the user can fix the file by hand.
-fn peer_entry(section_index: usize, section: &Section, conf: &str) -> Result<PeerEntry> {
-    let bad = |what: &str, value: &str| {
-        Error::BadConfig(format!(
-            "{conf}: [Peer] {what} {}: expected {what} as wg-quick writes it",
-            quoted(value)
-        ))
+/// The error for a line wg(8) would refuse: the file, the line and what
+/// is expected.
+fn refused(doc: &Document, at: &Where<'_>, expected: &str) -> Error {
+    Error::BadConfig(format!("{}: {at}: expected {expected}", doc.origin()))
+}
+
+/// Whether `value` is a port wg(8) reads (numeric, 0-65535).
+fn is_port(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) && value.parse::<u16>().is_ok()
+}
+
+/// Whether wg(8) reads `value` as an endpoint: `[IPv6]:PORT`, or
+/// `HOST:PORT` split at the last colon, HOST an address or a DNS name.
+fn is_endpoint(value: &str) -> bool {
+    let (host, port) = match value.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, port)) => match port.strip_prefix(':') {
+                Some(port) => (host, port),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match value.rsplit_once(':') {
+            Some(split) => split,
+            None => return false,
+        },
     };
-    let key_text = section.get("PublicKey").ok_or_else(|| {
-        Error::BadConfig(format!(
-            "{conf}: a [Peer] has no PublicKey: expected one per peer"
-        ))
-    })?;
-    let public_key = key_text.parse().map_err(|_| bad("PublicKey", key_text))?;
-    let mut allowed_ips = Vec::new();
-    for value in section.get_all("AllowedIPs") {
-        for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            allowed_ips.push(part.parse().map_err(|_| bad("AllowedIPs", part))?);
+    let host_ok = host.parse::<IpAddr>().is_ok()
+        || (!host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<Host>().is_ok());
+    host_ok && is_port(port)
+}
+
+/// One `AllowedIPs` entry as wg(8) reads it: an address, then an optional
+/// `/prefix` of digits no longer than the address.
+fn allowed_ip(entry: &str) -> Option<IpNet> {
+    let (ip, prefix) = match entry.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix)),
+        None => (entry, None),
+    };
+    let ip: IpAddr = if ip.contains(':') {
+        IpAddr::V6(ip.parse().ok()?)
+    } else {
+        IpAddr::V4(ip.parse().ok()?)
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match prefix {
+        None => max,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            let len = p.trim_start_matches('0').parse::<u8>().unwrap_or(0);
+            if p.trim_start_matches('0').len() > 3 || len > max {
+                return None;
+            }
+            len
+        }
+        Some(_) => return None,
+    };
+    IpNet::new(ip, len).ok()
+}
+
+/// Whether `value` is a 32-byte key in the base64 wg(8) reads.
+fn is_key(value: &str) -> bool {
+    value.len() == 44
+        && value.ends_with('=')
+        && BASE64.decode(value).is_ok_and(|bytes| bytes.len() == 32)
+}
+
+/// Refuse what `wg-quick strip` then `wg setconf` would refuse in the lines
+/// before the first header and in `[Interface]` sections.
+fn check_non_peer(doc: &Document, section: &Section) -> Result<()> {
+    let (quick_keys, wg_keys): (&[&str], &[&str]) = match section.kind() {
+        SectionKind::Preamble => (&[], &[]),
+        SectionKind::Interface { spaced: false } => (
+            &keys::WG_QUICK_ONLY,
+            &[keys::LISTEN_PORT, keys::FW_MARK, keys::PRIVATE_KEY],
+        ),
+        SectionKind::Interface { spaced: true } => {
+            (&[], &[keys::LISTEN_PORT, keys::FW_MARK, keys::PRIVATE_KEY])
+        }
+        SectionKind::Unknown => {
+            return Err(refused(doc, &section.header_at(), "[Interface] or [Peer]"));
+        }
+        SectionKind::Peer => return Ok(()),
+    };
+    if let Some(at) = section.others().next() {
+        return Err(refused(doc, &at, "KEY = VALUE, a comment or a [section]"));
+    }
+    for (key, value, at) in section.key_values() {
+        // wg-quick compares its keys as written (trimmed, any case).
+        if let Some(quick) = quick_keys.iter().find(|k| key.eq_ignore_ascii_case(k)) {
+            if *quick == keys::SAVE_CONFIG
+                && !value.eq_ignore_ascii_case("true")
+                && !value.eq_ignore_ascii_case("false")
+            {
+                return Err(refused(doc, &at, "SaveConfig = true or false"));
+            }
+            continue;
+        }
+        let value = squeeze(value);
+        let ok = match wg_keys.iter().find(|k| wg_key_eq(key, k)) {
+            Some(&keys::LISTEN_PORT) => is_port(&value),
+            Some(&keys::FW_MARK) => {
+                value.eq_ignore_ascii_case("off")
+                    || match value.strip_prefix("0x") {
+                        Some(hex) if !hex.is_empty() => u32::from_str_radix(hex, 16).is_ok(),
+                        _ => {
+                            value.bytes().all(|b| b.is_ascii_digit())
+                                && value.parse::<u32>().is_ok()
+                        }
+                    }
+            }
+            Some(&keys::PRIVATE_KEY) => is_key(&value),
+            _ => {
+                let expected = match section.kind() {
+                    SectionKind::Preamble => "an [Interface] or [Peer] header before any key",
+                    _ => {
+                        "a key of [Interface]: ListenPort, FwMark, PrivateKey or one of wg-quick's"
+                    }
+                };
+                return Err(refused(doc, &at, expected));
+            }
+        };
+        if !ok {
+            return Err(refused(doc, &at, "a value wg(8) reads for this key"));
         }
     }
+    Ok(())
+}
+
+/// Parse one `[Peer]` section as wg(8) does; a line it would refuse is an
+/// error naming the file, the line and what is expected.
+fn peer_entry(doc: &Document, section: &Section) -> Result<PeerEntry> {
+    if let Some(at) = section.others().next() {
+        return Err(refused(doc, &at, "KEY = VALUE, a comment or a [section]"));
+    }
+    let mut public_key = None;
+    let mut endpoint = None;
+    let mut allowed_ips = Vec::new();
+    let mut keepalive = None;
+    let mut preshared_key = false;
+    for (key, value, at) in section.key_values() {
+        let value = squeeze(value);
+        if wg_key_eq(key, keys::PUBLIC_KEY) {
+            let key = value
+                .parse::<PublicKey>()
+                .ok()
+                .filter(|_| is_key(&value))
+                .ok_or_else(|| refused(doc, &at, "a public key (44 characters of base64)"))?;
+            public_key = Some(key);
+        } else if wg_key_eq(key, keys::ENDPOINT) {
+            if !is_endpoint(&value) {
+                return Err(refused(doc, &at, "HOST:PORT or [IPv6]:PORT"));
+            }
+            endpoint = Some(value);
+        } else if wg_key_eq(key, keys::ALLOWED_IPS) {
+            if value.is_empty() {
+                continue;
+            }
+            for entry in value.split(',') {
+                let net = allowed_ip(entry).ok_or_else(|| {
+                    refused(
+                        doc,
+                        &at,
+                        "addresses such as 10.15.0.2, 10.15.0.2/32 or fd00::/64",
+                    )
+                })?;
+                allowed_ips.push(net);
+            }
+        } else if wg_key_eq(key, keys::PERSISTENT_KEEPALIVE) {
+            keepalive = if value.eq_ignore_ascii_case("off") {
+                None
+            } else if value.starts_with(|c: char| c.is_ascii_digit())
+                && value.bytes().all(|b| b.is_ascii_digit())
+            {
+                let secs = value.trim_start_matches('0');
+                match secs.parse::<u16>() {
+                    _ if secs.is_empty() => None,
+                    Ok(secs) => Some(secs),
+                    Err(_) => {
+                        return Err(refused(doc, &at, "off or seconds from 0 to 65535"));
+                    }
+                }
+            } else {
+                return Err(refused(doc, &at, "off or seconds from 0 to 65535"));
+            };
+        } else if wg_key_eq(key, keys::PRESHARED_KEY) {
+            if !is_key(&value) {
+                return Err(refused(
+                    doc,
+                    &at,
+                    "a preshared key (44 characters of base64)",
+                ));
+            }
+            preshared_key = BASE64
+                .decode(&value)
+                .is_ok_and(|b| b.iter().any(|&x| x != 0));
+        } else {
+            return Err(refused(
+                doc,
+                &at,
+                "a key of [Peer]: PublicKey, PresharedKey, Endpoint, AllowedIPs or PersistentKeepalive",
+            ));
+        }
+    }
+    let public_key = public_key
+        .ok_or_else(|| refused(doc, &section.header_at(), "a PublicKey line in this [Peer]"))?;
     let relayed = section
-        .tags("Relay")
+        .tags(keys::TAG_RELAY)
         .into_iter()
-        .map(|v| Relayed::parse(v).ok_or_else(|| bad("# Relay", v)))
+        .map(|v| {
+            Relayed::parse(v).ok_or_else(|| {
+                Error::BadConfig(format!(
+                    "{}: [Peer] {public_key}: # Relay {}: expected NAME KEY ENDPOINT NETS [SECTION] as wgp2p writes it",
+                    doc.origin(),
+                    quoted_prefix(v)
+                ))
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
-    let keepalive = match section.get("PersistentKeepalive") {
-        None => None,
-        Some(v) if v.eq_ignore_ascii_case("off") => None,
-        Some(v) => Some(v.parse().map_err(|_| bad("PersistentKeepalive", v))?),
-    };
     Ok(PeerEntry {
-        section: section_index,
-        name: section.peer_name().map(str::to_string),
+        name: section.peer_name().and_then(|n| n.parse().ok()),
         public_key,
-        endpoint: section.get("Endpoint").map(str::to_string),
+        endpoint,
         allowed_ips,
         keepalive,
+        preshared_key,
         relayed,
     })
 }
 
-/// Every peer of the config, in file order.
-pub fn peers(doc: &Document, conf_name: &str) -> Result<Vec<PeerEntry>> {
-    doc.peer_sections()
-        .map(|(i, s)| peer_entry(i, s, conf_name))
-        .collect()
+/// Every peer of the config, in file order. Refuses, naming the file, the
+/// line and what is expected, exactly what `wg-quick strip` then
+/// `wg setconf` refuses (the differential test holds it to that), so a
+/// read-only command never refuses a file `wg-quick up` accepts.
+pub fn peers(doc: &Document) -> Result<Vec<PeerEntry>> {
+    let mut entries = Vec::new();
+    for section in doc.sections() {
+        if section.is_peer() {
+            entries.push(peer_entry(doc, section)?);
+        } else {
+            check_non_peer(doc, section)?;
+        }
+    }
+    Ok(entries)
 }
 
 /// The `ListenPort` of `[Interface]`, if written.
 pub fn listen_port(doc: &Document) -> Option<u16> {
-    doc.interface()?.get("ListenPort")?.parse().ok()
+    squeeze(doc.interface()?.get_last(keys::LISTEN_PORT)?)
+        .parse()
+        .ok()
 }
 
 /// Everything the config dir says about this node.
@@ -246,10 +524,10 @@ impl Node {
         let endpoint = read_entry(&paths.endpoint())?.map(|t| t.trim().to_string());
         let conf_text = read_entry(&paths.conf())?;
         let conf = match &conf_text {
-            Some(text) => Some(
-                Document::parse(text)
-                    .map_err(|e| Error::BadConfig(format!("{}: {e}", paths.conf().display())))?,
-            ),
+            Some(text) => Some(Document::parse_named(
+                text,
+                &paths.conf().display().to_string(),
+            )?),
             None => None,
         };
         Ok(Node {
@@ -268,7 +546,7 @@ impl Node {
     /// The peers of the config (none when there is no config yet).
     pub fn peers(&self) -> Result<Vec<PeerEntry>> {
         match &self.conf {
-            Some(doc) => peers(doc, &self.paths.conf_name()),
+            Some(doc) => peers(doc),
             None => Ok(Vec::new()),
         }
     }
@@ -305,25 +583,120 @@ pub fn not_installed(paths: &Paths) -> Error {
 mod tests {
     use super::*;
 
+    const K1: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
+    const K2: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
     #[test]
     fn reads_peers_with_names() {
-        let doc = Document::parse(
-            "[Interface]\nListenPort = 51821\n[Peer]\n# Name = laptop\nPublicKey = DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=\nAllowedIPs = 10.15.0.2/32, 192.168.1.0/24\nPersistentKeepalive = 25\nEndpoint = laptop.lan:51820\n",
-        )
+        let doc = Document::parse(&format!(
+            "[Interface]\nListenPort = 51821\n[Peer]\n# Name = laptop\nPublicKey = {K1}\nAllowedIPs = 10.15.0.2/32, 192.168.1.0/24\nPersistentKeepalive = 25\nEndpoint = laptop.lan:51820\n",
+        ))
         .unwrap();
-        let peers = peers(&doc, "wg0.conf").unwrap();
+        let peers = peers(&doc).unwrap();
         assert_eq!(peers.len(), 1);
-        assert_eq!(peers[0].name.as_deref(), Some("laptop"));
+        assert_eq!(peers[0].display_name(), "laptop");
         assert_eq!(peers[0].allowed_ips.len(), 2);
         assert_eq!(peers[0].keepalive, Some(25));
         assert_eq!(peers[0].endpoint.as_deref(), Some("laptop.lan:51820"));
         assert_eq!(listen_port(&doc), Some(51821));
     }
 
+    /// Reproduction: `AllowedIPs = 10.15.0.2` (no prefix: a host route for
+    /// wg) made every command fail.
     #[test]
-    fn bad_peer_values_are_named() {
-        let doc = Document::parse("[Peer]\nPublicKey = nope\n").unwrap();
-        let err = peers(&doc, "wg0.conf").unwrap_err().to_string();
-        assert!(err.contains("\"nope\""), "{err}");
+    fn an_address_without_prefix_is_a_host_route() {
+        let doc = Document::parse(&format!(
+            "[Peer]\nPublicKey = {K1}\nAllowedIPs = 10.15.0.2\nallowed ips = fd00::2 , 10.9.0.0/16 # lan\nAllowedIPs =\n"
+        ))
+        .unwrap();
+        let nets: Vec<String> = peers(&doc).unwrap()[0]
+            .allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.15.0.2/32", "fd00::2/128", "10.9.0.0/16"]);
+    }
+
+    #[test]
+    fn what_wg_refuses_is_refused_with_file_line_and_text() {
+        let cases = [
+            (
+                "[Peer]\nPublicKey = nope\n".to_string(),
+                "line 2 \"PublicKey = nope\"",
+            ),
+            (
+                format!("[Peer]\nPublicKey = {K1}\nAllowedIPs = 10.0.0.1/33\n"),
+                "line 3",
+            ),
+            (
+                format!("[Peer]\nPublicKey = {K1}\nEndpoint = 192.0.2.1\n"),
+                "line 3",
+            ),
+            (format!("[Peer]\nPublicKey = {K1}\nMTU = 1400\n"), "line 3"),
+            (
+                format!("[Peer]\nPublicKey = {K1}\nPersistentKeepalive = 65536\n"),
+                "line 3",
+            ),
+            (
+                format!("ListenPort = 1\n[Peer]\nPublicKey = {K1}\n"),
+                "line 1",
+            ),
+            ("[Interface]\nSaveConfig = maybe\n".to_string(), "line 2"),
+            ("[Interface]\nBogus = 1\n".to_string(), "line 2"),
+            ("[Interface]\njust text\n".to_string(), "line 2"),
+            ("[Peers]\n".to_string(), "line 1"),
+            (
+                "[Peer]\nEndpoint = 192.0.2.1:1\n".to_string(),
+                "line 1 \"[Peer]\"",
+            ),
+            (
+                "[ Interface ]\nAddress = 10.0.0.1/24\n".to_string(),
+                "line 2",
+            ),
+        ];
+        for (text, expected) in cases {
+            let doc = Document::parse_named(&text, "/etc/wireguard/wg0.conf").unwrap();
+            let err = peers(&doc).unwrap_err().to_string();
+            assert!(err.starts_with("/etc/wireguard/wg0.conf: "), "{err}");
+            assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(err.contains("expected"), "{err}");
+        }
+    }
+
+    #[test]
+    fn what_wg_reads_is_read() {
+        let text = format!(
+            "# c\n[Interface] # main\nAddress = 10.0.0.1/24\nDNS = 1.1.1.1, lan\nMTU = 1400\nTable = off\nPostUp = echo # x\nSaveConfig = TRUE\nFwMark = 0x10\nListenPort = 0\n[peer]\n\tPublicKey\t=\t{K1}   # k\nPresharedKey = {K2}\nEndpoint = [fd00::1]:51820\nPersistentKeepalive = off\n[Peer] # two\nPublicKey = {K2}\nEndpoint = 192.0.2.1:1 # e\nPersistentKeepalive = 007\n"
+        );
+        let doc = Document::parse(&text).unwrap();
+        let peers = peers(&doc).unwrap();
+        assert_eq!(peers.len(), 2);
+        assert!(peers[0].preshared_key && !peers[1].preshared_key);
+        assert_eq!(peers[0].keepalive, None);
+        assert_eq!(peers[1].keepalive, Some(7));
+        assert_eq!(peers[1].endpoint.as_deref(), Some("192.0.2.1:1"));
+    }
+
+    /// Reproduction: a hand-written `# Name = Bob laptop` let relay write a
+    /// `# Relay` line that could not be read back.
+    #[test]
+    fn relay_lines_round_trip_any_name() {
+        let section = format!(
+            "# above\n[Peer]\n# Name = Bob laptop\nPublicKey = {K1}\nAllowedIPs = 10.0.0.2\nEndpoint = 192.0.2.1:1"
+        );
+        let relayed = Relayed {
+            name: Some("Bob laptop".parse().unwrap()),
+            public_key: K1.parse().unwrap(),
+            endpoint: Some("192.0.2.1:1".into()),
+            nets: vec!["10.0.0.2/32".parse().unwrap()],
+            section: Some(section),
+        };
+        let tag = relayed.tag();
+        assert!(tag.starts_with("- "), "{tag}");
+        assert_eq!(Relayed::parse(&tag), Some(relayed));
+        let legacy = format!("far {K2} 192.0.2.9:51820 10.15.0.3/32");
+        let old = Relayed::parse(&legacy).unwrap();
+        assert_eq!(old.display_name(), "far");
+        assert_eq!(old.tag(), legacy);
     }
 }

@@ -3,7 +3,7 @@
 //! rule and the forwarding switch are each one value here, from which both
 //! the config's PostUp/PreDown lines and the live commands are derived.
 
-use crate::config::document::Document;
+use crate::config::document::{Document, keys};
 
 /// The comment that marks wgp2p's own hook lines in the config.
 pub const MARKER: &str = "wgp2p relay";
@@ -56,35 +56,32 @@ pub fn hook_lines(with_firewall: bool) -> (Vec<String>, Vec<String>) {
 /// The config with the hooks added; `None` when they are already there
 /// (or there is no `[Interface]` to add them to).
 pub fn enable(doc: &Document, with_firewall: bool) -> Option<Document> {
-    let index = doc.interface_position()?;
-    if doc.has_marked(index, MARKER) {
+    if doc.interface().is_none() || doc.interface_has_marked(MARKER) {
         return None;
     }
     let mut new_doc = doc.clone();
     let (post_up, pre_down) = hook_lines(with_firewall);
     for line in &post_up {
-        new_doc.append_marked(index, "PostUp", line, MARKER);
+        new_doc.append_marked_interface(keys::POST_UP, line, MARKER);
     }
     for line in &pre_down {
-        new_doc.append_marked(index, "PreDown", line, MARKER);
+        new_doc.append_marked_interface(keys::PRE_DOWN, line, MARKER);
     }
     Some(new_doc)
 }
 
 /// Whether the config carries wgp2p's relay hooks.
 pub fn enabled(doc: &Document) -> bool {
-    doc.interface_position()
-        .is_some_and(|index| doc.has_marked(index, MARKER))
+    doc.interface_has_marked(MARKER)
 }
 
 /// The config without wgp2p's hook lines (every other line stays).
 pub fn disable(doc: &Document) -> Option<Document> {
-    let index = doc.interface_position()?;
-    if !doc.has_marked(index, MARKER) {
+    if !doc.interface_has_marked(MARKER) {
         return None;
     }
     let mut new_doc = doc.clone();
-    new_doc.remove_marked(index, MARKER);
+    new_doc.remove_marked_interface(MARKER);
     Some(new_doc)
 }
 

@@ -8,11 +8,12 @@ pub mod sync;
 
 use ipnet::IpNet;
 
-use crate::config::document::Document;
-use crate::config::node::{PeerEntry, peers};
+use crate::config::document::{Document, keys};
+use crate::config::node::{PeerEntry, Relayed, peers};
 use crate::error::{Error, Result};
 use crate::types::{
-    AllowedIps, Endpoint, PeerIp, PeerName, PrivateKey, PublicKey, VpnAddress, quoted,
+    AllowedIps, DEFAULT_KEEPALIVE, Endpoint, PeerIp, PeerName, PeerSelector, PrivateKey, PublicKey,
+    VpnAddress, WrittenName, quoted,
 };
 
 /// The smallest change to apply to a live interface.
@@ -28,7 +29,8 @@ pub enum Delta {
         keepalive: Option<u16>,
     },
     RemovePeer(PublicKey),
-    /// Set (or, with `None`, unset) a peer's preshared key; drift repair only.
+    /// Set (or, with `None`, unset) a peer's preshared key: drift repair,
+    /// and a peer whose section comes back (`relay NAME direct`).
     SetPresharedKey {
         public_key: PublicKey,
         key: Option<crate::device::PresharedKey>,
@@ -89,20 +91,51 @@ pub struct AddPeer {
     pub endpoint: Endpoint,
     pub public_key: PublicKey,
     pub peer_ip: PeerIp,
-    pub extra_allowed_ips: AllowedIps,
-    pub keepalive: u16,
+    /// `--allowed-ips`: `None` when not given (a re-pasted line keeps the
+    /// subnets the peer has), `Some` replaces them.
+    pub extra_allowed_ips: Option<AllowedIps>,
+    /// `--keepalive`: `None` when not given (a new peer gets
+    /// `DEFAULT_KEEPALIVE`, a known one keeps its own).
+    pub keepalive: Option<u16>,
 }
 
 impl AddPeer {
-    /// The peer's host route first, then the extra routed subnets.
+    /// The allowed IPs of a new peer: its host route first, then the extra
+    /// routed subnets.
     pub fn allowed_ips(&self) -> Vec<IpNet> {
         let mut nets = vec![self.peer_ip.host_route()];
-        for net in &self.extra_allowed_ips.0 {
+        for net in self.extra_allowed_ips.iter().flat_map(AllowedIps::nets) {
             if !nets.contains(net) {
                 nets.push(*net);
             }
         }
         nets
+    }
+
+    /// The allowed IPs after re-pasting this line for a known peer: the
+    /// line's address replaces the peer's first host route of the same
+    /// family, every other address it has stays; `--allowed-ips` replaces
+    /// them instead.
+    fn updated_allowed_ips(&self, known: &PeerEntry) -> Vec<IpNet> {
+        if self.extra_allowed_ips.is_some() {
+            return self.allowed_ips();
+        }
+        let host = self.peer_ip.host_route();
+        let is_host_of_family = |n: &IpNet| {
+            n.prefix_len() == n.max_prefix_len() && n.addr().is_ipv4() == host.addr().is_ipv4()
+        };
+        let mut nets = known.allowed_ips.clone();
+        match nets.iter().position(is_host_of_family) {
+            Some(i) => nets[i] = host,
+            None => nets.insert(0, host),
+        }
+        let mut unique: Vec<IpNet> = Vec::with_capacity(nets.len());
+        for net in nets {
+            if !unique.contains(&net) {
+                unique.push(net);
+            }
+        }
+        unique
     }
 }
 
@@ -113,58 +146,72 @@ pub enum Outcome {
     Unchanged,
 }
 
+/// Whether two networks share an address.
 pub(crate) fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-fn join_nets(nets: &[IpNet]) -> String {
+/// Networks as an `AllowedIPs` value: `a, b, c`.
+pub(crate) fn join_nets(nets: &[IpNet]) -> String {
     nets.iter()
         .map(IpNet::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// Refuse what would make the peer ambiguous or steal another's traffic.
-fn check_add(existing: &[PeerEntry], own: &Own, req: &AddPeer, nets: &[IpNet]) -> Result<()> {
-    if req.public_key == own.public_key {
+/// The same networks, in any order and with repeats ignored.
+fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
+    a.iter().all(|n| b.contains(n)) && b.iter().all(|n| a.contains(n))
+}
+
+/// Refuse a peer (`key`, `name`, `nets`) that would be ambiguous or steal
+/// another's traffic; the peer's own section (same key) is not a conflict.
+fn check_new_peer(
+    existing: &[PeerEntry],
+    own: &Own,
+    key: &PublicKey,
+    name: Option<&WrittenName>,
+    nets: &[IpNet],
+) -> Result<()> {
+    if *key == own.public_key {
         return Err(Error::Conflict(format!(
-            "public key {} is this node's own key: expected the key printed by the other node",
-            req.public_key
+            "public key {key} is this node's own key: expected the key printed by the other node"
         )));
     }
     let relayed = existing
         .iter()
         .flat_map(|via| via.relayed.iter().map(move |r| (via, r)));
     for (via, r) in relayed {
-        if r.public_key == req.public_key || r.name == req.name.as_str() {
+        if r.public_key == *key || (name.is_some() && r.name.as_ref() == name) {
             return Err(Error::Conflict(format!(
                 "peer {} is relayed via {}: `wgp2p relay {} direct` to make it direct, or `wgp2p remove-peer {}` first",
-                quoted(&r.name),
+                quoted(r.display_name()),
                 via.display_name(),
-                r.name,
-                r.name
+                r.display_name(),
+                r.display_name()
             )));
         }
     }
-    if let Some(other) = existing
-        .iter()
-        .find(|p| p.name.as_deref() == Some(req.name.as_str()) && p.public_key != req.public_key)
+    if let Some(name) = name
+        && let Some(other) = existing
+            .iter()
+            .find(|p| p.name.as_ref() == Some(name) && p.public_key != *key)
     {
         return Err(Error::Conflict(format!(
             "peer name {} is already used by key {}: choose another name or `wgp2p remove-peer {}` first",
-            quoted(req.name.as_str()),
+            quoted(name.as_str()),
             other.public_key,
-            req.name
+            name
         )));
     }
-    if let Some(same_key) = existing.iter().find(|p| p.public_key == req.public_key)
-        && let Some(old_name) = same_key.name.as_deref()
-        && old_name != req.name.as_str()
+    if let Some(name) = name
+        && let Some(same_key) = existing.iter().find(|p| p.public_key == *key)
+        && let Some(old_name) = same_key.name.as_ref()
+        && old_name != name
     {
         return Err(Error::Conflict(format!(
-            "public key {} is already peer {}: `wgp2p remove-peer {}` first to rename it",
-            req.public_key,
-            quoted(old_name),
+            "public key {key} is already peer {}: `wgp2p remove-peer {}` first to rename it",
+            quoted(old_name.as_str()),
             old_name
         )));
     }
@@ -177,7 +224,7 @@ fn check_add(existing: &[PeerEntry], own: &Own, req: &AddPeer, nets: &[IpNet]) -
         }
         let clash = existing
             .iter()
-            .filter(|p| p.public_key != req.public_key)
+            .filter(|p| p.public_key != *key)
             .find_map(|p| {
                 p.allowed_ips
                     .iter()
@@ -195,66 +242,95 @@ fn check_add(existing: &[PeerEntry], own: &Own, req: &AddPeer, nets: &[IpNet]) -
 }
 
 /// Add a peer or update it (same name and key), in the config and live.
+/// An update rewrites only what the request says (name, endpoint, the
+/// line's address, and what `--allowed-ips`/`--keepalive` give); every
+/// other line of the section stays as written.
 ///
 /// Takes the document by value: copying a big config for each change
 /// costs more than the change. "Unchanged" compares the one section.
 pub fn add_peer(
     mut new_doc: Document,
-    conf_name: &str,
     own: &Own,
     req: &AddPeer,
 ) -> Result<(Document, Delta, Outcome)> {
-    let existing = peers(&new_doc, conf_name)?;
-    let nets = req.allowed_ips();
-    check_add(&existing, own, req, &nets)?;
-    let (section, outcome, before) = match existing.iter().find(|p| p.public_key == req.public_key)
-    {
-        Some(entry) => (
-            entry.section,
-            Outcome::Updated,
-            new_doc.section(entry.section).cloned(),
-        ),
-        None => (new_doc.append_peer(), Outcome::Added, None),
+    let existing = peers(&new_doc)?;
+    let key = req.public_key;
+    let known = existing.iter().find(|p| p.public_key == key);
+    let nets = match known {
+        Some(known) => req.updated_allowed_ips(known),
+        None => req.allowed_ips(),
     };
-    new_doc.set_name(section, req.name.as_str());
-    new_doc.set_in(section, "PublicKey", &req.public_key.to_string());
-    new_doc.set_in(section, "Endpoint", &req.endpoint.to_string());
-    new_doc.set_in(section, "AllowedIPs", &join_nets(&nets));
-    new_doc.set_in(section, "PersistentKeepalive", &req.keepalive.to_string());
-    if before.is_some() && new_doc.section(section) == before.as_ref() {
+    check_new_peer(
+        &existing,
+        own,
+        &key,
+        Some(&WrittenName::from(&req.name)),
+        &nets,
+    )?;
+    let before = new_doc.peer(&key).cloned();
+    let (outcome, keepalive) = match known {
+        Some(known) => {
+            if !same_nets(&nets, &known.allowed_ips) {
+                new_doc.set_peer(&key, keys::ALLOWED_IPS, &join_nets(&nets));
+            }
+            (Outcome::Updated, req.keepalive.or(known.keepalive))
+        }
+        None => {
+            new_doc.append_peer(&key);
+            new_doc.set_peer(&key, keys::ENDPOINT, &req.endpoint.to_string());
+            new_doc.set_peer(&key, keys::ALLOWED_IPS, &join_nets(&nets));
+            (
+                Outcome::Added,
+                Some(req.keepalive.unwrap_or(DEFAULT_KEEPALIVE)),
+            )
+        }
+    };
+    new_doc.set_name(&key, req.name.as_str());
+    new_doc.set_peer(&key, keys::ENDPOINT, &req.endpoint.to_string());
+    if let Some(secs) = req
+        .keepalive
+        .or(before.is_none().then_some(DEFAULT_KEEPALIVE))
+    {
+        new_doc.set_peer(&key, keys::PERSISTENT_KEEPALIVE, &secs.to_string());
+    }
+    if before.is_some() && new_doc.peer(&key) == before.as_ref() {
         return Ok((new_doc, Delta::None, Outcome::Unchanged));
     }
     let delta = Delta::UpsertPeer {
-        public_key: req.public_key,
+        public_key: key,
         endpoint: Some(req.endpoint.clone()),
         allowed_ips: nets,
-        keepalive: (req.keepalive > 0).then_some(req.keepalive),
+        keepalive: keepalive.filter(|k| *k > 0),
     };
     Ok((new_doc, delta, outcome))
 }
 
-/// How `remove-peer` names a peer: by key when the text is a key.
-pub fn find_peer<'a>(existing: &'a [PeerEntry], selector: &str) -> Option<&'a PeerEntry> {
-    match selector.parse::<PublicKey>() {
-        Ok(key) => existing.iter().find(|p| p.public_key == key),
-        Err(_) => existing
-            .iter()
-            .find(|p| p.name.as_deref() == Some(selector)),
-    }
+/// The direct peer `selector` names.
+pub fn find_peer<'a>(existing: &'a [PeerEntry], selector: &PeerSelector) -> Option<&'a PeerEntry> {
+    existing.iter().find(|p| p.is(selector))
+}
+
+/// The error for a peer no section or relay line names.
+pub fn not_found(doc: &Document, selector: &PeerSelector) -> Error {
+    Error::NotFound(format!(
+        "no peer named or keyed {} in {}: expected a name or public key from `wgp2p status`",
+        quoted(&selector.to_string()),
+        doc.origin()
+    ))
 }
 
 /// Remove a peer by name or key, direct or relayed; an unknown peer
-/// changes nothing. Returns the new config, the live change, and the
+/// changes nothing. A direct peer's section goes with the comment block
+/// directly above it. Returns the new config, the live change, and the
 /// removed peer's name (or "(unnamed)") and key.
 pub fn remove_peer(
     doc: Document,
-    conf_name: &str,
-    selector: &str,
+    selector: &PeerSelector,
 ) -> Result<(Document, Delta, (String, PublicKey))> {
-    let existing = peers(&doc, conf_name)?;
+    let existing = peers(&doc)?;
     match relay::locate(&existing, selector) {
         Some(relay::Found::Direct(entry)) if !entry.relayed.is_empty() => {
-            let names: Vec<&str> = entry.relayed.iter().map(|r| r.name.as_str()).collect();
+            let names: Vec<&str> = entry.relayed.iter().map(Relayed::display_name).collect();
             Err(Error::Conflict(format!(
                 "peer {} relays {}: make them direct (`wgp2p relay NAME direct`) or remove them first",
                 quoted(entry.display_name()),
@@ -263,18 +339,19 @@ pub fn remove_peer(
         }
         Some(relay::Found::Direct(entry)) => {
             let mut new_doc = doc;
-            new_doc.remove_section(entry.section);
+            new_doc.remove_peer(&entry.public_key);
             let removed = (entry.display_name().to_string(), entry.public_key);
             Ok((new_doc, Delta::RemovePeer(entry.public_key), removed))
         }
         Some(relay::Found::Relayed { via, peer }) => {
             let (new_doc, delta) = relay::remove_relayed(doc, via, peer);
-            Ok((new_doc, delta, (peer.name.clone(), peer.public_key)))
+            Ok((
+                new_doc,
+                delta,
+                (peer.display_name().to_string(), peer.public_key),
+            ))
         }
-        None => Err(Error::NotFound(format!(
-            "no peer named or keyed {} in {conf_name}: expected a name or public key from `wgp2p status`",
-            quoted(selector)
-        ))),
+        None => Err(not_found(&doc, selector)),
     }
 }
 
@@ -289,34 +366,31 @@ pub fn install_interface(
 ) -> Document {
     let mut new_doc = doc.clone();
     let keeps_address = new_doc.interface().is_some_and(|s| {
-        s.get_all("Address")
+        s.get_all(keys::ADDRESS)
             .iter()
             .flat_map(|v| v.split(','))
             .any(|a| a.trim() == address.to_string())
     });
     if !keeps_address {
-        new_doc.set_interface("Address", &address.to_string());
+        new_doc.set_interface(keys::ADDRESS, &address.to_string());
     }
-    new_doc.set_interface("ListenPort", &port.to_string());
-    new_doc.set_interface("PrivateKey", &key.expose_base64());
-    new_doc.remove_interface("SaveConfig");
+    new_doc.set_interface(keys::LISTEN_PORT, &port.to_string());
+    new_doc.set_interface(keys::PRIVATE_KEY, &key.expose_base64());
+    new_doc.remove_interface(keys::SAVE_CONFIG);
     new_doc
 }
 
 /// Use another private key: refused when its public key is already a peer's.
-pub fn import_key(doc: &Document, conf_name: &str, key: PrivateKey) -> Result<(Document, Delta)> {
+pub fn import_key(doc: &Document, key: PrivateKey) -> Result<(Document, Delta)> {
     let public = key.public_key();
-    if let Some(peer) = peers(doc, conf_name)?
-        .iter()
-        .find(|p| p.public_key == public)
-    {
+    if let Some(peer) = peers(doc)?.iter().find(|p| p.public_key == public) {
         return Err(Error::Conflict(format!(
             "the imported key's public key {public} is peer {}: expected a key of this node, not of a peer",
             quoted(peer.display_name())
         )));
     }
     let mut new_doc = doc.clone();
-    new_doc.set_interface("PrivateKey", &key.expose_base64());
+    new_doc.set_interface(keys::PRIVATE_KEY, &key.expose_base64());
     Ok((new_doc, Delta::SetPrivateKey(key)))
 }
 
@@ -332,9 +406,13 @@ mod tests {
             endpoint: "192.0.2.2:51820".parse().unwrap(),
             public_key: key.parse().unwrap(),
             peer_ip: ip.parse().unwrap(),
-            extra_allowed_ips: AllowedIps::default(),
-            keepalive: 25,
+            extra_allowed_ips: None,
+            keepalive: None,
         }
+    }
+
+    fn sel(text: &str) -> PeerSelector {
+        text.parse().unwrap()
     }
 
     fn base() -> Document {
@@ -342,25 +420,15 @@ mod tests {
     }
 
     fn with_a() -> Document {
-        add_peer(
-            base(),
-            "wg0.conf",
-            &own(),
-            &req("enterprise", KEY_A, "10.15.0.2"),
-        )
-        .unwrap()
-        .0
+        add_peer(base(), &own(), &req("enterprise", KEY_A, "10.15.0.2"))
+            .unwrap()
+            .0
     }
 
     #[test]
     fn adds_a_named_peer_with_a_host_route() {
-        let (doc, delta, outcome) = add_peer(
-            base(),
-            "wg0.conf",
-            &own(),
-            &req("enterprise", KEY_A, "10.15.0.2/24"),
-        )
-        .unwrap();
+        let (doc, delta, outcome) =
+            add_peer(base(), &own(), &req("enterprise", KEY_A, "10.15.0.2/24")).unwrap();
         assert_eq!(outcome, Outcome::Added);
         let text = doc.render();
         assert!(text.contains("PostUp = echo up\n"));
@@ -380,25 +448,15 @@ mod tests {
 
     #[test]
     fn same_request_twice_is_unchanged() {
-        let (_, delta, outcome) = add_peer(
-            with_a(),
-            "wg0.conf",
-            &own(),
-            &req("enterprise", KEY_A, "10.15.0.2"),
-        )
-        .unwrap();
+        let (_, delta, outcome) =
+            add_peer(with_a(), &own(), &req("enterprise", KEY_A, "10.15.0.2")).unwrap();
         assert_eq!((delta, outcome), (Delta::None, Outcome::Unchanged));
     }
 
     #[test]
     fn update_in_place_keeps_one_section() {
-        let (doc, _, outcome) = add_peer(
-            with_a(),
-            "wg0.conf",
-            &own(),
-            &req("enterprise", KEY_A, "10.15.0.9"),
-        )
-        .unwrap();
+        let (doc, _, outcome) =
+            add_peer(with_a(), &own(), &req("enterprise", KEY_A, "10.15.0.9")).unwrap();
         assert_eq!(outcome, Outcome::Updated);
         assert_eq!(doc.render().matches("[Peer]").count(), 1);
         assert!(doc.render().contains("AllowedIPs = 10.15.0.9/32"));
@@ -416,14 +474,14 @@ mod tests {
             (req("voyager", KEY_B, "10.15.0.1"), "own address"),
         ];
         for (request, expected) in cases {
-            let err = add_peer(doc.clone(), "wg0.conf", &own(), &request)
+            let err = add_peer(doc.clone(), &own(), &request)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(expected), "{err}");
         }
         let mut wide = req("voyager", KEY_B, "10.15.0.3");
-        wide.extra_allowed_ips = "10.15.0.0/24".parse().unwrap();
-        assert!(add_peer(doc.clone(), "wg0.conf", &own(), &wide).is_err());
+        wide.extra_allowed_ips = Some("10.15.0.0/24".parse().unwrap());
+        assert!(add_peer(doc.clone(), &own(), &wide).is_err());
     }
 
     #[test]
@@ -432,13 +490,8 @@ mod tests {
             "[Interface]\n[Peer]\nPublicKey = {KEY_A}\nAllowedIPs = 10.15.0.2/32\n"
         ))
         .unwrap();
-        let (doc, _, outcome) = add_peer(
-            doc.clone(),
-            "wg0.conf",
-            &own(),
-            &req("enterprise", KEY_A, "10.15.0.2"),
-        )
-        .unwrap();
+        let (doc, _, outcome) =
+            add_peer(doc.clone(), &own(), &req("enterprise", KEY_A, "10.15.0.2")).unwrap();
         assert_eq!(outcome, Outcome::Updated);
         assert!(doc.render().contains("[Peer]\n# Name = enterprise\n"));
     }
@@ -446,12 +499,12 @@ mod tests {
     #[test]
     fn removes_by_name_or_key() {
         let doc = with_a();
-        let (after, delta, _) = remove_peer(doc.clone(), "wg0.conf", "enterprise").unwrap();
+        let (after, delta, _) = remove_peer(doc.clone(), &sel("enterprise")).unwrap();
         assert_eq!(after.render(), base().render());
         assert_eq!(delta, Delta::RemovePeer(KEY_A.parse().unwrap()));
-        assert!(remove_peer(doc.clone(), "wg0.conf", KEY_A).is_ok());
+        assert!(remove_peer(doc.clone(), &sel(KEY_A)).is_ok());
         assert!(matches!(
-            remove_peer(doc.clone(), "wg0.conf", "nobody"),
+            remove_peer(doc.clone(), &sel("nobody")),
             Err(Error::NotFound(_))
         ));
     }
@@ -475,6 +528,94 @@ mod tests {
     #[test]
     fn import_key_of_a_peer_is_refused() {
         let doc = Document::parse(&format!("[Peer]\nPublicKey = {}\n", own().public_key)).unwrap();
-        assert!(import_key(&doc, "wg0.conf", OWN_PRIV.parse().unwrap()).is_err());
+        assert!(import_key(&doc, OWN_PRIV.parse().unwrap()).is_err());
+    }
+
+    /// Reproduction: re-pasting a peer's line with a new endpoint dropped
+    /// the subnets and keepalive that options had added.
+    #[test]
+    fn re_paste_keeps_what_options_added() {
+        let mut first = req("enterprise", KEY_A, "10.15.0.2");
+        first.extra_allowed_ips = Some("192.168.50.0/24".parse().unwrap());
+        first.keepalive = Some(10);
+        let doc = add_peer(base(), &own(), &first).unwrap().0;
+        let mut again = req("enterprise", KEY_A, "10.15.0.2");
+        again.endpoint = "192.0.2.99:51820".parse().unwrap();
+        let (doc, delta, outcome) = add_peer(doc, &own(), &again).unwrap();
+        assert_eq!(outcome, Outcome::Updated);
+        let text = doc.render();
+        assert!(
+            text.contains("AllowedIPs = 10.15.0.2/32, 192.168.50.0/24\n"),
+            "{text}"
+        );
+        assert!(text.contains("PersistentKeepalive = 10\n"), "{text}");
+        assert!(text.contains("Endpoint = 192.0.2.99:51820\n"), "{text}");
+        assert!(
+            matches!(delta, Delta::UpsertPeer { keepalive: Some(10), ref allowed_ips, .. } if allowed_ips.len() == 2)
+        );
+        // A new address replaces the old one, the subnet stays.
+        let moved = req("enterprise", KEY_A, "10.15.0.7");
+        let text = add_peer(doc.clone(), &own(), &moved).unwrap().0.render();
+        assert!(
+            text.contains("AllowedIPs = 10.15.0.7/32, 192.168.50.0/24\n"),
+            "{text}"
+        );
+        // Explicit options replace.
+        let mut explicit = req("enterprise", KEY_A, "10.15.0.2");
+        explicit.extra_allowed_ips = Some("10.99.0.0/16".parse().unwrap());
+        explicit.keepalive = Some(0);
+        let text = add_peer(doc, &own(), &explicit).unwrap().0.render();
+        assert!(
+            text.contains("AllowedIPs = 10.15.0.2/32, 10.99.0.0/16\n"),
+            "{text}"
+        );
+        assert!(text.contains("PersistentKeepalive = 0\n"), "{text}");
+    }
+
+    #[test]
+    fn re_paste_keeps_unknown_lines_psk_and_comments() {
+        let text = format!(
+            "[Interface]\nAddress = 10.15.0.1/24\n\n# the office\n[Peer] # office\nPublicKey = {KEY_A}\nPresharedKey = {KEY_B}\nAllowedIPs = 10.15.0.2 # tunnel\nAllowedIPs = fd00::2/128\nEndpoint = 192.0.2.2:51820\n"
+        );
+        let doc = Document::parse(&text).unwrap();
+        let (doc, _, outcome) = add_peer(doc, &own(), &req("office", KEY_A, "10.15.0.2")).unwrap();
+        assert_eq!(outcome, Outcome::Updated);
+        let out = doc.render();
+        assert_eq!(
+            out,
+            text.replace("[Peer] # office\n", "[Peer] # office\n# Name = office\n")
+        );
+    }
+
+    /// Reproduction: with `[Peer] # laptop` unread, add-peer of the peer
+    /// above deleted the laptop's lines and remove-peer removed both.
+    #[test]
+    fn a_commented_header_keeps_its_peer_apart() {
+        let text = format!(
+            "[Interface] # main\nAddress = 10.15.0.1/24\n\n[Peer]\n# Name = enterprise\nPublicKey = {KEY_A}\nEndpoint = 192.0.2.2:51820\nAllowedIPs = 10.15.0.2/32\nPersistentKeepalive = 25\n\n[Peer] # laptop\nPublicKey = {KEY_B}\nAllowedIPs = 10.15.0.3/32\n"
+        );
+        let doc = Document::parse(&text).unwrap();
+        let mut moved = req("enterprise", KEY_A, "10.15.0.2");
+        moved.endpoint = "192.0.2.50:51820".parse().unwrap();
+        let out = add_peer(doc.clone(), &own(), &moved).unwrap().0.render();
+        assert_eq!(out, text.replace("192.0.2.2:51820", "192.0.2.50:51820"));
+        let (after, _, _) = remove_peer(doc, &sel("enterprise")).unwrap();
+        assert_eq!(
+            after.render(),
+            format!(
+                "[Interface] # main\nAddress = 10.15.0.1/24\n\n[Peer] # laptop\nPublicKey = {KEY_B}\nAllowedIPs = 10.15.0.3/32\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_name_with_spaces_selects_its_peer() {
+        let doc = Document::parse(&format!(
+            "[Interface]\n[Peer]\n# Name = Bob laptop\nPublicKey = {KEY_A}\nAllowedIPs = 10.15.0.2/32\n"
+        ))
+        .unwrap();
+        let (after, _, (name, _)) = remove_peer(doc, &sel("Bob laptop")).unwrap();
+        assert_eq!(name, "Bob laptop");
+        assert_eq!(after.render(), "[Interface]\n");
     }
 }

@@ -1,16 +1,21 @@
 //! Relaying: a peer that cannot be reached directly (both sides behind
-//! symmetric NAT) is reached through another peer. Its addresses move onto
-//! the relay's AllowedIPs, and a `# Relay = …` line in the relay's section
-//! remembers the peer (name, key, endpoint, addresses) so it can be made
-//! direct again. Pure functions, like the rest of `plan`.
+//! symmetric NAT) is reached through another peer. Its addresses go onto
+//! the relay's section as an `AllowedIPs` line of their own, and a
+//! `# Relay = …` line beside it remembers the peer (its key, addresses and
+//! whole section text) so `relay NAME direct` can give the section back byte
+//! for byte. Pure functions, like the rest of `plan`.
 
 use ipnet::IpNet;
 
-use crate::config::document::Document;
+use crate::config::document::{Document, is_wg_space, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
+use crate::device::PresharedKey;
 use crate::error::{Error, Result};
-use crate::plan::{AddPeer, Delta, Outcome, Own, add_peer, find_peer, overlaps};
-use crate::types::{Endpoint, PeerIp, PublicKey, quoted};
+use crate::plan::{
+    AddPeer, Delta, Outcome, Own, add_peer, check_new_peer, find_peer, join_nets, not_found,
+    overlaps,
+};
+use crate::types::{AllowedIps, Endpoint, PeerIp, PeerSelector, quoted};
 
 /// Where a peer sits in the config.
 pub enum Found<'a> {
@@ -22,24 +27,16 @@ pub enum Found<'a> {
 }
 
 /// Find a peer, direct or relayed, by name or key.
-pub fn locate<'a>(entries: &'a [PeerEntry], selector: &str) -> Option<Found<'a>> {
+pub fn locate<'a>(entries: &'a [PeerEntry], selector: &PeerSelector) -> Option<Found<'a>> {
     if let Some(direct) = find_peer(entries, selector) {
         return Some(Found::Direct(direct));
     }
-    let key = selector.parse::<PublicKey>().ok();
     entries.iter().find_map(|via| {
         via.relayed
             .iter()
-            .find(|r| Some(r.public_key) == key || r.name == selector)
+            .find(|r| r.is(selector))
             .map(|peer| Found::Relayed { via, peer })
     })
-}
-
-fn join(nets: &[IpNet]) -> String {
-    nets.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The relay's live update: its whole AllowedIPs list (WireGuard replaces
@@ -54,7 +51,7 @@ fn relay_delta(relay: &PeerEntry, nets: Vec<IpNet>) -> Delta {
 }
 
 /// Take `peer` off the relay `via`: its nets leave the relay's AllowedIPs
-/// and its `# Relay` line goes.
+/// lines (a line left with none goes) and its `# Relay` line goes.
 fn unroute(doc: &mut Document, via: &PeerEntry, peer: &Relayed) -> Delta {
     let nets: Vec<IpNet> = via
         .allowed_ips
@@ -62,16 +59,40 @@ fn unroute(doc: &mut Document, via: &PeerEntry, peer: &Relayed) -> Delta {
         .filter(|n| !peer.nets.contains(n))
         .copied()
         .collect();
-    doc.set_in(via.section, "AllowedIPs", &join(&nets));
+    doc.edit_peer_values(&via.public_key, keys::ALLOWED_IPS, |value| {
+        let squeezed: String = value.chars().filter(|c| !is_wg_space(*c)).collect();
+        let entries: Vec<&str> = squeezed.split(',').filter(|e| !e.is_empty()).collect();
+        let kept: Vec<&str> = entries
+            .iter()
+            .copied()
+            .filter(|e| {
+                e.parse::<IpNet>().map_or(true, |n| !peer.nets.contains(&n))
+                    && e.parse::<std::net::IpAddr>()
+                        .map_or(true, |ip| !peer.nets.contains(&IpNet::from(ip)))
+            })
+            .collect();
+        if kept.len() == entries.len() {
+            None
+        } else if kept.is_empty() {
+            Some(None)
+        } else {
+            Some(Some(kept.join(", ")))
+        }
+    });
     let key = peer.public_key.to_string();
-    doc.remove_tags(via.section, "Relay", |v| {
+    doc.remove_tags(&via.public_key, keys::TAG_RELAY, |v| {
         v.split_whitespace().nth(1) == Some(key.as_str())
     });
     relay_delta(via, nets)
 }
 
-fn relay_peer<'a>(entries: &'a [PeerEntry], own: &Own, selector: &str) -> Result<&'a PeerEntry> {
-    if selector.parse::<PublicKey>().ok() == Some(own.public_key) {
+fn relay_peer<'a>(
+    doc: &Document,
+    entries: &'a [PeerEntry],
+    own: &Own,
+    selector: &PeerSelector,
+) -> Result<&'a PeerEntry> {
+    if *selector == PeerSelector::Key(own.public_key) {
         return Err(Error::Conflict(
             "cannot relay through this node itself: expected another mesh peer".into(),
         ));
@@ -80,12 +101,13 @@ fn relay_peer<'a>(entries: &'a [PeerEntry], own: &Own, selector: &str) -> Result
         Some(Found::Direct(relay)) => Ok(relay),
         Some(Found::Relayed { via, peer }) => Err(Error::Conflict(format!(
             "relay {} is itself relayed via {}: expected a peer with a direct tunnel",
-            quoted(&peer.name),
+            quoted(peer.display_name()),
             via.display_name()
         ))),
         None => Err(Error::NotFound(format!(
-            "no peer named or keyed {} to relay through: expected a name or key from `wgp2p status`",
-            quoted(selector)
+            "no peer named or keyed {} in {} to relay through: expected a name or key from `wgp2p status`",
+            quoted(&selector.to_string()),
+            doc.origin()
         ))),
     }
 }
@@ -100,7 +122,7 @@ fn check_relayed(
     if peer.public_key == relay.public_key {
         return Err(Error::Conflict(format!(
             "peer {} cannot be relayed through itself: expected another peer as relay",
-            quoted(&peer.name)
+            quoted(peer.display_name())
         )));
     }
     if peer.public_key == own.public_key {
@@ -111,10 +133,10 @@ fn check_relayed(
     }
     let others = entries.iter().filter(|e| e.public_key != peer.public_key);
     for other in others {
-        if other.name.as_deref() == Some(peer.name.as_str()) {
+        if peer.name.is_some() && other.name == peer.name {
             return Err(Error::Conflict(format!(
                 "peer name {} is already used by key {}: choose another name",
-                quoted(&peer.name),
+                quoted(peer.display_name()),
                 other.public_key
             )));
         }
@@ -145,17 +167,17 @@ fn check_relayed(
     Ok(())
 }
 
-/// Route `peer` through the peer named by `relay_selector`. A direct
-/// section for it is removed; a route through another relay is moved.
+/// Route `peer` through the peer `relay_selector` names. A direct
+/// section for it is removed (and kept in the `# Relay` line); a route
+/// through another relay is moved.
 pub fn route_via(
     doc: &Document,
-    conf_name: &str,
     own: &Own,
     peer: &Relayed,
-    relay_selector: &str,
+    relay_selector: &PeerSelector,
 ) -> Result<(Document, Vec<Delta>)> {
-    let entries = peers(doc, conf_name)?;
-    let relay = relay_peer(&entries, own, relay_selector)?;
+    let entries = peers(doc)?;
+    let relay = relay_peer(doc, &entries, own, relay_selector)?;
     if relay
         .relayed
         .iter()
@@ -170,64 +192,67 @@ pub fn route_via(
     {
         return Err(Error::Conflict(format!(
             "peer {} relays others itself: make them direct first (`wgp2p relay NAME direct`)",
-            quoted(&peer.name)
+            quoted(peer.display_name())
         )));
     }
     let mut new_doc = doc.clone();
     let mut deltas = Vec::new();
     // Leave the old route: another relay, or the direct tunnel.
+    let mut stored = peer.clone();
     for via in entries.iter().filter(|e| e.public_key != relay.public_key) {
         if let Some(old) = via.relayed.iter().find(|r| r.public_key == peer.public_key) {
             deltas.push(unroute(&mut new_doc, via, old));
+            if stored.section.is_none() {
+                stored.section.clone_from(&old.section);
+            }
         }
     }
-    let direct = entries.iter().find(|e| e.public_key == peer.public_key);
-    if direct.is_some() {
+    if entries.iter().any(|e| e.public_key == peer.public_key) {
+        if let Some(text) = new_doc.remove_peer(&peer.public_key)
+            && stored.section.is_none()
+        {
+            stored.section = Some(text);
+        }
         deltas.push(Delta::RemovePeer(peer.public_key));
     }
-    let mut nets = relay.allowed_ips.clone();
-    nets.extend(peer.nets.iter().filter(|n| !relay.allowed_ips.contains(n)));
-    new_doc.set_in(relay.section, "AllowedIPs", &join(&nets));
-    new_doc.add_tag(relay.section, "Relay", &peer.tag());
-    deltas.push(relay_delta(relay, nets));
-    // Last, as it shifts the index of every later section.
-    if let Some(direct) = direct {
-        new_doc.remove_section(direct.section);
+    let added: Vec<IpNet> = peer
+        .nets
+        .iter()
+        .filter(|n| !relay.allowed_ips.contains(n))
+        .copied()
+        .collect();
+    new_doc.add_tag(&relay.public_key, keys::TAG_RELAY, &stored.tag());
+    if !added.is_empty() {
+        new_doc.add_peer_line(&relay.public_key, keys::ALLOWED_IPS, &join_nets(&added));
     }
+    let mut nets = relay.allowed_ips.clone();
+    nets.extend(added);
+    deltas.push(relay_delta(relay, nets));
     Ok((new_doc, deltas))
 }
 
-/// The relayed record of a direct peer, for `relay NAME via RELAY`.
-pub fn as_relayed(entry: &PeerEntry) -> Result<Relayed> {
-    let endpoint = entry.endpoint.clone().ok_or_else(|| {
-        Error::Conflict(format!(
-            "peer {} has no endpoint: expected a peer added with one",
-            quoted(entry.display_name())
-        ))
-    })?;
-    let name = entry.name.clone().ok_or_else(|| {
-        Error::Conflict(format!(
-            "peer {} has no name: run its add-peer line again to name it first",
-            entry.public_key
-        ))
-    })?;
-    Ok(Relayed {
-        name,
+/// The relayed record of a direct peer, for `relay NAME via RELAY`: its
+/// section text goes with it, so nothing of it is lost.
+pub fn as_relayed(doc: &Document, entry: &PeerEntry) -> Relayed {
+    Relayed {
+        name: entry.name.clone(),
         public_key: entry.public_key,
-        endpoint,
+        endpoint: entry.endpoint.clone(),
         nets: entry.allowed_ips.clone(),
-    })
+        section: doc.peer(&entry.public_key).map(|s| s.block_text()),
+    }
 }
 
 /// Make a relayed peer direct again: its route leaves the relay and its
-/// own `[Peer]` comes back (keepalive 25).
+/// own `[Peer]` section comes back as it was (appended at the end). A peer
+/// remembered without its section (by an older wgp2p, or added with
+/// `--via`) comes back as `add-peer` would add it.
 pub fn make_direct(
     doc: &Document,
-    conf_name: &str,
     own: &Own,
-    selector: &str,
+    selector: &PeerSelector,
 ) -> Result<(Document, Vec<Delta>, String)> {
-    let entries = peers(doc, conf_name)?;
+    let entries = peers(doc)?;
     let (via, peer) = match locate(&entries, selector) {
         Some(Found::Relayed { via, peer }) => (via, peer),
         Some(Found::Direct(entry)) => {
@@ -236,38 +261,84 @@ pub fn make_direct(
                 quoted(entry.display_name())
             )));
         }
-        None => return Err(not_found(selector, conf_name)),
+        None => return Err(not_found(doc, selector)),
     };
     let mut new_doc = doc.clone();
     let mut deltas = vec![unroute(&mut new_doc, via, peer)];
-    let (first, rest) = peer.nets.split_first().ok_or_else(|| {
-        Error::BadConfig(format!(
-            "{conf_name}: # Relay line of {} has no address",
-            peer.name
-        ))
-    })?;
+    let name = peer.display_name().to_string();
+    if let Some(text) = &peer.section {
+        let remaining = peers(&new_doc)?;
+        check_new_peer(
+            &remaining,
+            own,
+            &peer.public_key,
+            peer.name.as_ref(),
+            &peer.nets,
+        )?;
+        if !new_doc.append_block(text) {
+            return Err(bad_relay_line(doc, peer));
+        }
+        let restored = peers(&new_doc)?
+            .into_iter()
+            .find(|e| e.public_key == peer.public_key)
+            .ok_or_else(|| bad_relay_line(doc, peer))?;
+        let preshared_key = new_doc
+            .peer(&peer.public_key)
+            .and_then(|s| s.get_last(keys::PRESHARED_KEY))
+            .and_then(PresharedKey::parse);
+        deltas.push(Delta::UpsertPeer {
+            public_key: restored.public_key,
+            endpoint: restored
+                .endpoint
+                .as_deref()
+                .and_then(|e| e.parse::<Endpoint>().ok()),
+            allowed_ips: restored.allowed_ips,
+            keepalive: restored.keepalive,
+        });
+        if preshared_key.is_some() {
+            deltas.push(Delta::SetPresharedKey {
+                public_key: restored.public_key,
+                key: preshared_key,
+            });
+        }
+        return Ok((new_doc, deltas, name));
+    }
+    let (first, rest) = peer
+        .nets
+        .split_first()
+        .ok_or_else(|| bad_relay_line(doc, peer))?;
+    let (Some(peer_name), Some(endpoint)) = (
+        peer.name.as_ref().and_then(|n| n.as_peer_name()),
+        peer.endpoint
+            .as_deref()
+            .and_then(|e| e.parse::<Endpoint>().ok()),
+    ) else {
+        return Err(bad_relay_line(doc, peer));
+    };
     let request = AddPeer {
-        name: peer.name.parse()?,
-        endpoint: peer.endpoint.parse::<Endpoint>()?,
+        name: peer_name,
+        endpoint,
         public_key: peer.public_key,
         peer_ip: PeerIp {
             ip: first.addr(),
             dropped_prefix: None,
         },
-        extra_allowed_ips: crate::types::AllowedIps(rest.to_vec()),
-        keepalive: 25,
+        extra_allowed_ips: Some(AllowedIps(rest.to_vec())),
+        keepalive: None,
     };
-    let (direct_doc, delta, outcome) = add_peer(new_doc, conf_name, own, &request)?;
+    let (direct_doc, delta, outcome) = add_peer(new_doc, own, &request)?;
     if outcome != Outcome::Unchanged {
         deltas.push(delta);
     }
-    Ok((direct_doc, deltas, peer.name.clone()))
+    Ok((direct_doc, deltas, name))
 }
 
-fn not_found(selector: &str, conf_name: &str) -> Error {
-    Error::NotFound(format!(
-        "no peer named or keyed {} in {conf_name}: expected a name or public key from `wgp2p status`",
-        quoted(selector)
+fn bad_relay_line(doc: &Document, peer: &Relayed) -> Error {
+    Error::BadConfig(format!(
+        "{}: the # Relay line of {} ({}) cannot restore a direct peer: expected a name, an endpoint and an address, or the peer's section",
+        doc.origin(),
+        quoted(peer.display_name()),
+        peer.public_key
     ))
 }
 
@@ -282,7 +353,10 @@ pub fn remove_relayed(doc: Document, via: &PeerEntry, peer: &Relayed) -> (Docume
 mod tests {
     use super::*;
     use crate::plan::fixtures::{KEY_A as RELAY, KEY_B as FAR, KEY_C as OTHER, own};
-    use crate::types::AllowedIps;
+
+    fn sel(text: &str) -> PeerSelector {
+        text.parse().unwrap()
+    }
 
     fn add(doc: &Document, name: &str, key: &str, ip: &str) -> Document {
         let request = AddPeer {
@@ -290,12 +364,10 @@ mod tests {
             endpoint: "192.0.2.9:51820".parse().unwrap(),
             public_key: key.parse().unwrap(),
             peer_ip: ip.parse().unwrap(),
-            extra_allowed_ips: AllowedIps::default(),
-            keepalive: 25,
+            extra_allowed_ips: None,
+            keepalive: None,
         };
-        add_peer(doc.clone(), "wg0.conf", &own(), &request)
-            .unwrap()
-            .0
+        add_peer(doc.clone(), &own(), &request).unwrap().0
     }
 
     fn mesh() -> Document {
@@ -305,56 +377,116 @@ mod tests {
         add(&doc, "other", OTHER, "10.15.0.4")
     }
 
-    fn far_relayed() -> Relayed {
-        let entries = peers(&mesh(), "wg0.conf").unwrap();
-        as_relayed(
-            entries
-                .iter()
-                .find(|e| e.name.as_deref() == Some("far"))
-                .unwrap(),
-        )
-        .unwrap()
+    fn relayed(doc: &Document, name: &str) -> Relayed {
+        let entries = peers(doc).unwrap();
+        let Some(Found::Direct(entry)) = locate(&entries, &sel(name)) else {
+            panic!("{name} is not direct")
+        };
+        as_relayed(doc, entry)
     }
 
     #[test]
     fn switching_to_relayed_and_back() {
+        let start = mesh();
         let (doc, deltas) =
-            route_via(&mesh(), "wg0.conf", &own(), &far_relayed(), "relay").unwrap();
+            route_via(&start, &own(), &relayed(&start, "far"), &sel("relay")).unwrap();
         let text = doc.render();
         assert!(
-            text.contains("AllowedIPs = 10.15.0.2/32, 10.15.0.3/32\n"),
+            text.contains(&format!(
+                "# Relay = far {FAR} 192.0.2.9:51820 10.15.0.3/32 b64:"
+            )),
             "{text}"
         );
         assert!(
-            text.contains(&format!(
-                "# Relay = far {FAR} 192.0.2.9:51820 10.15.0.3/32\n"
-            )),
+            text.contains("\nAllowedIPs = 10.15.0.3/32\n\n[Peer]\n# Name = other"),
             "{text}"
         );
         assert!(!text.contains("# Name = far"));
         assert_eq!(deltas.len(), 2);
         assert_eq!(deltas[0], Delta::RemovePeer(FAR.parse().unwrap()));
-        let entries = peers(&doc, "wg0.conf").unwrap();
+        assert!(
+            matches!(&deltas[1], Delta::UpsertPeer { allowed_ips, .. } if allowed_ips.len() == 2)
+        );
+        let entries = peers(&doc).unwrap();
         assert!(matches!(
-            locate(&entries, "far"),
+            locate(&entries, &sel("far")),
             Some(Found::Relayed { .. })
         ));
 
-        let (back, deltas, name) = make_direct(&doc, "wg0.conf", &own(), "far").unwrap();
+        let (back, deltas, name) = make_direct(&doc, &own(), &sel("far")).unwrap();
         assert_eq!(name, "far");
         assert_eq!(deltas.len(), 2);
         let text = back.render();
-        assert!(
-            text.contains("# Name = relay\nPublicKey = xTIB")
-                && text.contains("AllowedIPs = 10.15.0.2/32\n")
-        );
-        assert!(text.contains(&format!("# Name = far\nPublicKey = {FAR}\nEndpoint = 192.0.2.9:51820\nAllowedIPs = 10.15.0.3/32")), "{text}");
         assert!(!text.contains("# Relay"));
+        let far = start.peer(&FAR.parse().unwrap()).unwrap().block_text();
+        assert_eq!(back.peer(&FAR.parse().unwrap()).unwrap().block_text(), far);
+        assert_eq!(
+            back.peer(&RELAY.parse().unwrap()).unwrap().block_text(),
+            start.peer(&RELAY.parse().unwrap()).unwrap().block_text()
+        );
+    }
+
+    /// Reproduction: `relay NAME via R` then `relay NAME direct` dropped the
+    /// PresharedKey, turned 192.168.50.0/24 into /32 and dropped comments.
+    #[test]
+    fn a_relay_round_trip_gives_the_section_back() {
+        let psk = "FIdH/I/aAmjEtXsQ96tzzZkNRnV2a26clyAqfkUqkwA=";
+        let far_block = format!(
+            "# the far office\n[Peer] # far\n# Name = Bob laptop\nPublicKey = {FAR}\nPresharedKey = {psk}\nAllowedIPs = 10.15.0.3 # tunnel\nallowedips = 192.168.50.0/24\nEndpoint = 192.0.2.3:51820\nPersistentKeepalive = 7"
+        );
+        let text = format!(
+            "[Interface]\nAddress = 10.15.0.1/24\n\n[Peer]\n# Name = relay\nPublicKey = {RELAY}\nAllowedIPs = 10.15.0.2 # relay\nEndpoint = 192.0.2.2:51820\n\n{far_block}\n"
+        );
+        let start = Document::parse(&text).unwrap();
+        let (via, _) = route_via(
+            &start,
+            &own(),
+            &relayed(&start, "Bob laptop"),
+            &sel("relay"),
+        )
+        .unwrap();
+        let via_text = via.render();
+        assert!(via_text.contains("# Relay = - "), "{via_text}");
+        assert!(
+            via_text.contains("AllowedIPs = 10.15.0.2 # relay\n"),
+            "{via_text}"
+        );
+        let entries = peers(&Document::parse(&via_text).unwrap()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].allowed_ips.len(), 3);
+        assert_eq!(entries[0].relayed[0].display_name(), "Bob laptop");
+        let (back, deltas, _) = make_direct(
+            &Document::parse(&via_text).unwrap(),
+            &own(),
+            &sel("Bob laptop"),
+        )
+        .unwrap();
+        assert_eq!(back.render(), text);
+        assert!(matches!(
+            &deltas[1],
+            Delta::UpsertPeer { keepalive: Some(7), allowed_ips, .. } if allowed_ips.len() == 2
+        ));
+        assert!(matches!(
+            &deltas[2],
+            Delta::SetPresharedKey { key: Some(_), .. }
+        ));
+    }
+
+    #[test]
+    fn a_legacy_relay_line_still_comes_back() {
+        let text = format!(
+            "[Interface]\nAddress = 10.15.0.1/24\n\n[Peer]\n# Name = relay\nPublicKey = {RELAY}\nAllowedIPs = 10.15.0.2/32, 10.15.0.3/32\n# Relay = far {FAR} 192.0.2.9:51820 10.15.0.3/32\n"
+        );
+        let doc = Document::parse(&text).unwrap();
+        let (back, _, _) = make_direct(&doc, &own(), &sel(FAR)).unwrap();
+        let out = back.render();
+        assert!(out.contains("AllowedIPs = 10.15.0.2/32\n"), "{out}");
+        assert!(out.contains(&format!("[Peer]\n# Name = far\nPublicKey = {FAR}\nEndpoint = 192.0.2.9:51820\nAllowedIPs = 10.15.0.3/32\nPersistentKeepalive = 25\n")), "{out}");
     }
 
     #[test]
     fn bad_relays_are_refused() {
-        let far = far_relayed();
+        let far = relayed(&mesh(), "far");
         let own_key = own().public_key.to_string();
         let cases = [
             ("nobody", "no peer named"),
@@ -362,44 +494,42 @@ mod tests {
             (own_key.as_str(), "this node itself"),
         ];
         for (relay, expected) in cases {
-            let err = route_via(&mesh(), "wg0.conf", &own(), &far, relay)
+            let err = route_via(&mesh(), &own(), &far, &sel(relay))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(expected), "{relay}: {err}");
         }
         // Through a peer that is itself relayed.
-        let (doc, _) = route_via(&mesh(), "wg0.conf", &own(), &far, "relay").unwrap();
-        let entries = peers(&doc, "wg0.conf").unwrap();
-        let other = as_relayed(
-            entries
-                .iter()
-                .find(|e| e.name.as_deref() == Some("other"))
-                .unwrap(),
-        )
-        .unwrap();
-        let err = route_via(&doc, "wg0.conf", &own(), &other, "far")
+        let (doc, _) = route_via(&mesh(), &own(), &far, &sel("relay")).unwrap();
+        let other = relayed(&doc, "other");
+        let err = route_via(&doc, &own(), &other, &sel("far"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("itself relayed"), "{err}");
         // An address another peer routes.
-        let mut clash = far_relayed();
+        let mut clash = relayed(&mesh(), "far");
         clash.nets = vec!["10.15.0.4/32".parse().unwrap()];
-        let err = route_via(&mesh(), "wg0.conf", &own(), &clash, "relay")
+        let err = route_via(&mesh(), &own(), &clash, &sel("relay"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("overlaps 10.15.0.4/32"), "{err}");
-        assert!(make_direct(&mesh(), "wg0.conf", &own(), "far").is_err());
+        assert!(make_direct(&mesh(), &own(), &sel("far")).is_err());
     }
 
     #[test]
     fn removing_a_relayed_peer_drops_its_route() {
-        let (doc, _) = route_via(&mesh(), "wg0.conf", &own(), &far_relayed(), "relay").unwrap();
-        let entries = peers(&doc, "wg0.conf").unwrap();
-        let Some(Found::Relayed { via, peer }) = locate(&entries, FAR) else {
+        let start = mesh();
+        let (doc, _) = route_via(&start, &own(), &relayed(&start, "far"), &sel("relay")).unwrap();
+        let entries = peers(&doc).unwrap();
+        let Some(Found::Relayed { via, peer }) = locate(&entries, &sel(FAR)) else {
             panic!("not relayed")
         };
         let (after, delta) = remove_relayed(doc.clone(), via, peer);
         assert!(!after.render().contains("10.15.0.3") && !after.render().contains("# Relay"));
+        assert_eq!(
+            after.peer(&RELAY.parse().unwrap()).unwrap().block_text(),
+            start.peer(&RELAY.parse().unwrap()).unwrap().block_text()
+        );
         assert!(
             matches!(delta, Delta::UpsertPeer { ref allowed_ips, .. } if allowed_ips.len() == 1)
         );

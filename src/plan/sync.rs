@@ -18,14 +18,16 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::document::Document;
+use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
 use crate::error::{Error, Result};
 use crate::plan::{AddPeer, Delta, Own};
-use crate::types::{Endpoint, Host, PeerName, PublicKey, quoted};
+use crate::types::{
+    AllowedIps, DEFAULT_KEEPALIVE, Endpoint, Host, PeerName, PublicKey, WrittenName, quoted,
+};
 
 /// The tag that marks a peer as the roster's: `# Source = roster`.
-pub const SOURCE_TAG: &str = "Source";
+pub const SOURCE_TAG: &str = keys::TAG_SOURCE;
 pub const SOURCE_ROSTER: &str = "roster";
 
 /// What a roster entry may route besides its own address.
@@ -123,7 +125,7 @@ pub struct Plan {
 
 /// Whether a peer section is marked as the roster's.
 pub fn is_managed(doc: &Document, entry: &PeerEntry) -> bool {
-    doc.section(entry.section)
+    doc.peer(&entry.public_key)
         .is_some_and(|s| s.tags(SOURCE_TAG).contains(&SOURCE_ROSTER))
 }
 
@@ -145,16 +147,10 @@ enum Fate {
 }
 
 /// Plan a sync of `doc` to `roster`.
-pub fn plan(
-    doc: &Document,
-    conf_name: &str,
-    me: &ThisNode,
-    roster: &Roster,
-    options: Options,
-) -> Result<Plan> {
+pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) -> Result<Plan> {
     let index = RosterIndex::build(roster)?;
     let own_entry = check_own_entry(me, roster, &index)?;
-    let existing = peers(doc, conf_name)?;
+    let existing = peers(doc)?;
 
     // Decide every existing peer's fate.
     let mut fates = Vec::with_capacity(existing.len());
@@ -203,8 +199,8 @@ pub fn plan(
                 return Err(Error::Conflict(format!(
                     "peer {} would be removed but relays {}: make it direct first (`wgp2p relay {} direct`)",
                     quoted(peer.display_name()),
-                    quoted(&relayed.name),
-                    relayed.name
+                    quoted(relayed.display_name()),
+                    relayed.display_name()
                 )));
             }
         }
@@ -267,24 +263,24 @@ pub fn plan(
     for ((peer, fate), nets) in existing.iter().zip(&fates).zip(&target_nets) {
         match (fate, nets) {
             (Fate::Remove, _) => {
-                removals.push(peer.section);
+                removals.push(peer.public_key);
                 deltas.push(Delta::RemovePeer(peer.public_key));
                 removes.push(Change::Remove(peer.display_name().to_string()));
             }
             (Fate::Manage { entry, adopt }, Some(nets)) => {
                 let entry = &roster.entries[*entry].peer;
-                let before = new_doc.section(peer.section).cloned();
+                let before = new_doc.peer(&peer.public_key).cloned();
                 if *adopt {
-                    new_doc.add_tag(peer.section, SOURCE_TAG, SOURCE_ROSTER);
+                    new_doc.add_header_tag(&peer.public_key, SOURCE_TAG, SOURCE_ROSTER);
                 }
                 for r in &peer.relayed {
                     if relayed_removed.contains(&r.public_key) {
-                        drop_relay_tag(&mut new_doc, peer.section, r);
-                        removes.push(Change::Remove(r.name.clone()));
+                        drop_relay_tag(&mut new_doc, &peer.public_key, r);
+                        removes.push(Change::Remove(r.display_name().to_string()));
                     }
                 }
-                write_peer(&mut new_doc, peer.section, entry, nets);
-                if new_doc.section(peer.section) == before.as_ref() {
+                write_peer(&mut new_doc, &peer.public_key, entry, nets);
+                if new_doc.peer(&peer.public_key) == before.as_ref() {
                     continue;
                 }
                 let live_changed = peer.endpoint.as_deref() != Some(&entry.endpoint.to_string())
@@ -299,7 +295,7 @@ pub fn plan(
                     });
                 }
                 let name = entry.name.to_string();
-                let change = match peer.name.as_deref() {
+                let change = match peer.name.as_ref().map(WrittenName::as_str) {
                     _ if *adopt => Change::Adopt(name),
                     Some(old) if old != name && !live_changed => Change::Rename {
                         from: old.to_string(),
@@ -319,10 +315,10 @@ pub fn plan(
                     continue;
                 }
                 for r in &removed {
-                    drop_relay_tag(&mut new_doc, peer.section, r);
-                    removes.push(Change::Remove(r.name.clone()));
+                    drop_relay_tag(&mut new_doc, &peer.public_key, r);
+                    removes.push(Change::Remove(r.display_name().to_string()));
                 }
-                new_doc.set_in(peer.section, "AllowedIPs", &join(nets));
+                new_doc.set_peer(&peer.public_key, keys::ALLOWED_IPS, &join(nets));
                 deltas.push(Delta::UpsertPeer {
                     public_key: peer.public_key,
                     endpoint: None,
@@ -337,15 +333,15 @@ pub fn plan(
     for (peer, fate) in existing.iter().zip(&fates) {
         if *fate == Fate::Remove {
             for r in &peer.relayed {
-                removes.push(Change::Remove(r.name.clone()));
+                removes.push(Change::Remove(r.display_name().to_string()));
             }
         }
     }
     for i in &added {
         let entry = &roster.entries[*i].peer;
-        let section = new_doc.append_peer();
-        new_doc.add_tag(section, SOURCE_TAG, SOURCE_ROSTER);
-        write_peer(&mut new_doc, section, entry, &entry.allowed_ips());
+        new_doc.append_peer(&entry.public_key);
+        new_doc.add_header_tag(&entry.public_key, SOURCE_TAG, SOURCE_ROSTER);
+        write_peer(&mut new_doc, &entry.public_key, entry, &entry.allowed_ips());
         deltas.push(Delta::UpsertPeer {
             public_key: entry.public_key,
             endpoint: Some(entry.endpoint.clone()),
@@ -354,10 +350,9 @@ pub fn plan(
         });
         others.push(Change::Add(entry.name.to_string()));
     }
-    // Sections go last, from the end, so no index above shifts.
-    removals.sort_unstable_by(|a, b| b.cmp(a));
-    for section in removals {
-        new_doc.remove_section(section);
+    // Sections are found by key, so the order of removal does not matter.
+    for key in removals {
+        new_doc.remove_peer(&key);
     }
     // Removals are printed first, then updates in file order, then adds.
     removes.append(&mut others);
@@ -369,15 +364,15 @@ pub fn plan(
 }
 
 /// Remove the `# Relay = NAME KEY …` line of `relayed` from a relay's section.
-fn drop_relay_tag(doc: &mut Document, section: usize, relayed: &Relayed) {
+fn drop_relay_tag(doc: &mut Document, relay: &PublicKey, relayed: &Relayed) {
     let key = relayed.public_key.to_string();
-    doc.remove_tags(section, "Relay", |v| {
+    doc.remove_tags(relay, keys::TAG_RELAY, |v| {
         v.split_whitespace().nth(1) == Some(key.as_str())
     });
 }
 
 fn keepalive(entry: &AddPeer) -> Option<u16> {
-    (entry.keepalive > 0).then_some(entry.keepalive)
+    Some(entry.keepalive.unwrap_or(DEFAULT_KEEPALIVE)).filter(|k| *k > 0)
 }
 
 fn join(nets: &[IpNet]) -> String {
@@ -396,12 +391,12 @@ fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
 }
 
 /// Write a roster entry's values into a peer section, as `add-peer` does.
-fn write_peer(doc: &mut Document, section: usize, entry: &AddPeer, nets: &[IpNet]) {
-    doc.set_name(section, entry.name.as_str());
-    doc.set_in(section, "PublicKey", &entry.public_key.to_string());
-    doc.set_in(section, "Endpoint", &entry.endpoint.to_string());
-    doc.set_in(section, "AllowedIPs", &join(nets));
-    doc.set_in(section, "PersistentKeepalive", &entry.keepalive.to_string());
+fn write_peer(doc: &mut Document, key: &PublicKey, entry: &AddPeer, nets: &[IpNet]) {
+    let keepalive = entry.keepalive.unwrap_or(DEFAULT_KEEPALIVE);
+    doc.set_name(key, entry.name.as_str());
+    doc.set_peer(key, keys::ENDPOINT, &entry.endpoint.to_string());
+    doc.set_peer(key, keys::ALLOWED_IPS, &join(nets));
+    doc.set_peer(key, keys::PERSISTENT_KEEPALIVE, &keepalive.to_string());
 }
 
 /// The roster's entries by key, name and address; a repeat of any of them
@@ -523,7 +518,7 @@ fn check_target(
     let mut kept_names: HashMap<&str, (PublicKey, &str)> = HashMap::new();
     for (peer, fate) in existing.iter().zip(fates) {
         if *fate == Fate::Keep
-            && let Some(name) = peer.name.as_deref()
+            && let Some(name) = peer.name.as_ref().map(WrittenName::as_str)
         {
             kept_names.insert(name, (peer.public_key, "added by hand"));
         }
@@ -533,7 +528,9 @@ fn check_target(
                 .iter()
                 .filter(|r| !relayed_removed.contains(&r.public_key))
             {
-                kept_names.insert(r.name.as_str(), (r.public_key, "relayed"));
+                if let Some(name) = &r.name {
+                    kept_names.insert(name.as_str(), (r.public_key, "relayed"));
+                }
             }
         }
     }
@@ -637,7 +634,12 @@ fn check_target(
 
     // Route safety of each entry's extra networks.
     for (i, entry) in roster.entries.iter().enumerate().filter(|(i, _)| wanted(i)) {
-        for net in &entry.peer.extra_allowed_ips.0 {
+        for net in entry
+            .peer
+            .extra_allowed_ips
+            .iter()
+            .flat_map(AllowedIps::nets)
+        {
             if net.prefix_len() == 0 && entry.role != Role::ExitNode {
                 return Err(Error::Conflict(format!(
                     "{}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (README, \"Rosters\")",
@@ -655,8 +657,8 @@ fn check_target(
             let host = e.peer.peer_ip.host_route();
             e.peer
                 .extra_allowed_ips
-                .0
                 .iter()
+                .flat_map(AllowedIps::nets)
                 .filter(move |n| **n != host)
                 .map(move |n| (*n, i))
         })

@@ -13,15 +13,15 @@ fn entry(name: &str, n: u8, ip: &str) -> RosterEntry {
             endpoint: format!("203.0.113.{n}:51820").parse().unwrap(),
             public_key: key(n),
             peer_ip: ip.parse().unwrap(),
-            extra_allowed_ips: AllowedIps::default(),
-            keepalive: 25,
+            extra_allowed_ips: Some(AllowedIps::default()),
+            keepalive: Some(25),
         },
         role: Role::Peer,
     }
 }
 
 fn with_extra(mut e: RosterEntry, nets: &str, role: Role) -> RosterEntry {
-    e.peer.extra_allowed_ips = nets.parse().unwrap();
+    e.peer.extra_allowed_ips = Some(nets.parse().unwrap());
     e.role = role;
     e
 }
@@ -66,7 +66,7 @@ fn with_phone() -> Document {
 }
 
 fn run(doc: &Document, r: &Roster) -> Result<Plan> {
-    plan(doc, "wg0.conf", &me(), r, Options::default())
+    plan(doc, &me(), r, Options::default())
 }
 
 fn lines(plan: &Plan) -> Vec<String> {
@@ -119,7 +119,6 @@ fn hand_added_peers_stay_unless_pruned() {
     assert!(next.doc.render().contains("# Name = phone\n"));
     let pruned = plan(
         &next.doc,
-        "wg0.conf",
         &me(),
         &smaller,
         Options {
@@ -142,7 +141,6 @@ fn hand_added_key_in_the_roster_needs_adopt() {
     );
     let adopted = plan(
         &with_phone(),
-        "wg0.conf",
         &me(),
         &r,
         Options {
