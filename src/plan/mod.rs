@@ -619,3 +619,210 @@ mod tests {
         assert_eq!(after.render(), "[Interface]\n");
     }
 }
+
+/// Every edit's planning against every file of `tests/corpus` (real-world
+/// shapes: hand-edited, PiVPN, wg-easy, wireguard-ui, the old script's).
+#[cfg(test)]
+mod corpus {
+    use super::*;
+    use crate::plan::relay::{as_relayed, make_direct, route_via};
+
+    pub const FILES: [(&str, &str); 5] = [
+        (
+            "hand-edited",
+            include_str!("../../tests/corpus/hand-edited.conf"),
+        ),
+        ("pivpn", include_str!("../../tests/corpus/pivpn.conf")),
+        ("wg-easy", include_str!("../../tests/corpus/wg-easy.conf")),
+        (
+            "wireguard-ui",
+            include_str!("../../tests/corpus/wireguard-ui.conf"),
+        ),
+        (
+            "wireguard-p2p-script",
+            include_str!("../../tests/corpus/wireguard-p2p-script.conf"),
+        ),
+    ];
+    const NEW_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+
+    fn own() -> Own {
+        Own {
+            public_key: "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0="
+                .parse()
+                .unwrap(),
+            address: "172.31.255.1/24".parse().unwrap(),
+        }
+    }
+
+    fn blocks(doc: &Document) -> Vec<String> {
+        doc.peer_sections().map(|s| s.block_text()).collect()
+    }
+
+    fn request(endpoint: &str) -> AddPeer {
+        AddPeer {
+            name: "newcomer".parse().unwrap(),
+            endpoint: endpoint.parse().unwrap(),
+            public_key: NEW_KEY.parse().unwrap(),
+            peer_ip: "172.30.0.9".parse().unwrap(),
+            extra_allowed_ips: Some("172.30.9.0/24".parse().unwrap()),
+            keepalive: Some(5),
+        }
+    }
+
+    fn sel(key: &PublicKey) -> PeerSelector {
+        PeerSelector::Key(*key)
+    }
+
+    #[test]
+    fn every_corpus_file_is_read() {
+        for (name, text) in FILES {
+            let doc = Document::parse(text).unwrap();
+            assert_eq!(doc.render(), text, "{name}");
+            let entries = peers(&doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(entries.len() >= 2, "{name}");
+        }
+    }
+
+    #[test]
+    fn add_update_remove_give_the_file_back() {
+        for (name, text) in FILES {
+            let doc = Document::parse(text).unwrap();
+            let before = blocks(&doc);
+            let (added, _, outcome) = add_peer(doc, &own(), &request("192.0.2.77:51820")).unwrap();
+            assert_eq!(outcome, Outcome::Added, "{name}");
+            let added = Document::parse(&added.render()).unwrap();
+            assert_eq!(blocks(&added)[..before.len()], before[..], "{name}");
+            // Re-pasting the line with a new endpoint changes only that.
+            let mut again = request("192.0.2.78:51820");
+            again.extra_allowed_ips = None;
+            again.keepalive = None;
+            let (updated, _, outcome) = add_peer(added.clone(), &own(), &again).unwrap();
+            assert_eq!(outcome, Outcome::Updated, "{name}");
+            let new_key: PublicKey = NEW_KEY.parse().unwrap();
+            let entry = peers(&updated)
+                .unwrap()
+                .into_iter()
+                .find(|e| e.public_key == new_key)
+                .unwrap();
+            assert_eq!(
+                entry.endpoint.as_deref(),
+                Some("192.0.2.78:51820"),
+                "{name}"
+            );
+            assert_eq!(entry.allowed_ips.len(), 2, "{name}");
+            assert_eq!(entry.keepalive, Some(5), "{name}");
+            assert_eq!(blocks(&updated)[..before.len()], before[..], "{name}");
+            let (removed, _, _) = remove_peer(updated, &sel(&new_key)).unwrap();
+            assert_eq!(removed.render(), text, "{name}");
+        }
+    }
+
+    #[test]
+    fn remove_peer_takes_its_own_block_only() {
+        for (name, text) in FILES {
+            let doc = Document::parse(text).unwrap();
+            let all = blocks(&doc);
+            for (i, entry) in peers(&doc).unwrap().iter().enumerate() {
+                let (after, _, _) = remove_peer(doc.clone(), &sel(&entry.public_key)).unwrap();
+                let mut expected = all.clone();
+                expected.remove(i);
+                let after = Document::parse(&after.render()).unwrap();
+                assert_eq!(blocks(&after), expected, "{name} without peer {i}");
+                let non_peer: Vec<String> = after
+                    .sections()
+                    .filter(|s| !s.is_peer())
+                    .map(|s| s.block_text())
+                    .collect();
+                let original: Vec<String> = doc
+                    .sections()
+                    .filter(|s| !s.is_peer())
+                    .map(|s| s.block_text())
+                    .collect();
+                assert_eq!(non_peer, original, "{name} without peer {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn relay_via_then_direct_gives_every_section_back() {
+        for (name, text) in FILES {
+            let doc = Document::parse(text).unwrap();
+            let entries = peers(&doc).unwrap();
+            for relay in &entries {
+                for peer in entries.iter().filter(|e| e.public_key != relay.public_key) {
+                    let record = as_relayed(&doc, peer);
+                    let (via, _) = route_via(&doc, &own(), &record, &sel(&relay.public_key))
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    let via = Document::parse(&via.render()).unwrap();
+                    assert_eq!(peers(&via).unwrap().len(), entries.len() - 1, "{name}");
+                    let (back, _, _) = make_direct(&via, &own(), &sel(&peer.public_key))
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    let back = Document::parse(&back.render()).unwrap();
+                    let mut expected = blocks(&doc);
+                    expected.sort();
+                    let mut got = blocks(&back);
+                    got.sort();
+                    assert_eq!(
+                        got,
+                        expected,
+                        "{name}: {} via {}",
+                        peer.display_name(),
+                        relay.display_name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Every write re-parses to the model it was meant to give.
+#[cfg(test)]
+mod write_properties {
+    use super::corpus::FILES;
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn writes_re_parse_to_the_intended_model(
+            file in 0..FILES.len(),
+            key in any::<[u8; 32]>(),
+            host in 1u8..250,
+            port in 1u16..,
+            keepalive in proptest::option::of(0u16..100),
+            remove_after in any::<bool>(),
+        ) {
+            prop_assume!(key != [0; 32]);
+            let text = FILES[file].1;
+            let doc = Document::parse(text).unwrap();
+            let public_key = PublicKey::from_bytes(key);
+            let req = AddPeer {
+                name: "prop".parse().unwrap(),
+                endpoint: format!("192.0.2.{host}:{port}").parse().unwrap(),
+                public_key,
+                peer_ip: format!("172.30.1.{host}").parse().unwrap(),
+                extra_allowed_ips: None,
+                keepalive,
+            };
+            let own = Own {
+                public_key: "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=".parse().unwrap(),
+                address: "172.31.255.1/24".parse().unwrap(),
+            };
+            let before = peers(&doc).unwrap();
+            prop_assume!(before.iter().all(|p| p.public_key != public_key));
+            let (after, _, _) = add_peer(doc, &own, &req).unwrap();
+            let reread = peers(&Document::parse(&after.render()).unwrap()).unwrap();
+            prop_assert_eq!(&reread[..before.len()], &before[..]);
+            let added = &reread[before.len()];
+            prop_assert_eq!(added.public_key, public_key);
+            prop_assert_eq!(added.name.as_ref().map(WrittenName::as_str), Some("prop"));
+            prop_assert_eq!(added.endpoint.clone(), Some(req.endpoint.to_string()));
+            prop_assert_eq!(&added.allowed_ips, &req.allowed_ips());
+            prop_assert_eq!(added.keepalive, Some(keepalive.unwrap_or(DEFAULT_KEEPALIVE)).filter(|k| *k > 0));
+            if remove_after {
+                let (gone, _, _) = remove_peer(after, &PeerSelector::Key(public_key)).unwrap();
+                prop_assert_eq!(gone.render(), text);
+            }
+        }
+    }
+}
