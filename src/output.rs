@@ -139,6 +139,8 @@ pub struct PeerStatus {
     pub rx_bytes: Option<u64>,
     pub tx_bytes: Option<u64>,
     pub keepalive: Option<u16>,
+    /// Whether the config gives the peer a (non-zero) PresharedKey.
+    pub preshared_key: bool,
     pub in_config: bool,
     pub live: bool,
     pub health: Health,
@@ -385,6 +387,7 @@ mod tests {
                 rx_bytes: Some(2048),
                 tx_bytes: Some(10),
                 keepalive: Some(25),
+                preshared_key: false,
                 in_config: true,
                 live: true,
                 health: Health::Stale,

@@ -182,6 +182,7 @@ impl View<'_> {
             keepalive: entry
                 .and_then(|e| e.keepalive)
                 .or(live.and_then(|p| p.keepalive)),
+            preshared_key: entry.is_some_and(|e| e.preshared_key),
             in_config: entry.is_some(),
             live: live.is_some(),
             health,
@@ -234,6 +235,7 @@ fn relayed_rows(
                 rx_bytes: relay.rx_bytes,
                 tx_bytes: relay.tx_bytes,
                 keepalive: relay.keepalive,
+                preshared_key: false,
                 in_config: true,
                 live: relay.live,
                 health,
