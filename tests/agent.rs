@@ -323,3 +323,89 @@ fn a_restarted_agent_remembers_where_names_pointed() {
         pair[0].run(&["wg", "show"])
     );
 }
+
+/// Two public hosts with IP endpoints and keepalive off on both sides, so
+/// nothing is sent while nobody talks.
+fn quiet_pair(lab: &Lab, names: [&str; 2]) -> [Host; 2] {
+    let hosts = [lab.public_host(names[0]), lab.public_host(names[1])];
+    let lines: Vec<AddPeerLine> = hosts
+        .iter()
+        .zip(["10.15.0.1/24", "10.15.0.2/24"])
+        .map(|(host, address)| host.install(address, &host.endpoint(PORT)))
+        .collect();
+    for (host, line) in [(&hosts[0], &lines[1]), (&hosts[1], &lines[0])] {
+        let mut args: Vec<&str> = line.args.iter().map(String::as_str).collect();
+        args.extend(["--keepalive", "0"]);
+        host.wgp2p_ok(&args);
+    }
+    for (from, to) in [(&hosts[0], "10.15.0.2"), (&hosts[1], "10.15.0.1")] {
+        assert!(
+            from.ping(to, Duration::from_secs(5)),
+            "{} cannot ping {to} before the move",
+            from.name()
+        );
+    }
+    hosts
+}
+
+/// True when `from` pings `ip` before `timeout`.
+fn pings_within(from: &Host, ip: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if from.ping(ip, Duration::from_secs(2)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A host that moves tells its peers at once: with an agent, its peer
+/// (keepalive off, IP endpoint) reaches it again within seconds; without
+/// one, the peer keeps sending to the old address and never does.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn a_host_that_moves_tells_its_peers() {
+    let lab = Lab::new();
+    let with_agent = quiet_pair(&lab, ["defiant", "enterprise"]);
+    let without = quiet_pair(&lab, ["voyager", "reliant"]);
+    let agent = RunningAgent::start(&with_agent[0]);
+    assert!(
+        wait_until(Duration::from_secs(20), || with_agent[0]
+            .run(&["test", "-s", "/etc/wireguard/wg0.agent.json"])
+            .success()),
+        "no agent pass"
+    );
+    // WireGuard answers received data with a keepalive after 10 s of
+    // silence (KEEPALIVE_TIMEOUT): let those go out before the move, so
+    // that no packet is left to tell the peer by chance.
+    thread::sleep(Duration::from_secs(15));
+    move_host(&with_agent[0], "203.0.113.221");
+    move_host(&without[0], "203.0.113.222");
+    let (reached, reached_alone) = thread::scope(|s| {
+        let alone = s.spawn(|| pings_within(&without[1], "10.15.0.1", NO_HEAL_WINDOW));
+        let reached = pings_within(&with_agent[1], "10.15.0.1", HEAL_TIMEOUT);
+        (
+            reached,
+            alone
+                .join()
+                .expect("the watch on the pair without an agent"),
+        )
+    });
+    let (code, log) = agent.stop();
+    eprintln!("--- agent on defiant:\n{log}");
+    assert_eq!(code, Some(0));
+    assert!(
+        !reached_alone,
+        "the pair without an agent recovered: the test proves nothing"
+    );
+    assert!(
+        reached,
+        "enterprise cannot reach defiant after the move:\n{}",
+        with_agent[1].run(&["wg", "show"])
+    );
+    assert!(
+        log.contains("this host's addresses changed (now 203.0.113.221, fd00:203::1)")
+            && log.contains("to 1 of 1 peers"),
+        "{log}"
+    );
+}

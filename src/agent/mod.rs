@@ -1,7 +1,7 @@
 //! `wgp2p agent`: a long-running loop that keeps the mesh healthy.
 //!
 //! It is not a second program: each pass observes (the config file, the
-//! live device, DNS), turns what it sees into the same kind of change the
+//! live device, DNS, this host's own addresses), turns what it sees into the same kind of change the
 //! CLI makes, and applies it under the same config lock, taking the lock
 //! only for the change itself. Between passes it waits for SIGTERM/SIGINT
 //! with `sigtimedwait`, so a signal ends it at once, cleanly (exit 0), and
@@ -9,6 +9,7 @@
 //! calls with deadlines.
 
 pub mod endpoints;
+pub mod roam;
 pub mod state;
 pub mod unit;
 
@@ -179,6 +180,7 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
             state::remove_files(&ctx.paths);
             return Ok(());
         }
+        follow_own_addresses(ctx, &mut knowledge, log);
         // A problem is logged when it appears or changes, not every pass.
         let problem = pass(ctx, &mut knowledge, log).err().map(|e| e.to_string());
         if problem != last_problem {
@@ -198,6 +200,25 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
             return Ok(());
         }
     }
+}
+
+/// When this host's addresses changed since the last pass, send every
+/// peer a packet through the tunnel so that it roams to the new source.
+fn follow_own_addresses(ctx: &Context, knowledge: &mut Knowledge, log: &Log) {
+    let now = roam::own_addresses(ctx.paths.iface.as_str());
+    if roam::changed(knowledge.addresses.as_deref(), &now)
+        && let Ok(Some(live)) = ctx.device().live()
+    {
+        let targets = roam::peer_targets(&live);
+        let sent = roam::poke(&targets);
+        let shown: Vec<String> = now.iter().map(ToString::to_string).collect();
+        log.line(&format!(
+            "this host's addresses changed (now {}): sent a packet through the tunnel to {sent} of {} peers so they learn the new source",
+            if shown.is_empty() { "none".into() } else { shown.join(", ") },
+            targets.len()
+        ));
+    }
+    knowledge.addresses = Some(now);
 }
 
 /// One pass: observe without the lock, then apply each change under it.

@@ -132,6 +132,9 @@ pub struct Knowledge {
     pub learned: HashMap<PublicKey, Learned>,
     /// Peers whose name did not resolve at the last pass (said once).
     pub unresolved: HashSet<PublicKey>,
+    /// This host's addresses at the last pass (not saved: a restarted
+    /// agent starts from what it sees).
+    pub addresses: Option<Vec<std::net::IpAddr>>,
 }
 
 impl Knowledge {
