@@ -223,9 +223,12 @@ fn refused(doc: &Document, at: &Where<'_>, expected: &str) -> Error {
     Error::BadConfig(format!("{}: {at}: expected {expected}", doc.origin()))
 }
 
-/// Whether `value` is a port wg(8) reads (numeric, 0-65535).
+/// Whether `value` is a port wg(8) reads: it hands it to getaddrinfo(3)
+/// as a service, which takes any string of digits (glibc keeps the low 16
+/// bits of a bigger number) or a service name from /etc/services (not
+/// modelled: wgp2p refuses names).
 fn is_port(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) && value.parse::<u16>().is_ok()
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether wg(8) reads `value` as an endpoint: `[IPv6]:PORT`, or
