@@ -6,6 +6,7 @@ mod cli {
     pub mod advice;
     pub mod agent;
     pub mod exit_codes;
+    pub mod fidelity;
     pub mod matrix;
     pub mod node;
     pub mod pipes;

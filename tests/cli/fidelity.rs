@@ -1,0 +1,214 @@
+//! Faithful to every wg0.conf: the reproductions of files wgp2p did not
+//! write itself (header comments, prefix-less AllowedIPs, web-UI and PiVPN
+//! comment blocks, hand-written names with spaces, preshared keys), run
+//! through the commands a user runs.
+
+use super::node::Node;
+use crate::{ALICE_KEY, BOB_KEY, CAROL_KEY};
+
+const PSK: &str = "FIdH/I/aAmjEtXsQ96tzzZkNRnV2a26clyAqfkUqkwA=";
+
+/// An installed node whose config gets `extra` appended by hand.
+fn node_with(extra: &str) -> (Node, String) {
+    let node = Node::installed();
+    let text = format!("{}{extra}", node.conf());
+    node.write("wg0.conf", &text);
+    (node, text)
+}
+
+fn add(node: &Node, name: &str, endpoint: &str, key: &str, ip: &str, options: &[&str]) {
+    let mut args = vec!["add-peer", name, endpoint, key, ip];
+    args.extend_from_slice(options);
+    node.wgp2p().args(args).succeeds();
+}
+
+/// `[Peer] # laptop` was not a header: the laptop's lines merged into the
+/// peer above, add-peer of that peer deleted them and remove-peer took both.
+#[test]
+fn a_comment_after_a_peer_header_keeps_the_peers_apart() {
+    let (node, _) = node_with("");
+    add(
+        &node,
+        "alice",
+        "198.51.100.2:51820",
+        ALICE_KEY,
+        "10.15.0.2",
+        &[],
+    );
+    let laptop = format!("\n[Peer] # laptop\nPublicKey = {BOB_KEY}\nAllowedIPs = 10.15.0.3/32\n");
+    let text = format!("{}{laptop}", node.conf());
+    node.write("wg0.conf", &text);
+    add(
+        &node,
+        "alice",
+        "198.51.100.20:51820",
+        ALICE_KEY,
+        "10.15.0.2",
+        &[],
+    );
+    assert_eq!(
+        node.conf(),
+        text.replace("198.51.100.2:51820", "198.51.100.20:51820")
+    );
+    node.wgp2p().args(["remove-peer", "alice"]).succeeds();
+    let conf = node.conf();
+    assert!(conf.ends_with(&laptop), "{conf}");
+    assert!(!conf.contains(ALICE_KEY), "{conf}");
+}
+
+/// `[Interface] # main` was not found: install appended a second one.
+#[test]
+fn a_comment_after_the_interface_header_is_still_the_interface() {
+    let node = Node::installed();
+    let text = node.conf().replacen("[Interface]", "[Interface] # main", 1);
+    node.write("wg0.conf", &text);
+    node.wgp2p()
+        .args(["install", "10.15.0.1/24", "--endpoint", "203.0.113.1"])
+        .succeeds();
+    let conf = node.conf();
+    assert_eq!(conf.matches("[Interface]").count(), 1, "{conf}");
+    assert!(conf.starts_with("[Interface] # main\n"), "{conf}");
+}
+
+/// `AllowedIPs = 10.15.0.3` (a host route for wg) made every command fail.
+#[test]
+fn an_address_without_prefix_is_read_as_a_host_route() {
+    let (node, _) = node_with(&format!(
+        "\n[Peer]\nPublicKey = {BOB_KEY}\nAllowedIPs = 10.15.0.3\n"
+    ));
+    let out = node.wgp2p().args(["--json", "status"]).succeeds();
+    out.stdout_has("\"10.15.0.3/32\"");
+    add(
+        &node,
+        "alice",
+        "198.51.100.2:51820",
+        ALICE_KEY,
+        "10.15.0.2",
+        &[],
+    );
+    node.wgp2p()
+        .args([
+            "add-peer",
+            "carol",
+            "198.51.100.4:51820",
+            CAROL_KEY,
+            "10.15.0.3",
+        ])
+        .fails()
+        .stderr_has("overlaps 10.15.0.3/32");
+}
+
+/// Re-pasting a peer's line with a new endpoint dropped the subnets and
+/// keepalive that `--allowed-ips`/`--keepalive` had added.
+#[test]
+fn re_pasting_a_line_keeps_what_options_added() {
+    let node = Node::installed();
+    let options = ["--allowed-ips", "192.168.50.0/24", "--keepalive", "10"];
+    add(
+        &node,
+        "alice",
+        "198.51.100.2:51820",
+        ALICE_KEY,
+        "10.15.0.2",
+        &options,
+    );
+    add(
+        &node,
+        "alice",
+        "198.51.100.22:51820",
+        ALICE_KEY,
+        "10.15.0.2",
+        &[],
+    );
+    let conf = node.conf();
+    assert!(
+        conf.contains("AllowedIPs = 10.15.0.2/32, 192.168.50.0/24\n"),
+        "{conf}"
+    );
+    assert!(conf.contains("PersistentKeepalive = 10\n"), "{conf}");
+    assert!(conf.contains("Endpoint = 198.51.100.22:51820\n"), "{conf}");
+    // An explicit option replaces.
+    let options = ["--allowed-ips", "192.168.60.0/24", "--keepalive", "0"];
+    add(
+        &node,
+        "alice",
+        "198.51.100.22:51820",
+        ALICE_KEY,
+        "10.15.0.2",
+        &options,
+    );
+    let conf = node.conf();
+    assert!(
+        conf.contains("AllowedIPs = 10.15.0.2/32, 192.168.60.0/24\n"),
+        "{conf}"
+    );
+    assert!(conf.contains("PersistentKeepalive = 0\n"), "{conf}");
+}
+
+/// `relay NAME via R` then `relay NAME direct` dropped the PresharedKey,
+/// turned 192.168.50.0/24 into /32 and lost the comment; a name with a
+/// space made relay write a line nothing could read back.
+#[test]
+fn a_relay_round_trip_gives_the_file_back() {
+    let (node, _) = node_with("");
+    add(
+        &node,
+        "relay",
+        "198.51.100.2:51820",
+        ALICE_KEY,
+        "10.15.0.2",
+        &[],
+    );
+    let far = format!(
+        "\n# the far office, behind a symmetric NAT\n[Peer] # far\n# Name = Bob laptop\nPublicKey = {BOB_KEY}\nPresharedKey = {PSK}\nAllowedIPs = 10.15.0.3 # tunnel\nAllowedIPs = 192.168.50.0/24\nEndpoint = 198.51.100.3:51820\n"
+    );
+    let text = format!("{}{far}", node.conf());
+    node.write("wg0.conf", &text);
+    node.wgp2p()
+        .args(["relay", "Bob laptop", "via", "relay"])
+        .succeeds();
+    let relayed = node.conf();
+    assert!(!relayed.contains("[Peer] # far"), "{relayed}");
+    assert!(relayed.contains("# Relay = - "), "{relayed}");
+    // Every command still reads the file.
+    let out = node.wgp2p().args(["--json", "status"]).succeeds();
+    out.stdout_has("Bob laptop");
+    node.wgp2p()
+        .args(["relay", "Bob laptop", "direct"])
+        .succeeds();
+    assert_eq!(node.conf(), text);
+}
+
+/// remove-peer took the comment block above the *next* peer and left its
+/// own behind (web UIs and PiVPN label a peer above its `[Peer]`).
+#[test]
+fn remove_peer_takes_its_own_comment_block() {
+    let alice = format!(
+        "\n# Client: alice (5f1c7e3a)\n# Created: 2024-03-02\n[Peer]\nPublicKey = {ALICE_KEY}\nPresharedKey = {PSK}\nAllowedIPs = 10.15.0.2/32\n"
+    );
+    let bob = format!(
+        "\n### begin bob ###\n[Peer]\nPublicKey = {BOB_KEY}\nAllowedIPs = 10.15.0.3/32\n### end bob ###\n"
+    );
+    let (node, text) = node_with(&format!("{alice}{bob}"));
+    node.wgp2p().args(["remove-peer", ALICE_KEY]).succeeds();
+    assert_eq!(node.conf(), text.replace(&alice, ""));
+    let (node, text) = node_with(&format!("{alice}{bob}"));
+    node.wgp2p().args(["remove-peer", BOB_KEY]).succeeds();
+    assert_eq!(node.conf(), text.replace(&bob, ""));
+}
+
+/// Where wgp2p must refuse a file (wg would refuse it too), the error names
+/// the file, the line and the offending text.
+#[test]
+fn a_file_wg_refuses_is_refused_with_file_line_and_text() {
+    let (node, text) = node_with(&format!(
+        "\n[Peer]\nPublicKey = {BOB_KEY}\nAllowedIPs = 10.15.0.3/33\n"
+    ));
+    let line = text.lines().count();
+    let out = node.wgp2p().args(["status"]).fails();
+    out.stderr_has(&format!(
+        "wg0.conf: line {line} \"AllowedIPs = 10.15.0.3/33\""
+    ));
+    out.stderr_has("expected");
+    assert_eq!(node.conf(), text);
+}
