@@ -98,8 +98,16 @@ pub struct Options {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Change {
     Add(String),
-    Update(String),
-    Rename { from: String, to: String },
+    /// Endpoint, addresses or keepalive change (and maybe the name).
+    Update {
+        name: String,
+        renamed_from: Option<String>,
+    },
+    /// Only the name changes: the file, not the device.
+    Rename {
+        from: String,
+        to: String,
+    },
     Adopt(String),
     Remove(String),
 }
@@ -108,7 +116,14 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::Add(name) => write!(f, "+ add {name}"),
-            Change::Update(name) => write!(f, "~ update {name}"),
+            Change::Update {
+                name,
+                renamed_from: None,
+            } => write!(f, "~ update {name}"),
+            Change::Update {
+                name,
+                renamed_from: Some(old),
+            } => write!(f, "~ update {name} (renamed from {old})"),
             Change::Rename { from, to } => write!(f, "~ rename {from} -> {to}"),
             Change::Adopt(name) => write!(f, "~ adopt {name} (now managed by the roster)"),
             Change::Remove(name) => write!(f, "- remove {name}"),
@@ -301,7 +316,14 @@ pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) ->
                         from: old.to_string(),
                         to: name,
                     },
-                    _ => Change::Update(name),
+                    Some(old) if old != name => Change::Update {
+                        renamed_from: Some(old.to_string()),
+                        name,
+                    },
+                    _ => Change::Update {
+                        name,
+                        renamed_from: None,
+                    },
                 };
                 others.push(change);
             }

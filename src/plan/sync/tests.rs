@@ -177,6 +177,17 @@ fn rename_changes_the_file_only() {
     ]);
     let next = run(&synced.doc, &swapped).unwrap();
     assert_eq!(next.changes.len(), 2, "{:?}", lines(&next));
+    // A rename that also moves the peer says both.
+    let moved = roster(vec![
+        entry("enterprise-d", 2, "10.15.0.12"),
+        entry("voyager", 3, "10.15.0.3"),
+    ]);
+    let next = run(&synced.doc, &moved).unwrap();
+    assert_eq!(
+        lines(&next),
+        ["~ update enterprise-d (renamed from enterprise)"]
+    );
+    assert_eq!(next.deltas.len(), 1);
 }
 
 #[test]
