@@ -135,7 +135,7 @@ fn check_other_devices(dir: &std::path::Path, address: &VpnAddress) -> Result<()
         };
         let addresses = doc
             .interface()
-            .map(|s| s.get_all("Address"))
+            .map(|s| s.get_all(keys::ADDRESS))
             .unwrap_or_default();
         let taken = addresses
             .iter()

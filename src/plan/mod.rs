@@ -160,7 +160,7 @@ pub(crate) fn join_nets(nets: &[IpNet]) -> String {
 }
 
 /// The same networks, in any order and with repeats ignored.
-fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
+pub(crate) fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
     a.iter().all(|n| b.contains(n)) && b.iter().all(|n| a.contains(n))
 }
 

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
 use crate::error::{Error, Result};
-use crate::plan::{AddPeer, Delta, Own};
+use crate::plan::{AddPeer, Delta, Own, join_nets, same_nets};
 use crate::types::{
     AllowedIps, DEFAULT_KEEPALIVE, Endpoint, Host, PeerName, PublicKey, WrittenName, quoted,
 };
@@ -340,7 +340,7 @@ pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) ->
                     drop_relay_tag(&mut new_doc, &peer.public_key, r);
                     removes.push(Change::Remove(r.display_name().to_string()));
                 }
-                new_doc.set_peer(&peer.public_key, keys::ALLOWED_IPS, &join(nets));
+                new_doc.set_peer(&peer.public_key, keys::ALLOWED_IPS, &join_nets(nets));
                 deltas.push(Delta::UpsertPeer {
                     public_key: peer.public_key,
                     endpoint: None,
@@ -397,27 +397,12 @@ fn keepalive(entry: &AddPeer) -> Option<u16> {
     Some(entry.keepalive.unwrap_or(DEFAULT_KEEPALIVE)).filter(|k| *k > 0)
 }
 
-fn join(nets: &[IpNet]) -> String {
-    nets.iter()
-        .map(IpNet::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
-    let mut a = a.to_vec();
-    let mut b = b.to_vec();
-    a.sort_unstable();
-    b.sort_unstable();
-    a == b
-}
-
 /// Write a roster entry's values into a peer section, as `add-peer` does.
 fn write_peer(doc: &mut Document, key: &PublicKey, entry: &AddPeer, nets: &[IpNet]) {
     let keepalive = entry.keepalive.unwrap_or(DEFAULT_KEEPALIVE);
     doc.set_name(key, entry.name.as_str());
     doc.set_peer(key, keys::ENDPOINT, &entry.endpoint.to_string());
-    doc.set_peer(key, keys::ALLOWED_IPS, &join(nets));
+    doc.set_peer(key, keys::ALLOWED_IPS, &join_nets(nets));
     doc.set_peer(key, keys::PERSISTENT_KEEPALIVE, &keepalive.to_string());
 }
 
