@@ -85,6 +85,9 @@ fn kernel_vm_mesh_scenario() {
     }
     assert_eq!(ifindex(&alpha), a_index, "add-peer recreated alpha's wg0");
     let peers_after = wg_show(&alpha, "peers");
+    eprintln!(
+        "alpha$ wg show wg0 peers (ifindex {a_index} kept)\n{peers_before}-- after add-peer charlie:\n{peers_after}"
+    );
     assert!(peers_after.contains(c_line.public_key()), "{peers_after}");
     assert_pings(&alpha, "10.15.0.3");
     assert_pings(&charlie, "10.15.0.2");
@@ -109,7 +112,7 @@ fn kernel_vm_mesh_scenario() {
     bravo.wgp2p_ok(&["relay", "charlie", "via", "alpha"]);
     let c_routes_after = wg_show(&charlie, "allowed-ips");
     eprintln!(
-        "charlie$ wg show wg0 allowed-ips\n{c_routes_before}-- after relay:\n{c_routes_after}"
+        "charlie$ wg show wg0 allowed-ips (ifindex {c_index})\n{c_routes_before}-- after relay bravo via alpha:\n{c_routes_after}"
     );
     assert_eq!(ifindex(&charlie), c_index, "relay recreated charlie's wg0");
     assert_eq!(
@@ -128,6 +131,7 @@ fn kernel_vm_mesh_scenario() {
         forwarded_after > forwarded_before,
         "relayed traffic must cross alpha ({forwarded_before} -> {forwarded_after} packets)"
     );
+    eprintln!("alpha: wg0 -> wg0 packets forwarded: {forwarded_before} -> {forwarded_after}");
 
     // 6. doctor on a healthy node finds nothing.
     step("6. doctor");
@@ -149,6 +153,9 @@ fn kernel_vm_mesh_scenario() {
         "remove-peer recreated alpha's wg0"
     );
     let peers = wg_show(&alpha, "peers");
+    eprintln!(
+        "alpha$ wg show wg0 peers (ifindex {a_index} kept)\n-- after remove-peer charlie:\n{peers}"
+    );
     assert!(!peers.contains(c_line.public_key()), "{peers}");
     assert!(peers.contains(b_line.public_key()), "{peers}");
     assert!(
@@ -170,6 +177,15 @@ fn kernel_vm_mesh_scenario() {
     assert_pings(&alpha, "10.15.0.2");
     let json = status_json(&bravo);
     assert_eq!(json["backend"], "kernel", "{json:#}");
+    let alpha_status = peer_status(&json, "alpha");
+    assert!(
+        alpha_status["latest_handshake_secs_ago"].is_u64(),
+        "a handshake with alpha after start:\n{json:#}"
+    );
+    eprintln!(
+        "bravo$ wgp2p status --json after stop/start: backend {}, alpha's handshake {} s ago",
+        json["backend"], alpha_status["latest_handshake_secs_ago"]
+    );
     step("done");
 }
 
@@ -187,6 +203,15 @@ fn assert_kernel_device(host: &Host) {
     );
     let daemons = wireguard_go_pids();
     assert!(daemons.is_empty(), "wireguard-go runs: {daemons:?}");
+    let kind = link
+        .lines()
+        .find(|l| l.trim_start().starts_with("wireguard"));
+    eprintln!(
+        "{}$ ip -d link show wg0: ifindex {}, {:?}; wireguard-go processes: 0",
+        host.name(),
+        ifindex(host),
+        kind.unwrap_or_default().trim()
+    );
     assert!(
         !host
             .run(&["test", "-e", "/run/wireguard/wg0.sock"])
