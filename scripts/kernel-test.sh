@@ -77,7 +77,9 @@ set -e
 echo "kernel-test: VM exited with $vm_status after $(($(date +%s) - started)) s"
 
 if [ ! -s "$out/status" ]; then
-  echo "kernel-test: FAILED: the VM did not run the scenario; its console:" >&2
+  [ "$vm_status" != 124 ] || echo "kernel-test: the VM ran out of time (VM_TIMEOUT)" >&2
+  [ ! -s "$out/log" ] || { echo "kernel-test: the scenario's log so far:" >&2; tail -n 40 "$out/log" >&2; }
+  echo "kernel-test: FAILED: the VM did not finish the scenario; its console:" >&2
   tail -n 40 "$out/vm-console" >&2
   exit 1
 fi
