@@ -22,6 +22,14 @@ use cli::node::{Node, conf_value, sections, wg_pubkey};
 /// The private and public key of peer alice.
 pub const ALICE_PRIVATE: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
 pub const ALICE_KEY: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
+/// The add-peer arguments that add alice at 10.15.0.2, used by many tests.
+pub const ADD_ALICE: [&str; 5] = [
+    "add-peer",
+    "alice",
+    "198.51.100.2:51820",
+    ALICE_KEY,
+    "10.15.0.2",
+];
 /// Public keys of peers bob and carol.
 pub const BOB_KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 pub const CAROL_KEY: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
@@ -58,16 +66,7 @@ fn node_with_alice() -> Node {
 }
 
 fn add_alice(node: &Node) {
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
-        .succeeds()
-        .stdout_has("alice");
+    node.wgp2p().args(ADD_ALICE).succeeds().stdout_has("alice");
 }
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -260,13 +259,7 @@ fn populate(node: &Node, umask_000: bool) {
         run.succeeds();
     };
     run(&["install", "10.15.0.1/24", "--endpoint", "203.0.113.7"]);
-    run(&[
-        "add-peer",
-        "alice",
-        "198.51.100.2:51820",
-        ALICE_KEY,
-        "10.15.0.2",
-    ]);
+    run(&ADD_ALICE);
     run(&[
         "provision-peer",
         "phone",
@@ -327,13 +320,7 @@ fn interface_option_names_the_conf() {
     assert!(node.path("wgmesh.conf").exists());
     assert!(!node.path("wg0.conf").exists());
     node.wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
+        .args(ADD_ALICE)
         .env("WG_INTERFACE", "wgmesh")
         .succeeds();
     assert!(node.read("wgmesh.conf").contains("# Name = alice"));
@@ -407,16 +394,7 @@ fn adding_the_same_peer_again_changes_nothing() {
     let node = Node::installed();
     add_alice(&node);
     let before = node.snapshot();
-    let out = node
-        .wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
-        .succeeds();
+    let out = node.wgp2p().args(ADD_ALICE).succeeds();
     out.stdout_has("nothing changed").stdout_has("alice");
     assert_eq!(before.diff(&node.snapshot()), "");
 }
@@ -959,13 +937,7 @@ fn commands_before_install_fail_and_create_nothing() {
     let node = Node::new();
     let cases: [&[&str]; 5] = [
         &["add-peer"],
-        &[
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ],
+        &ADD_ALICE,
         &["remove-peer", "alice"],
         &[
             "provision-peer",

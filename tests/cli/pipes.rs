@@ -5,6 +5,7 @@
 use std::process::{Command, Stdio};
 
 use super::node::{BIN, Node};
+use crate::ADD_ALICE;
 
 /// Runs wgp2p with stdout on a pipe whose reading end is already closed,
 /// so its first write meets EPIPE. Returns the exit code and stderr.
@@ -32,15 +33,7 @@ fn into_closed_pipe(node: &Node, args: &[&str]) -> (Option<i32>, String) {
 #[test]
 fn a_closed_pipe_is_a_normal_end() {
     let node = Node::installed();
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            super::super::ALICE_KEY,
-            "10.15.0.2",
-        ])
-        .succeeds();
+    node.wgp2p().args(ADD_ALICE).succeeds();
     let runs: [&[&str]; 7] = [
         &["status"],
         &["--json", "status"],
@@ -81,16 +74,7 @@ fn a_closed_pipe_is_a_normal_end() {
 #[test]
 fn a_change_completes_into_a_closed_pipe() {
     let node = Node::installed();
-    let (code, stderr) = into_closed_pipe(
-        &node,
-        &[
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            super::super::ALICE_KEY,
-            "10.15.0.2",
-        ],
-    );
+    let (code, stderr) = into_closed_pipe(&node, &ADD_ALICE);
     assert_eq!((code, stderr.as_str()), (Some(0), ""));
     assert!(node.conf().contains("# Name = alice"), "{}", node.conf());
 }

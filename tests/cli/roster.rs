@@ -2,7 +2,7 @@
 //! one test here (the lab test runs the same flows on real WireGuard).
 
 use super::node::Node;
-use crate::{ALICE_KEY, BOB_KEY, CAROL_KEY};
+use crate::{ADD_ALICE, ALICE_KEY, BOB_KEY, CAROL_KEY};
 
 /// A roster entry as `export` prints it, plus any extra lines.
 fn entry(name: &str, endpoint: &str, key: &str, address: &str, extra: &str) -> String {
@@ -259,15 +259,7 @@ fn sync_refuses_repeats_naming_both_entries() {
 #[test]
 fn sync_adopts_hand_added_peers_only_when_told() {
     let node = Node::installed();
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
-        .succeeds();
+    node.wgp2p().args(ADD_ALICE).succeeds();
     let roster = format!("{}{}", own_entry(&node), alice_and_bob());
     refused(&node, &roster, &["\"alice\"", "added by hand", "--adopt"]);
     let path = node.path("roster.toml");

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 
 use super::node::{Node, conf_value, wg_pubkey};
-use crate::{ALICE_KEY, ALICE_PRIVATE, BOB_KEY};
+use crate::{ADD_ALICE, ALICE_KEY, ALICE_PRIVATE, BOB_KEY};
 
 /// A private key that is not this node's nor a peer's of the suite.
 const PRIV_OTHER: &str = "QJRBRzLEyYrAc6igP44D0lZexzaFdFSycMcUPX7Ex18=";
@@ -109,15 +109,7 @@ fn a_dangling_lock_symlink_is_never_followed() {
     // (A lock file an older wgp2p made goes first: the link takes its place.)
     let _ = fs::remove_file(node.path(".wgp2p.lock"));
     symlink(&target, node.path(".wgp2p.lock")).unwrap();
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
-        .succeeds();
+    node.wgp2p().args(ADD_ALICE).succeeds();
     node.wgp2p().args(["uninstall"]).succeeds();
     assert!(!target.exists(), "the link was followed");
     assert!(
@@ -154,15 +146,7 @@ fn a_symlinked_conf_is_written_through_and_stays_a_link() {
     let target = elsewhere.path().join("wg0.conf");
     fs::rename(node.path("wg0.conf"), &target).unwrap();
     symlink(&target, node.path("wg0.conf")).unwrap();
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
-        .succeeds();
+    node.wgp2p().args(ADD_ALICE).succeeds();
     assert!(
         fs::symlink_metadata(node.path("wg0.conf"))
             .unwrap()
@@ -185,16 +169,7 @@ fn other_symlinks_and_loose_modes_are_refused_with_the_fix() {
     fs::write(&secret, "TOPSECRET-CONTENT\n").unwrap();
     fs::remove_file(node.path("endpoint")).unwrap();
     symlink(&secret, node.path("endpoint")).unwrap();
-    for command in [
-        &["status"][..],
-        &[
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ],
-    ] {
+    for command in [&["status"][..], &ADD_ALICE] {
         let out = node.wgp2p().args(command.iter().copied()).fails();
         out.stderr_has("endpoint is a symbolic link")
             .never_shows("TOPSECRET");
@@ -202,16 +177,7 @@ fn other_symlinks_and_loose_modes_are_refused_with_the_fix() {
     fs::remove_file(node.path("endpoint")).unwrap();
     node.write("endpoint", "203.0.113.1\n");
     fs::set_permissions(node.path("privatekey"), fs::Permissions::from_mode(0o644)).unwrap();
-    let out = node
-        .wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
-        .fails();
+    let out = node.wgp2p().args(ADD_ALICE).fails();
     out.stderr_has("mode 0644").stderr_has("chmod 600");
 }
 
@@ -429,13 +395,7 @@ fn a_file_of_another_owner_is_refused_with_the_fix() {
         .stderr_has("chown");
     let before = node.snapshot();
     node.wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
+        .args(ADD_ALICE)
         .fails()
         .stderr_has("owned by uid 12345");
     assert_eq!(node.snapshot().diff(&before), "");
