@@ -27,8 +27,7 @@ ROOT=$PWD
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
-[[ $EUID -eq 0 ]] || die "run as root: the lab creates network namespaces"
+usage_or_root "$0" "${1:-}"
 IDLE=${AGENT_IDLE_SECS:-180}
 PEERS=${AGENT_PEERS:-100}
 RUNS=${AGENT_RUNS:-5}

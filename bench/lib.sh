@@ -23,6 +23,16 @@ LAB_NAMESPACES=()
 LAB_DIRS=()
 
 die() { echo "bench: $*" >&2; exit 1; }
+
+# usage_or_root SCRIPT [ARG]: with -h/--help print SCRIPT's header comment
+# and exit; otherwise the benchmark needs root (it builds namespaces).
+usage_or_root() {
+  if [[ ${2:-} == -h || ${2:-} == --help ]]; then
+    sed -n '2,/^set -uo/p' "$1" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+  fi
+  [[ $EUID -eq 0 ]] || die "run as root: the lab creates network namespaces"
+}
 note() { echo "bench: $*" >&2; }
 
 # The clock, in microseconds, without forking (bash >= 5).

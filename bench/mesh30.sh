@@ -20,8 +20,7 @@ ROOT=$PWD
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
-[[ $EUID -eq 0 ]] || die "run as root: the lab creates network namespaces"
+usage_or_root "$0" "${1:-}"
 HOSTS=${MESH_HOSTS:-30}
 ((HOSTS >= 2 && HOSTS <= 200)) || die "MESH_HOSTS=$HOSTS: expected 2–200"
 for tool in ip wg wg-quick wireguard-go ping nsenter unshare setsid; do

@@ -21,8 +21,7 @@ ROOT=$PWD
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; }
-[[ $EUID -eq 0 ]] || die "run as root"
+usage_or_root "$0" "${1:-}"
 command -v strace >/dev/null || die "needs strace (apt-get install strace)"
 SIZES=("$@")
 ((${#SIZES[@]})) || SIZES=(1000 5000)
