@@ -315,8 +315,14 @@ fn a_restarted_agent_remembers_where_names_pointed() {
             "the agent on {} did not exit cleanly",
             host.name()
         );
-        assert!(log.contains("the name moved"), "{log}");
     }
+    // One remembering agent is enough: once one end sends a handshake to
+    // the other's new address, WireGuard roaming gives the other end the
+    // new source address too, and its agent then finds nothing to set.
+    assert!(
+        logs.iter().any(|(_, log)| log.contains("the name moved")),
+        "no restarted agent acted on its memory of the names"
+    );
     assert!(
         healed,
         "no ping within {HEAL_TIMEOUT:?} of the move:\n{}",
