@@ -3,8 +3,15 @@
 
 use std::path::Path;
 
+use crate::plan::error::PlanError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A request that planning refuses: a conflict with the node's state
+    /// (exit 3), or a peer that does not exist (exit 4). Rendered in
+    /// src/commands/refusals.rs.
+    #[error("{0}")]
+    Plan(#[from] PlanError),
     /// A value given by the user is malformed (exit 2).
     #[error("{0}")]
     Invalid(String),
@@ -37,8 +44,9 @@ impl Error {
         match self {
             Error::System(_) | Error::LiveUnknown(_) => 1,
             Error::Invalid(_) => 2,
-            Error::Conflict(_) => 3,
-            Error::NotFound(_) => 4,
+            Error::Plan(PlanError::NotFound { .. } | PlanError::RelayNotFound { .. })
+            | Error::NotFound(_) => 4,
+            Error::Plan(_) | Error::Conflict(_) => 3,
             Error::NeedsRoot(_) => 5,
             Error::BadConfig(_) => 6,
             Error::Unhealthy(_) => 7,

@@ -10,6 +10,7 @@ mod import_key;
 mod install;
 mod nat_check;
 mod provision_peer;
+mod refusals;
 mod relay;
 mod relay_forwarding;
 mod remove_peer;

@@ -41,7 +41,7 @@ pub fn run(
             let peer = match relay::locate(&entries, selector) {
                 Some(Found::Direct(entry)) => relay::as_relayed(doc, entry),
                 Some(Found::Relayed { peer, .. }) => peer.clone(),
-                None => return Err(plan::not_found(doc, selector)),
+                None => return Err(plan::not_found(doc, selector).into()),
             };
             let (new_doc, deltas) = relay::route_via(doc, &own, &peer, relay_name)?;
             let mut keys = vec![peer.public_key];

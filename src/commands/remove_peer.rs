@@ -5,6 +5,7 @@
 use crate::commit::commit;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::plan::error::PlanError;
 use crate::plan::{self, Delta};
 use crate::types::{PeerSelector, PublicKey};
 
@@ -14,7 +15,9 @@ pub fn run(ctx: &Context, selector: &PeerSelector) -> Result<()> {
     let doc = node.take_conf()?;
     let device = ctx.device();
     let (new_doc, delta, (name, key)) = match plan::remove_peer(doc, selector) {
-        Err(Error::NotFound(message)) => return remove_live_only(ctx, selector, message),
+        Err(Error::Plan(not_found @ PlanError::NotFound { .. })) => {
+            return remove_live_only(ctx, selector, not_found);
+        }
         other => other?,
     };
     let mut deltas = vec![delta];
@@ -36,11 +39,11 @@ fn is_live(device: &dyn crate::device::Device, key: PublicKey) -> Result<bool> {
 
 /// A key the config does not know but the live interface runs: remove it
 /// live (drift repair); the config is not touched.
-fn remove_live_only(ctx: &Context, selector: &PeerSelector, not_found: String) -> Result<()> {
+fn remove_live_only(ctx: &Context, selector: &PeerSelector, not_found: PlanError) -> Result<()> {
     let device = ctx.device();
     let key = match selector {
         PeerSelector::Key(key) if is_live(device.as_ref(), *key)? => *key,
-        _ => return Err(Error::NotFound(not_found)),
+        _ => return Err(not_found.into()),
     };
     device.apply(&[Delta::RemovePeer(key)])?;
     crate::outln!(

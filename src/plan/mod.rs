@@ -2,6 +2,7 @@
 //! the smallest live change (`Delta`). Every conflict rule lives here, so it
 //! is tested without root, files or devices.
 
+pub mod error;
 pub mod hooks;
 pub mod relay;
 pub mod sync;
@@ -9,11 +10,12 @@ pub mod sync;
 use ipnet::IpNet;
 
 use crate::config::document::{Document, keys};
-use crate::config::node::{PeerEntry, Relayed, peers};
-use crate::error::{Error, Result};
+use crate::config::node::{PeerEntry, peers};
+use crate::error::Result;
+use crate::plan::error::{PlanError, Tunnel};
 use crate::types::{
     AllowedIps, DEFAULT_KEEPALIVE, Endpoint, PeerIp, PeerName, PeerSelector, PrivateKey, PublicKey,
-    VpnAddress, WrittenName, quoted,
+    VpnAddress, WrittenName,
 };
 
 /// The smallest change to apply to a live interface.
@@ -174,22 +176,22 @@ fn check_new_peer(
     nets: &[IpNet],
 ) -> Result<()> {
     if *key == own.public_key {
-        return Err(Error::Conflict(format!(
-            "public key {key} is this node's own key: expected the key printed by the other node"
-        )));
+        return Err(PlanError::OwnKey {
+            key: *key,
+            tunnel: Tunnel::Direct,
+        }
+        .into());
     }
     let relayed = existing
         .iter()
         .flat_map(|via| via.relayed.iter().map(move |r| (via, r)));
     for (via, r) in relayed {
         if r.public_key == *key || (name.is_some() && r.name.as_ref() == name) {
-            return Err(Error::Conflict(format!(
-                "peer {} is relayed via {}: `wgp2p relay {} direct` to make it direct, or `wgp2p remove-peer {}` first",
-                quoted(r.display_name()),
-                via.display_name(),
-                r.display_name(),
-                r.display_name()
-            )));
+            return Err(PlanError::RelayedPeer {
+                peer: r.display_name().to_string(),
+                via: via.display_name().to_string(),
+            }
+            .into());
         }
     }
     if let Some(name) = name
@@ -197,30 +199,32 @@ fn check_new_peer(
             .iter()
             .find(|p| p.name.as_ref() == Some(name) && p.public_key != *key)
     {
-        return Err(Error::Conflict(format!(
-            "peer name {} is already used by key {}: choose another name or `wgp2p remove-peer {}` first",
-            quoted(name.as_str()),
-            other.public_key,
-            name
-        )));
+        return Err(PlanError::NameTaken {
+            name: name.as_str().to_string(),
+            key: other.public_key,
+            tunnel: Tunnel::Direct,
+        }
+        .into());
     }
     if let Some(name) = name
         && let Some(same_key) = existing.iter().find(|p| p.public_key == *key)
         && let Some(old_name) = same_key.name.as_ref()
         && old_name != name
     {
-        return Err(Error::Conflict(format!(
-            "public key {key} is already peer {}: `wgp2p remove-peer {}` first to rename it",
-            quoted(old_name.as_str()),
-            old_name
-        )));
+        return Err(PlanError::KeyNamedOtherwise {
+            key: *key,
+            name: old_name.as_str().to_string(),
+        }
+        .into());
     }
     for net in nets {
         if net.contains(&own.address.ip()) {
-            return Err(Error::Conflict(format!(
-                "allowed IP {net} contains this node's own address {}: expected the peer's own addresses",
-                own.address.ip()
-            )));
+            return Err(PlanError::OwnAddress {
+                net: *net,
+                own: own.address.ip(),
+                tunnel: Tunnel::Direct,
+            }
+            .into());
         }
         let clash = existing
             .iter()
@@ -232,10 +236,13 @@ fn check_new_peer(
                     .map(|o| (p, o))
             });
         if let Some((peer, other_net)) = clash {
-            return Err(Error::Conflict(format!(
-                "allowed IP {net} overlaps {other_net} of peer {}: expected addresses no other peer routes",
-                quoted(peer.display_name())
-            )));
+            return Err(PlanError::Overlap {
+                net: *net,
+                other: *other_net,
+                peer: peer.display_name().to_string(),
+                tunnel: Tunnel::Direct,
+            }
+            .into());
         }
     }
     Ok(())
@@ -310,13 +317,12 @@ pub fn find_peer<'a>(existing: &'a [PeerEntry], selector: &PeerSelector) -> Opti
     existing.iter().find(|p| p.is(selector))
 }
 
-/// The error for a peer no section or relay line names.
-pub fn not_found(doc: &Document, selector: &PeerSelector) -> Error {
-    Error::NotFound(format!(
-        "no peer named or keyed {} in {}: expected a name or public key from `wgp2p status`",
-        quoted(&selector.to_string()),
-        doc.origin()
-    ))
+/// The refusal for a peer no section or relay line names.
+pub fn not_found(doc: &Document, selector: &PeerSelector) -> PlanError {
+    PlanError::NotFound {
+        selector: selector.clone(),
+        conf: doc.origin().to_string(),
+    }
 }
 
 /// Remove a peer by name or key, direct or relayed; an unknown peer
@@ -330,12 +336,15 @@ pub fn remove_peer(
     let existing = peers(&doc)?;
     match relay::locate(&existing, selector) {
         Some(relay::Found::Direct(entry)) if !entry.relayed.is_empty() => {
-            let names: Vec<&str> = entry.relayed.iter().map(Relayed::display_name).collect();
-            Err(Error::Conflict(format!(
-                "peer {} relays {}: make them direct (`wgp2p relay NAME direct`) or remove them first",
-                quoted(entry.display_name()),
-                names.join(", ")
-            )))
+            Err(PlanError::RelaysOthers {
+                peer: entry.display_name().to_string(),
+                relayed: entry
+                    .relayed
+                    .iter()
+                    .map(|r| r.display_name().to_string())
+                    .collect(),
+            }
+            .into())
         }
         Some(relay::Found::Direct(entry)) => {
             let mut new_doc = doc;
@@ -351,7 +360,7 @@ pub fn remove_peer(
                 (peer.display_name().to_string(), peer.public_key),
             ))
         }
-        None => Err(not_found(&doc, selector)),
+        None => Err(not_found(&doc, selector).into()),
     }
 }
 
@@ -384,10 +393,11 @@ pub fn install_interface(
 pub fn import_key(doc: &Document, key: PrivateKey) -> Result<(Document, Delta)> {
     let public = key.public_key();
     if let Some(peer) = peers(doc)?.iter().find(|p| p.public_key == public) {
-        return Err(Error::Conflict(format!(
-            "the imported key's public key {public} is peer {}: expected a key of this node, not of a peer",
-            quoted(peer.display_name())
-        )));
+        return Err(PlanError::ImportedKeyIsPeer {
+            key: public,
+            peer: peer.display_name().to_string(),
+        }
+        .into());
     }
     let mut new_doc = doc.clone();
     new_doc.set_interface(keys::PRIVATE_KEY, &key.expose_base64());
@@ -466,22 +476,33 @@ mod tests {
     fn conflicts_are_refused() {
         let doc = with_a();
         let own_key = own().public_key.to_string();
-        let cases = [
-            (req("voyager", &own_key, "10.15.0.3"), "own key"),
-            (req("enterprise", KEY_B, "10.15.0.3"), "already used by key"),
-            (req("voyager", KEY_A, "10.15.0.3"), "remove-peer enterprise"),
-            (req("voyager", KEY_B, "10.15.0.2"), "overlaps 10.15.0.2/32"),
-            (req("voyager", KEY_B, "10.15.0.1"), "own address"),
-        ];
-        for (request, expected) in cases {
-            let err = add_peer(doc.clone(), &own(), &request)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(expected), "{err}");
-        }
+        let refusal = |request: AddPeer| match add_peer(doc.clone(), &own(), &request) {
+            Err(crate::error::Error::Plan(refused)) => refused,
+            other => panic!("expected a refusal, got {:?}", other.map(|r| r.2)),
+        };
+        assert!(matches!(
+            refusal(req("voyager", &own_key, "10.15.0.3")),
+            PlanError::OwnKey { .. }
+        ));
+        assert!(matches!(
+            refusal(req("enterprise", KEY_B, "10.15.0.3")),
+            PlanError::NameTaken { key, .. } if key.to_string() == KEY_A
+        ));
+        assert!(matches!(
+            refusal(req("voyager", KEY_A, "10.15.0.3")),
+            PlanError::KeyNamedOtherwise { name, .. } if name == "enterprise"
+        ));
+        assert!(matches!(
+            refusal(req("voyager", KEY_B, "10.15.0.2")),
+            PlanError::Overlap { other, .. } if other.to_string() == "10.15.0.2/32"
+        ));
+        assert!(matches!(
+            refusal(req("voyager", KEY_B, "10.15.0.1")),
+            PlanError::OwnAddress { .. }
+        ));
         let mut wide = req("voyager", KEY_B, "10.15.0.3");
         wide.extra_allowed_ips = Some("10.15.0.0/24".parse().unwrap());
-        assert!(add_peer(doc.clone(), &own(), &wide).is_err());
+        assert!(matches!(refusal(wide), PlanError::OwnAddress { .. }));
     }
 
     #[test]
@@ -505,7 +526,7 @@ mod tests {
         assert!(remove_peer(doc.clone(), &sel(KEY_A)).is_ok());
         assert!(matches!(
             remove_peer(doc.clone(), &sel("nobody")),
-            Err(Error::NotFound(_))
+            Err(crate::error::Error::Plan(PlanError::NotFound { .. }))
         ));
     }
 

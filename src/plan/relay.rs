@@ -11,6 +11,7 @@ use crate::config::document::{Document, is_wg_space, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
 use crate::device::PresharedKey;
 use crate::error::{Error, Result};
+use crate::plan::error::{PlanError, Tunnel};
 use crate::plan::{
     AddPeer, Delta, Outcome, Own, add_peer, check_new_peer, find_peer, join_nets, not_found,
     overlaps,
@@ -93,22 +94,20 @@ fn relay_peer<'a>(
     selector: &PeerSelector,
 ) -> Result<&'a PeerEntry> {
     if *selector == PeerSelector::Key(own.public_key) {
-        return Err(Error::Conflict(
-            "cannot relay through this node itself: expected another mesh peer".into(),
-        ));
+        return Err(PlanError::RelayIsThisNode.into());
     }
     match locate(entries, selector) {
         Some(Found::Direct(relay)) => Ok(relay),
-        Some(Found::Relayed { via, peer }) => Err(Error::Conflict(format!(
-            "relay {} is itself relayed via {}: expected a peer with a direct tunnel",
-            quoted(peer.display_name()),
-            via.display_name()
-        ))),
-        None => Err(Error::NotFound(format!(
-            "no peer named or keyed {} in {} to relay through: expected a name or key from `wgp2p status`",
-            quoted(&selector.to_string()),
-            doc.origin()
-        ))),
+        Some(Found::Relayed { via, peer }) => Err(PlanError::RelayIsRelayed {
+            relay: peer.display_name().to_string(),
+            via: via.display_name().to_string(),
+        }
+        .into()),
+        None => Err(PlanError::RelayNotFound {
+            selector: selector.clone(),
+            conf: doc.origin().to_string(),
+        }
+        .into()),
     }
 }
 
@@ -120,25 +119,27 @@ fn check_relayed(
     relay: &PeerEntry,
 ) -> Result<()> {
     if peer.public_key == relay.public_key {
-        return Err(Error::Conflict(format!(
-            "peer {} cannot be relayed through itself: expected another peer as relay",
-            quoted(peer.display_name())
-        )));
+        return Err(PlanError::RelayThroughItself {
+            peer: peer.display_name().to_string(),
+        }
+        .into());
     }
     if peer.public_key == own.public_key {
-        return Err(Error::Conflict(format!(
-            "public key {} is this node's own key: expected the other node's key",
-            peer.public_key
-        )));
+        return Err(PlanError::OwnKey {
+            key: peer.public_key,
+            tunnel: Tunnel::Relayed,
+        }
+        .into());
     }
     let others = entries.iter().filter(|e| e.public_key != peer.public_key);
     for other in others {
         if peer.name.is_some() && other.name == peer.name {
-            return Err(Error::Conflict(format!(
-                "peer name {} is already used by key {}: choose another name",
-                quoted(peer.display_name()),
-                other.public_key
-            )));
+            return Err(PlanError::NameTaken {
+                name: peer.display_name().to_string(),
+                key: other.public_key,
+                tunnel: Tunnel::Relayed,
+            }
+            .into());
         }
         let carried: Vec<&IpNet> = other
             .relayed
@@ -152,17 +153,23 @@ fn check_relayed(
                 .iter()
                 .find(|o| overlaps(net, o) && !carried.contains(o));
             if let Some(o) = clash {
-                return Err(Error::Conflict(format!(
-                    "address {net} overlaps {o} of peer {}: expected addresses no other peer routes",
-                    quoted(other.display_name())
-                )));
+                return Err(PlanError::Overlap {
+                    net: *net,
+                    other: *o,
+                    peer: other.display_name().to_string(),
+                    tunnel: Tunnel::Relayed,
+                }
+                .into());
             }
         }
     }
     if let Some(net) = peer.nets.iter().find(|n| n.contains(&own.address.ip())) {
-        return Err(Error::Conflict(format!(
-            "address {net} contains this node's own address: expected the peer's addresses"
-        )));
+        return Err(PlanError::OwnAddress {
+            net: *net,
+            own: own.address.ip(),
+            tunnel: Tunnel::Relayed,
+        }
+        .into());
     }
     Ok(())
 }
@@ -190,10 +197,10 @@ pub fn route_via(
         .iter()
         .any(|e| e.public_key == peer.public_key && !e.relayed.is_empty())
     {
-        return Err(Error::Conflict(format!(
-            "peer {} relays others itself: make them direct first (`wgp2p relay NAME direct`)",
-            quoted(peer.display_name())
-        )));
+        return Err(PlanError::RelayerRelayed {
+            peer: peer.display_name().to_string(),
+        }
+        .into());
     }
     let mut new_doc = doc.clone();
     let mut deltas = Vec::new();
@@ -256,12 +263,12 @@ pub fn make_direct(
     let (via, peer) = match locate(&entries, selector) {
         Some(Found::Relayed { via, peer }) => (via, peer),
         Some(Found::Direct(entry)) => {
-            return Err(Error::Conflict(format!(
-                "peer {} is already direct: nothing to change",
-                quoted(entry.display_name())
-            )));
+            return Err(PlanError::AlreadyDirect {
+                peer: entry.display_name().to_string(),
+            }
+            .into());
         }
-        None => return Err(not_found(doc, selector)),
+        None => return Err(not_found(doc, selector).into()),
     };
     let mut new_doc = doc.clone();
     let mut deltas = vec![unroute(&mut new_doc, via, peer)];
@@ -488,32 +495,45 @@ mod tests {
     fn bad_relays_are_refused() {
         let far = relayed(&mesh(), "far");
         let own_key = own().public_key.to_string();
-        let cases = [
-            ("nobody", "no peer named"),
-            ("far", "through itself"),
-            (own_key.as_str(), "this node itself"),
-        ];
-        for (relay, expected) in cases {
-            let err = route_via(&mesh(), &own(), &far, &sel(relay))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(expected), "{relay}: {err}");
-        }
+        let refusal = |doc: &Document, peer: &Relayed, relay: &str| match route_via(
+            doc,
+            &own(),
+            peer,
+            &sel(relay),
+        ) {
+            Err(Error::Plan(refused)) => refused,
+            other => panic!("{relay}: expected a refusal, got {:?}", other.map(|r| r.1)),
+        };
+        assert!(matches!(
+            refusal(&mesh(), &far, "nobody"),
+            PlanError::RelayNotFound { .. }
+        ));
+        assert_eq!(
+            refusal(&mesh(), &far, "far"),
+            PlanError::RelayThroughItself { peer: "far".into() }
+        );
+        assert_eq!(refusal(&mesh(), &far, &own_key), PlanError::RelayIsThisNode);
         // Through a peer that is itself relayed.
         let (doc, _) = route_via(&mesh(), &own(), &far, &sel("relay")).unwrap();
         let other = relayed(&doc, "other");
-        let err = route_via(&doc, &own(), &other, &sel("far"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("itself relayed"), "{err}");
+        assert_eq!(
+            refusal(&doc, &other, "far"),
+            PlanError::RelayIsRelayed {
+                relay: "far".into(),
+                via: "relay".into()
+            }
+        );
         // An address another peer routes.
         let mut clash = relayed(&mesh(), "far");
         clash.nets = vec!["10.15.0.4/32".parse().unwrap()];
-        let err = route_via(&mesh(), &own(), &clash, &sel("relay"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("overlaps 10.15.0.4/32"), "{err}");
-        assert!(make_direct(&mesh(), &own(), &sel("far")).is_err());
+        assert!(matches!(
+            refusal(&mesh(), &clash, "relay"),
+            PlanError::Overlap { other, tunnel: Tunnel::Relayed, .. } if other.to_string() == "10.15.0.4/32"
+        ));
+        assert!(matches!(
+            make_direct(&mesh(), &own(), &sel("far")),
+            Err(Error::Plan(PlanError::AlreadyDirect { .. }))
+        ));
     }
 
     #[test]

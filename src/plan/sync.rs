@@ -21,6 +21,7 @@ use ipnet::IpNet;
 use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
 use crate::error::{Error, Result};
+use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner};
 use crate::plan::{AddPeer, Delta, Own, join_nets, same_nets};
 use crate::types::{
     AllowedIps, DEFAULT_KEEPALIVE, Endpoint, Host, PeerName, PublicKey, WrittenName, quoted,
@@ -185,12 +186,12 @@ pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) ->
             },
             Some(entry) if options.adopt => Fate::Manage { entry, adopt: true },
             Some(entry) => {
-                return Err(Error::Conflict(format!(
-                    "peer {} (key {}) was added by hand and {} has the same key: run `wgp2p sync --adopt` to let the roster manage it, or take it out of the roster",
-                    quoted(peer.display_name()),
-                    peer.public_key,
-                    roster.label(entry)
-                )));
+                return Err(PlanError::HandAddedInRoster {
+                    peer: peer.display_name().to_string(),
+                    key: peer.public_key,
+                    entry: roster.label(entry),
+                }
+                .into());
             }
             None if managed || options.prune => Fate::Remove,
             None => Fate::Keep,
@@ -211,12 +212,11 @@ pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) ->
             if !listed && options.prune {
                 relayed_removed.insert(relayed.public_key);
             } else if *fate == Fate::Remove {
-                return Err(Error::Conflict(format!(
-                    "peer {} would be removed but relays {}: make it direct first (`wgp2p relay {} direct`)",
-                    quoted(peer.display_name()),
-                    quoted(relayed.display_name()),
-                    relayed.display_name()
-                )));
+                return Err(PlanError::RemovedPeerRelays {
+                    peer: peer.display_name().to_string(),
+                    relayed: relayed.display_name().to_string(),
+                }
+                .into());
             }
         }
     }
@@ -419,38 +419,28 @@ impl<'a> RosterIndex<'a> {
         let mut by_key = HashMap::with_capacity(n);
         let mut by_name = HashMap::with_capacity(n);
         let mut by_address: HashMap<IpAddr, usize> = HashMap::with_capacity(n);
-        let both = |first: usize, second: usize, what: String| {
-            Error::Conflict(format!(
-                "{} and {} {what}: expected one entry per node",
-                roster.label(first),
-                roster.label(second)
-            ))
+        let both = |first: usize, second: usize, repeat: Repeat| -> Error {
+            PlanError::RepeatedEntry {
+                first: roster.label(first),
+                second: roster.label(second),
+                repeat,
+            }
+            .into()
         };
         for (i, entry) in roster.entries.iter().enumerate() {
             let peer = &entry.peer;
             if let Some(first) = by_key.insert(peer.public_key, i) {
-                return Err(both(
-                    first,
-                    i,
-                    format!("have the same public_key {}", peer.public_key),
-                ));
+                return Err(both(first, i, Repeat::Key(peer.public_key)));
             }
             if let Some(first) = by_name.insert(peer.name.as_str(), i) {
                 return Err(both(
                     first,
                     i,
-                    format!(
-                        "have the same name with different keys ({} and {})",
-                        roster.entries[first].peer.public_key, peer.public_key
-                    ),
+                    Repeat::Name(roster.entries[first].peer.public_key, peer.public_key),
                 ));
             }
             if let Some(first) = by_address.insert(peer.peer_ip.ip, i) {
-                return Err(both(
-                    first,
-                    i,
-                    format!("have the same address {}", peer.peer_ip.ip),
-                ));
+                return Err(both(first, i, Repeat::Address(peer.peer_ip.ip)));
             }
         }
         Ok(RosterIndex { by_key, by_name })
@@ -464,46 +454,44 @@ fn check_own_entry(me: &ThisNode, roster: &Roster, index: &RosterIndex) -> Resul
     if let Some(i) = index.by_name.get(me.name.as_str()).copied()
         && by_key != Some(i)
     {
-        return Err(Error::Conflict(format!(
-            "{} has this node's name {} but public_key {}, not this node's {}: a roster may not give this node's name to another key",
-            roster.label(i),
-            quoted(me.name.as_str()),
-            roster.entries[i].peer.public_key,
-            me.own.public_key
-        )));
+        return Err(PlanError::OwnNameOtherKey {
+            entry: roster.label(i),
+            name: me.name.clone(),
+            theirs: roster.entries[i].peer.public_key,
+            ours: me.own.public_key,
+        }
+        .into());
     }
     let Some(i) = by_key else {
         return Ok(None);
     };
     let entry = &roster.entries[i].peer;
-    let differs = |what: &str, theirs: String, ours: String| {
-        Error::Conflict(format!(
-            "{} has this node's public key but {what} {theirs}, not this node's {ours}: a roster may not change this node (run `wgp2p export` here for its entry)",
-            roster.label(i)
-        ))
+    let differs = |difference: OwnDifference| -> Error {
+        PlanError::OwnEntryDiffers {
+            entry: roster.label(i),
+            difference,
+        }
+        .into()
     };
     if entry.name != me.name {
-        return Err(differs(
-            "name",
-            quoted(entry.name.as_str()),
-            quoted(me.name.as_str()),
-        ));
+        return Err(differs(OwnDifference::Name {
+            theirs: entry.name.clone(),
+            ours: me.name.clone(),
+        }));
     }
     if entry.peer_ip.ip != me.own.address.ip() {
-        return Err(differs(
-            "address",
-            entry.peer_ip.ip.to_string(),
-            me.own.address.ip().to_string(),
-        ));
+        return Err(differs(OwnDifference::Address {
+            theirs: entry.peer_ip.ip,
+            ours: me.own.address.ip(),
+        }));
     }
     if let Some(ours) = &me.endpoint
         && *ours != entry.endpoint
     {
-        return Err(differs(
-            "endpoint",
-            entry.endpoint.to_string(),
-            ours.to_string(),
-        ));
+        return Err(differs(OwnDifference::Endpoint {
+            theirs: entry.endpoint.clone(),
+            ours: ours.clone(),
+        }));
     }
     Ok(Some(i))
 }
@@ -522,12 +510,12 @@ fn check_target(
 ) -> Result<()> {
     let wanted = |i: &usize| Some(*i) != own_entry;
     // Names: a roster entry's name may not be a kept peer's with another key.
-    let mut kept_names: HashMap<&str, (PublicKey, &str)> = HashMap::new();
+    let mut kept_names: HashMap<&str, (PublicKey, bool)> = HashMap::new();
     for (peer, fate) in existing.iter().zip(fates) {
         if *fate == Fate::Keep
             && let Some(name) = peer.name.as_ref().map(WrittenName::as_str)
         {
-            kept_names.insert(name, (peer.public_key, "added by hand"));
+            kept_names.insert(name, (peer.public_key, false));
         }
         if *fate != Fate::Remove {
             for r in peer
@@ -536,20 +524,22 @@ fn check_target(
                 .filter(|r| !relayed_removed.contains(&r.public_key))
             {
                 if let Some(name) = &r.name {
-                    kept_names.insert(name.as_str(), (r.public_key, "relayed"));
+                    kept_names.insert(name.as_str(), (r.public_key, true));
                 }
             }
         }
     }
     for (i, entry) in roster.entries.iter().enumerate().filter(|(i, _)| wanted(i)) {
-        if let Some((key, how)) = kept_names.get(entry.peer.name.as_str())
-            && *key != entry.peer.public_key
+        if let Some(&(key, relayed)) = kept_names.get(entry.peer.name.as_str())
+            && key != entry.peer.public_key
         {
-            return Err(Error::Conflict(format!(
-                "{} has the name of peer {} ({how}, key {key}): rename one of them",
-                roster.label(i),
-                quoted(entry.peer.name.as_str())
-            )));
+            return Err(PlanError::KeptPeerName {
+                entry: roster.label(i),
+                name: entry.peer.name.clone(),
+                relayed,
+                key,
+            }
+            .into());
         }
     }
 
@@ -557,14 +547,11 @@ fn check_target(
     // apart: longest-prefix match lets every other route win over them.
     let mut routes: HashMap<IpNet, Owner> = HashMap::new();
     let mut defaults: HashMap<IpNet, Owner> = HashMap::new();
-    let describe = |owner: Owner| -> String {
+    let describe = |owner: Owner| -> RouteOwner {
         match owner {
-            Owner::ThisNode => "this node's own address".to_string(),
-            Owner::Entry(i) => roster.label(i),
-            Owner::Kept(p) => format!(
-                "peer {} (not from the roster)",
-                quoted(existing[p].display_name())
-            ),
+            Owner::ThisNode => RouteOwner::ThisNode,
+            Owner::Entry(i) => RouteOwner::Entry(roster.label(i)),
+            Owner::Kept(p) => RouteOwner::Kept(existing[p].display_name().to_string()),
         }
     };
     let clash = |net: &IpNet, a: Owner, other: &IpNet, b: Owner| -> Option<Error> {
@@ -576,11 +563,15 @@ fn check_target(
             _ => return None,
         };
         let Owner::Entry(i) = entry else { return None };
-        Some(Error::Conflict(format!(
-            "{}: allowed IP {net} overlaps {other} of {}: expected addresses no other peer routes",
-            roster.label(i),
-            describe(b)
-        )))
+        Some(
+            PlanError::RosterOverlap {
+                entry: roster.label(i),
+                net: *net,
+                other: *other,
+                owner: describe(b),
+            }
+            .into(),
+        )
     };
     let mut insert = |net: IpNet, owner: Owner| -> Result<()> {
         let table = if net.prefix_len() == 0 {
@@ -648,10 +639,11 @@ fn check_target(
             .flat_map(AllowedIps::nets)
         {
             if net.prefix_len() == 0 && entry.role != Role::ExitNode {
-                return Err(Error::Conflict(format!(
-                    "{}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (README, \"Rosters\")",
-                    roster.label(i)
-                )));
+                return Err(PlanError::DefaultRoute {
+                    entry: roster.label(i),
+                    net: *net,
+                }
+                .into());
             }
         }
     }
@@ -710,10 +702,13 @@ fn check_target(
                 continue;
             };
             if let Some(&i) = restricted.get(&net) {
-                return Err(Error::Conflict(format!(
-                    "{}: allowed IP {net} covers {what} ({ip}): routing it into the tunnel would cut the tunnel; expected a network without it, or `subnet_router = true` in the entry (README, \"Rosters\")",
-                    roster.label(i)
-                )));
+                return Err(PlanError::CoversProtected {
+                    entry: roster.label(i),
+                    net,
+                    what: what.clone(),
+                    ip: *ip,
+                }
+                .into());
             }
         }
     }

@@ -1,0 +1,271 @@
+//! The messages of what planning refuses (`plan::PlanError`): one line that
+//! names the value and what is expected, and the command that gets past it.
+//! Planning says what is wrong; only this file says what to run.
+
+use std::fmt;
+
+use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner, Tunnel};
+use crate::types::quoted;
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::OwnKey {
+                key,
+                tunnel: Tunnel::Direct,
+            } => write!(
+                f,
+                "public key {key} is this node's own key: expected the key printed by the other node"
+            ),
+            PlanError::OwnKey {
+                key,
+                tunnel: Tunnel::Relayed,
+            } => write!(
+                f,
+                "public key {key} is this node's own key: expected the other node's key"
+            ),
+            PlanError::RelayedPeer { peer, via } => write!(
+                f,
+                "peer {} is relayed via {via}: `wgp2p relay {peer} direct` to make it direct, or `wgp2p remove-peer {peer}` first",
+                quoted(peer)
+            ),
+            PlanError::NameTaken {
+                name,
+                key,
+                tunnel: Tunnel::Direct,
+            } => write!(
+                f,
+                "peer name {} is already used by key {key}: choose another name or `wgp2p remove-peer {name}` first",
+                quoted(name)
+            ),
+            PlanError::NameTaken {
+                name,
+                key,
+                tunnel: Tunnel::Relayed,
+            } => write!(
+                f,
+                "peer name {} is already used by key {key}: choose another name",
+                quoted(name)
+            ),
+            PlanError::KeyNamedOtherwise { key, name } => write!(
+                f,
+                "public key {key} is already peer {}: `wgp2p remove-peer {name}` first to rename it",
+                quoted(name)
+            ),
+            PlanError::OwnAddress {
+                net,
+                own,
+                tunnel: Tunnel::Direct,
+            } => write!(
+                f,
+                "allowed IP {net} contains this node's own address {own}: expected the peer's own addresses"
+            ),
+            PlanError::OwnAddress {
+                net,
+                tunnel: Tunnel::Relayed,
+                ..
+            } => write!(
+                f,
+                "address {net} contains this node's own address: expected the peer's addresses"
+            ),
+            PlanError::Overlap {
+                net,
+                other,
+                peer,
+                tunnel,
+            } => {
+                let what = match tunnel {
+                    Tunnel::Direct => "allowed IP",
+                    Tunnel::Relayed => "address",
+                };
+                write!(
+                    f,
+                    "{what} {net} overlaps {other} of peer {}: expected addresses no other peer routes",
+                    quoted(peer)
+                )
+            }
+            PlanError::NotFound { selector, conf } => write!(
+                f,
+                "no peer named or keyed {} in {conf}: expected a name or public key from `wgp2p status`",
+                quoted(&selector.to_string())
+            ),
+            PlanError::RelayNotFound { selector, conf } => write!(
+                f,
+                "no peer named or keyed {} in {conf} to relay through: expected a name or key from `wgp2p status`",
+                quoted(&selector.to_string())
+            ),
+            PlanError::RelaysOthers { peer, relayed } => write!(
+                f,
+                "peer {} relays {}: make them direct (`wgp2p relay NAME direct`) or remove them first",
+                quoted(peer),
+                relayed.join(", ")
+            ),
+            PlanError::RelayerRelayed { peer } => write!(
+                f,
+                "peer {} relays others itself: make them direct first (`wgp2p relay NAME direct`)",
+                quoted(peer)
+            ),
+            PlanError::RelayIsThisNode => write!(
+                f,
+                "cannot relay through this node itself: expected another mesh peer"
+            ),
+            PlanError::RelayThroughItself { peer } => write!(
+                f,
+                "peer {} cannot be relayed through itself: expected another peer as relay",
+                quoted(peer)
+            ),
+            PlanError::RelayIsRelayed { relay, via } => write!(
+                f,
+                "relay {} is itself relayed via {via}: expected a peer with a direct tunnel",
+                quoted(relay)
+            ),
+            PlanError::AlreadyDirect { peer } => write!(
+                f,
+                "peer {} is already direct: nothing to change",
+                quoted(peer)
+            ),
+            PlanError::ImportedKeyIsPeer { key, peer } => write!(
+                f,
+                "the imported key's public key {key} is peer {}: expected a key of this node, not of a peer",
+                quoted(peer)
+            ),
+            PlanError::HandAddedInRoster { peer, key, entry } => write!(
+                f,
+                "peer {} (key {key}) was added by hand and {entry} has the same key: run `wgp2p sync --adopt` to let the roster manage it, or take it out of the roster",
+                quoted(peer)
+            ),
+            PlanError::RemovedPeerRelays { peer, relayed } => write!(
+                f,
+                "peer {} would be removed but relays {}: make it direct first (`wgp2p relay {relayed} direct`)",
+                quoted(peer),
+                quoted(relayed)
+            ),
+            PlanError::RepeatedEntry {
+                first,
+                second,
+                repeat,
+            } => {
+                write!(f, "{first} and {second} ")?;
+                match repeat {
+                    Repeat::Key(key) => write!(f, "have the same public_key {key}")?,
+                    Repeat::Name(a, b) => {
+                        write!(f, "have the same name with different keys ({a} and {b})")?;
+                    }
+                    Repeat::Address(ip) => write!(f, "have the same address {ip}")?,
+                }
+                write!(f, ": expected one entry per node")
+            }
+            PlanError::OwnNameOtherKey {
+                entry,
+                name,
+                theirs,
+                ours,
+            } => write!(
+                f,
+                "{entry} has this node's name {} but public_key {theirs}, not this node's {ours}: a roster may not give this node's name to another key",
+                quoted(name.as_str())
+            ),
+            PlanError::OwnEntryDiffers { entry, difference } => {
+                let (what, theirs, ours) = match difference {
+                    OwnDifference::Name { theirs, ours } => {
+                        ("name", quoted(theirs.as_str()), quoted(ours.as_str()))
+                    }
+                    OwnDifference::Address { theirs, ours } => {
+                        ("address", theirs.to_string(), ours.to_string())
+                    }
+                    OwnDifference::Endpoint { theirs, ours } => {
+                        ("endpoint", theirs.to_string(), ours.to_string())
+                    }
+                };
+                write!(
+                    f,
+                    "{entry} has this node's public key but {what} {theirs}, not this node's {ours}: a roster may not change this node (run `wgp2p export` here for its entry)"
+                )
+            }
+            PlanError::KeptPeerName {
+                entry,
+                name,
+                relayed,
+                key,
+            } => {
+                let how = if *relayed { "relayed" } else { "added by hand" };
+                write!(
+                    f,
+                    "{entry} has the name of peer {} ({how}, key {key}): rename one of them",
+                    quoted(name.as_str())
+                )
+            }
+            PlanError::RosterOverlap {
+                entry,
+                net,
+                other,
+                owner,
+            } => {
+                write!(f, "{entry}: allowed IP {net} overlaps {other} of ")?;
+                match owner {
+                    RouteOwner::ThisNode => write!(f, "this node's own address")?,
+                    RouteOwner::Entry(label) => write!(f, "{label}")?,
+                    RouteOwner::Kept(peer) => {
+                        write!(f, "peer {} (not from the roster)", quoted(peer))?;
+                    }
+                }
+                write!(f, ": expected addresses no other peer routes")
+            }
+            PlanError::DefaultRoute { entry, net } => write!(
+                f,
+                "{entry}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (README, \"Rosters\")"
+            ),
+            PlanError::CoversProtected {
+                entry,
+                net,
+                what,
+                ip,
+            } => write!(
+                f,
+                "{entry}: allowed IP {net} covers {what} ({ip}): routing it into the tunnel would cut the tunnel; expected a network without it, or `subnet_router = true` in the entry (README, \"Rosters\")"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::plan::fixtures::KEY_A;
+
+    #[test]
+    fn refusals_read_as_one_line_with_their_advice_and_exit_code() {
+        let not_found = PlanError::NotFound {
+            selector: "Bob laptop".parse().unwrap(),
+            conf: "wg0.conf".into(),
+        };
+        assert_eq!(
+            not_found.to_string(),
+            "no peer named or keyed \"Bob laptop\" in wg0.conf: expected a name or public key from `wgp2p status`"
+        );
+        assert_eq!(Error::from(not_found).code(), 4);
+        let relayed = PlanError::RelayedPeer {
+            peer: "far".into(),
+            via: "relay".into(),
+        };
+        assert_eq!(
+            relayed.to_string(),
+            "peer \"far\" is relayed via relay: `wgp2p relay far direct` to make it direct, or `wgp2p remove-peer far` first"
+        );
+        assert_eq!(Error::from(relayed).code(), 3);
+        let repeated = PlanError::RepeatedEntry {
+            first: "r.toml entry #1 (\"a\")".into(),
+            second: "r.toml entry #2 (\"a\")".into(),
+            repeat: Repeat::Key(KEY_A.parse().unwrap()),
+        };
+        assert_eq!(
+            repeated.to_string(),
+            format!(
+                "r.toml entry #1 (\"a\") and r.toml entry #2 (\"a\") have the same public_key {KEY_A}: expected one entry per node"
+            )
+        );
+    }
+}
