@@ -6,7 +6,7 @@ use crate::config::node::{Node, listen_port};
 use crate::context::Context;
 use crate::discover;
 use crate::error::Result;
-use crate::types::{Endpoint, Host, PeerName, PublicKey};
+use crate::types::{Endpoint, EndpointSpec, Host, PeerName, PublicKey};
 
 /// The default port when neither `--port` nor the config gives one.
 pub const DEFAULT_PORT: u16 = 51820;
@@ -40,13 +40,22 @@ pub fn host_name() -> PeerName {
         .unwrap_or_else(|_| PeerName::from_static("wgp2p-node"))
 }
 
+/// The public endpoint given for this node: the one remembered from
+/// `install --endpoint`, else `WGP2P_ENDPOINT`.
+pub fn given_endpoint(ctx: &Context, node: &Node) -> Result<Option<EndpointSpec>> {
+    match (&node.endpoint, &ctx.env.endpoint) {
+        (Some(saved), _) => Ok(Some(saved.clone())),
+        (None, Some(text)) => text.parse().map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
 /// This node's public endpoint, in the order of docs/behaviour.md: the endpoint
 /// remembered from `install --endpoint`, `WGP2P_ENDPOINT`, STUN discovery.
 /// `None` when all of them fail (the caller prints a placeholder).
 pub fn public_endpoint(ctx: &Context, node: &Node, port: u16) -> Result<Option<Endpoint>> {
-    let given = node.endpoint.as_deref().or(ctx.env.endpoint.as_deref());
-    if let Some(text) = given {
-        return Endpoint::parse_with_default_port(text, port).map(Some);
+    if let Some(given) = given_endpoint(ctx, node)? {
+        return Ok(Some(given.with_default_port(port)));
     }
     let servers = discover::servers_from(ctx.env.stun_servers.as_deref());
     Ok(

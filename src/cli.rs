@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::types::{
-    AllowedIps, Endpoint, InterfaceName, PeerIp, PeerName, PeerSelector, PublicKey, VpnAddress,
+    AllowedIps, Endpoint, EndpointSpec, InterfaceName, PeerIp, PeerName, PeerSelector, PublicKey,
+    VpnAddress,
 };
 
 fn port(s: &str) -> Result<u16, crate::error::Error> {
@@ -70,7 +71,7 @@ pub enum Command {
         address: VpnAddress,
         /// This node's public HOST[:PORT] for the add-peer line (remembered)
         #[arg(long, value_name = "HOST[:PORT]")]
-        endpoint: Option<String>,
+        endpoint: Option<EndpointSpec>,
         /// Also install and start the agent's systemd unit (as `agent enable`)
         #[arg(long)]
         agent: bool,
@@ -136,7 +137,7 @@ pub enum Command {
         /// This node's public endpoint for the entry (else the saved one,
         /// WGP2P_ENDPOINT, or STUN discovery)
         #[arg(long, value_name = "HOST[:PORT]")]
-        endpoint: Option<String>,
+        endpoint: Option<EndpointSpec>,
     },
     /// Make the peers that came from a roster equal to a roster file (all
     /// nodes' exports); other peers stay

@@ -401,18 +401,6 @@ const ENDPOINT_EXPECTED: &str =
     "an endpoint HOST:PORT, [IPv6]:PORT or NAME:PORT with a port from 1 to 65535";
 
 impl Endpoint {
-    /// Parse `HOST[:PORT]`, using `default_port` when no port is written
-    /// (for `install --endpoint`, where the listen port is the default).
-    pub fn parse_with_default_port(s: &str, default_port: u16) -> Result<Self, Error> {
-        match split_host_port(s)? {
-            (host, Some(port)) => Ok(Endpoint { host, port }),
-            (host, None) => Ok(Endpoint {
-                host,
-                port: default_port,
-            }),
-        }
-    }
-
     /// Resolve to a socket address for the live device (DNS names through
     /// the system resolver, so /etc/hosts is honoured).
     pub fn resolve(&self) -> Result<SocketAddr, Error> {
@@ -481,6 +469,44 @@ impl FromStr for Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// This node's own public endpoint as the user gives it: `HOST[:PORT]`
+/// (`install --endpoint`, kept in the config dir's `endpoint` file;
+/// `export --endpoint`; `WGP2P_ENDPOINT`). Without a port it follows the
+/// listen port, so it is completed only where the port is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSpec {
+    host: Host,
+    port: Option<u16>,
+}
+
+impl EndpointSpec {
+    /// The endpoint, with `listen_port` when no port was given.
+    pub fn with_default_port(&self, listen_port: u16) -> Endpoint {
+        Endpoint {
+            host: self.host.clone(),
+            port: self.port.unwrap_or(listen_port),
+        }
+    }
+}
+
+impl FromStr for EndpointSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let (host, port) = split_host_port(s)?;
+        Ok(EndpointSpec { host, port })
+    }
+}
+
+/// `HOST` or `HOST:PORT`, as the `endpoint` file holds it.
+impl fmt::Display for EndpointSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => write!(f, "{}", self.host),
+        }
     }
 }
 
@@ -736,9 +762,13 @@ mod tests {
         ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
-        let ep = Endpoint::parse_with_default_port("203.0.113.5", 51820).unwrap();
+        let spec: EndpointSpec = "203.0.113.5".parse().unwrap();
+        assert_eq!(spec.to_string(), "203.0.113.5");
+        let ep = spec.with_default_port(51820);
         assert_eq!(ep.to_string(), "203.0.113.5:51820");
-        let ep = Endpoint::parse_with_default_port("[fd00::5]", 4000).unwrap();
+        let spec: EndpointSpec = "[fd00::5]".parse().unwrap();
+        assert_eq!(spec.to_string(), "[fd00::5]");
+        let ep = spec.with_default_port(4000);
         assert_eq!(ep.to_string(), "[fd00::5]:4000");
     }
 

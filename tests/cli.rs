@@ -128,6 +128,8 @@ fn install_endpoint_is_remembered() {
     let line = out.add_peer_line();
     assert_eq!(line.endpoint, "203.0.113.7:51820");
     assert!(!out.stderr.contains("warning"), "{out}");
+    // Kept without a port: the line follows the listen port.
+    assert_eq!(node.read("endpoint"), "203.0.113.7\n");
     let again = node.wgp2p().args(["add-peer"]).succeeds();
     assert_eq!(again.add_peer_line(), line);
     // A re-install without --endpoint keeps it too.

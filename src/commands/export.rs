@@ -8,14 +8,14 @@ use crate::context::Context;
 use crate::discover;
 use crate::error::{Error, Result};
 use crate::roster;
-use crate::types::Endpoint;
+use crate::types::EndpointSpec;
 
-pub fn run(ctx: &Context, given: Option<&str>) -> Result<()> {
+pub fn run(ctx: &Context, given: Option<&EndpointSpec>) -> Result<()> {
     let (_lock, node) = ctx.lock_and_load()?;
     let (key, address) = node.require_identity()?;
     let port = announce::effective_port(ctx, &node);
     let endpoint = match given {
-        Some(text) => Endpoint::parse_with_default_port(text, port)?,
+        Some(given) => given.with_default_port(port),
         None => announce::public_endpoint(ctx, &node, port)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "no public endpoint known for this node (none saved by `install --endpoint`, WGP2P_ENDPOINT unset, no STUN server answered within {} s): run `wgp2p export --endpoint HOST[:PORT]` or set WGP2P_ENDPOINT=HOST[:PORT] (`wgp2p nat-check` shows the public address)",

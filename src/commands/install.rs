@@ -15,14 +15,10 @@ use crate::error::{Error, Result};
 use crate::plan::{self, Delta};
 use crate::service::Kind;
 use crate::store::{self, Change};
-use crate::types::{Endpoint, PrivateKey, VpnAddress};
+use crate::types::{EndpointSpec, PrivateKey, VpnAddress};
 
-pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<String>) -> Result<()> {
+pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<EndpointSpec>) -> Result<()> {
     ctx.require_root("install")?;
-    // Check the endpoint's form before anything is created.
-    if let Some(text) = &endpoint {
-        Endpoint::parse_with_default_port(text, announce::DEFAULT_PORT)?;
-    }
     store::ensure_dir(&ctx.paths.dir)?;
     let (_lock, node) = ctx.lock_and_load_repairing()?;
     check_address(&node, &address)?;
@@ -37,10 +33,10 @@ pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<String>) -> Resu
         change.write(crate::config::node::ADDRESS, format!("{address}\n"));
     }
     if let Some(endpoint) = &endpoint {
-        // Kept as written: without a port, the line follows the listen port.
-        let text = endpoint.trim();
-        if node.endpoint.as_deref() != Some(text) {
-            change.write(crate::config::node::ENDPOINT, format!("{text}\n"));
+        // Kept without a port when given without one: the line then
+        // follows the listen port.
+        if node.endpoint.as_ref() != Some(endpoint) {
+            change.write(crate::config::node::ENDPOINT, format!("{endpoint}\n"));
         }
     }
     if !key_files_match(paths, &key)? {

@@ -54,7 +54,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Relay { peer, mode, relay } => relay::run(ctx, &peer, mode, relay.as_ref()),
         Command::RelayEnable => relay_forwarding::enable(ctx),
         Command::RelayDisable => relay_forwarding::disable(ctx),
-        Command::Export { endpoint } => export::run(ctx, endpoint.as_deref()),
+        Command::Export { endpoint } => export::run(ctx, endpoint.as_ref()),
         Command::Sync {
             roster,
             dry_run,

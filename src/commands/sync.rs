@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::plan::Own;
 use crate::plan::sync::{self, Options, ThisNode};
 use crate::roster;
-use crate::types::Endpoint;
 
 pub fn run(ctx: &Context, path: &Path, dry_run: bool, options: Options) -> Result<()> {
     let text = read_optional(path)?.ok_or_else(|| {
@@ -32,10 +31,7 @@ pub fn run(ctx: &Context, path: &Path, dry_run: bool, options: Options) -> Resul
     let own = Own::of(&node)?;
     let doc = node.require_conf()?;
     let port = announce::effective_port(ctx, &node);
-    let endpoint = match node.endpoint.as_deref().or(ctx.env.endpoint.as_deref()) {
-        Some(text) => Some(Endpoint::parse_with_default_port(text, port)?),
-        None => None,
-    };
+    let endpoint = announce::given_endpoint(ctx, &node)?.map(|e| e.with_default_port(port));
     let me = ThisNode {
         own,
         name: announce::host_name(),

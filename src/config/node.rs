@@ -15,8 +15,8 @@ use crate::config::document::{
 };
 use crate::error::{Error, Result};
 use crate::types::{
-    Host, InterfaceName, PeerSelector, PrivateKey, PublicKey, VpnAddress, WrittenName,
-    quoted_prefix,
+    EndpointSpec, Host, InterfaceName, PeerSelector, PrivateKey, PublicKey, VpnAddress,
+    WrittenName, quoted_prefix,
 };
 
 /// Where each file of a node lives.
@@ -477,7 +477,8 @@ pub struct Node {
     pub paths: Paths,
     pub private_key: Option<PrivateKey>,
     pub address: Option<VpnAddress>,
-    pub endpoint: Option<String>,
+    /// The `endpoint` file: this node's public endpoint from `install --endpoint`.
+    pub endpoint: Option<EndpointSpec>,
     /// The config as read.
     pub conf: Option<Document>,
 }
@@ -524,7 +525,7 @@ impl Node {
     pub fn load(paths: Paths) -> Result<Node> {
         let private_key = parse_file::<PrivateKey>(&paths.private_key())?;
         let address = parse_file::<VpnAddress>(&paths.address())?;
-        let endpoint = read_entry(&paths.endpoint())?.map(|t| t.trim().to_string());
+        let endpoint = parse_file::<EndpointSpec>(&paths.endpoint())?;
         let conf_text = read_entry(&paths.conf())?;
         let conf = match &conf_text {
             Some(text) => Some(Document::parse_named(

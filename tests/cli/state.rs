@@ -223,6 +223,18 @@ fn a_file_content_is_never_echoed_whole() {
 }
 
 #[test]
+fn a_malformed_endpoint_file_is_a_bad_config_file() {
+    let node = Node::installed();
+    node.write("endpoint", "203.0.113.1:0\n");
+    let before = node.snapshot();
+    let out = node.wgp2p().args(["add-peer"]).fails();
+    assert_eq!(out.code, Some(6), "{out}");
+    out.stderr_has(&node.path("endpoint").display().to_string())
+        .stderr_has("expected an endpoint");
+    assert_eq!(node.snapshot().diff(&before), "");
+}
+
+#[test]
 fn an_interface_name_that_looks_like_a_temp_file_is_refused() {
     let node = Node::installed();
     let before = node.snapshot();
