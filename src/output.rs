@@ -335,6 +335,22 @@ fn agent_text(agent: &crate::agent::state::AgentView) -> String {
     if let Some(every) = agent.interval_secs {
         let _ = write!(text, ", a pass every {every} s");
     }
+    if let Some(listening) = agent.link.listening {
+        let _ = write!(
+            text,
+            ", listening on {listening}, agents heard: {}",
+            agent.agents_heard.len()
+        );
+    }
+    let dropped: Vec<String> = agent
+        .link
+        .dropped
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect();
+    if !dropped.is_empty() {
+        let _ = write!(text, ", messages dropped: {}", dropped.join(", "));
+    }
     text
 }
 

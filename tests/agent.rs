@@ -415,3 +415,109 @@ fn a_host_that_moves_tells_its_peers() {
         "{log}"
     );
 }
+
+/// `status --json` of a host, parsed.
+fn status_json(host: &Host) -> Value {
+    serde_json::from_str(&host.wgp2p_ok(&["status", "--json"])).expect("status --json")
+}
+
+/// Sends `payload` as one UDP datagram from `host` to `ip`:51871.
+fn send_datagram(host: &Host, ip: &str, payload: &str) {
+    host.run(&[
+        "bash",
+        "-c",
+        "printf %s \"$1\" > \"/dev/udp/$2/51871\"",
+        "send",
+        payload,
+        ip,
+    ])
+    .expect_ok(&format!("send a datagram to {ip}"));
+}
+
+/// The agents' protocol on real tunnels: each agent listens on its VPN
+/// address, hears the other's `hello`, counts a bad datagram that came
+/// through the tunnel, and never sees one that reached its VPN address from
+/// outside the tunnel (the socket is bound to the WireGuard interface).
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn agents_hear_each_other_through_the_tunnel_only() {
+    let lab = Lab::new();
+    let hosts = [lab.public_host("defiant"), lab.public_host("enterprise")];
+    let outsider = lab.public_host("borg");
+    let lines: Vec<AddPeerLine> = hosts
+        .iter()
+        .zip(["10.15.0.1/24", "10.15.0.2/24"])
+        .map(|(host, address)| host.install(address, &host.endpoint(PORT)))
+        .collect();
+    exchange(&hosts, &lines);
+    let agents: Vec<RunningAgent> = hosts.iter().map(RunningAgent::start).collect();
+    let heard = |host: &Host, peer: &str| {
+        let json = status_json(host);
+        json["agent"]["agents_heard"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|h| h["peer"] == peer))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || heard(&hosts[0], "enterprise")
+            && heard(&hosts[1], "defiant")),
+        "the agents did not hear each other:\n{:#}",
+        status_json(&hosts[0])
+    );
+    let json = status_json(&hosts[1]);
+    assert_eq!(
+        json["agent"]["link"]["listening"], "10.15.0.2:51871",
+        "{json:#}"
+    );
+    assert_eq!(json["agent"]["agents_heard"][0]["relay"], false, "{json:#}");
+
+    // Through the tunnel, from a peer: dropped and counted as malformed.
+    send_datagram(&hosts[0], "10.15.0.2", "not json");
+    let dropped = |reason: &str| {
+        status_json(&hosts[1])["agent"]["link"]["dropped"][reason]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || dropped("malformed") == 1),
+        "{:#}",
+        status_json(&hosts[1])
+    );
+    // From outside the tunnel, straight to the VPN address over eth0: the
+    // socket never sees it (not even as an unknown sender).
+    outsider
+        .run(&[
+            "ip",
+            "route",
+            "add",
+            "10.15.0.2/32",
+            "via",
+            &hosts[1].public_ip().to_string(),
+        ])
+        .expect_ok("route the VPN address over the public segment");
+    let accepted_before = status_json(&hosts[1])["agent"]["link"]["accepted"]
+        .as_u64()
+        .unwrap_or(0);
+    for _ in 0..5 {
+        send_datagram(&outsider, "10.15.0.2", r#"{"v":1,"t":"hello"}"#);
+        send_datagram(&outsider, "10.15.0.2", "junk");
+    }
+    // Two passes for the counters to be saved.
+    thread::sleep(Duration::from_secs(5));
+    let json = status_json(&hosts[1]);
+    assert_eq!(
+        json["agent"]["link"]["dropped"]["unknown-sender"],
+        Value::Null,
+        "{json:#}"
+    );
+    assert_eq!(dropped("malformed"), 1, "{json:#}");
+    // Only the hellos from defiant came in meanwhile (one a pass).
+    let accepted = json["agent"]["link"]["accepted"].as_u64().unwrap_or(0);
+    assert!(accepted - accepted_before <= 4, "{json:#}");
+
+    for (host, agent) in hosts.iter().zip(agents) {
+        let (code, log) = agent.stop();
+        eprintln!("--- agent on {}:\n{log}", host.name());
+        assert_eq!(code, Some(0));
+        assert!(log.contains("its agent is heard"), "{log}");
+    }
+}

@@ -3,20 +3,26 @@
 //! It is not a second program: each pass observes (the config file, the
 //! live device, DNS, this host's own addresses), turns what it sees into the same kind of change the
 //! CLI makes, and applies it under the same config lock, taking the lock
-//! only for the change itself. Between passes it waits for SIGTERM/SIGINT
-//! with `sigtimedwait`, so a signal ends it at once, cleanly (exit 0), and
-//! no lock is held while it waits. No async runtime: one thread, blocking
-//! calls with deadlines.
+//! only for the change itself. Each pass also says `hello` to every peer's
+//! agent over the agents' protocol (`protocol`, `link`).
+//!
+//! Between passes the loop waits on one channel of [`Event`]s: a signal
+//! (SIGTERM/SIGINT, taken by a thread of its own with `sigtimedwait`) ends
+//! it at once, cleanly (exit 0); a message from a peer's agent (from the
+//! link's receive thread) is handled as it comes. No lock is held while it
+//! waits. No async runtime: a few threads, blocking calls with deadlines.
 
 pub mod endpoints;
+pub mod link;
+pub mod protocol;
 pub mod roam;
 pub mod state;
 pub mod unit;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::mpsc;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::node::Node;
@@ -118,6 +124,24 @@ impl Signals {
         }
     }
 
+    /// Hand each signal to the loop as [`Event::Signal`], from a thread of
+    /// its own (started after `block`, so it has the same mask).
+    fn forward(self, events: mpsc::Sender<Event>) -> Result<()> {
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                loop {
+                    if let Some(signal) = self.wait(Duration::from_secs(3600))
+                        && events.send(Event::Signal(signal)).is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+            .map(|_| ())
+            .map_err(|e| Error::System(format!("cannot start the signal thread: {e}")))
+    }
+
     /// Wait up to `timeout` for a signal; its number, or `None` on timeout.
     fn wait(&self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
@@ -152,6 +176,22 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
+/// What the loop waits for between passes.
+#[derive(Debug)]
+pub enum Event {
+    /// SIGTERM or SIGINT: stop.
+    Signal(i32),
+    /// A message from a peer's agent (authenticated, rate-limited, decoded).
+    Message(link::Incoming),
+}
+
+/// A peer's agent counts as heard while its latest `hello` is at most this
+/// old: the staleness threshold of endpoints, so a peer with the longest
+/// interval (3600 s is allowed, 30 s the default) is not forgotten between
+/// two of its passes when it runs at the default.
+#[allow(dead_code, reason = "for hints and autorelay, which land next")]
+pub const HEARD_WITHIN: Duration = endpoints::STALE_AFTER;
+
 /// Run in the foreground until SIGTERM or SIGINT.
 pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
     let signals = Signals::block()?;
@@ -159,6 +199,9 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
         return Err(crate::config::node::not_installed(&ctx.paths));
     }
     let _running = state::Running::claim(&ctx.paths)?;
+    let (events, inbox) = mpsc::channel::<Event>();
+    signals.forward(events.clone())?;
+    let mut talk = Talk::new(events);
     let mut knowledge = state::load(&ctx.paths)
         .map(|s| Knowledge::from_state(&s))
         .unwrap_or_default();
@@ -182,7 +225,10 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
         }
         follow_own_addresses(ctx, &mut knowledge, log);
         // A problem is logged when it appears or changes, not every pass.
-        let problem = pass(ctx, &mut knowledge, log).err().map(|e| e.to_string());
+        let problem = pass(ctx, &mut knowledge, log)
+            .and_then(|()| talk.pass(ctx, &mut knowledge, log))
+            .err()
+            .map(|e| e.to_string());
         if problem != last_problem {
             match &problem {
                 Some(p) => log.line(&format!("pass failed: {p}")),
@@ -191,15 +237,222 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
             }
             last_problem = problem;
         }
+        knowledge.link = talk.status();
         let saved = knowledge.to_state(std::process::id(), interval, state::unix_now());
         if let Err(e) = state::save(&ctx.paths, &saved) {
             log.line(&format!("cannot save the state: {e}"));
         }
-        if let Some(signal) = signals.wait(interval) {
-            log.line(&format!("stopping on {}", signal_name(signal)));
-            return Ok(());
+        let deadline = Instant::now() + interval;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(left) {
+                Ok(Event::Signal(signal)) => {
+                    log.line(&format!("stopping on {}", signal_name(signal)));
+                    return Ok(());
+                }
+                Ok(Event::Message(incoming)) => talk.receive(&mut knowledge, incoming, log),
+                // The loop holds a sender itself: only the timeout is left.
+                Err(_) => break,
+            }
         }
     }
+}
+
+/// The agents' protocol as the loop uses it: the socket (opened, and
+/// opened again, as the interface comes and goes) and what it heard.
+struct Talk {
+    link: Option<link::Link>,
+    counters: Arc<link::Counters>,
+    events: mpsc::Sender<Event>,
+    /// Why the socket cannot be opened, said once until it changes.
+    problem: Option<String>,
+    /// Peer names from the config, for the log.
+    names: HashMap<PublicKey, String>,
+}
+
+impl Talk {
+    fn new(events: mpsc::Sender<Event>) -> Talk {
+        Talk {
+            link: None,
+            counters: Arc::default(),
+            events,
+            problem: None,
+            names: HashMap::new(),
+        }
+    }
+
+    fn status(&self) -> state::LinkStatus {
+        let dropped = protocol::DropReason::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), self.counters.dropped(*r)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        state::LinkStatus {
+            listening: self.link.as_ref().map(|l| l.local),
+            accepted: self.counters.accepted(),
+            dropped,
+        }
+    }
+
+    /// Open the socket if needed, update who may send, and say `hello` to
+    /// every configured peer. The socket failing is logged (once) and
+    /// retried at the next pass; it never fails the pass.
+    fn pass(&mut self, ctx: &Context, knowledge: &mut Knowledge, log: &Log) -> Result<()> {
+        let node = Node::load(ctx.paths.clone())?;
+        let entries = node.peers()?;
+        self.names = entries
+            .iter()
+            .map(|e| (e.public_key, e.display_name().to_string()))
+            .collect();
+        knowledge
+            .agents
+            .retain(|key, _| self.names.contains_key(key));
+        let senders = link::Senders::from_config(&entries);
+        match self.ensure_link(ctx, &node, senders) {
+            Ok(opened) => {
+                self.problem = None;
+                if let Some(link) = self.link.as_ref().filter(|_| opened) {
+                    log.line(&format!("listening for peers' agents on {}", link.local));
+                }
+            }
+            Err(problem) => {
+                self.link = None;
+                if self.problem.as_ref() != Some(&problem) {
+                    log.line(&format!(
+                        "cannot listen for peers' agents: {problem}; trying again at each pass"
+                    ));
+                    self.problem = Some(problem);
+                }
+                return Ok(());
+            }
+        }
+        let relay = node.conf.as_ref().is_some_and(crate::plan::hooks::enabled);
+        let hello = protocol::Message::Hello { relay };
+        for entry in &entries {
+            if let Some(to) = link::agent_address(entry) {
+                self.send(to, &hello);
+            }
+        }
+        Ok(())
+    }
+
+    /// Send to a peer's agent; a failure is not worth a log line (the peer
+    /// may be unreachable: that is what the agent is for).
+    fn send(&self, to: SocketAddr, message: &protocol::Message) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|link| link.send(to, message).is_ok())
+    }
+
+    /// Keep the open socket when it still fits (same address, same
+    /// interface instance, thread alive), else open a new one (`true`).
+    fn ensure_link(
+        &mut self,
+        ctx: &Context,
+        node: &Node,
+        senders: link::Senders,
+    ) -> std::result::Result<bool, String> {
+        let iface = ctx.paths.iface.as_str();
+        let ip = vpn_ip(node).ok_or_else(|| "this node has no VPN address".to_string())?;
+        let ifindex = link::interface_index(iface)
+            .map_err(|e| format!("interface {iface} is not up ({e})"))?;
+        if let Some(link) = &self.link
+            && link.local.ip() == ip
+            && link.ifindex == ifindex
+            && link.alive()
+        {
+            link.set_senders(senders);
+            return Ok(false);
+        }
+        self.link = None;
+        let opened = link::Link::open(
+            iface,
+            ip,
+            senders,
+            Arc::clone(&self.counters),
+            lookup(ctx),
+            self.events.clone(),
+            Event::Message,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot bind {}: {e}",
+                SocketAddr::new(ip, protocol::AGENT_PORT)
+            )
+        })?;
+        self.link = Some(opened);
+        Ok(true)
+    }
+
+    /// A message from a peer's agent.
+    fn receive(&mut self, knowledge: &mut Knowledge, incoming: link::Incoming, log: &Log) {
+        let name = self
+            .names
+            .get(&incoming.from)
+            .cloned()
+            .unwrap_or_else(|| incoming.from.to_string());
+        match incoming.message {
+            protocol::Message::Hello { relay } => {
+                let heard = state::Heard {
+                    at: state::unix_now(),
+                    relay,
+                };
+                let before = knowledge.agents.insert(incoming.from, heard);
+                if before.is_none_or(|b| b.relay != relay) {
+                    log.line(&format!(
+                        "peer {name}: its agent is heard{}",
+                        if relay { " (it relays)" } else { "" }
+                    ));
+                }
+            }
+            // Answered by the receive thread; never delivered.
+            protocol::Message::Where { .. } => {}
+            protocol::Message::Seen { .. } => {}
+        }
+    }
+}
+
+/// This node's VPN address: the first address of the config's
+/// `[Interface] Address`, else the `address` file.
+fn vpn_ip(node: &Node) -> Option<IpAddr> {
+    let written = node
+        .conf
+        .as_ref()
+        .and_then(|doc| doc.interface())
+        .and_then(|i| {
+            i.get_all(crate::config::document::keys::ADDRESS)
+                .first()
+                .copied()
+        })
+        .and_then(|value| value.split(',').next())
+        .and_then(|first| first.trim().parse::<ipnet::IpNet>().ok())
+        .map(|net| net.addr());
+    written.or_else(|| node.address.map(|a| a.ip()))
+}
+
+/// How the receive thread answers `where`: from the live device, read
+/// afresh for each question (never from a pass-old copy).
+fn lookup(ctx: &Context) -> link::Lookup {
+    let device: Option<crate::device::WgDevice> = match ctx.service_kind {
+        crate::service::Kind::None => None,
+        _ => Some(crate::device::WgDevice::new(ctx.paths.iface.clone())),
+    };
+    Box::new(move |key| {
+        use crate::device::Device;
+        let Some(Ok(Some(live))) = device.as_ref().map(Device::live) else {
+            return (None, None);
+        };
+        let Some(peer) = live.peers.iter().find(|p| p.public_key == key) else {
+            return (None, None);
+        };
+        let age = peer.last_handshake.map(|t| {
+            SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default()
+                .as_secs()
+        });
+        (peer.endpoint, age)
+    })
 }
 
 /// When this host's addresses changed since the last pass, send every

@@ -5,10 +5,11 @@
 //!   so a stale PID can never look alive.
 //! - `<iface>.agent.json`: the agent's state, rewritten after every pass
 //!   (PID, last pass, the last resolution of each DNS endpoint and the
-//!   endpoints it set live). It is rebuilt if lost; a restarted agent reads
+//!   endpoints it set live, the peers whose agents it heard, its socket and
+//!   its message counters). It is rebuilt if lost; a restarted agent reads
 //!   it so that a name that moved while it was down is still noticed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -115,6 +116,40 @@ pub struct State {
     /// Unix seconds of the end of the last pass.
     pub last_pass: u64,
     pub peers: Vec<PeerState>,
+    /// Peers whose agents this agent heard (`hello`), by key. Added after
+    /// the first release of the file: absent in an older one.
+    #[serde(default)]
+    pub agents: Vec<AgentHeard>,
+    /// The agents' socket and what came in on it.
+    #[serde(default)]
+    pub link: LinkStatus,
+}
+
+/// What this agent heard from a peer's agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heard {
+    /// Unix seconds of its latest `hello`.
+    pub at: u64,
+    /// Whether it said it relays (`relay-enable`).
+    pub relay: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHeard {
+    pub public_key: String,
+    #[serde(flatten)]
+    pub heard: Heard,
+}
+
+/// The agents' socket: where it listens (`None`: not open, e.g. the
+/// interface is down) and the datagrams it accepted and dropped, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub listening: Option<SocketAddr>,
+    pub accepted: u64,
+    /// Dropped datagrams by reason (`protocol::DropReason::name`), since
+    /// the agent started.
+    pub dropped: BTreeMap<String, u64>,
 }
 
 pub fn unix_now() -> u64 {
@@ -135,6 +170,10 @@ pub struct Knowledge {
     /// This host's addresses at the last pass (not saved: a restarted
     /// agent starts from what it sees).
     pub addresses: Option<Vec<std::net::IpAddr>>,
+    /// Peers whose agent said `hello`, with what it said last.
+    pub agents: HashMap<PublicKey, Heard>,
+    /// The socket's status, refreshed by the loop before each save.
+    pub link: LinkStatus,
 }
 
 impl Knowledge {
@@ -150,9 +189,24 @@ impl Knowledge {
         );
     }
 
+    /// The peer's agent, if it said `hello` within `within` of `now`
+    /// (unix seconds).
+    #[allow(dead_code, reason = "for hints and autorelay, which land next")]
+    pub fn agent_heard(&self, key: &PublicKey, now: u64, within: Duration) -> Option<Heard> {
+        self.agents
+            .get(key)
+            .filter(|h| now.saturating_sub(h.at) <= within.as_secs())
+            .copied()
+    }
+
     /// Rebuild from a saved state; entries that do not parse are dropped.
     pub fn from_state(state: &State) -> Knowledge {
         let mut knowledge = Knowledge::default();
+        for agent in &state.agents {
+            if let Ok(key) = agent.public_key.parse::<PublicKey>() {
+                knowledge.agents.insert(key, agent.heard);
+            }
+        }
         for peer in &state.peers {
             let Ok(key) = peer.public_key.parse::<PublicKey>() else {
                 continue;
@@ -183,12 +237,23 @@ impl Knowledge {
             })
             .collect();
         peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        let mut agents: Vec<AgentHeard> = self
+            .agents
+            .iter()
+            .map(|(key, heard)| AgentHeard {
+                public_key: key.to_string(),
+                heard: *heard,
+            })
+            .collect();
+        agents.sort_by(|a, b| a.public_key.cmp(&b.public_key));
         State {
             version: VERSION,
             pid,
             interval_secs: interval.as_secs(),
             last_pass,
             peers,
+            agents,
+            link: self.link.clone(),
         }
     }
 }
@@ -233,6 +298,20 @@ pub struct AgentView {
     pub interval_secs: Option<u64>,
     /// Endpoints the agent set live, one per peer.
     pub learned_endpoints: Vec<LearnedEndpoint>,
+    /// Peers whose agents it heard.
+    pub agents_heard: Vec<AgentHeardView>,
+    /// Its socket and message counters.
+    pub link: LinkStatus,
+}
+
+/// A peer's agent as this agent heard it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentHeardView {
+    /// The peer's name, filled in by `status` from the config.
+    pub peer: Option<String>,
+    pub public_key: String,
+    pub secs_ago: u64,
+    pub relay: bool,
 }
 
 /// An endpoint the agent set live, and where it came from.
@@ -281,6 +360,24 @@ pub fn observe(paths: &Paths) -> AgentView {
                 })
             })
             .collect(),
+        agents_heard: state
+            .agents
+            .into_iter()
+            .map(|a| AgentHeardView {
+                peer: None,
+                public_key: a.public_key,
+                secs_ago: now.saturating_sub(a.heard.at),
+                relay: a.heard.relay,
+            })
+            .collect(),
+        link: if running {
+            state.link
+        } else {
+            LinkStatus {
+                listening: None,
+                ..state.link
+            }
+        },
     }
 }
 

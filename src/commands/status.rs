@@ -88,6 +88,12 @@ fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::Agen
             .find(|e| e.public_key.to_string() == learned.public_key)
             .and_then(|e| e.name.as_ref().map(ToString::to_string));
     }
+    for heard in &mut view.agents_heard {
+        heard.peer = entries
+            .iter()
+            .find(|e| e.public_key.to_string() == heard.public_key)
+            .and_then(|e| e.name.as_ref().map(ToString::to_string));
+    }
     view
 }
 

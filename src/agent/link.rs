@@ -1,0 +1,615 @@
+//! The agent's socket: UDP on this node's VPN address, port
+//! [`AGENT_PORT`], bound to the WireGuard interface (`SO_BINDTODEVICE`), so
+//! only datagrams that came through the tunnel reach it.
+//!
+//! A datagram counts only when its source address lies inside a configured
+//! peer's AllowedIPs (the most specific match names the peer): WireGuard's
+//! cryptokey routing has then authenticated that peer as the sender. A
+//! peer reached through a relay is heard as its relay (the relay's section
+//! holds its address, and only the relay's key was checked). Each sender
+//! has a token bucket ([`RATE_PER_SEC`], burst [`BURST`]); every datagram
+//! dropped is counted by its [`DropReason`].
+//!
+//! A receive thread reads the socket. It answers `where` itself, from the
+//! live device, and hands every other message to the loop as
+//! [`Incoming`] through the loop's channel.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+
+use super::protocol::{self, AGENT_PORT, DropReason, MAX_DATAGRAM, Message};
+use crate::config::node::PeerEntry;
+use crate::types::PublicKey;
+
+/// Messages a sender may send per second, on average.
+pub const RATE_PER_SEC: f64 = 20.0;
+/// Messages a sender may send at once after a quiet while.
+pub const BURST: f64 = 40.0;
+/// How often the receive thread looks whether it should stop.
+const STOP_CHECK: Duration = Duration::from_secs(1);
+
+/// A message from an authenticated peer, for the loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The peer whose AllowedIPs hold the source address.
+    pub from: PublicKey,
+    /// The source address and port (replies go there).
+    pub source: SocketAddr,
+    pub message: Message,
+}
+
+/// Who may send: each configured peer's AllowedIPs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Senders {
+    routes: Vec<(IpNet, PublicKey)>,
+}
+
+impl Senders {
+    pub fn from_config(entries: &[PeerEntry]) -> Senders {
+        let mut routes: Vec<(IpNet, PublicKey)> = entries
+            .iter()
+            .flat_map(|e| e.allowed_ips.iter().map(|net| (net.trunc(), e.public_key)))
+            .collect();
+        // Most specific first, so the first match is the one WireGuard uses.
+        routes.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        Senders { routes }
+    }
+
+    /// The peer a datagram from `ip` came from, if any.
+    pub fn sender_of(&self, ip: IpAddr) -> Option<PublicKey> {
+        let ip = canonical(ip);
+        self.routes
+            .iter()
+            .find(|(net, _)| net.contains(&ip))
+            .map(|(_, key)| *key)
+    }
+}
+
+/// An IPv4-mapped IPv6 source is the IPv4 address it carries.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A token bucket: [`RATE_PER_SEC`] tokens a second, at most [`BURST`].
+#[derive(Clone, Copy, Debug)]
+pub struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    pub fn new(now: Instant) -> Bucket {
+        Bucket {
+            tokens: BURST,
+            last: now,
+        }
+    }
+
+    /// Take a token if there is one.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * RATE_PER_SEC).min(BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Dropped datagrams by reason, and accepted ones; shared by the receive
+/// thread and the loop (which saves them in the state file).
+#[derive(Debug, Default)]
+pub struct Counters {
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    accepted: AtomicU64,
+}
+
+impl Counters {
+    pub fn drop(&self, reason: DropReason) {
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.dropped[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.dropped[i].load(Ordering::Relaxed))
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+/// What a `where` is answered with: the peer's live endpoint and the age
+/// of its latest handshake in seconds (`None, None` when it is no peer).
+pub type Lookup = Box<dyn Fn(PublicKey) -> (Option<SocketAddr>, Option<u64>) + Send>;
+
+/// The decision on one datagram: what the receive thread does with it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Dropped(DropReason),
+    Accepted(Incoming),
+}
+
+/// Authenticate, rate-limit and decode one datagram (the receive thread's
+/// whole policy, without the socket).
+pub fn judge(
+    senders: &Senders,
+    buckets: &mut HashMap<PublicKey, Bucket>,
+    bytes: &[u8],
+    source: SocketAddr,
+    now: Instant,
+) -> Verdict {
+    let Some(from) = senders.sender_of(source.ip()) else {
+        return Verdict::Dropped(DropReason::UnknownSender);
+    };
+    if !buckets
+        .entry(from)
+        .or_insert_with(|| Bucket::new(now))
+        .allow(now)
+    {
+        return Verdict::Dropped(DropReason::RateLimited);
+    }
+    match protocol::decode(bytes) {
+        Ok(message) => Verdict::Accepted(Incoming {
+            from,
+            source,
+            message,
+        }),
+        Err(reason) => Verdict::Dropped(reason),
+    }
+}
+
+/// The open socket and its receive thread. Dropping it stops the thread
+/// (within [`STOP_CHECK`]) and closes the socket.
+pub struct Link {
+    socket: Arc<UdpSocket>,
+    /// The address the socket is bound to.
+    pub local: SocketAddr,
+    /// The interface index the socket is bound to: a restarted interface
+    /// gets a new one, and the socket must be opened again.
+    pub ifindex: u32,
+    senders: Arc<RwLock<Senders>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Link {
+    /// Bind `ip`:[`AGENT_PORT`] on interface `iface` and start the receive
+    /// thread; accepted messages other than `where` go to `deliver`.
+    pub fn open<E: Send + 'static>(
+        iface: &str,
+        ip: IpAddr,
+        senders: Senders,
+        counters: Arc<Counters>,
+        lookup: Lookup,
+        deliver: mpsc::Sender<E>,
+        wrap: fn(Incoming) -> E,
+    ) -> io::Result<Link> {
+        let ifindex = interface_index(iface)?;
+        let socket = Arc::new(bind_to_device(iface, SocketAddr::new(ip, AGENT_PORT))?);
+        socket.set_read_timeout(Some(STOP_CHECK))?;
+        let local = socket.local_addr()?;
+        let senders = Arc::new(RwLock::new(senders));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (socket, senders, counters, stop) = (
+                Arc::clone(&socket),
+                Arc::clone(&senders),
+                Arc::clone(&counters),
+                Arc::clone(&stop),
+            );
+            std::thread::Builder::new()
+                .name("agent-link".into())
+                .spawn(move || {
+                    receive(&socket, &senders, &counters, &stop, &lookup, &|incoming| {
+                        deliver.send(wrap(incoming)).is_ok()
+                    });
+                })?
+        };
+        Ok(Link {
+            socket,
+            local,
+            ifindex,
+            senders,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Replace who may send (the config changed).
+    pub fn set_senders(&self, senders: Senders) {
+        if let Ok(mut current) = self.senders.write() {
+            *current = senders;
+        }
+    }
+
+    /// Whether the receive thread still runs.
+    pub fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Send `message` to `to` (a peer's agent: its VPN address and
+    /// [`AGENT_PORT`], or the source of a request).
+    pub fn send(&self, to: SocketAddr, message: &Message) -> io::Result<()> {
+        send(&self.socket, to, message)
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn send(socket: &UdpSocket, to: SocketAddr, message: &Message) -> io::Result<()> {
+    let bytes = protocol::encode(message).map_err(|reason| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("message not sent: {}", reason.name()),
+        )
+    })?;
+    socket.send_to(&bytes, to).map(|_| ())
+}
+
+/// The receive thread's loop, until `stop` is set or the loop is gone.
+fn receive(
+    socket: &UdpSocket,
+    senders: &RwLock<Senders>,
+    counters: &Counters,
+    stop: &AtomicBool,
+    lookup: &Lookup,
+    deliver: &dyn Fn(Incoming) -> bool,
+) {
+    // One byte more than the largest datagram, to see an oversized one.
+    let mut buffer = [0u8; MAX_DATAGRAM + 1];
+    let mut buckets: HashMap<PublicKey, Bucket> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let (len, source) = match socket.recv_from(&mut buffer) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            // Anything else (e.g. the interface went away): wait a little
+            // rather than spin; the loop reopens the socket if needed.
+            Err(_) => {
+                std::thread::sleep(STOP_CHECK);
+                continue;
+            }
+        };
+        let verdict = match senders.read() {
+            Ok(senders) => judge(
+                &senders,
+                &mut buckets,
+                &buffer[..len],
+                source,
+                Instant::now(),
+            ),
+            Err(_) => return,
+        };
+        // Senders that are no longer configured are forgotten.
+        if buckets.len() > 4096 {
+            buckets.clear();
+        }
+        match verdict {
+            Verdict::Dropped(reason) => counters.drop(reason),
+            Verdict::Accepted(incoming) => {
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                if let Message::Where { key } = incoming.message {
+                    let (endpoint, handshake_secs) = lookup(key.0);
+                    let answer = Message::Seen {
+                        key,
+                        endpoint,
+                        handshake_secs,
+                    };
+                    let _ = send(socket, incoming.source, &answer);
+                } else if !deliver(incoming) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The kernel's index of interface `iface`.
+pub fn interface_index(iface: &str) -> io::Result<u32> {
+    let name = std::ffi::CString::new(iface)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(io::Error::last_os_error()),
+        index => Ok(index),
+    }
+}
+
+/// A UDP socket bound to `iface` (`SO_BINDTODEVICE`, set before the
+/// address is bound, so no datagram from another interface is ever queued)
+/// and to `address`.
+fn bind_to_device(iface: &str, address: SocketAddr) -> io::Result<UdpSocket> {
+    let family = match address {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) with constant arguments; the result is checked and
+    // owned by an OwnedFd at once.
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let name = iface.as_bytes();
+    // SAFETY: the option value is `name`, with its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            libc::socklen_t::try_from(name.len()).unwrap_or(0),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (storage, len) = sockaddr(address);
+    // SAFETY: `storage` holds a sockaddr of the family and length given.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const storage).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UdpSocket::from(fd))
+}
+
+fn sockaddr(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match address {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any
+            // sockaddr type.
+            let sin = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above.
+            let sin6 = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// A peer's agent address: its VPN address (the first host route of its
+/// AllowedIPs) and [`AGENT_PORT`].
+pub fn agent_address(entry: &PeerEntry) -> Option<SocketAddr> {
+    entry
+        .allowed_ips
+        .iter()
+        .find(|n| n.prefix_len() == n.max_prefix_len())
+        .map(|n| SocketAddr::new(n.addr(), AGENT_PORT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::protocol::Key;
+    use crate::plan::fixtures::{KEY_A, KEY_B};
+
+    fn entry(key: &str, nets: &[&str]) -> PeerEntry {
+        PeerEntry {
+            name: None,
+            public_key: key.parse().unwrap(),
+            endpoint: None,
+            allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            keepalive: None,
+            preshared_key: false,
+            relayed: vec![],
+        }
+    }
+
+    fn source(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), AGENT_PORT)
+    }
+
+    const HELLO: &[u8] = br#"{"v":1,"t":"hello","relay":false}"#;
+
+    #[test]
+    fn the_sender_is_the_peer_whose_allowed_ips_hold_the_source() {
+        // A routes a whole LAN, B one address inside it: the most specific
+        // route wins, as in WireGuard.
+        let senders = Senders::from_config(&[
+            entry(KEY_A, &["10.15.0.2/32", "192.168.5.0/24"]),
+            entry(KEY_B, &["10.15.0.3/32", "192.168.5.7/32", "fd00:15::3/128"]),
+        ]);
+        let key = |k: &str| Some(k.parse::<PublicKey>().unwrap());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(senders.sender_of(ip("10.15.0.2")), key(KEY_A));
+        assert_eq!(senders.sender_of(ip("192.168.5.9")), key(KEY_A));
+        assert_eq!(senders.sender_of(ip("192.168.5.7")), key(KEY_B));
+        assert_eq!(senders.sender_of(ip("fd00:15::3")), key(KEY_B));
+        assert_eq!(senders.sender_of(ip("::ffff:10.15.0.3")), key(KEY_B));
+        // Outside every AllowedIPs: nobody, so the datagram is dropped.
+        assert_eq!(senders.sender_of(ip("10.15.0.9")), None);
+        assert_eq!(senders.sender_of(ip("203.0.113.2")), None);
+        let mut buckets = HashMap::new();
+        let now = Instant::now();
+        assert_eq!(
+            judge(&senders, &mut buckets, HELLO, source("10.15.0.9"), now),
+            Verdict::Dropped(DropReason::UnknownSender)
+        );
+        assert_eq!(
+            judge(&senders, &mut buckets, HELLO, source("10.15.0.2"), now),
+            Verdict::Accepted(Incoming {
+                from: KEY_A.parse().unwrap(),
+                source: source("10.15.0.2"),
+                message: Message::Hello { relay: false },
+            })
+        );
+        assert_eq!(
+            judge(&senders, &mut buckets, b"{", source("10.15.0.2"), now),
+            Verdict::Dropped(DropReason::Malformed)
+        );
+        // No peers configured: nobody may send.
+        assert_eq!(Senders::default().sender_of(ip("10.15.0.2")), None);
+    }
+
+    #[test]
+    fn each_sender_has_its_own_rate_limit() {
+        let senders = Senders::from_config(&[
+            entry(KEY_A, &["10.15.0.2/32"]),
+            entry(KEY_B, &["10.15.0.3/32"]),
+        ]);
+        let mut buckets = HashMap::new();
+        let start = Instant::now();
+        let verdict = |buckets: &mut HashMap<PublicKey, Bucket>, ip: &str, at: Instant| {
+            matches!(
+                judge(&senders, buckets, HELLO, source(ip), at),
+                Verdict::Accepted(_)
+            )
+        };
+        // A burst of 40 passes at once, the 41st is dropped.
+        let passed = (0..41)
+            .filter(|_| verdict(&mut buckets, "10.15.0.2", start))
+            .count();
+        assert_eq!(passed, BURST as usize);
+        assert_eq!(
+            judge(&senders, &mut buckets, HELLO, source("10.15.0.2"), start),
+            Verdict::Dropped(DropReason::RateLimited)
+        );
+        // Another sender is not affected.
+        assert!(verdict(&mut buckets, "10.15.0.3", start));
+        // 20 a second: after 100 ms, two more.
+        let later = start + Duration::from_millis(100);
+        let refilled = (0..5)
+            .filter(|_| verdict(&mut buckets, "10.15.0.2", later))
+            .count();
+        assert_eq!(refilled, 2);
+        // A long quiet refills up to the burst, not beyond.
+        let much_later = start + Duration::from_secs(60);
+        let passed = (0..100)
+            .filter(|_| verdict(&mut buckets, "10.15.0.2", much_later))
+            .count();
+        assert_eq!(passed, BURST as usize);
+    }
+
+    #[test]
+    fn counters_count_by_reason() {
+        let counters = Counters::default();
+        counters.drop(DropReason::RateLimited);
+        counters.drop(DropReason::RateLimited);
+        counters.drop(DropReason::Oversized);
+        assert_eq!(counters.dropped(DropReason::RateLimited), 2);
+        assert_eq!(counters.dropped(DropReason::Oversized), 1);
+        assert_eq!(counters.dropped(DropReason::Malformed), 0);
+    }
+
+    #[test]
+    fn agents_are_reached_on_the_vpn_address() {
+        assert_eq!(
+            agent_address(&entry(KEY_A, &["192.168.5.0/24", "10.15.0.2/32"])),
+            Some(source("10.15.0.2"))
+        );
+        assert_eq!(agent_address(&entry(KEY_A, &["192.168.5.0/24"])), None);
+    }
+
+    #[test]
+    fn loopback_link_answers_where_and_delivers_the_rest() {
+        // The whole socket path, on loopback ("lo" stands in for the
+        // WireGuard interface; binding to a device needs CAP_NET_RAW, so
+        // this part runs only as root).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let lookup: Lookup = Box::new(|_key| (Some("203.0.113.9:51820".parse().unwrap()), Some(3)));
+        let link = match Link::open(
+            "lo",
+            "127.0.0.1".parse().unwrap(),
+            Senders::from_config(&[entry(KEY_A, &["127.0.0.0/8"])]),
+            Arc::clone(&counters),
+            lookup,
+            tx,
+            |incoming| incoming,
+        ) {
+            Ok(link) => link,
+            // Another agent test (or a real agent) holds the port.
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return,
+            Err(e) => panic!("open: {e}"),
+        };
+        let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let ask = protocol::encode(&Message::Where {
+            key: Key(KEY_B.parse().unwrap()),
+        })
+        .unwrap();
+        peer.send_to(&ask, link.local).unwrap();
+        let mut buffer = [0u8; MAX_DATAGRAM];
+        let (len, _) = peer.recv_from(&mut buffer).unwrap();
+        assert_eq!(
+            protocol::decode(&buffer[..len]),
+            Ok(Message::Seen {
+                key: Key(KEY_B.parse().unwrap()),
+                endpoint: Some("203.0.113.9:51820".parse().unwrap()),
+                handshake_secs: Some(3),
+            })
+        );
+        peer.send_to(HELLO, link.local).unwrap();
+        let incoming = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(incoming.message, Message::Hello { relay: false });
+        assert_eq!(incoming.from, KEY_A.parse().unwrap());
+        peer.send_to(&vec![b' '; MAX_DATAGRAM + 1], link.local)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counters.dropped(DropReason::Oversized) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(counters.dropped(DropReason::Oversized), 1);
+        assert_eq!(counters.accepted(), 2);
+        drop(link);
+    }
+}
