@@ -34,7 +34,7 @@ use crate::config::node::{PeerEntry, listen_port};
 use crate::device::{LiveDevice, LivePeer, PresharedKey};
 use crate::output::human_duration;
 use crate::plan::Delta;
-use crate::types::{Endpoint, Host, PrivateKey, PublicKey};
+use crate::types::{Endpoint, Host, PrivateKey, PublicKey, WrittenEndpoint};
 
 /// WireGuard's REJECT_AFTER_TIME: a session older than this is dead, so a
 /// peer without a handshake within it is stale.
@@ -153,8 +153,8 @@ impl Wanted<'_> {
 fn wanted<'a>(doc: &Document, entry: &'a PeerEntry) -> Wanted<'a> {
     let endpoint = entry
         .endpoint
-        .as_deref()
-        .and_then(|text| text.parse::<Endpoint>().ok())
+        .as_ref()
+        .and_then(WrittenEndpoint::parsed)
         .and_then(|e| {
             let addr = e.resolve().ok()?;
             Some(Endpoint {
@@ -230,7 +230,10 @@ fn peer_differences(
             Some(addr) if Some(addr) != wanted_addr && !roamed => {
                 what.push(format!(
                     "endpoint {addr} live, {} in the config, and no handshake within {STALE_AFTER_SECS} s",
-                    entry.endpoint.as_deref().unwrap_or_default()
+                    entry
+                        .endpoint
+                        .as_ref()
+                        .map_or("", WrittenEndpoint::as_written)
                 ));
                 set_endpoint = true;
             }

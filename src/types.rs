@@ -472,6 +472,78 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Whether `value` is a port wg(8) reads: it hands it to getaddrinfo(3)
+/// as a service, which takes any string of digits (glibc keeps the low 16
+/// bits of a bigger number) or a service name from /etc/services (not
+/// modelled: wgp2p refuses names).
+pub(crate) fn is_wg_port(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether wg(8) reads `value` as an endpoint: `[IPv6]:PORT`, or
+/// `HOST:PORT` split at the last colon, HOST an address or a DNS name.
+fn is_endpoint(value: &str) -> bool {
+    let (host, port) = match value.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, port)) => match port.strip_prefix(':') {
+                Some(port) => (host, port),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match value.rsplit_once(':') {
+            Some(split) => split,
+            None => return false,
+        },
+    };
+    let host_ok = host.parse::<IpAddr>().is_ok()
+        || (!host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<Host>().is_ok());
+    host_ok && is_wg_port(port)
+}
+
+/// A peer's `Endpoint` as written in a config, whitespace removed as
+/// wg(8) does. wg accepts forms `Endpoint` refuses (a port of any digits,
+/// a DNS name `Host` would not take), so the text is kept and written back
+/// as it is; `parsed` gives the typed endpoint when it is one (for a live
+/// update, a comparison, a new line).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WrittenEndpoint(String);
+
+impl WrittenEndpoint {
+    pub fn as_written(&self) -> &str {
+        &self.0
+    }
+
+    /// The endpoint, when the text is one wgp2p would write itself.
+    pub fn parsed(&self) -> Option<Endpoint> {
+        self.0.parse().ok()
+    }
+}
+
+/// What wg(8) reads as an endpoint (see `is_endpoint`).
+impl FromStr for WrittenEndpoint {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if is_endpoint(s) {
+            Ok(WrittenEndpoint(s.to_string()))
+        } else {
+            Err(invalid(s, "an endpoint HOST:PORT or [IPv6]:PORT"))
+        }
+    }
+}
+
+impl From<&Endpoint> for WrittenEndpoint {
+    fn from(endpoint: &Endpoint) -> Self {
+        WrittenEndpoint(endpoint.to_string())
+    }
+}
+
+impl fmt::Display for WrittenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// This node's own public endpoint as the user gives it: `HOST[:PORT]`
 /// (`install --endpoint`, kept in the config dir's `endpoint` file;
 /// `export --endpoint`; `WGP2P_ENDPOINT`). Without a port it follows the
@@ -734,6 +806,19 @@ mod tests {
             ".wgp2p-a",
         ] {
             assert!(bad.parse::<InterfaceName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn written_endpoints_stay_as_written() {
+        // wg(8) takes any digits as a port (glibc keeps the low 16 bits).
+        let odd: WrittenEndpoint = "192.0.2.1:070000".parse().unwrap();
+        assert_eq!(odd.as_written(), "192.0.2.1:070000");
+        assert_eq!(odd.parsed(), None);
+        let dns: WrittenEndpoint = "laptop.lan:51820".parse().unwrap();
+        assert_eq!(dns.parsed(), Some("laptop.lan:51820".parse().unwrap()));
+        for bad in ["192.0.2.1", "[fd00::1]51820", "host:port", ""] {
+            assert!(bad.parse::<WrittenEndpoint>().is_err(), "{bad}");
         }
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::config::node::PeerEntry;
 use crate::plan::Delta;
-use crate::types::{Endpoint, Host, PublicKey};
+use crate::types::{Endpoint, Host, PublicKey, WrittenEndpoint};
 
 /// A peer whose latest handshake is older than this (or missing) is stale:
 /// the threshold of wireguard-tools' `contrib/reresolve-dns`.
@@ -72,7 +72,7 @@ pub struct Refresh {
 
 /// The configured DNS endpoint of a peer, when it has one.
 pub fn dns_endpoint(entry: &PeerEntry) -> Option<Endpoint> {
-    let endpoint: Endpoint = entry.endpoint.as_deref()?.parse().ok()?;
+    let endpoint = entry.endpoint.as_ref()?.parsed()?;
     matches!(endpoint.host, Host::Dns(_)).then_some(endpoint)
 }
 
@@ -119,7 +119,10 @@ pub fn plan(entries: &[PeerEntry], refresh: &Refresh) -> Option<Delta> {
     entries
         .iter()
         .find(|e| e.public_key == refresh.public_key)
-        .filter(|e| e.endpoint.as_deref() == Some(refresh.configured.as_str()))
+        .filter(|e| {
+            e.endpoint.as_ref().map(WrittenEndpoint::as_written)
+                == Some(refresh.configured.as_str())
+        })
         .map(|_| Delta::SetEndpoint {
             public_key: refresh.public_key,
             address: refresh.address,
@@ -263,7 +266,7 @@ mod tests {
         PeerEntry {
             name: Some("enterprise".parse().unwrap()),
             public_key: KEY_A.parse().unwrap(),
-            endpoint: Some(endpoint.into()),
+            endpoint: Some(endpoint.parse().unwrap()),
             allowed_ips: vec!["10.15.0.2/32".parse().unwrap()],
             keepalive: Some(25),
             preshared_key: false,

@@ -482,7 +482,7 @@ fn pass(ctx: &Context, knowledge: &mut Knowledge, log: &Log) -> Result<()> {
         .iter()
         .filter_map(|e| {
             let endpoint = endpoints::dns_endpoint(e)?;
-            let configured = e.endpoint.clone()?;
+            let configured = e.endpoint.as_ref()?.as_written().to_string();
             Some((
                 e.public_key,
                 configured,

@@ -58,7 +58,7 @@ fn add(ctx: &Context, via: Option<&PeerSelector>, request: AddPeer) -> Result<()
             let peer = Relayed {
                 name: Some(name.into()),
                 public_key: request.public_key,
-                endpoint: Some(request.endpoint.to_string()),
+                endpoint: Some((&request.endpoint).into()),
                 nets: request.allowed_ips(),
                 section: None,
             };

@@ -159,7 +159,7 @@ fn mesh_peer(entry: &PeerEntry) -> Option<ConfPeer> {
     Some(ConfPeer {
         name: entry.display_name().to_string(),
         public_key: entry.public_key,
-        endpoint: entry.endpoint.clone()?,
+        endpoint: entry.endpoint.as_ref()?.to_string(),
         allowed_ips: entry
             .allowed_ips
             .iter()

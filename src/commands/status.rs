@@ -172,7 +172,7 @@ impl View<'_> {
         };
         let endpoint = live
             .and_then(|p| p.endpoint.map(|e| e.to_string()))
-            .or_else(|| entry.and_then(|e| e.endpoint.clone()));
+            .or_else(|| entry.and_then(|e| e.endpoint.as_ref().map(ToString::to_string)));
         PeerStatus {
             name: entry.and_then(|e| e.name.as_ref().map(ToString::to_string)),
             public_key: entry
@@ -235,7 +235,7 @@ fn relayed_rows(
             rows.push(PeerStatus {
                 name: relayed.name.as_ref().map(ToString::to_string),
                 public_key: relayed.public_key.to_string(),
-                endpoint: relayed.endpoint.clone(),
+                endpoint: relayed.endpoint.as_ref().map(ToString::to_string),
                 allowed_ips: relayed.nets.iter().map(ToString::to_string).collect(),
                 latest_handshake_secs_ago: relay.latest_handshake_secs_ago,
                 rx_bytes: relay.rx_bytes,

@@ -15,8 +15,8 @@ use crate::config::document::{
 };
 use crate::error::{Error, Result};
 use crate::types::{
-    EndpointSpec, Host, InterfaceName, PeerSelector, PrivateKey, PublicKey, VpnAddress,
-    WrittenName, quoted_prefix,
+    EndpointSpec, InterfaceName, PeerSelector, PrivateKey, PublicKey, VpnAddress, WrittenEndpoint,
+    WrittenName, is_wg_port, quoted_prefix,
 };
 
 /// Where each file of a node lives.
@@ -93,7 +93,7 @@ pub struct PeerEntry {
     pub public_key: PublicKey,
     /// The endpoint as written, whitespace removed as wg(8) does (a DNS
     /// name stays a name; it is resolved only for a live update).
-    pub endpoint: Option<String>,
+    pub endpoint: Option<WrittenEndpoint>,
     /// Every `AllowedIPs` entry in file order, as written; an address
     /// without a prefix is a host route, as in wg(8).
     pub allowed_ips: Vec<IpNet>,
@@ -129,7 +129,7 @@ pub struct Relayed {
     pub name: Option<WrittenName>,
     pub public_key: PublicKey,
     /// As written (see `PeerEntry::endpoint`).
-    pub endpoint: Option<String>,
+    pub endpoint: Option<WrittenEndpoint>,
     /// The addresses routed through the relay, as written in its section.
     pub nets: Vec<IpNet>,
     /// The peer's section text, restored byte for byte when it is direct again.
@@ -158,9 +158,8 @@ impl Relayed {
             .map_or_else(|| "-".to_string(), |n| n.to_string());
         let endpoint = self
             .endpoint
-            .as_deref()
-            .filter(|e| !e.is_empty() && !e.contains(is_wg_space))
-            .unwrap_or("-");
+            .as_ref()
+            .map_or("-", WrittenEndpoint::as_written);
         let mut tag = format!("{name} {} {endpoint} {}", self.public_key, nets.join(","));
         if let Some(section) = &self.section {
             tag.push(' ');
@@ -194,7 +193,7 @@ impl Relayed {
             return Some(Relayed {
                 name: name.parse().ok(),
                 public_key,
-                endpoint: (endpoint != "-").then(|| endpoint.to_string()),
+                endpoint: endpoint.parse().ok(),
                 nets,
                 section: None,
             });
@@ -205,7 +204,9 @@ impl Relayed {
         Some(Relayed {
             name: own.peer_name().and_then(|n| n.parse().ok()),
             public_key,
-            endpoint: own.get_last(keys::ENDPOINT).map(squeeze),
+            endpoint: own
+                .get_last(keys::ENDPOINT)
+                .and_then(|e| squeeze(e).parse().ok()),
             nets,
             section: Some(text),
         })
@@ -221,35 +222,6 @@ fn squeeze(value: &str) -> String {
 /// is expected.
 fn refused(doc: &Document, at: &Where<'_>, expected: &str) -> Error {
     Error::BadConfig(format!("{}: {at}: expected {expected}", doc.origin()))
-}
-
-/// Whether `value` is a port wg(8) reads: it hands it to getaddrinfo(3)
-/// as a service, which takes any string of digits (glibc keeps the low 16
-/// bits of a bigger number) or a service name from /etc/services (not
-/// modelled: wgp2p refuses names).
-fn is_port(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Whether wg(8) reads `value` as an endpoint: `[IPv6]:PORT`, or
-/// `HOST:PORT` split at the last colon, HOST an address or a DNS name.
-fn is_endpoint(value: &str) -> bool {
-    let (host, port) = match value.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((host, port)) => match port.strip_prefix(':') {
-                Some(port) => (host, port),
-                None => return false,
-            },
-            None => return false,
-        },
-        None => match value.rsplit_once(':') {
-            Some(split) => split,
-            None => return false,
-        },
-    };
-    let host_ok = host.parse::<IpAddr>().is_ok()
-        || (!host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<Host>().is_ok());
-    host_ok && is_port(port)
 }
 
 /// One `AllowedIPs` entry as wg(8) reads it: an address, then an optional
@@ -319,7 +291,7 @@ fn check_non_peer(doc: &Document, section: &Section) -> Result<()> {
         }
         let value = squeeze(value);
         let ok = match wg_keys.iter().find(|k| wg_key_eq(key, k)) {
-            Some(&keys::LISTEN_PORT) => is_port(&value),
+            Some(&keys::LISTEN_PORT) => is_wg_port(&value),
             Some(&keys::FW_MARK) => {
                 value.eq_ignore_ascii_case("off")
                     || match value.strip_prefix("0x") {
@@ -369,10 +341,10 @@ fn peer_entry(doc: &Document, section: &Section) -> Result<PeerEntry> {
                 .ok_or_else(|| refused(doc, &at, "a public key (44 characters of base64)"))?;
             public_key = Some(key);
         } else if wg_key_eq(key, keys::ENDPOINT) {
-            if !is_endpoint(&value) {
-                return Err(refused(doc, &at, "HOST:PORT or [IPv6]:PORT"));
-            }
-            endpoint = Some(value);
+            let written = value
+                .parse::<WrittenEndpoint>()
+                .map_err(|_| refused(doc, &at, "HOST:PORT or [IPv6]:PORT"))?;
+            endpoint = Some(written);
         } else if wg_key_eq(key, keys::ALLOWED_IPS) {
             if value.is_empty() {
                 continue;
@@ -601,7 +573,10 @@ mod tests {
         assert_eq!(peers[0].display_name(), "laptop");
         assert_eq!(peers[0].allowed_ips.len(), 2);
         assert_eq!(peers[0].keepalive, Some(25));
-        assert_eq!(peers[0].endpoint.as_deref(), Some("laptop.lan:51820"));
+        assert_eq!(
+            peers[0].endpoint.as_ref().map(WrittenEndpoint::as_written),
+            Some("laptop.lan:51820")
+        );
         assert_eq!(listen_port(&doc), Some(51821));
     }
 
@@ -678,7 +653,10 @@ mod tests {
         assert!(peers[0].preshared_key && !peers[1].preshared_key);
         assert_eq!(peers[0].keepalive, None);
         assert_eq!(peers[1].keepalive, Some(7));
-        assert_eq!(peers[1].endpoint.as_deref(), Some("192.0.2.1:1"));
+        assert_eq!(
+            peers[1].endpoint.as_ref().map(WrittenEndpoint::as_written),
+            Some("192.0.2.1:1")
+        );
     }
 
     /// Reproduction: a hand-written `# Name = Bob laptop` let relay write a
@@ -691,7 +669,7 @@ mod tests {
         let relayed = Relayed {
             name: Some("Bob laptop".parse().unwrap()),
             public_key: K1.parse().unwrap(),
-            endpoint: Some("192.0.2.1:1".into()),
+            endpoint: Some("192.0.2.1:1".parse().unwrap()),
             nets: vec!["10.0.0.2/32".parse().unwrap()],
             section: Some(section),
         };

@@ -726,7 +726,10 @@ mod corpus {
                 .find(|e| e.public_key == new_key)
                 .unwrap();
             assert_eq!(
-                entry.endpoint.as_deref(),
+                entry
+                    .endpoint
+                    .as_ref()
+                    .map(crate::types::WrittenEndpoint::as_written),
                 Some("192.0.2.78:51820"),
                 "{name}"
             );
@@ -837,7 +840,7 @@ mod write_properties {
             let added = &reread[before.len()];
             prop_assert_eq!(added.public_key, public_key);
             prop_assert_eq!(added.name.as_ref().map(WrittenName::as_str), Some("prop"));
-            prop_assert_eq!(added.endpoint.clone(), Some(req.endpoint.to_string()));
+            prop_assert_eq!(added.endpoint.clone(), Some(crate::types::WrittenEndpoint::from(&req.endpoint)));
             prop_assert_eq!(&added.allowed_ips, &req.allowed_ips());
             prop_assert_eq!(added.keepalive, Some(keepalive.unwrap_or(DEFAULT_KEEPALIVE)).filter(|k| *k > 0));
             if remove_after {

@@ -16,7 +16,7 @@ use crate::plan::{
     AddPeer, Delta, Outcome, Own, add_peer, check_new_peer, find_peer, join_nets, not_found,
     overlaps,
 };
-use crate::types::{AllowedIps, Endpoint, PeerIp, PeerSelector, quoted};
+use crate::types::{AllowedIps, PeerIp, PeerSelector, WrittenEndpoint, quoted};
 
 /// Where a peer sits in the config.
 pub enum Found<'a> {
@@ -295,10 +295,7 @@ pub fn make_direct(
             .and_then(PresharedKey::parse);
         deltas.push(Delta::UpsertPeer {
             public_key: restored.public_key,
-            endpoint: restored
-                .endpoint
-                .as_deref()
-                .and_then(|e| e.parse::<Endpoint>().ok()),
+            endpoint: restored.endpoint.as_ref().and_then(WrittenEndpoint::parsed),
             allowed_ips: restored.allowed_ips,
             keepalive: restored.keepalive,
         });
@@ -316,9 +313,7 @@ pub fn make_direct(
         .ok_or_else(|| bad_relay_line(doc, peer))?;
     let (Some(peer_name), Some(endpoint)) = (
         peer.name.as_ref().and_then(|n| n.as_peer_name()),
-        peer.endpoint
-            .as_deref()
-            .and_then(|e| e.parse::<Endpoint>().ok()),
+        peer.endpoint.as_ref().and_then(WrittenEndpoint::parsed),
     ) else {
         return Err(bad_relay_line(doc, peer));
     };

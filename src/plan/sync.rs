@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner};
 use crate::plan::{AddPeer, Delta, Own, join_nets, same_nets};
 use crate::types::{
-    AllowedIps, DEFAULT_KEEPALIVE, Endpoint, Host, PeerName, PublicKey, WrittenName, quoted,
+    AllowedIps, DEFAULT_KEEPALIVE, Endpoint, Host, PeerName, PublicKey, WrittenEndpoint,
+    WrittenName, quoted,
 };
 
 /// The tag that marks a peer as the roster's: `# Source = roster`.
@@ -298,7 +299,8 @@ pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) ->
                 if new_doc.peer(&peer.public_key) == before.as_ref() {
                     continue;
                 }
-                let live_changed = peer.endpoint.as_deref() != Some(&entry.endpoint.to_string())
+                let live_changed = peer.endpoint.as_ref().map(WrittenEndpoint::as_written)
+                    != Some(entry.endpoint.to_string().as_str())
                     || !same_nets(&peer.allowed_ips, nets)
                     || peer.keepalive.filter(|k| *k > 0) != keepalive(entry);
                 if live_changed {
@@ -681,10 +683,7 @@ fn check_target(
         if target_nets[p].is_none() {
             continue;
         }
-        let endpoint = peer
-            .endpoint
-            .as_deref()
-            .and_then(|e| e.parse::<Endpoint>().ok());
+        let endpoint = peer.endpoint.as_ref().and_then(WrittenEndpoint::parsed);
         if let Some(Endpoint {
             host: Host::Ip(ip), ..
         }) = endpoint
