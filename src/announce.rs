@@ -58,12 +58,7 @@ pub fn public_endpoint(ctx: &Context, node: &Node, port: u16) -> Result<Option<E
         return Ok(Some(given.with_default_port(port)));
     }
     let servers = discover::servers_from(ctx.env.stun_servers.as_deref());
-    Ok(
-        discover::public_ip(&servers, discover::BUDGET).map(|ip| Endpoint {
-            host: Host::Ip(ip),
-            port,
-        }),
-    )
+    Ok(discover::public_ip(&servers, discover::BUDGET).map(|ip| Endpoint::new(Host::Ip(ip), port)))
 }
 
 /// The endpoint text for the line, with a warning on stderr when it is a

@@ -34,7 +34,7 @@ use crate::config::node::{PeerEntry, listen_port};
 use crate::device::{LiveDevice, LivePeer, PresharedKey};
 use crate::output::human_duration;
 use crate::plan::Delta;
-use crate::types::{Endpoint, Host, PrivateKey, PublicKey, WrittenEndpoint};
+use crate::types::{Endpoint, PrivateKey, PublicKey, WrittenEndpoint};
 
 /// WireGuard's REJECT_AFTER_TIME: a session older than this is dead, so a
 /// peer without a handshake within it is stale.
@@ -157,10 +157,7 @@ fn wanted<'a>(doc: &Document, entry: &'a PeerEntry) -> Wanted<'a> {
         .and_then(WrittenEndpoint::parsed)
         .and_then(|e| {
             let addr = e.resolve().ok()?;
-            Some(Endpoint {
-                host: Host::Ip(addr.ip()),
-                port: addr.port(),
-            })
+            Some(Endpoint::from(addr))
         });
     let preshared_key = doc
         .peer(&entry.public_key)

@@ -390,17 +390,48 @@ impl fmt::Display for Host {
     }
 }
 
+/// An address the device resolved or a socket answered from.
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        }
+    }
+}
+
 /// A peer endpoint `host:port`, `[v6]:port` or `dns.name:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    pub host: Host,
-    pub port: u16,
+    host: Host,
+    port: u16,
 }
 
 const ENDPOINT_EXPECTED: &str =
     "an endpoint HOST:PORT, [IPv6]:PORT or NAME:PORT with a port from 1 to 65535";
 
 impl Endpoint {
+    /// An endpoint from its parts (a port of this node or of a socket).
+    pub fn new(host: Host, port: u16) -> Self {
+        Endpoint { host, port }
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The host's address, when it is an address (not a DNS name).
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.host {
+            Host::Ip(ip) => Some(ip),
+            Host::Dns(_) => None,
+        }
+    }
+
     /// Resolve to a socket address for the live device (DNS names through
     /// the system resolver, so /etc/hosts is honoured).
     pub fn resolve(&self) -> Result<SocketAddr, Error> {
@@ -665,15 +696,35 @@ impl fmt::Display for VpnAddress {
 /// prefix that is dropped (the peer is routed as a host route).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerIp {
-    pub ip: IpAddr,
+    ip: IpAddr,
     /// The prefix written after the address, if any, so that the command
     /// can say it was dropped.
-    pub dropped_prefix: Option<u8>,
+    dropped_prefix: Option<u8>,
 }
 
 impl PeerIp {
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// The prefix written after the address and dropped, if any.
+    pub fn dropped_prefix(&self) -> Option<u8> {
+        self.dropped_prefix
+    }
+
     pub fn host_route(&self) -> IpNet {
         IpNet::from(self.ip)
+    }
+}
+
+/// An address known to be a peer's: this node's own (for a provisioned
+/// device) or one a config routes to it.
+impl From<IpAddr> for PeerIp {
+    fn from(ip: IpAddr) -> Self {
+        PeerIp {
+            ip,
+            dropped_prefix: None,
+        }
     }
 }
 
@@ -700,11 +751,19 @@ impl FromStr for PeerIp {
 /// with its host bits clear (10.1.0.0/16, not 10.1.2.3/16: wg would
 /// silently mask it, which hides typos).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct AllowedIps(pub Vec<IpNet>);
+pub struct AllowedIps(Vec<IpNet>);
 
 impl AllowedIps {
     pub fn nets(&self) -> &[IpNet] {
         &self.0
+    }
+}
+
+/// Networks a config already routes, kept as written there (wg(8) masks
+/// host bits itself; only new input is held to the stricter form).
+impl From<Vec<IpNet>> for AllowedIps {
+    fn from(nets: Vec<IpNet>) -> Self {
+        AllowedIps(nets)
     }
 }
 

@@ -73,7 +73,7 @@ pub struct Refresh {
 /// The configured DNS endpoint of a peer, when it has one.
 pub fn dns_endpoint(entry: &PeerEntry) -> Option<Endpoint> {
     let endpoint = entry.endpoint.as_ref()?.parsed()?;
-    matches!(endpoint.host, Host::Dns(_)).then_some(endpoint)
+    matches!(endpoint.host(), Host::Dns(_)).then_some(endpoint)
 }
 
 /// Decide for one peer. `last` is what the same configured endpoint

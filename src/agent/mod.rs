@@ -603,14 +603,15 @@ fn resolve_all(
         if !seen.insert(configured.clone()) {
             continue;
         }
-        let crate::types::Host::Dns(name) = endpoint.host else {
+        let crate::types::Host::Dns(name) = endpoint.host().clone() else {
             continue;
         };
+        let port = endpoint.port();
         let sender = sender.clone();
         let spawned = std::thread::Builder::new()
             .name("resolve".into())
             .spawn(move || {
-                let addresses: Vec<SocketAddr> = (name.as_str(), endpoint.port)
+                let addresses: Vec<SocketAddr> = (name.as_str(), port)
                     .to_socket_addrs()
                     .map(Iterator::collect)
                     .unwrap_or_default();

@@ -131,10 +131,10 @@ pub(super) fn report_unchanged(
 }
 
 fn note_dropped_prefix(request: &AddPeer) {
-    if let Some(prefix) = request.peer_ip.dropped_prefix {
+    if let Some(prefix) = request.peer_ip.dropped_prefix() {
         eprintln!(
             "note: {}/{prefix}: the /{prefix} prefix was dropped; the peer is routed as {} (use --allowed-ips for subnets)",
-            request.peer_ip.ip,
+            request.peer_ip.ip(),
             request.peer_ip.host_route()
         );
     }

@@ -51,10 +51,7 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
         name: request.name.clone(),
         endpoint: request.endpoint.clone(),
         public_key: device_key.public_key(),
-        peer_ip: PeerIp {
-            ip: request.address.ip(),
-            dropped_prefix: None,
-        },
+        peer_ip: PeerIp::from(request.address.ip()),
         extra_allowed_ips: None,
         keepalive: None,
     };
@@ -182,7 +179,7 @@ fn device_conf(
     doc.set_interface_name(request.name.as_str());
     doc.set_interface(keys::PRIVATE_KEY, &key.expose_base64());
     doc.set_interface(keys::ADDRESS, &request.address.to_string());
-    doc.set_interface(keys::LISTEN_PORT, &request.endpoint.port.to_string());
+    doc.set_interface(keys::LISTEN_PORT, &request.endpoint.port().to_string());
     for peer in peers {
         let key = &peer.public_key;
         doc.append_peer(key);

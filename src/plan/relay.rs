@@ -321,11 +321,8 @@ pub fn make_direct(
         name: peer_name,
         endpoint,
         public_key: peer.public_key,
-        peer_ip: PeerIp {
-            ip: first.addr(),
-            dropped_prefix: None,
-        },
-        extra_allowed_ips: Some(AllowedIps(rest.to_vec())),
+        peer_ip: PeerIp::from(first.addr()),
+        extra_allowed_ips: Some(AllowedIps::from(rest.to_vec())),
         keepalive: None,
     };
     let (direct_doc, delta, outcome) = add_peer(new_doc, own, &request)?;

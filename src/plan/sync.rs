@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner};
 use crate::plan::{AddPeer, Delta, Own, join_nets, same_nets};
 use crate::types::{
-    AllowedIps, DEFAULT_KEEPALIVE, Endpoint, Host, PeerName, PublicKey, WrittenEndpoint,
-    WrittenName, quoted,
+    AllowedIps, DEFAULT_KEEPALIVE, Endpoint, PeerName, PublicKey, WrittenEndpoint, WrittenName,
+    quoted,
 };
 
 /// The tag that marks a peer as the roster's: `# Source = roster`.
@@ -441,8 +441,8 @@ impl<'a> RosterIndex<'a> {
                     Repeat::Name(roster.entries[first].peer.public_key, peer.public_key),
                 ));
             }
-            if let Some(first) = by_address.insert(peer.peer_ip.ip, i) {
-                return Err(both(first, i, Repeat::Address(peer.peer_ip.ip)));
+            if let Some(first) = by_address.insert(peer.peer_ip.ip(), i) {
+                return Err(both(first, i, Repeat::Address(peer.peer_ip.ip())));
             }
         }
         Ok(RosterIndex { by_key, by_name })
@@ -481,9 +481,9 @@ fn check_own_entry(me: &ThisNode, roster: &Roster, index: &RosterIndex) -> Resul
             ours: me.name.clone(),
         }));
     }
-    if entry.peer_ip.ip != me.own.address.ip() {
+    if entry.peer_ip.ip() != me.own.address.ip() {
         return Err(differs(OwnDifference::Address {
-            theirs: entry.peer_ip.ip,
+            theirs: entry.peer_ip.ip(),
             ours: me.own.address.ip(),
         }));
     }
@@ -668,14 +668,11 @@ fn check_target(
         return Ok(());
     }
     let mut points: Vec<(IpAddr, String)> = me.protected.clone();
-    if let Some(Endpoint {
-        host: Host::Ip(ip), ..
-    }) = &me.endpoint
-    {
-        points.push((*ip, "this node's public endpoint".to_string()));
+    if let Some(ip) = me.endpoint.as_ref().and_then(Endpoint::ip) {
+        points.push((ip, "this node's public endpoint".to_string()));
     }
     for (i, entry) in roster.entries.iter().enumerate() {
-        if let Host::Ip(ip) = entry.peer.endpoint.host {
+        if let Some(ip) = entry.peer.endpoint.ip() {
             points.push((ip, format!("the endpoint of {}", roster.label(i))));
         }
     }
@@ -684,10 +681,7 @@ fn check_target(
             continue;
         }
         let endpoint = peer.endpoint.as_ref().and_then(WrittenEndpoint::parsed);
-        if let Some(Endpoint {
-            host: Host::Ip(ip), ..
-        }) = endpoint
-        {
+        if let Some(ip) = endpoint.as_ref().and_then(Endpoint::ip) {
             points.push((
                 ip,
                 format!("the endpoint of peer {}", quoted(peer.display_name())),
