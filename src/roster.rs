@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::plan::AddPeer;
 use crate::plan::sync::{Role, Roster, RosterEntry};
-use crate::types::{AllowedIps, DEFAULT_KEEPALIVE, Endpoint, PeerIp, PeerName, PublicKey};
+use crate::types::{AllowedIps, Endpoint, PeerIp, PeerName, PublicKey};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,7 +88,7 @@ fn validate(entry: &FileEntry) -> Result<RosterEntry> {
             public_key: entry.public_key.parse()?,
             peer_ip: entry.address.parse::<PeerIp>()?,
             extra_allowed_ips: Some(allowed),
-            keepalive: Some(entry.keepalive.unwrap_or(DEFAULT_KEEPALIVE)),
+            keepalive: entry.keepalive,
         },
         role,
     })
@@ -125,7 +125,11 @@ mod tests {
             roster.entries[1].peer.endpoint.to_string(),
             "voyager.lab:51820"
         );
-        assert_eq!(roster.entries[1].peer.keepalive, Some(DEFAULT_KEEPALIVE));
+        assert_eq!(roster.entries[1].peer.keepalive, None);
+        assert_eq!(
+            roster.entries[1].peer.keepalive_or_default(),
+            crate::types::DEFAULT_KEEPALIVE
+        );
         assert_eq!(roster.entries[1].role, Role::Peer);
         assert_eq!(roster.label(1), "roster.toml entry #2 (\"voyager\")");
     }

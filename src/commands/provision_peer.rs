@@ -11,9 +11,7 @@ use crate::error::{Error, Result};
 use crate::output;
 use crate::plan::{self, AddPeer, Own};
 use crate::store::{self, Change};
-use crate::types::{
-    DEFAULT_KEEPALIVE, Endpoint, PeerIp, PeerName, PrivateKey, PublicKey, VpnAddress,
-};
+use crate::types::{Endpoint, PeerIp, PeerName, PrivateKey, PublicKey, VpnAddress};
 
 pub struct Request {
     pub name: PeerName,
@@ -68,12 +66,7 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
     if request.mesh {
         peers.extend(node.peers()?.iter().filter_map(mesh_peer));
     }
-    let conf = device_conf(
-        &request,
-        &device_key,
-        &peers,
-        add.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
-    )?;
+    let conf = device_conf(&request, &device_key, &peers, add.keepalive_or_default())?;
     // What can fail comes before the write: a conf too big for a QR code
     // is refused with nothing written.
     let qr = if request.qr {

@@ -102,6 +102,12 @@ pub struct AddPeer {
 }
 
 impl AddPeer {
+    /// The keepalive a peer written from scratch by this request gets:
+    /// `--keepalive` (or the roster's `keepalive`), else `DEFAULT_KEEPALIVE`.
+    pub fn keepalive_or_default(&self) -> u16 {
+        self.keepalive.unwrap_or(DEFAULT_KEEPALIVE)
+    }
+
     /// The allowed IPs of a new peer: its host route first, then the extra
     /// routed subnets.
     pub fn allowed_ips(&self) -> Vec<IpNet> {
@@ -286,17 +292,14 @@ pub fn add_peer(
             new_doc.append_peer(&key);
             new_doc.set_peer(&key, keys::ENDPOINT, &req.endpoint.to_string());
             new_doc.set_peer(&key, keys::ALLOWED_IPS, &join_nets(&nets));
-            (
-                Outcome::Added,
-                Some(req.keepalive.unwrap_or(DEFAULT_KEEPALIVE)),
-            )
+            (Outcome::Added, Some(req.keepalive_or_default()))
         }
     };
     new_doc.set_name(&key, req.name.as_str());
     new_doc.set_peer(&key, keys::ENDPOINT, &req.endpoint.to_string());
     if let Some(secs) = req
         .keepalive
-        .or(before.is_none().then_some(DEFAULT_KEEPALIVE))
+        .or(before.is_none().then(|| req.keepalive_or_default()))
     {
         new_doc.set_peer(&key, keys::PERSISTENT_KEEPALIVE, &secs.to_string());
     }

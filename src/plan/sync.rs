@@ -24,8 +24,7 @@ use crate::error::{Error, Result};
 use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner};
 use crate::plan::{AddPeer, Delta, Own, join_nets, same_nets};
 use crate::types::{
-    AllowedIps, DEFAULT_KEEPALIVE, Endpoint, PeerName, PublicKey, WrittenEndpoint, WrittenName,
-    quoted,
+    AllowedIps, Endpoint, PeerName, PublicKey, WrittenEndpoint, WrittenName, quoted,
 };
 
 /// The tag that marks a peer as the roster's: `# Source = roster`.
@@ -396,12 +395,12 @@ fn drop_relay_tag(doc: &mut Document, relay: &PublicKey, relayed: &Relayed) {
 }
 
 fn keepalive(entry: &AddPeer) -> Option<u16> {
-    Some(entry.keepalive.unwrap_or(DEFAULT_KEEPALIVE)).filter(|k| *k > 0)
+    Some(entry.keepalive_or_default()).filter(|k| *k > 0)
 }
 
 /// Write a roster entry's values into a peer section, as `add-peer` does.
 fn write_peer(doc: &mut Document, key: &PublicKey, entry: &AddPeer, nets: &[IpNet]) {
-    let keepalive = entry.keepalive.unwrap_or(DEFAULT_KEEPALIVE);
+    let keepalive = entry.keepalive_or_default();
     doc.set_name(key, entry.name.as_str());
     doc.set_peer(key, keys::ENDPOINT, &entry.endpoint.to_string());
     doc.set_peer(key, keys::ALLOWED_IPS, &join_nets(nets));
