@@ -75,6 +75,10 @@ pub enum Command {
         /// Also install and start the agent's systemd unit (as `agent enable`)
         #[arg(long)]
         agent: bool,
+        /// Let the agent add and remove the peers that members introduce
+        /// (`# AcceptIntroductions = true` in the config; kept on re-install)
+        #[arg(long)]
+        accept_introductions: bool,
     },
     /// Stop the interface and remove the config, keys and provisioned peers
     Uninstall {
@@ -157,6 +161,16 @@ pub enum Command {
     },
     /// Keep the mesh healthy in the foreground (DNS endpoints re-resolved); `agent enable|disable`: its systemd unit
     Agent(AgentArgs),
+    /// Accept introductions from a member (no argument: list whose are accepted)
+    Trust {
+        #[arg(value_name = "NAME|KEY")]
+        peer: Option<PeerSelector>,
+    },
+    /// No longer accept introductions from a member singled out by `trust`
+    Untrust {
+        #[arg(value_name = "NAME|KEY")]
+        peer: PeerSelector,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff)

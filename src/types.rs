@@ -201,6 +201,9 @@ impl PublicKey {
     pub fn to_wg(self) -> wireguard_control::Key {
         wireguard_control::Key(self.0)
     }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 impl FromStr for PublicKey {
@@ -255,6 +258,12 @@ impl PrivateKey {
 
     pub fn to_wg(&self) -> wireguard_control::Key {
         wireguard_control::Key(self.0)
+    }
+
+    /// The key's bytes, only to derive this node's membership signing key
+    /// from them (`membership::record::SigningIdentity`).
+    pub(crate) fn expose_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 }
 

@@ -8,6 +8,7 @@ mod cli {
     pub mod exit_codes;
     pub mod fidelity;
     pub mod matrix;
+    pub mod membership;
     pub mod node;
     pub mod pipes;
     pub mod qr;

@@ -36,14 +36,19 @@ pub fn state_path(paths: &Paths) -> PathBuf {
 }
 
 /// The agent's files in the config dir, by name (for `uninstall`).
-pub fn file_names(iface: &crate::types::InterfaceName) -> [String; 2] {
-    [format!("{iface}.agent.json"), format!("{iface}.agent.lock")]
+pub fn file_names(iface: &crate::types::InterfaceName) -> [String; 3] {
+    [
+        format!("{iface}.agent.json"),
+        format!("{iface}.agent.lock"),
+        super::membership::file_name(iface),
+    ]
 }
 
 /// Remove the agent's files; missing ones are fine.
 pub fn remove_files(paths: &Paths) {
     let _ = std::fs::remove_file(state_path(paths));
     let _ = std::fs::remove_file(lock_path(paths));
+    let _ = std::fs::remove_file(paths.dir.join(super::membership::file_name(&paths.iface)));
 }
 
 /// Proof that this process is the interface's one agent; dropping it

@@ -4,6 +4,8 @@
 //! written from it), is kept; a key is generated only when neither exists.
 //! The address is fixed once saved; peers and every other line of the
 //! config stay. All files change in one transaction (`store`).
+//! `--accept-introductions` writes `# AcceptIntroductions = true` into the
+//! `[Interface]`; a re-install without it leaves the line as it is.
 
 use crate::announce;
 use crate::commit::commit_change;
@@ -17,7 +19,12 @@ use crate::service::Kind;
 use crate::store::{self, Change};
 use crate::types::{EndpointSpec, PrivateKey, VpnAddress};
 
-pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<EndpointSpec>) -> Result<()> {
+pub fn run(
+    ctx: &Context,
+    address: VpnAddress,
+    endpoint: Option<EndpointSpec>,
+    accept_introductions: bool,
+) -> Result<()> {
     ctx.require_root("install")?;
     store::ensure_dir(&ctx.paths.dir)?;
     let (_lock, node) = ctx.lock_and_load_repairing()?;
@@ -46,7 +53,12 @@ pub fn run(ctx: &Context, address: VpnAddress, endpoint: Option<EndpointSpec>) -
         Some(doc) => doc.clone(),
         None => Document::parse("")?,
     };
-    let new_doc = plan::install_interface(&doc, &address, &key, port);
+    let mut new_doc = plan::install_interface(&doc, &address, &key, port);
+    if accept_introductions
+        && let Some(accepting) = plan::membership::accept_introductions(&new_doc)
+    {
+        new_doc = accepting;
+    }
     if Some(&new_doc) != node.conf.as_ref() {
         change.write(paths.conf_name(), new_doc.render());
     }

@@ -18,6 +18,7 @@ mod repair;
 mod start_stop;
 mod status;
 mod sync;
+mod trust;
 mod uninstall;
 
 use crate::cli::Command;
@@ -31,12 +32,13 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
             address,
             endpoint,
             agent: with_agent,
+            accept_introductions,
         } => {
             // Refused before anything is installed when it cannot be done.
             if with_agent {
                 agent::require_systemd(ctx, "enable")?;
             }
-            install::run(ctx, address, endpoint)?;
+            install::run(ctx, address, endpoint, accept_introductions)?;
             if with_agent {
                 agent::enable(ctx)?;
             }
@@ -67,6 +69,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
             crate::plan::sync::Options { prune, adopt },
         ),
         Command::Agent(args) => agent::run(ctx, args),
+        Command::Trust { peer } => trust::run(ctx, peer.as_ref()),
+        Command::Untrust { peer } => trust::untrust(ctx, &peer),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
         Command::NatCheck { stun_servers } => nat_check::run(ctx, &stun_servers),

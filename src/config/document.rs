@@ -71,12 +71,26 @@ pub mod keys {
     pub const TAG_NAME: &str = "Name";
     /// The tag of a peer reached through this one: `# Relay = …`.
     pub const TAG_RELAY: &str = "Relay";
-    /// The tag of a peer a roster sync manages: `# Source = roster`.
+    /// The tag of where a peer came from: `# Source = roster` (a roster
+    /// sync manages it), `# Source = introduced by NAME` (the agent added
+    /// it from a member's introduction).
     pub const TAG_SOURCE: &str = "Source";
+    /// `[Interface]`: `# AcceptIntroductions = true` lets the agent add
+    /// and remove peers that members introduce.
+    pub const TAG_ACCEPT_INTRODUCTIONS: &str = "AcceptIntroductions";
+    /// `[Interface]`: `# Trust = KEY NAME`, a member whose introductions
+    /// are accepted (when any is written, only theirs).
+    pub const TAG_TRUST: &str = "Trust";
 }
 
 /// The comment keys wgp2p reads and writes (`# Key = value` lines).
-pub const TAGS: [&str; 3] = [keys::TAG_NAME, keys::TAG_RELAY, keys::TAG_SOURCE];
+pub const TAGS: [&str; 5] = [
+    keys::TAG_NAME,
+    keys::TAG_RELAY,
+    keys::TAG_SOURCE,
+    keys::TAG_ACCEPT_INTRODUCTIONS,
+    keys::TAG_TRUST,
+];
 
 /// What wg(8) and the C locale's `isspace` call whitespace.
 pub fn is_wg_space(c: char) -> bool {
@@ -736,6 +750,35 @@ impl Document {
                 .take_while(|l| l.tag().is_some())
                 .count();
             section.lines.insert(at, line);
+        }
+    }
+
+    /// Add a `# key = value` line among the tag lines at the top of the
+    /// `[Interface]`, after those already there.
+    pub fn add_interface_tag(&mut self, key: &str, value: &str) {
+        let line = self.new_line(format!("# {key} = {value}"));
+        let index = self.interface_or_new();
+        if let Some(section) = self.sections.get_mut(index) {
+            let at = section
+                .lines
+                .iter()
+                .take_while(|l| l.tag().is_some())
+                .count();
+            section.lines.insert(at, line);
+        }
+    }
+
+    /// Remove the `# key = value` lines of the `[Interface]` for which
+    /// `drop` is true.
+    pub fn remove_interface_tags(&mut self, key: &str, drop: impl Fn(&str) -> bool) {
+        if let Some(section) = self
+            .interface_index()
+            .and_then(|i| self.sections.get_mut(i))
+        {
+            section.lines.retain(|l| match l.tag() {
+                Some((k, value)) if k == key => !drop(value),
+                _ => true,
+            });
         }
     }
 

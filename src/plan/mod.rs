@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod hooks;
+pub mod membership;
 pub mod relay;
 pub mod sync;
 
@@ -174,7 +175,7 @@ pub(crate) fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
 
 /// Refuse a peer (`key`, `name`, `nets`) that would be ambiguous or steal
 /// another's traffic; the peer's own section (same key) is not a conflict.
-fn check_new_peer(
+pub(crate) fn check_new_peer(
     existing: &[PeerEntry],
     own: &Own,
     key: &PublicKey,

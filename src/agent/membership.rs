@@ -1,0 +1,842 @@
+//! The agent's side of membership (docs/membership.md): it keeps the
+//! membership book, says what this node's config changed (a peer added by
+//! hand becomes an introduction, one removed a removal), takes in the
+//! records peers send, and applies the accepted ones to the config through
+//! plan -> commit under the config lock.
+//!
+//! Transport-agnostic: every handler returns the records to send, each
+//! with the WireGuard key of the peer it goes to; the loop sends them as
+//! `record` messages to that peer's agent.
+//!
+//! The book is kept in `<iface>.membership.json` (0600), so a restarted
+//! agent loses nothing: pins, events (a replay of an old record stays
+//! refused) and the peers the config had.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Log;
+use crate::commit::commit;
+use crate::config::document::Document;
+use crate::config::node::{Node, Paths, peers};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::membership::book::{Book, Member, Offer, Pin};
+use crate::membership::record::{Change, Record, SignKey, SigningIdentity, WireRecord};
+use crate::plan::Own;
+use crate::plan::membership::{
+    Introduced, Introduction, Policy, introduce, is_introduced, remove_introduced,
+};
+use crate::types::PublicKey;
+
+/// The membership file's format version.
+const VERSION: u32 = 1;
+/// The least time between two full resends to one peer (a digest that
+/// differs triggers one).
+const RESEND_EVERY_MS: u64 = 10_000;
+/// Records sent to one peer in one resend: within the link's burst.
+const RESEND_MAX: usize = 30;
+/// Copies whose signer is not known yet, kept to try again.
+const PENDING_MAX: usize = 512;
+
+/// A record to send, and the peer it goes to.
+pub type Outgoing = (PublicKey, WireRecord);
+
+pub fn file_name(iface: &crate::types::InterfaceName) -> String {
+    format!("{iface}.membership.json")
+}
+
+fn path(paths: &Paths) -> PathBuf {
+    paths.dir.join(file_name(&paths.iface))
+}
+
+/// The content of `<iface>.membership.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    version: u32,
+    /// WireGuard key -> signing key, both base64.
+    pins: BTreeMap<String, String>,
+    events: Vec<WireRecord>,
+    present: Vec<String>,
+}
+
+/// What the agent knows and does about membership.
+#[derive(Default)]
+pub struct Membership {
+    pub book: Book,
+    identity: Option<SigningIdentity>,
+    /// Copies whose signer's key is not pinned yet.
+    pending: Vec<Record>,
+    /// The config's policy and peers at the last look.
+    policy: Policy,
+    peers: Vec<PublicKey>,
+    /// Per peer, when all records were last sent to it, and where the
+    /// next resend starts (a book bigger than [`RESEND_MAX`] goes in turns).
+    resent: HashMap<PublicKey, (u64, usize)>,
+    /// Refusals already logged (subject, event time): said once.
+    said: HashSet<(PublicKey, u64)>,
+    /// Offers by outcome (`status --json`).
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+impl Membership {
+    /// The saved book; an unreadable or missing file gives an empty one.
+    /// Saved copies are checked again against the saved pins.
+    pub fn load(paths: &Paths) -> Membership {
+        let mut membership = Membership::default();
+        let Some(saved) = std::fs::read_to_string(path(paths))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Saved>(&t).ok())
+            .filter(|s| s.version == VERSION)
+        else {
+            return membership;
+        };
+        let book = &mut membership.book;
+        for (key, sign_key) in &saved.pins {
+            if let (Ok(key), Ok(sign_key)) = (key.parse(), sign_key.parse::<SignKey>()) {
+                book.pins.insert(key, sign_key);
+            }
+        }
+        for wire in &saved.events {
+            if let Ok(record) = wire.to_record()
+                && book.pins.get(&record.by).is_some_and(|k| record.verify(k))
+            {
+                book.events.insert(record.event.subject, record);
+            }
+        }
+        book.present = saved
+            .present
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .collect();
+        membership
+    }
+
+    /// Replace the file (0600, temp file and rename). Not fsynced: a crash
+    /// loses at most the last pass, which peers send again.
+    pub fn save(&self, paths: &Paths) -> Result<()> {
+        let saved = Saved {
+            version: VERSION,
+            pins: self
+                .book
+                .pins
+                .iter()
+                .map(|(k, s)| (k.to_string(), s.to_base64()))
+                .collect(),
+            events: self
+                .book
+                .events
+                .values()
+                .map(WireRecord::from_record)
+                .collect(),
+            present: self.book.present.iter().map(ToString::to_string).collect(),
+        };
+        let target = path(paths);
+        let temp = paths.dir.join(format!(".{}.tmp", file_name(&paths.iface)));
+        let text = serde_json::to_string_pretty(&saved)
+            .map_err(|e| Error::System(format!("cannot write the membership book: {e}")))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)
+            .map_err(|e| Error::io("create", &temp, e))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| Error::io("write", &temp, e))?;
+        std::fs::rename(&temp, &target).map_err(|e| Error::io("replace", &target, e))
+    }
+
+    /// What this node's `hello` carries: its signing key and the digest of
+    /// its book (`None` before the first pass read the key).
+    pub fn hello(&self) -> (Option<String>, Option<String>) {
+        match &self.identity {
+            Some(me) => (Some(me.sign_key().to_base64()), Some(self.book.digest())),
+            None => (None, None),
+        }
+    }
+
+    fn count(&mut self, what: &'static str) {
+        *self.counters.entry(what).or_default() += 1;
+    }
+
+    /// A peer's `hello`: pin its signing key (it came through the tunnel),
+    /// and when its digest differs from this node's, send it every event
+    /// (at most every [`RESEND_EVERY_MS`]).
+    pub fn on_hello(
+        &mut self,
+        from: PublicKey,
+        sign_key: Option<&str>,
+        digest: Option<&str>,
+        now: u64,
+        log: &Log,
+    ) -> Vec<Outgoing> {
+        if let Some(text) = sign_key {
+            match text.parse::<SignKey>() {
+                Ok(key) => match self.book.pin(from, key) {
+                    Pin::New => {
+                        self.count("pinned");
+                        self.retry_pending(now);
+                    }
+                    Pin::Same => {}
+                    Pin::Conflict(pinned) => {
+                        self.count("key_changed");
+                        if self.said.insert((from, 0)) {
+                            log.line(&format!(
+                                "membership: peer {from} says its signing key is {key}, but {pinned} is pinned for it: refused (its records stay unverifiable)"
+                            ));
+                        }
+                    }
+                },
+                Err(e) => {
+                    self.count("malformed");
+                    if self.said.insert((from, 1)) {
+                        log.line(&format!("membership: peer {from}'s hello: {e}"));
+                    }
+                }
+            }
+        }
+        let Some(me) = &self.identity else {
+            return Vec::new();
+        };
+        if digest.is_none_or(|d| d == self.book.digest()) {
+            return Vec::new();
+        }
+        let (last, start) = self.resent.get(&from).copied().unwrap_or((0, 0));
+        if last != 0 && now.saturating_sub(last) < RESEND_EVERY_MS {
+            return Vec::new();
+        }
+        let all = self.book.vouch_all(me);
+        let start = if start >= all.len() { 0 } else { start };
+        let sent: Vec<Outgoing> = all
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(all.len().min(RESEND_MAX))
+            .map(|r| (from, WireRecord::from_record(r)))
+            .collect();
+        self.resent.insert(from, (now, start + sent.len()));
+        sent
+    }
+
+    /// A `record` from peer `from`. A new event is kept, forwarded as it
+    /// came (its signature lets every member check it, whoever relays it)
+    /// to every other peer, and applied when the policy accepts its signer.
+    pub fn on_record(
+        &mut self,
+        ctx: &Context,
+        from: PublicKey,
+        wire: &WireRecord,
+        now: u64,
+        log: &Log,
+    ) -> Vec<Outgoing> {
+        let record = match wire.to_record() {
+            Ok(record) => record,
+            Err(e) => {
+                self.count("malformed");
+                log.line(&format!("membership: record from peer {from} refused: {e}"));
+                return Vec::new();
+            }
+        };
+        let outcome = self.offer(record.clone(), now, log);
+        if outcome != Offer::New && outcome != Offer::Revouched {
+            return Vec::new();
+        }
+        self.apply(ctx, log);
+        if outcome == Offer::Revouched {
+            return Vec::new();
+        }
+        self.peers
+            .iter()
+            .filter(|p| **p != from && **p != record.by && **p != record.event.subject)
+            .map(|p| (*p, wire.clone()))
+            .collect()
+    }
+
+    /// Offer a copy to the book, and say what was refused.
+    fn offer(&mut self, record: Record, now: u64, log: &Log) -> Offer {
+        let policy = self.policy.clone();
+        let by = record.by;
+        let subject = record.event.subject;
+        let at = record.event.at;
+        let outcome = self.book.offer(record.clone(), now, |k| policy.accepts(k));
+        self.count(outcome.counter());
+        match &outcome {
+            Offer::UnknownSigner => {
+                if self.pending.len() < PENDING_MAX && !self.pending.contains(&record) {
+                    self.pending.push(record);
+                }
+            }
+            Offer::New => self.retry_pending(now),
+            other => {
+                if let Some(why) = other.refusal()
+                    && self.said.insert((subject, at))
+                {
+                    log.line(&format!(
+                        "membership: record about {subject} signed by {by} refused: {why}"
+                    ));
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Offer again the copies whose signer was unknown.
+    fn retry_pending(&mut self, now: u64) {
+        let policy = self.policy.clone();
+        let mut rounds = 0;
+        loop {
+            let pending = std::mem::take(&mut self.pending);
+            let before = pending.len();
+            for record in pending {
+                match self.book.offer(record.clone(), now, |k| policy.accepts(k)) {
+                    Offer::UnknownSigner => self.pending.push(record),
+                    outcome => self.count(outcome.counter()),
+                }
+            }
+            rounds += 1;
+            // A new pin may make more copies checkable.
+            if self.pending.len() == before || self.pending.is_empty() || rounds > 8 {
+                break;
+            }
+        }
+    }
+
+    /// One pass: read the config, turn what a human changed into events
+    /// (sent to every peer), and apply the accepted events.
+    pub fn pass(&mut self, ctx: &Context, log: &Log, now: u64) -> Result<Vec<Outgoing>> {
+        let node = Node::load(ctx.paths.clone())?;
+        let Some(private) = node.private_key.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let me = SigningIdentity::derive(private);
+        let doc = node.require_conf()?;
+        self.policy = Policy::of(doc);
+        let members = members(doc)?;
+        self.peers = members.iter().map(|m| m.key).collect();
+        let mut made = self.book.observe(&me, &members, now);
+        made.extend(self.book.complete_keys(&me, now));
+        for record in &made {
+            log.line(&describe_own(record, doc));
+        }
+        self.identity = Some(me);
+        self.retry_pending(now);
+        self.apply(ctx, log);
+        let peers = self.peers.clone();
+        Ok(made
+            .iter()
+            .flat_map(|r| {
+                let wire = WireRecord::from_record(r);
+                peers
+                    .iter()
+                    .filter(move |p| **p != r.event.subject)
+                    .map(move |p| (*p, wire.clone()))
+            })
+            .collect())
+    }
+
+    /// Apply every accepted event the config does not reflect yet, each as
+    /// its own plan -> commit under the config lock. A refusal is logged
+    /// once per event and changes nothing.
+    pub fn apply(&mut self, ctx: &Context, log: &Log) {
+        let node = match Node::load(ctx.paths.clone()) {
+            Ok(node) => node,
+            Err(_) => return,
+        };
+        let (Ok(own), Some(doc)) = (Own::of(&node), node.conf.as_ref()) else {
+            return;
+        };
+        let policy = Policy::of(doc);
+        self.policy = policy.clone();
+        if !policy.enabled() {
+            return;
+        }
+        let mut records: Vec<Record> = self
+            .book
+            .events
+            .values()
+            .filter(|r| r.event.subject != own.public_key && policy.accepts(&r.by))
+            .cloned()
+            .collect();
+        records.sort_by_key(|r| r.event.at);
+        let Ok(existing) = peers(doc) else {
+            return;
+        };
+        for record in records {
+            let subject = record.event.subject;
+            let present = existing.iter().any(|p| p.public_key == subject);
+            let result = match &record.event.change {
+                Change::Intro(intro) => {
+                    let introduction = Introduction {
+                        public_key: subject,
+                        name: intro.name.clone(),
+                        address: intro.address,
+                        endpoint: intro.endpoint.clone(),
+                        introducer: self.label(&record.event.origin, doc),
+                    };
+                    match introduce(doc.clone(), &own, &introduction) {
+                        Ok(Introduced::Known) => continue,
+                        Ok(Introduced::Add(..)) => {
+                            commit_introduction(ctx, &introduction).map(|applied| {
+                                format!(
+                                    "added peer {} {} at {} (introduced by {}; {applied})",
+                                    introduction.name,
+                                    subject,
+                                    introduction.address,
+                                    introduction.introducer
+                                )
+                            })
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Change::Removal if !present => continue,
+                Change::Removal => {
+                    if !is_introduced(doc, &subject)
+                        && self.said.contains(&(subject, record.event.at))
+                    {
+                        continue;
+                    }
+                    commit_removal(ctx, &subject).map(|(name, applied)| {
+                        format!(
+                            "removed peer {name} {subject} (removal by {}; {applied})",
+                            self.label(&record.event.origin, doc)
+                        )
+                    })
+                }
+            };
+            match result {
+                Ok(line) => log.line(&format!("membership: {line}")),
+                Err(e) => {
+                    if self.said.insert((subject, record.event.at)) {
+                        let what = if record.event.is_removal() {
+                            "removal"
+                        } else {
+                            "introduction"
+                        };
+                        log.line(&format!(
+                            "membership: {what} of {subject} by {} refused: {e}",
+                            self.label(&record.event.origin, doc)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// How the `# Source` tag and the log name a member: its name in the
+    /// config, else the name an introduction gave it, else its key.
+    fn label(&self, key: &PublicKey, doc: &Document) -> String {
+        if let Ok(entries) = peers(doc)
+            && let Some(name) = entries
+                .iter()
+                .find(|p| p.public_key == *key)
+                .and_then(|p| p.name.as_ref()?.as_peer_name())
+        {
+            return name.to_string();
+        }
+        if let Some(intro) = self.book.events.get(key).and_then(|r| r.event.intro()) {
+            return intro.name.to_string();
+        }
+        key.to_string()
+    }
+}
+
+fn describe_own(record: &Record, doc: &Document) -> String {
+    let subject = record.event.subject;
+    let name = peers(doc)
+        .ok()
+        .and_then(|e| e.into_iter().find(|p| p.public_key == subject))
+        .map(|p| p.display_name().to_string())
+        .unwrap_or_else(|| subject.to_string());
+    match &record.event.change {
+        Change::Intro(intro) if intro.sign_key.is_some() => {
+            format!("membership: introducing peer {name} (with its signing key) to the mesh")
+        }
+        Change::Intro(_) => format!("membership: introducing peer {name} to the mesh"),
+        Change::Removal => format!("membership: announcing the removal of peer {name}"),
+    }
+}
+
+/// The config's peers as the book sees them (relayed peers too, so one
+/// that moves behind a relay is not taken for removed).
+fn members(doc: &Document) -> Result<Vec<Member>> {
+    let entries = peers(doc)?;
+    let mut members = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let address: Option<IpAddr> = entry
+            .allowed_ips
+            .iter()
+            .find(|n| n.prefix_len() == n.max_prefix_len())
+            .map(|n| n.addr());
+        members.push(Member {
+            key: entry.public_key,
+            name: entry.name.as_ref().and_then(|n| n.as_peer_name()),
+            address,
+            endpoint: entry.endpoint.as_ref().and_then(|e| e.parsed()),
+            introduced: is_introduced(doc, &entry.public_key),
+        });
+        for relayed in &entry.relayed {
+            members.push(Member {
+                key: relayed.public_key,
+                name: None,
+                address: None,
+                endpoint: None,
+                introduced: false,
+            });
+        }
+    }
+    Ok(members)
+}
+
+/// Add an introduced peer: lock, re-read, plan again, commit.
+fn commit_introduction(ctx: &Context, intro: &Introduction) -> Result<&'static str> {
+    let (_lock, mut node) = ctx.lock_and_load()?;
+    let own = Own::of(&node)?;
+    let doc = node.take_conf()?;
+    match introduce(doc, &own, intro)? {
+        Introduced::Known => Ok("already there"),
+        Introduced::Add(new_doc, delta) => {
+            Ok(commit(&node, &new_doc, &[delta], ctx.device().as_ref())?.describe())
+        }
+    }
+}
+
+/// Remove an introduced peer: lock, re-read, plan again, commit.
+fn commit_removal(ctx: &Context, key: &PublicKey) -> Result<(String, &'static str)> {
+    let (_lock, mut node) = ctx.lock_and_load()?;
+    let doc = node.take_conf()?;
+    match remove_introduced(doc, key)? {
+        None => Ok((key.to_string(), "already gone")),
+        Some((new_doc, delta, name)) => Ok((
+            name,
+            commit(&node, &new_doc, &[delta], ctx.device().as_ref())?.describe(),
+        )),
+    }
+}
+
+/// A mesh of agents in memory: real config dirs (temp dirs, the `none`
+/// service, so commits change files only), records and hellos passed
+/// between nodes that have each other as peers (as the tunnel would).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Env;
+    use crate::store::Change;
+    use crate::types::PrivateKey;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    struct Node {
+        name: String,
+        ctx: Context,
+        key: PublicKey,
+        ip: String,
+        agent: Membership,
+        _dir: tempfile::TempDir,
+    }
+
+    fn node(name: &str, ip: &str, accept: bool) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let paths = Paths::new(dir.path().to_path_buf(), "wg0".parse().unwrap());
+        let private = PrivateKey::generate();
+        let key = private.public_key();
+        let mut change = Change::new();
+        paths.write_keys(&mut change, &private);
+        change.write("address", format!("{ip}/24\n"));
+        let accept_line = if accept {
+            "# AcceptIntroductions = true\n"
+        } else {
+            ""
+        };
+        change.write(
+            "wg0.conf",
+            format!(
+                "[Interface]\n{accept_line}Address = {ip}/24\nListenPort = 51820\nPrivateKey = {}\n",
+                private.expose_base64()
+            ),
+        );
+        crate::store::apply(dir.path(), &change).unwrap();
+        let env = Env {
+            service: Some("none".into()),
+            ..Env::default()
+        };
+        Node {
+            name: name.into(),
+            ctx: Context::new(paths, None, false, env).unwrap(),
+            key,
+            ip: ip.into(),
+            agent: Membership::default(),
+            _dir: dir,
+        }
+    }
+
+    fn conf(node: &Node) -> String {
+        std::fs::read_to_string(node.ctx.paths.conf()).unwrap()
+    }
+
+    fn peer_keys(node: &Node) -> Vec<PublicKey> {
+        let doc = Document::parse(&conf(node)).unwrap();
+        peers(&doc).unwrap().iter().map(|p| p.public_key).collect()
+    }
+
+    /// `add-peer` of `other` on `node`, as a human pastes its line.
+    fn paste(node: &Node, other: &Node) {
+        let (_lock, mut loaded) = node.ctx.lock_and_load().unwrap();
+        let own = Own::of(&loaded).unwrap();
+        let doc = loaded.take_conf().unwrap();
+        let request = crate::plan::AddPeer {
+            name: other.name.parse().unwrap(),
+            endpoint: format!("192.0.2.{}:51820", other.ip.rsplit('.').next().unwrap())
+                .parse()
+                .unwrap(),
+            public_key: other.key,
+            peer_ip: other.ip.parse().unwrap(),
+            extra_allowed_ips: None,
+            keepalive: None,
+        };
+        let (new_doc, delta, _) = crate::plan::add_peer(doc, &own, &request).unwrap();
+        commit(&loaded, &new_doc, &[delta], node.ctx.device().as_ref()).unwrap();
+    }
+
+    fn remove(node: &Node, other: &Node) {
+        let (_lock, mut loaded) = node.ctx.lock_and_load().unwrap();
+        let doc = loaded.take_conf().unwrap();
+        let (new_doc, delta, _) =
+            crate::plan::remove_peer(doc, &crate::types::PeerSelector::Key(other.key)).unwrap();
+        commit(&loaded, &new_doc, &[delta], node.ctx.device().as_ref()).unwrap();
+    }
+
+    /// Whether a datagram from `a` reaches `b`'s agent: both must have the
+    /// other as a peer (WireGuard, then the link's sender check).
+    fn linked(nodes: &[Node], a: usize, b: usize) -> bool {
+        peer_keys(&nodes[a]).contains(&nodes[b].key) && peer_keys(&nodes[b]).contains(&nodes[a].key)
+    }
+
+    /// Passes, hellos and records until nothing is sent any more. Returns
+    /// the rounds it took.
+    fn run(nodes: &mut [Node], now: &mut u64) -> usize {
+        let log = Log::new(false);
+        for round in 1..50 {
+            *now += RESEND_EVERY_MS + 1;
+            let mut queue: Vec<(usize, PublicKey, WireRecord)> = Vec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                for (to, wire) in n.agent.pass(&n.ctx, &log, *now).unwrap() {
+                    queue.push((i, to, wire));
+                }
+            }
+            // Hellos to every configured peer.
+            let mut sent = 0;
+            for i in 0..nodes.len() {
+                let (sk, digest) = nodes[i].agent.hello();
+                for j in 0..nodes.len() {
+                    if i == j || !linked(nodes, i, j) {
+                        continue;
+                    }
+                    let from = nodes[i].key;
+                    let out =
+                        nodes[j]
+                            .agent
+                            .on_hello(from, sk.as_deref(), digest.as_deref(), *now, &log);
+                    sent += out.len();
+                    queue.extend(out.into_iter().map(|(to, w)| (j, to, w)));
+                }
+            }
+            while let Some((from, to, wire)) = queue.pop() {
+                let Some(j) = nodes.iter().position(|n| n.key == to) else {
+                    continue;
+                };
+                if !linked(nodes, from, j) {
+                    continue;
+                }
+                sent += 1;
+                let from_key = nodes[from].key;
+                let target = &mut nodes[j];
+                let out = target
+                    .agent
+                    .on_record(&target.ctx, from_key, &wire, *now, &log);
+                queue.extend(out.into_iter().map(|(to, w)| (j, to, w)));
+            }
+            if sent == 0 {
+                return round;
+            }
+        }
+        panic!("the mesh did not settle in 50 rounds");
+    }
+
+    fn full_mesh(nodes: &[Node]) -> bool {
+        (0..nodes.len()).all(|i| (0..nodes.len()).all(|j| i == j || linked(nodes, i, j)))
+    }
+
+    #[test]
+    fn a_newcomer_joins_with_one_exchange_and_a_removal_spreads() {
+        let mut nodes: Vec<Node> = (1..=4)
+            .map(|i| node(&format!("m{i}"), &format!("10.15.0.{i}"), true))
+            .collect();
+        for i in 0..nodes.len() {
+            for j in 0..nodes.len() {
+                if i != j {
+                    paste(&nodes[i], &nodes[j]);
+                }
+            }
+        }
+        let mut now = NOW;
+        run(&mut nodes, &mut now);
+        assert!(full_mesh(&nodes));
+        // The newcomer and one member exchange lines.
+        nodes.push(node("newcomer", "10.15.0.50", true));
+        paste(&nodes[4], &nodes[0]);
+        paste(&nodes[0], &nodes[4]);
+        run(&mut nodes, &mut now);
+        assert!(full_mesh(&nodes), "{}", conf(&nodes[4]));
+        assert!(
+            conf(&nodes[2]).contains("# Source = introduced by m1\n"),
+            "{}",
+            conf(&nodes[2])
+        );
+        assert!(
+            conf(&nodes[4]).contains("# Source = introduced by"),
+            "{}",
+            conf(&nodes[4])
+        );
+        // m1 removes the newcomer: every member that was introduced to it
+        // removes it too.
+        remove(&nodes[0], &nodes[4]);
+        run(&mut nodes, &mut now);
+        for n in &nodes[..4] {
+            assert!(
+                !peer_keys(n).contains(&nodes[4].key),
+                "{}: {}",
+                n.name,
+                conf(n)
+            );
+        }
+        // Hand-added peers stay: the newcomer still has m1.
+        assert!(peer_keys(&nodes[4]).contains(&nodes[0].key));
+    }
+
+    #[test]
+    fn a_member_that_was_away_catches_up_and_manual_nodes_change_nothing() {
+        let mut nodes: Vec<Node> = (1..=3)
+            .map(|i| node(&format!("m{i}"), &format!("10.15.0.{i}"), i != 3))
+            .collect();
+        for i in 0..3 {
+            for j in 0..3 {
+                if i != j {
+                    paste(&nodes[i], &nodes[j]);
+                }
+            }
+        }
+        let mut now = NOW;
+        run(&mut nodes, &mut now);
+        // m2 is away (its agent gets nothing) while the newcomer joins.
+        let away = nodes.remove(1);
+        nodes.push(node("newcomer", "10.15.0.50", true));
+        paste(&nodes[2], &nodes[0]);
+        paste(&nodes[0], &nodes[2]);
+        run(&mut nodes, &mut now);
+        // m3 accepts nothing: it knows of the newcomer, its config is as it was.
+        assert!(!peer_keys(&nodes[1]).contains(&nodes[2].key));
+        assert!(nodes[1].agent.book.events.contains_key(&nodes[2].key));
+        // m2 comes back and catches up from the others.
+        nodes.insert(1, away);
+        run(&mut nodes, &mut now);
+        assert!(
+            peer_keys(&nodes[1]).contains(&nodes[3].key),
+            "{}",
+            conf(&nodes[1])
+        );
+        // A restarted agent keeps its book.
+        let n = &nodes[1];
+        n.agent.save(&n.ctx.paths).unwrap();
+        let loaded = Membership::load(&n.ctx.paths);
+        assert_eq!(loaded.book.events, n.agent.book.events);
+        assert_eq!(loaded.book.pins, n.agent.book.pins);
+        assert_eq!(loaded.book.present, n.agent.book.present);
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(path(&n.ctx.paths)).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_hostile_member_cannot_change_a_peer_or_this_node() {
+        let mut nodes: Vec<Node> = (1..=3)
+            .map(|i| node(&format!("m{i}"), &format!("10.15.0.{i}"), true))
+            .collect();
+        for i in 0..3 {
+            for j in 0..3 {
+                if i != j {
+                    paste(&nodes[i], &nodes[j]);
+                }
+            }
+        }
+        let mut now = NOW;
+        run(&mut nodes, &mut now);
+        let before = conf(&nodes[0]);
+        // m2's signing key, used by a hostile m2.
+        let m2_private: PrivateKey = std::fs::read_to_string(nodes[1].ctx.paths.private_key())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let hostile = SigningIdentity::derive(&m2_private);
+        let log = Log::new(false);
+        let stranger: PublicKey = crate::plan::fixtures::KEY_C.parse().unwrap();
+        let forged = |subject: PublicKey, name: &str, ip: &str, removal: bool| {
+            let change = if removal {
+                crate::membership::record::Change::Removal
+            } else {
+                crate::membership::record::Change::Intro(crate::membership::record::Intro {
+                    name: name.parse().unwrap(),
+                    address: ip.parse().unwrap(),
+                    endpoint: None,
+                    sign_key: None,
+                })
+            };
+            WireRecord::from_record(&hostile.sign(&crate::membership::record::Event {
+                subject,
+                change,
+                origin: hostile.wg_key(),
+                at: now + 1,
+            }))
+        };
+        let attacks = [
+            // m3 moved to another address, m3's address for a stranger,
+            // this node's address, this node removed, m3 (added by hand) removed.
+            forged(nodes[2].key, "m3", "10.15.0.33", false),
+            forged(stranger, "evil", "10.15.0.3", false),
+            forged(stranger, "evil", "10.15.0.1", false),
+            forged(stranger, "m3", "10.15.0.77", false),
+            forged(nodes[0].key, "m1", "10.15.0.1", true),
+            forged(nodes[2].key, "m3", "10.15.0.3", true),
+        ];
+        let m2 = nodes[1].key;
+        for attack in &attacks {
+            let target = &mut nodes[0];
+            target.agent.on_record(&target.ctx, m2, attack, now, &log);
+        }
+        assert_eq!(conf(&nodes[0]), before);
+        // A bad signature and a route claim do not even reach the book.
+        let mut bad = forged(stranger, "evil", "10.15.0.9", false);
+        bad.at += 1;
+        let target = &mut nodes[0];
+        target.agent.on_record(&target.ctx, m2, &bad, now, &log);
+        let mut wide = forged(stranger, "evil", "10.15.0.9", false);
+        wide.ip = Some("10.15.0.0/24".into());
+        target.agent.on_record(&target.ctx, m2, &wide, now, &log);
+        assert_eq!(target.agent.counters.get("bad_signature"), Some(&1));
+        assert_eq!(target.agent.counters.get("malformed"), Some(&1));
+        assert_eq!(conf(&nodes[0]), before);
+    }
+}
