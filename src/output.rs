@@ -308,6 +308,21 @@ pub fn status_table(report: &StatusReport, colour: bool) -> String {
     }
     for learned in &report.agent.learned_endpoints {
         let name = learned.peer.as_deref().unwrap_or(&learned.public_key);
+        if learned.from.is_some() {
+            let configured = if learned.configured.is_empty() {
+                "no endpoint"
+            } else {
+                &learned.configured
+            };
+            let _ = writeln!(
+                out,
+                "  {name}: endpoint {} set by the agent {} ago, introduced by {} (it was stale; the config keeps {configured})",
+                learned.address,
+                human_duration(learned.secs_ago),
+                learned.source,
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "  {name}: endpoint {} set by the agent {} ago from DNS {} ({})",
@@ -423,5 +438,73 @@ mod tests {
         assert!(text.contains("enterprise: stale: why"));
         assert!(text.contains("  agent: not running\n"), "{text}");
         assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn the_agent_shows_its_socket_drops_and_introduced_endpoints() {
+        use crate::agent::state::{AgentHeardView, AgentView, LearnedEndpoint, LinkStatus};
+        let agent = AgentView {
+            running: true,
+            pid: Some(7),
+            last_pass_secs_ago: Some(3),
+            interval_secs: Some(30),
+            learned_endpoints: vec![LearnedEndpoint {
+                peer: Some("bravo".into()),
+                public_key: "B".into(),
+                address: "203.0.113.3:51820".parse().unwrap(),
+                source: "peer pegasus".into(),
+                from: Some("P".into()),
+                configured: "203.0.113.250:51820".into(),
+                reason: crate::agent::endpoints::Reason::Stale,
+                secs_ago: 12,
+            }],
+            agents_heard: vec![AgentHeardView {
+                peer: Some("pegasus".into()),
+                public_key: "P".into(),
+                secs_ago: 1,
+                relay: false,
+            }],
+            link: LinkStatus {
+                listening: Some("10.15.0.2:51871".parse().unwrap()),
+                accepted: 9,
+                dropped: [("malformed".to_string(), 2)].into_iter().collect(),
+            },
+        };
+        assert_eq!(
+            agent_text(&agent),
+            "running (pid 7), last pass 3s ago, a pass every 30 s, listening on 10.15.0.2:51871, agents heard: 1, messages dropped: 2 malformed"
+        );
+        let report = StatusReport {
+            interface: "wg0".into(),
+            state: "up",
+            backend: Some("userspace"),
+            address: None,
+            public_key: None,
+            listen_port: None,
+            notes: vec![],
+            peers: vec![PeerStatus {
+                name: Some("bravo".into()),
+                public_key: "B".into(),
+                endpoint: Some("203.0.113.3:51820".into()),
+                allowed_ips: vec!["10.15.0.3/32".into()],
+                latest_handshake_secs_ago: Some(2),
+                rx_bytes: Some(1),
+                tx_bytes: Some(1),
+                keepalive: Some(25),
+                preshared_key: false,
+                in_config: true,
+                live: true,
+                health: Health::Ok,
+                note: None,
+                via: None,
+                relay_candidates: vec![],
+            }],
+            agent,
+        };
+        let text = status_table(&report, false);
+        assert!(
+            text.contains("  bravo: endpoint 203.0.113.3:51820 set by the agent 12s ago, introduced by peer pegasus (it was stale; the config keeps 203.0.113.250:51820)"),
+            "{text}"
+        );
     }
 }

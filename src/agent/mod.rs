@@ -13,6 +13,7 @@
 //! waits. No async runtime: a few threads, blocking calls with deadlines.
 
 pub mod endpoints;
+pub mod hints;
 pub mod link;
 pub mod protocol;
 // Not wired into the loop yet: it needs the agents' protocol (`hello`
@@ -193,7 +194,6 @@ pub enum Event {
 /// old: the staleness threshold of endpoints, so a peer with the longest
 /// interval (3600 s is allowed, 30 s the default) is not forgotten between
 /// two of its passes when it runs at the default.
-#[allow(dead_code, reason = "for hints and autorelay, which land next")]
 pub const HEARD_WITHIN: Duration = endpoints::STALE_AFTER;
 
 /// Run in the foreground until SIGTERM or SIGINT.
@@ -205,7 +205,7 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
     let _running = state::Running::claim(&ctx.paths)?;
     let (events, inbox) = mpsc::channel::<Event>();
     signals.forward(events.clone())?;
-    let mut talk = Talk::new(events);
+    let mut talk = Talk::new(events, interval);
     let mut knowledge = state::load(&ctx.paths)
         .map(|s| Knowledge::from_state(&s))
         .unwrap_or_default();
@@ -248,15 +248,26 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
         }
         let deadline = Instant::now() + interval;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match inbox.recv_timeout(left) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Introductions may want to act before the next pass.
+            let due = knowledge.hints.due();
+            if due.is_some_and(|due| due <= now) {
+                let actions = knowledge.hints.tick(SystemTime::now(), now);
+                talk.act(ctx, &mut knowledge, actions, log);
+                continue;
+            }
+            let until = due.map_or(deadline, |due| due.min(deadline));
+            match inbox.recv_timeout(until.saturating_duration_since(now)) {
                 Ok(Event::Signal(signal)) => {
                     log.line(&format!("stopping on {}", signal_name(signal)));
                     return Ok(());
                 }
                 Ok(Event::Message(incoming)) => talk.receive(&mut knowledge, incoming, log),
                 // The loop holds a sender itself: only the timeout is left.
-                Err(_) => break,
+                Err(_) => {}
             }
         }
     }
@@ -266,18 +277,26 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
 /// opened again, as the interface comes and goes) and what it heard.
 struct Talk {
     link: Option<link::Link>,
+    interval: Duration,
+    /// What this node's `hello` says: it relays (`relay-enable`).
+    relay: bool,
     counters: Arc<link::Counters>,
     events: mpsc::Sender<Event>,
     /// Why the socket cannot be opened, said once until it changes.
     problem: Option<String>,
     /// Peer names from the config, for the log.
     names: HashMap<PublicKey, String>,
+    /// Each configured peer's agent address.
+    agents: HashMap<PublicKey, SocketAddr>,
 }
 
 impl Talk {
-    fn new(events: mpsc::Sender<Event>) -> Talk {
+    fn new(events: mpsc::Sender<Event>, interval: Duration) -> Talk {
         Talk {
             link: None,
+            interval,
+            relay: false,
+            agents: HashMap::new(),
             counters: Arc::default(),
             events,
             problem: None,
@@ -308,6 +327,10 @@ impl Talk {
             .iter()
             .map(|e| (e.public_key, e.display_name().to_string()))
             .collect();
+        self.agents = entries
+            .iter()
+            .filter_map(|e| Some((e.public_key, link::agent_address(e)?)))
+            .collect();
         knowledge
             .agents
             .retain(|key, _| self.names.contains_key(key));
@@ -330,14 +353,134 @@ impl Talk {
                 return Ok(());
             }
         }
-        let relay = node.conf.as_ref().is_some_and(crate::plan::hooks::enabled);
-        let hello = protocol::Message::Hello { relay };
-        for entry in &entries {
-            if let Some(to) = link::agent_address(entry) {
-                self.send(to, &hello);
+        self.relay = node.conf.as_ref().is_some_and(crate::plan::hooks::enabled);
+        let hello = protocol::Message::Hello { relay: self.relay };
+        for to in self.agents.values() {
+            self.send(*to, &hello);
+        }
+        // Introductions, for the peers that are live.
+        let Some(live) = ctx.device().live()? else {
+            return Ok(());
+        };
+        let unix_now = state::unix_now();
+        let views: Vec<hints::PeerView> = entries
+            .iter()
+            .filter_map(|e| {
+                let peer = live.peers.iter().find(|p| p.public_key == e.public_key)?;
+                Some(hints::PeerView {
+                    key: e.public_key,
+                    configured: e
+                        .endpoint
+                        .as_ref()
+                        .and_then(|w| w.as_written().parse().ok()),
+                    live_endpoint: peer.endpoint,
+                    last_handshake: peer.last_handshake,
+                    agent_heard: knowledge
+                        .agent_heard(&e.public_key, unix_now, HEARD_WITHIN)
+                        .is_some(),
+                })
+            })
+            .collect();
+        let actions = knowledge.hints.pass(
+            &views,
+            SystemTime::now(),
+            Instant::now(),
+            self.interval,
+            unix_now,
+        );
+        self.act(ctx, knowledge, actions, log);
+        Ok(())
+    }
+
+    fn name(&self, key: &PublicKey) -> String {
+        self.names
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.to_string())
+    }
+
+    /// Carry out what introductions decided.
+    fn act(
+        &self,
+        ctx: &Context,
+        knowledge: &mut Knowledge,
+        actions: Vec<hints::Action>,
+        log: &Log,
+    ) {
+        for action in actions {
+            match action {
+                hints::Action::Ask { about, to } => {
+                    let question = protocol::Message::Where {
+                        key: protocol::Key(about),
+                    };
+                    let sent = to
+                        .iter()
+                        .filter_map(|k| self.agents.get(k))
+                        .filter(|address| self.send(**address, &question))
+                        .count();
+                    let asked: Vec<String> = to.iter().map(|k| self.name(k)).collect();
+                    log.line(&format!(
+                        "peer {}: stale: asked {sent} peer(s) where they see it ({})",
+                        self.name(&about),
+                        asked.join(", ")
+                    ));
+                }
+                hints::Action::Try { peer, offer } => {
+                    let from = offer.from.map_or("the config".to_string(), |k| {
+                        format!("peer {}", self.name(&k))
+                    });
+                    let seen = offer
+                        .handshake_secs
+                        .map(|s| format!(", handshake {s} s ago there"))
+                        .unwrap_or_default();
+                    match apply_hint(ctx, peer, offer.endpoint) {
+                        Ok(true) => {
+                            // A packet for the peer makes WireGuard start a
+                            // handshake through the new endpoint now.
+                            if let Some(address) = self.agents.get(&peer) {
+                                self.send(
+                                    *address,
+                                    &protocol::Message::Hello { relay: self.relay },
+                                );
+                            }
+                            log.line(&format!(
+                                "peer {}: trying endpoint {} (from {from}{seen})",
+                                self.name(&peer),
+                                offer.endpoint
+                            ));
+                        }
+                        Ok(false) => knowledge.hints.abandon(&peer),
+                        Err(e) => {
+                            knowledge.hints.abandon(&peer);
+                            log.line(&format!(
+                                "peer {}: cannot set endpoint {}: {e}",
+                                self.name(&peer),
+                                offer.endpoint
+                            ));
+                        }
+                    }
+                }
+                hints::Action::Kept {
+                    peer,
+                    address,
+                    from,
+                } => {
+                    let from = from.map_or("the config".to_string(), |k| {
+                        format!("peer {}", self.name(&k))
+                    });
+                    log.line(&format!(
+                        "peer {}: endpoint {address} (from {from}) completed a handshake: kept live, the config is unchanged",
+                        self.name(&peer)
+                    ));
+                }
+                hints::Action::GaveUp { peer, offer } => log.line(&format!(
+                    "peer {}: no handshake through {} within {} s",
+                    self.name(&peer),
+                    offer.endpoint,
+                    hints::try_for(self.interval).as_secs()
+                )),
             }
         }
-        Ok(())
     }
 
     /// Send to a peer's agent; a failure is not worth a log line (the peer
@@ -411,9 +554,37 @@ impl Talk {
             }
             // Answered by the receive thread; never delivered.
             protocol::Message::Where { .. } => {}
-            protocol::Message::Seen { .. } => {}
+            protocol::Message::Seen {
+                key,
+                endpoint,
+                handshake_secs,
+            } => knowledge
+                .hints
+                .seen(incoming.from, key.0, endpoint, handshake_secs),
         }
     }
+}
+
+/// Make `address` the peer's live endpoint: under the lock, after reading
+/// the config again; only a peer that is still configured and live is
+/// touched (`Ok(false)`: it is not), and only its live endpoint changes.
+fn apply_hint(ctx: &Context, peer: PublicKey, address: SocketAddr) -> Result<bool> {
+    let (_lock, node) = ctx.lock_and_load()?;
+    if !node.peers()?.iter().any(|e| e.public_key == peer) {
+        return Ok(false);
+    }
+    let device = ctx.device();
+    let still_live = device
+        .live()?
+        .is_some_and(|l| l.peers.iter().any(|p| p.public_key == peer));
+    if !still_live {
+        return Ok(false);
+    }
+    device.apply(&[crate::plan::Delta::SetEndpoint {
+        public_key: peer,
+        address,
+    }])?;
+    Ok(true)
 }
 
 /// This node's VPN address: the first address of the config's
@@ -522,6 +693,10 @@ fn pass(ctx: &Context, knowledge: &mut Knowledge, log: &Log) -> Result<()> {
         let Some(peer) = live_peers.get(key) else {
             continue;
         };
+        // An introduced endpoint is being tried: not now.
+        if knowledge.hints.trying(key) {
+            continue;
+        }
         let seen = Observation {
             public_key: *key,
             configured: configured.clone(),

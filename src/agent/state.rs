@@ -128,6 +128,16 @@ pub struct State {
     /// The agents' socket and what came in on it.
     #[serde(default)]
     pub link: LinkStatus,
+    /// Endpoints learned from other peers (introductions) and kept.
+    #[serde(default)]
+    pub introduced: Vec<IntroducedState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntroducedState {
+    pub public_key: String,
+    #[serde(flatten)]
+    pub introduced: super::hints::Introduced,
 }
 
 /// What this agent heard from a peer's agent.
@@ -179,6 +189,8 @@ pub struct Knowledge {
     pub agents: HashMap<PublicKey, Heard>,
     /// The socket's status, refreshed by the loop before each save.
     pub link: LinkStatus,
+    /// Introductions: chases of stale peers, endpoints learned from peers.
+    pub hints: super::hints::Hints,
 }
 
 impl Knowledge {
@@ -196,7 +208,6 @@ impl Knowledge {
 
     /// The peer's agent, if it said `hello` within `within` of `now`
     /// (unix seconds).
-    #[allow(dead_code, reason = "for hints and autorelay, which land next")]
     pub fn agent_heard(&self, key: &PublicKey, now: u64, within: Duration) -> Option<Heard> {
         self.agents
             .get(key)
@@ -210,6 +221,11 @@ impl Knowledge {
         for agent in &state.agents {
             if let Ok(key) = agent.public_key.parse::<PublicKey>() {
                 knowledge.agents.insert(key, agent.heard);
+            }
+        }
+        for introduced in &state.introduced {
+            if let Ok(key) = introduced.public_key.parse::<PublicKey>() {
+                knowledge.hints.learned.insert(key, introduced.introduced);
             }
         }
         for peer in &state.peers {
@@ -251,6 +267,16 @@ impl Knowledge {
             })
             .collect();
         agents.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        let mut introduced: Vec<IntroducedState> = self
+            .hints
+            .learned
+            .iter()
+            .map(|(key, introduced)| IntroducedState {
+                public_key: key.to_string(),
+                introduced: *introduced,
+            })
+            .collect();
+        introduced.sort_by(|a, b| a.public_key.cmp(&b.public_key));
         State {
             version: VERSION,
             pid,
@@ -259,6 +285,7 @@ impl Knowledge {
             peers,
             agents,
             link: self.link.clone(),
+            introduced,
         }
     }
 }
@@ -326,9 +353,15 @@ pub struct LearnedEndpoint {
     pub peer: Option<String>,
     pub public_key: String,
     pub address: SocketAddr,
-    /// `dns`: resolved from the configured endpoint.
-    pub source: &'static str,
-    /// The configured endpoint it was resolved from.
+    /// `dns`: resolved from the configured endpoint; `peer NAME`: reported
+    /// by that peer (introductions) and kept because it completed a
+    /// handshake.
+    pub source: String,
+    /// The key of the peer that reported it (source `peer NAME`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The configured endpoint it was resolved from (source `dns`), or the
+    /// one the config keeps (source `peer`: empty when none).
     pub configured: String,
     pub reason: Reason,
     pub secs_ago: u64,
@@ -358,12 +391,27 @@ pub fn observe(paths: &Paths) -> AgentView {
                     peer: None,
                     public_key: p.public_key,
                     address: learned.address,
-                    source: "dns",
+                    source: "dns".into(),
+                    from: None,
                     configured: learned.configured,
                     reason: learned.reason,
                     secs_ago: now.saturating_sub(learned.at),
                 })
             })
+            .chain(state.introduced.into_iter().map(|i| {
+                let from = i.introduced.from.to_string();
+                LearnedEndpoint {
+                    peer: None,
+                    public_key: i.public_key,
+                    address: i.introduced.address,
+                    source: format!("peer {from}"),
+                    from: Some(from),
+                    configured: String::new(),
+                    // Tried because the peer was stale.
+                    reason: Reason::Stale,
+                    secs_ago: now.saturating_sub(i.introduced.at),
+                }
+            }))
             .collect(),
         agents_heard: state
             .agents
@@ -445,6 +493,65 @@ mod tests {
         assert_eq!(learned.public_key, KEY_A);
         assert_eq!(learned.address.to_string(), "203.0.113.202:51820");
         assert_eq!(learned.configured, "enterprise.lab:51820");
+    }
+
+    #[test]
+    fn introduced_endpoints_and_heard_agents_are_saved_and_shown() {
+        use crate::plan::fixtures::KEY_B;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let mut knowledge = Knowledge::default();
+        let (a, b): (PublicKey, PublicKey) = (KEY_A.parse().unwrap(), KEY_B.parse().unwrap());
+        knowledge.hints.learned.insert(
+            a,
+            crate::agent::hints::Introduced {
+                address: "203.0.113.3:51820".parse().unwrap(),
+                from: b,
+                at: 1990,
+            },
+        );
+        knowledge.agents.insert(
+            b,
+            Heard {
+                at: 1995,
+                relay: true,
+            },
+        );
+        let state = knowledge.to_state(42, Duration::from_secs(30), 2000);
+        save(&paths, &state).unwrap();
+        let loaded = load(&paths).unwrap();
+        assert_eq!(loaded, state);
+        let rebuilt = Knowledge::from_state(&loaded);
+        assert_eq!(rebuilt.hints.learned, knowledge.hints.learned);
+        assert_eq!(rebuilt.agents, knowledge.agents);
+        assert_eq!(
+            rebuilt.agent_heard(&b, 2000, Duration::from_secs(5)),
+            Some(Heard {
+                at: 1995,
+                relay: true
+            })
+        );
+        assert_eq!(rebuilt.agent_heard(&b, 2001, Duration::from_secs(5)), None);
+        let view = observe(&paths);
+        let learned = &view.learned_endpoints[0];
+        assert_eq!(learned.source, format!("peer {KEY_B}"));
+        assert_eq!(learned.from.as_deref(), Some(KEY_B));
+        assert_eq!(view.agents_heard[0].public_key, KEY_B);
+        assert!(view.agents_heard[0].relay);
+    }
+
+    #[test]
+    fn a_state_file_from_before_the_protocol_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        std::fs::write(
+            state_path(&paths),
+            r#"{"version":1,"pid":7,"interval_secs":30,"last_pass":5,"peers":[]}"#,
+        )
+        .unwrap();
+        let state = load(&paths).unwrap();
+        assert!(state.agents.is_empty() && state.introduced.is_empty());
+        assert_eq!(state.link, LinkStatus::default());
     }
 
     #[test]

@@ -82,11 +82,18 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
 /// The agent's state, with peer names from the config.
 fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::AgentView {
     let mut view = crate::agent::state::observe(&ctx.paths);
+    let entry = |key: &str| entries.iter().find(|e| e.public_key.to_string() == key);
     for learned in &mut view.learned_endpoints {
-        learned.peer = entries
-            .iter()
-            .find(|e| e.public_key.to_string() == learned.public_key)
-            .and_then(|e| e.name.as_ref().map(ToString::to_string));
+        let own = entry(&learned.public_key);
+        learned.peer = own.and_then(|e| e.name.as_ref().map(ToString::to_string));
+        if let Some(from) = &learned.from {
+            let name = entry(from).and_then(|e| e.name.as_ref().map(ToString::to_string));
+            learned.source = format!("peer {}", name.as_deref().unwrap_or(from));
+            learned.configured = own
+                .and_then(|e| e.endpoint.as_ref())
+                .map(|w| w.as_written().to_string())
+                .unwrap_or_default();
+        }
     }
     for heard in &mut view.agents_heard {
         heard.peer = entries

@@ -3,7 +3,9 @@
 //! A [`Lab`] is a small "internet": one bridge namespace plays the public
 //! network (203.0.113.0/24 and fd00:203::/64), [`Lab::public_host`] plugs a
 //! host straight into it and [`Lab::host_behind_nat`] puts a host on a private
-//! LAN behind its own NAT router. Every host gets its own network, mount and
+//! LAN behind its own NAT router. A router drops unsolicited input on its
+//! public side, as home routers do (see `Lab::add_router` for why that
+//! matters to hole punching). Every host gets its own network, mount and
 //! UTS namespaces, so each one has a private `/run` (wireguard-go's sockets),
 //! `/etc/wireguard`, `/etc/hosts` and hostname.
 //!
@@ -189,8 +191,23 @@ impl Lab {
         Host::new(name, &ns, holder, public, local, None)
     }
 
-    /// A NAT router: `wan0` on the public segment, forwarding on, and the
-    /// MASQUERADE rule that makes it a cone or a symmetric NAT.
+    /// A NAT router: `wan0` on the public segment, forwarding on, the
+    /// MASQUERADE rule that makes it a cone or a symmetric NAT, and the
+    /// input filter of a home router.
+    ///
+    /// The filter (unsolicited input on `wan0` dropped, replies accepted:
+    /// OpenWrt's default wan zone, and what every home router does) is
+    /// not decoration. Without it, a peer's unsolicited handshake to this
+    /// router's public port goes to the router's own INPUT, where conntrack
+    /// confirms an entry for it before the UDP socket lookup fails. When
+    /// the host behind the router then sends to that peer, MASQUERADE finds
+    /// its reply tuple taken by that entry and picks another source port,
+    /// so the peer's own NAT never sees a reply that matches: two cone-NAT
+    /// hosts with correct endpoints never meet when one starts first (seen
+    /// in the lab: `cat /proc/net/nf_conntrack` on the router shows the
+    /// confirmed entry and the remapped port). Dropped in the filter table,
+    /// the packet is gone before conntrack confirms, nothing is left
+    /// behind, and hole punching works in either order, as on real routers.
     fn add_router(&self, router: &str, ip: Ipv4Addr, octet: u8, kind: NatKind) {
         self.add_namespace(router);
         self.plug_into_bridge(router, "wan0", octet);
@@ -202,6 +219,11 @@ impl Lab {
             NatKind::Cone => in_ns(router, masquerade),
             NatKind::Symmetric => in_ns(router, &format!("{masquerade} --random-fully")),
         }
+        in_ns(
+            router,
+            "iptables -A INPUT -i wan0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        );
+        in_ns(router, "iptables -A INPUT -i wan0 -j DROP");
     }
 
     /// Links host namespace `ns` to the router's LAN K: the router is
