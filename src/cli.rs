@@ -112,6 +112,7 @@ pub enum Command {
     /// Discover the public address and how the NAT treats the listen port (STUN)
     NatCheck {
         /// STUN server HOST[:PORT]; repeat for several [default: WGP2P_STUN_SERVERS, else built-in]
+        #[allow(clippy::doc_markdown, reason = "clap's help text, shown as written")]
         #[arg(long = "stun-server", value_name = "HOST[:PORT]")]
         stun_servers: Vec<String>,
     },
@@ -140,6 +141,7 @@ pub enum Command {
     Export {
         /// This node's public endpoint for the entry (else the saved one,
         /// WGP2P_ENDPOINT, or STUN discovery)
+        #[allow(clippy::doc_markdown, reason = "clap's help text, shown as written")]
         #[arg(long, value_name = "HOST[:PORT]")]
         endpoint: Option<EndpointSpec>,
     },

@@ -153,7 +153,7 @@ impl WgDevice {
 /// Userspace when `DIR/IFACE.sock` accepts a connection (a stale socket
 /// file of a dead wireguard-go does not count), the kernel when a link of
 /// that name exists, `None` otherwise. Unlike wg(8), which also checks that
-/// the link's kind (IFLA_INFO_KIND) is `wireguard`, any link of that name
+/// the link's kind (`IFLA_INFO_KIND`) is `wireguard`, any link of that name
 /// counts here: for a link of another kind the netlink calls then fail.
 fn pick_backend(socket_dirs: &[&Path], links: &Path, iface: &InterfaceName) -> Option<Backend> {
     let sock = format!("{iface}.sock");

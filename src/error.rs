@@ -54,6 +54,10 @@ impl Error {
     }
 
     /// An I/O failure on a path, phrased as `cannot <action> <path>: <cause>`.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "takes the error it reports, so `map_err(|e| Error::io(.., e))` hands it over"
+    )]
     pub fn io(action: &str, path: &Path, err: std::io::Error) -> Error {
         Error::System(format!("cannot {action} {}: {err}", path.display()))
     }

@@ -36,7 +36,7 @@ use crate::output::human_duration;
 use crate::plan::Delta;
 use crate::types::{Endpoint, PrivateKey, PublicKey, WrittenEndpoint};
 
-/// WireGuard's REJECT_AFTER_TIME: a session older than this is dead, so a
+/// WireGuard's `REJECT_AFTER_TIME`: a session older than this is dead, so a
 /// peer without a handshake within it is stale.
 pub const STALE_AFTER_SECS: u64 = 180;
 
@@ -50,7 +50,7 @@ pub const REPAIR: &str = "`wgp2p repair`";
 /// Seconds since the peer's last handshake, `None` when there was none.
 pub fn handshake_age(peer: &LivePeer, now: SystemTime) -> Option<u64> {
     peer.last_handshake
-        .map(|t| now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0))
+        .map(|t| now.duration_since(t).map_or(0, |d| d.as_secs()))
 }
 
 /// Whether a peer with this handshake age has a live session.

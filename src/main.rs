@@ -32,7 +32,7 @@ use crate::context::{Context, Env};
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return clap_exit(e),
+        Err(e) => return clap_exit(&e),
     };
     let Some(command) = cli.command else {
         // No command: the usage, as for `help`.
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
 
 /// Help and version print as clap makes them; a usage error becomes one
 /// line (clap's own spans several, with the usage after a blank line).
-fn clap_exit(e: clap::Error) -> ExitCode {
+fn clap_exit(e: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
         e.kind(),

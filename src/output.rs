@@ -151,7 +151,7 @@ pub struct PeerStatus {
     pub relay_candidates: Vec<String>,
 }
 
-/// Colour only on a terminal, and never with NO_COLOR set.
+/// Colour only on a terminal, and never with `NO_COLOR` set.
 pub fn use_colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
@@ -167,6 +167,10 @@ pub fn human_duration(secs: u64) -> String {
 }
 
 /// `512 B`, `1.5 KiB`, `3.2 MiB`, …
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "shown with one decimal: the lost bits are far below it"
+)]
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {
@@ -210,6 +214,10 @@ fn paint(text: &str, health: Health, colour: bool) -> String {
 }
 
 /// The human `status`: a header, one table row per peer, then notes.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the table, its header and its notes read top to bottom in one place"
+)]
 pub fn status_table(report: &StatusReport, colour: bool) -> String {
     let mut out = String::new();
     let backend = report
@@ -265,8 +273,7 @@ pub fn status_table(report: &StatusReport, colour: bool) -> String {
                 handshake_text(p),
                 transfer_text(p),
                 p.keepalive
-                    .map(|k| format!("{k}s"))
-                    .unwrap_or_else(|| "off".into()),
+                    .map_or_else(|| "off".into(), |k| format!("{k}s")),
                 p.health.word().to_string(),
             ]
         })

@@ -98,7 +98,7 @@ fn lstat_at(dir: BorrowedFd, name: &str) -> std::io::Result<Option<libc::stat>> 
         libc::fstatat(
             dir.as_raw_fd(),
             c.as_ptr(),
-            &mut st,
+            &raw mut st,
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
@@ -117,7 +117,7 @@ fn fstat(fd: BorrowedFd) -> std::io::Result<libc::stat> {
     // SAFETY: as in `lstat_at`.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid fd and out pointer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
+    if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) } == 0 {
         Ok(st)
     } else {
         Err(last_os_error())
@@ -237,7 +237,7 @@ fn read_at(dir: BorrowedFd, dir_path: &Path, name: &str) -> Result<Option<Vec<u8
 /// Whether a top-level entry may be a symbolic link that is written
 /// through: a wg-quick config only.
 fn may_be_link(name: &str) -> bool {
-    !name.contains('/') && name.ends_with(".conf")
+    !name.contains('/') && Path::new(name).extension().is_some_and(|e| e == "conf")
 }
 
 /// The target of a symlinked config, checked: a regular file of ours.
@@ -476,7 +476,7 @@ fn replace_at(dir: BorrowedFd, dir_path: &Path, name: &str, contents: &[u8]) -> 
             0o600,
         ) {
             Ok(fd) => break (temp_name, fd),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("create a temporary file in", dir_path, e)),
         }
     };
@@ -562,7 +562,7 @@ fn open_sub(dir_fd: BorrowedFd, dir: &Path, sub: &str) -> Result<Option<OwnedFd>
             Ok(Some(fd))
         }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
             match lstat_at(dir_fd, sub) {
                 Ok(Some(st)) => {
                     check_stat(&path, &st, true)?;
@@ -624,7 +624,7 @@ fn remove_dir_entry(dir_fd: BorrowedFd, dir: &Path, name: &str) -> Result<()> {
         let e = last_os_error();
         if !matches!(
             e.raw_os_error(),
-            Some(libc::ENOENT) | Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
+            Some(libc::ENOENT | libc::ENOTEMPTY | libc::EEXIST)
         ) {
             return Err(Error::io("remove", &path, e));
         }

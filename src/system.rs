@@ -12,8 +12,7 @@ use crate::error::{Error, Result};
 /// Whether `program` is an executable file in a PATH directory.
 pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// Run a system command; on failure the error quotes its last stderr line.

@@ -77,11 +77,11 @@ fn adopt(corpus: &str, address: &str, b_ip: &str, adjust: impl Fn(&str) -> Strin
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&format!(
-        "\n[Peer]\n# lab peer b\nPublicKey = {}\nAllowedIPs = {b_ip}/32\nEndpoint = {}\n",
-        b_line.public_key(),
-        b.endpoint(51820)
-    ));
+    text.push_str("\n[Peer]\n# lab peer b\nPublicKey = ");
+    text.push_str(b_line.public_key());
+    text.push_str(&format!("\nAllowedIPs = {b_ip}/32\nEndpoint = "));
+    text.push_str(&b.endpoint(51820));
+    text.push('\n');
     a.run(&["mkdir", "-p", "-m", "700", "/etc/wireguard"])
         .expect_ok("mkdir");
     a.write_file(CONF, &text);
@@ -140,7 +140,7 @@ fn adopt(corpus: &str, address: &str, b_ip: &str, adjust: impl Fn(&str) -> Strin
 fn without_dns(text: &str) -> String {
     text.lines()
         .filter(|l| !l.trim_start().starts_with("DNS"))
-        .map(|l| format!("{l}\n"))
+        .flat_map(|l| [l, "\n"])
         .collect()
 }
 

@@ -198,7 +198,7 @@ fn agents_follow_dns_when_both_ends_move() {
         for (host, ip) in pair.iter().zip(ips) {
             move_host(host, ip);
         }
-        for host in pair.iter() {
+        for host in *pair {
             for (other, ip) in pair.iter().zip(ips) {
                 set_hosts_entry(host, &dns_name(other), ip);
             }

@@ -50,7 +50,7 @@ const COMMANDS: [&str; 10] = [
     "provision-peer",
 ];
 
-/// An installed node with peer alice (ALICE_KEY, 10.15.0.2) and a provisioned
+/// An installed node with peer alice (`ALICE_KEY`, 10.15.0.2) and a provisioned
 /// device `phone`.
 fn node_with_alice() -> Node {
     let node = Node::installed();

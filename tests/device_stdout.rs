@@ -14,6 +14,10 @@ use std::process::{Command, Output};
 const PEER_KEY: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
 
 /// Answer UAPI requests until the listener is dropped with the socket file.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "owns the listener: the socket stays open exactly as long as this runs"
+)]
 fn serve_fake_uapi(listener: UnixListener) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { return };
@@ -24,7 +28,7 @@ fn serve_fake_uapi(listener: UnixListener) {
         }
         // Drain the request up to its blank line.
         let mut line = String::new();
-        while reader.read_line(&mut line).map(|n| n > 1).unwrap_or(false) {
+        while reader.read_line(&mut line).is_ok_and(|n| n > 1) {
             line.clear();
         }
         let answer = if first.starts_with("get=1") {

@@ -4,7 +4,7 @@
 //! unknown keys and bad values now and then) go through
 //! `wg-quick strip FILE | wg setconf IFACE` on a real wireguard-go
 //! interface in a lab namespace, read back with `wg show IFACE dump`, and
-//! through `wgp2p status --json` (WGP2P_SERVICE=none, a config dir of their
+//! through `wgp2p status --json` (`WGP2P_SERVICE=none`, a config dir of their
 //! own). What wg refuses wgp2p must refuse; for what both accept, the peer
 //! sets (keys, allowed IPs, endpoints, preshared key present, keepalive)
 //! must be equal.
@@ -219,7 +219,7 @@ fn interface() -> impl Strategy<Value = Vec<String>> {
                     100 => (1024u16..).prop_map(|p| p.to_string()),
                     1 => Just("x".to_string()),
                     1 => Just("70000".to_string()),
-                    1 => Just("".to_string()),
+                    1 => Just(String::new()),
                 ],
             ),
         ),
@@ -388,7 +388,10 @@ fn model_peers(json: &str) -> BTreeMap<String, WgPeer> {
                 allowed_ips: nets[i].iter().filter(|n| owner[*n] == i).copied().collect(),
                 endpoint,
                 preshared_key: r["preshared_key"] == true,
-                keepalive: r["keepalive"].as_u64().map(|k| k as u16).filter(|k| *k > 0),
+                keepalive: r["keepalive"]
+                    .as_u64()
+                    .and_then(|k| u16::try_from(k).ok())
+                    .filter(|k| *k > 0),
             };
             (r["public_key"].as_str().expect("key").to_string(), peer)
         })
@@ -504,7 +507,7 @@ fn differential() {
             let chunks: Vec<_> = (0..batch_len)
                 .collect::<Vec<_>>()
                 .chunks(batch_len.div_ceil(4).max(1))
-                .map(|c| c.to_vec())
+                .map(<[usize]>::to_vec)
                 .map(|indexes| {
                     let configs = &configs;
                     let batch = &batch;

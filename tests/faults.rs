@@ -312,17 +312,19 @@ fn roster_beside(dir: &Path) {
     let own = run(dir, &["export"], "");
     assert!(own.status.success());
     let mut roster = String::from_utf8(own.stdout).unwrap();
-    roster.push_str(&format!(
-        "\n[[peer]]\nname = \"carol\"\nendpoint = \"198.51.100.4:51820\"\npublic_key = \"{KEY_B}\"\naddress = \"10.15.0.4\"\n"
-    ));
+    roster.push_str(
+        "\n[[peer]]\nname = \"carol\"\nendpoint = \"198.51.100.4:51820\"\npublic_key = \"",
+    );
+    roster.push_str(KEY_B);
+    roster.push_str("\"\naddress = \"10.15.0.4\"\n");
     fs::write(dir.parent().unwrap().join("roster.toml"), roster).unwrap();
 }
 
 const PLAIN_CONF: &str = "[Interface]\n# by hand\nAddress = 10.15.0.1/24\nListenPort = 51820\nPrivateKey = SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=\nMTU = 1380\n\n[Peer]\n# laptop\nPublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nAllowedIPs = 10.15.0.2/32\n";
 
 fn plain_wg_quick(dir: &Path) {
-    fs::create_dir_all(dir).unwrap();
     use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).unwrap();
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
     fs::write(dir.join("wg0.conf"), PLAIN_CONF).unwrap();
     fs::set_permissions(dir.join("wg0.conf"), fs::Permissions::from_mode(0o600)).unwrap();

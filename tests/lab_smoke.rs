@@ -113,7 +113,7 @@ fn wg_quick_tunnel_through_cone_nat() {
         defiant.ping("10.15.0.2", PING_TIMEOUT),
         "defiant -> voyager over the tunnel"
     );
-    let daemons = if lab::kernel_wireguard() { 0 } else { 1 };
+    let daemons = usize::from(!lab::kernel_wireguard());
     let running = defiant.wireguard_go_pids().len();
     assert_eq!(running, daemons, "wireguard-go daemons on defiant");
 }

@@ -16,9 +16,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a ping that must NOT work is given to prove it.
 const NO_PING_WINDOW: Duration = Duration::from_secs(6);
 /// First contact of a host behind a symmetric NAT: WireGuard's retry after
-/// REKEY_TIMEOUT (5 s + up to 1/3 s jitter), plus the ping itself.
+/// `REKEY_TIMEOUT` (5 s + up to 1/3 s jitter), plus the ping itself.
 const FIRST_CONTACT_THROUGH_NAT: Duration = Duration::from_secs(8);
-/// WireGuard's REJECT_AFTER_TIME: an older handshake is stale.
+/// WireGuard's `REJECT_AFTER_TIME`: an older handshake is stale.
 const STALE_AFTER_SECS: u64 = 180;
 
 /// Scenario 1: The README: three public hosts, install, paste the lines, done.

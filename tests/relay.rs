@@ -11,7 +11,7 @@ use lab::{Host, Lab, NatKind, build_mesh};
 
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// A host behind symmetric NAT makes first contact on its handshake retry
-/// (REKEY_TIMEOUT, 5 s plus jitter).
+/// (`REKEY_TIMEOUT`, 5 s plus jitter).
 const FIRST_CONTACT: Duration = Duration::from_secs(8);
 const NO_PING_WINDOW: Duration = Duration::from_secs(6);
 

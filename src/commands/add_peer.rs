@@ -1,5 +1,5 @@
 //! `add-peer`: with no arguments, print this node's line; with
-//! NAME ENDPOINT PUBLIC_KEY PEER_IP, add or update that peer live and in
+//! `NAME ENDPOINT PUBLIC_KEY PEER_IP`, add or update that peer live and in
 //! the config, without restarting the interface. With `--via RELAY`, the
 //! peer is reached through RELAY instead of a direct tunnel.
 
@@ -19,7 +19,7 @@ pub fn run(ctx: &Context, args: AddPeerArgs) -> Result<()> {
         (Some(name), Some(endpoint), Some(public_key), Some(peer_ip)) => add(
             ctx,
             args.via.as_ref(),
-            AddPeer {
+            &AddPeer {
                 name,
                 endpoint,
                 public_key,
@@ -47,7 +47,7 @@ fn print_own_line(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-fn add(ctx: &Context, via: Option<&PeerSelector>, request: AddPeer) -> Result<()> {
+fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<()> {
     ctx.require_root("add-peer")?;
     let (_lock, mut node) = ctx.lock_and_load()?;
     let own = Own::of(&node)?;
@@ -70,7 +70,7 @@ fn add(ctx: &Context, via: Option<&PeerSelector>, request: AddPeer) -> Result<()
             )
         }
         None => {
-            let (new_doc, delta, outcome) = plan::add_peer(doc, &own, &request)?;
+            let (new_doc, delta, outcome) = plan::add_peer(doc, &own, request)?;
             let verb = if outcome == Outcome::Added {
                 "added"
             } else {
@@ -84,7 +84,7 @@ fn add(ctx: &Context, via: Option<&PeerSelector>, request: AddPeer) -> Result<()
             (new_doc, deltas, format!("{verb} peer {name}"))
         }
     };
-    note_dropped_prefix(&request);
+    note_dropped_prefix(request);
     if deltas.is_empty() {
         // The config holds the line already; the device may not (drift).
         let mut keys = vec![request.public_key];

@@ -6,6 +6,10 @@ use clap::CommandFactory;
 use crate::cli::Cli;
 use crate::error::{Error, Result};
 
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "a command like the others: `commands::run` matches on one signature"
+)]
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     clap_complete::generate(
         shell,

@@ -55,8 +55,7 @@ pub fn install_commands(os_release: &str) -> Result<Vec<Vec<&'static str>>> {
         }
     }
     Err(Error::System(format!(
-        "unknown distribution {:?} (ID_LIKE {:?}): install {PACKAGES} with its package manager by hand",
-        id, like
+        "unknown distribution {id:?} (ID_LIKE {like:?}): install {PACKAGES} with its package manager by hand"
     )))
 }
 

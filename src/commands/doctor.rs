@@ -18,6 +18,10 @@ use crate::service::Kind;
 use crate::system::on_path;
 
 /// What doctor looks at, gathered once.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent yes/no facts of the host, not a state machine"
+)]
 struct Facts {
     has_wg: bool,
     has_wg_quick: bool,
@@ -50,8 +54,7 @@ fn unit_enabled(unit: &str) -> bool {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+        .is_ok_and(|s| s.success())
 }
 
 /// Networks that provisioned confs send to this node beyond its own address.
@@ -225,10 +228,8 @@ fn stale_finding(
     if let Some(relay) = candidates.iter().find(|c| c.as_str() != name)
         && entry.name.is_some()
     {
-        line.push_str(&format!(
-            ", or relay it: {}",
-            health::relay_advice(name, relay, own_name)
-        ));
+        line.push_str(", or relay it: ");
+        line.push_str(&health::relay_advice(name, relay, own_name));
     }
     line
 }
@@ -298,9 +299,9 @@ mod tests {
     fn conf(peers_: &[(&str, &str, &str)]) -> Document {
         let mut text = String::from("[Interface]\nListenPort = 51820\n");
         for (name, key, net) in peers_ {
-            text.push_str(&format!(
+            text += &format!(
                 "[Peer]\n# Name = {name}\nPublicKey = {key}\nAllowedIPs = {net}\nPersistentKeepalive = 25\n"
-            ));
+            );
         }
         Document::parse(&text).unwrap()
     }

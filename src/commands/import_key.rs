@@ -12,7 +12,7 @@ use crate::plan;
 use crate::store::Change;
 use crate::types::PrivateKey;
 
-pub fn run(ctx: &Context, argument: Option<String>) -> Result<()> {
+pub fn run(ctx: &Context, argument: Option<&str>) -> Result<()> {
     ctx.require_root("import-key")?;
     let key = read_key(argument)?;
     let (_lock, node) = ctx.lock_and_load()?;
@@ -54,9 +54,9 @@ pub fn run(ctx: &Context, argument: Option<String>) -> Result<()> {
 }
 
 /// The key from the argument, or from stdin for `-` or no argument.
-fn read_key(argument: Option<String>) -> Result<PrivateKey> {
-    let from_argument = !matches!(argument.as_deref(), None | Some("-"));
-    let text = match argument.as_deref() {
+fn read_key(argument: Option<&str>) -> Result<PrivateKey> {
+    let from_argument = !matches!(argument, None | Some("-"));
+    let text = match argument {
         None | Some("-") => {
             let mut text = String::new();
             std::io::stdin()

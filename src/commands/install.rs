@@ -22,7 +22,7 @@ use crate::types::{EndpointSpec, PrivateKey, VpnAddress};
 pub fn run(
     ctx: &Context,
     address: VpnAddress,
-    endpoint: Option<EndpointSpec>,
+    endpoint: Option<&EndpointSpec>,
     accept_introductions: bool,
 ) -> Result<()> {
     ctx.require_root("install")?;
@@ -39,7 +39,7 @@ pub fn run(
     if node.address != Some(address) {
         change.write(crate::config::node::ADDRESS, format!("{address}\n"));
     }
-    if let Some(endpoint) = &endpoint {
+    if let Some(endpoint) = endpoint {
         // Kept without a port when given without one: the line then
         // follows the listen port.
         if node.endpoint.as_ref() != Some(endpoint) {

@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
             if with_agent {
                 agent::require_systemd(ctx, "enable")?;
             }
-            install::run(ctx, address, endpoint, accept_introductions)?;
+            install::run(ctx, address, endpoint.as_ref(), accept_introductions)?;
             if with_agent {
                 agent::enable(ctx)?;
             }
@@ -48,7 +48,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Start => start_stop::start(ctx),
         Command::Stop => start_stop::stop(ctx),
         Command::Status { check } => status::run(ctx, check),
-        Command::ImportKey { key } => import_key::run(ctx, key),
+        Command::ImportKey { key } => import_key::run(ctx, key.as_deref()),
         Command::AddPeer(args) => add_peer::run(ctx, args),
         Command::RemovePeer { peer } => remove_peer::run(ctx, &peer),
         Command::Doctor => doctor::run(ctx),
@@ -82,7 +82,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
             mesh,
         } => provision_peer::run(
             ctx,
-            provision_peer::Request {
+            &provision_peer::Request {
                 name,
                 endpoint,
                 address,

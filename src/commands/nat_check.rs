@@ -32,19 +32,20 @@ pub fn run(ctx: &Context, given: &[String]) -> Result<()> {
 }
 
 fn human(report: &NatReport) -> String {
-    let mut out = String::new();
+    use std::fmt::Write;
     let public = report
         .public_ip
         .map_or("unknown".to_string(), |ip| ip.to_string());
-    out.push_str(&format!("public IP: {public}\n"));
+    // Writing into a String cannot fail.
+    let mut out = format!("public IP: {public}\n");
     if let Some(local) = report.local_addr {
-        out.push_str(&format!("local socket: {local}\n"));
+        let _ = writeln!(out, "local socket: {local}");
     }
     for m in &report.mappings {
-        out.push_str(&format!("  {} saw {}\n", m.server, m.mapped));
+        let _ = writeln!(out, "  {} saw {}", m.server, m.mapped);
     }
-    out.push_str(&format!("NAT type: {}\n", report.nat_type.as_str()));
-    out.push_str(&format!("verdict: {}\n", report.verdict));
-    out.push_str(&format!("{}\n", report.advice));
+    let _ = writeln!(out, "NAT type: {}", report.nat_type.as_str());
+    let _ = writeln!(out, "verdict: {}", report.verdict);
+    let _ = writeln!(out, "{}", report.advice);
     out
 }

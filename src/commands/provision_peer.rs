@@ -29,7 +29,7 @@ struct ConfPeer {
     allowed_ips: String,
 }
 
-pub fn run(ctx: &Context, request: Request) -> Result<()> {
+pub fn run(ctx: &Context, request: &Request) -> Result<()> {
     ctx.require_root("provision-peer")?;
     let (_lock, node) = ctx.lock_and_load()?;
     let own = Own::of(&node)?;
@@ -66,7 +66,7 @@ pub fn run(ctx: &Context, request: Request) -> Result<()> {
     if request.mesh {
         peers.extend(node.peers()?.iter().filter_map(mesh_peer));
     }
-    let conf = device_conf(&request, &device_key, &peers, add.keepalive_or_default())?;
+    let conf = device_conf(request, &device_key, &peers, add.keepalive_or_default())?;
     // What can fail comes before the write: a conf too big for a QR code
     // is refused with nothing written.
     let qr = if request.qr {
@@ -153,7 +153,7 @@ fn mesh_peer(entry: &PeerEntry) -> Option<ConfPeer> {
         allowed_ips: entry
             .allowed_ips
             .iter()
-            .map(|n| n.to_string())
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
     })

@@ -8,6 +8,10 @@ use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner, Tunnel};
 use crate::types::quoted;
 
 impl fmt::Display for PlanError {
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one arm per refusal: the messages read best side by side"
+    )]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PlanError::OwnKey {

@@ -11,8 +11,8 @@
 //! transaction as the config; `relay-disable` restores exactly that, and
 //! touches nothing live that wgp2p did not do.
 //!
-//! Host-wide settings (ip_forward, conf/all/*) are left alone: the relay
-//! may send ICMP redirects (they need conf/all/send_redirects=0 to stop),
+//! Host-wide settings (`ip_forward`, `conf/all/*`) are left alone: the relay
+//! may send ICMP redirects (they need `conf/all/send_redirects=0` to stop),
 //! but on a WireGuard interface they change nothing, since the peer's
 //! AllowedIPs, not a gateway, decide where a packet goes.
 

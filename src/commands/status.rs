@@ -118,7 +118,7 @@ impl View<'_> {
     /// One row per peer: config peers in file order, then live-only
     /// peers, then relayed peers.
     fn rows(&self) -> Vec<PeerStatus> {
-        let live_peers = self.live.map(|l| l.peers.as_slice()).unwrap_or(&[]);
+        let live_peers = self.live.map_or(&[][..], |l| l.peers.as_slice());
         // Keyed lookups both ways: a linear search per peer would make
         // status quadratic in the mesh size.
         let by_key: HashMap<PublicKey, &LivePeer> =
@@ -173,8 +173,8 @@ impl View<'_> {
         let handshake_age = live.and_then(|p| health::handshake_age(p, self.now));
         let (health, note) = peer_health(self.live.is_some(), drift, handshake_age);
         let allowed_ips = match (entry, live) {
-            (Some(e), _) => e.allowed_ips.iter().map(|n| n.to_string()).collect(),
-            (None, Some(p)) => p.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            (Some(e), _) => e.allowed_ips.iter().map(ToString::to_string).collect(),
+            (None, Some(p)) => p.allowed_ips.iter().map(ToString::to_string).collect(),
             (None, None) => Vec::new(),
         };
         let endpoint = live
@@ -211,11 +211,10 @@ impl View<'_> {
         let Some(name) = row.name.clone() else { return };
         let candidates: Vec<String> = candidates.iter().filter(|c| **c != name).cloned().collect();
         if let (Some(first), Some(note)) = (candidates.first(), row.note.as_mut()) {
-            note.push_str(&format!(
-                "; relay candidates: {}: {}",
-                candidates.join(", "),
-                health::relay_advice(&name, first, self.own_name)
-            ));
+            note.push_str("; relay candidates: ");
+            note.push_str(&candidates.join(", "));
+            note.push_str(": ");
+            note.push_str(&health::relay_advice(&name, first, self.own_name));
         }
         row.relay_candidates = candidates;
     }

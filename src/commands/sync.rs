@@ -80,7 +80,7 @@ fn protected_addresses() -> Vec<(IpAddr, String)> {
     out
 }
 
-/// Local IPv4 addresses from /proc/net/fib_trie (`|-- IP` then `/32 host LOCAL`).
+/// Local IPv4 addresses from `/proc/net/fib_trie` (`|-- IP` then `/32 host LOCAL`).
 fn local_v4(fib_trie: &str) -> Vec<IpAddr> {
     let mut last: Option<Ipv4Addr> = None;
     let mut out = Vec::new();
@@ -105,7 +105,7 @@ fn hex_v6(text: &str) -> Option<Ipv6Addr> {
         .map(Ipv6Addr::from)
 }
 
-/// Global IPv6 addresses from /proc/net/if_inet6 (scope 00).
+/// Global IPv6 addresses from `/proc/net/if_inet6` (scope 00).
 fn local_v6(if_inet6: &str) -> Vec<IpAddr> {
     if_inet6
         .lines()
@@ -135,7 +135,7 @@ fn gateways_v4(route: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-/// Next hops of IPv6 default routes from /proc/net/ipv6_route.
+/// Next hops of IPv6 default routes from `/proc/net/ipv6_route`.
 fn gateways_v6(route: &str) -> Vec<IpAddr> {
     route
         .lines()

@@ -229,6 +229,10 @@ impl std::fmt::Display for Where<'_> {
 /// Classify a line; the spans point into `raw`.
 fn classify(raw: &str) -> LineKind {
     // `part` is always a subslice of `raw`, so the offsets are in range.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a line is at most 65536 bytes (Document::parse refuses longer ones)"
+    )]
     let span = |part: &str| {
         let start = part.as_ptr() as usize - raw.as_ptr() as usize;
         Span(start as u32, (start + part.len()) as u32)

@@ -71,6 +71,10 @@ impl Paths {
     }
     /// Stage the key files for `key` in `change`: `privatekey` and the
     /// `publickey` derived from it, so the two always agree.
+    #[allow(
+        clippy::unused_self,
+        reason = "on Paths so the one key-file writer is found beside the key paths"
+    )]
     pub fn write_keys(&self, change: &mut crate::store::Change, key: &PrivateKey) {
         change.write(PRIVATE_KEY, format!("{}\n", key.expose_base64()));
         change.write(PUBLIC_KEY, format!("{}\n", key.public_key()));

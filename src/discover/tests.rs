@@ -1,4 +1,4 @@
-//! Tests against fake STUN servers on 127.0.0.1 / ::1 only: no test sends
+//! Tests against fake STUN servers on `127.0.0.1` / `::1` only: no test sends
 //! a packet or a DNS query anywhere else.
 
 use super::probe::{self, Target};
@@ -371,7 +371,7 @@ fn no_servers_means_unknown_at_once() {
 
 #[test]
 fn a_hanging_name_lookup_does_not_exceed_the_budget() {
-    let budget = Duration::from_millis(1000);
+    let budget = Duration::from_secs(1);
     let servers = vec!["hangs.invalid:3478".to_owned()];
     let started = Instant::now();
     let report = nat_check_with(&servers, None, budget, hanging_resolver);
@@ -383,7 +383,7 @@ fn a_hanging_name_lookup_does_not_exceed_the_budget() {
 fn a_hanging_name_lookup_does_not_hide_a_literal_server() {
     let echo = FakeServer::start(Reply::Echo);
     let servers = vec!["hangs.invalid:3478".to_owned(), echo.server()];
-    let budget = Duration::from_millis(1000);
+    let budget = Duration::from_secs(1);
     let started = Instant::now();
     let ip = public_ip_with(&servers, budget, hanging_resolver);
     assert_within(started, budget);

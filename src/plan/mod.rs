@@ -77,7 +77,7 @@ pub mod fixtures {
     pub const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
     pub const KEY_C: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 
-    /// This node: OWN_PRIV at 10.15.0.1/24.
+    /// This node: `OWN_PRIV` at 10.15.0.1/24.
     pub fn own() -> Own {
         let key: PrivateKey = OWN_PRIV.parse().unwrap();
         Own {
@@ -650,6 +650,7 @@ mod tests {
 #[cfg(test)]
 mod corpus {
     use super::*;
+    use crate::config::document::Section;
     use crate::plan::relay::{as_relayed, make_direct, route_via};
 
     pub const FILES: [(&str, &str); 5] = [
@@ -680,7 +681,7 @@ mod corpus {
     }
 
     fn blocks(doc: &Document) -> Vec<String> {
-        doc.peer_sections().map(|s| s.block_text()).collect()
+        doc.peer_sections().map(Section::block_text).collect()
     }
 
     fn request(endpoint: &str) -> AddPeer {
@@ -759,12 +760,12 @@ mod corpus {
                 let non_peer: Vec<String> = after
                     .sections()
                     .filter(|s| !s.is_peer())
-                    .map(|s| s.block_text())
+                    .map(Section::block_text)
                     .collect();
                 let original: Vec<String> = doc
                     .sections()
                     .filter(|s| !s.is_peer())
-                    .map(|s| s.block_text())
+                    .map(Section::block_text)
                     .collect();
                 assert_eq!(non_peer, original, "{name} without peer {i}");
             }

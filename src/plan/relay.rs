@@ -7,7 +7,7 @@
 
 use ipnet::IpNet;
 
-use crate::config::document::{Document, is_wg_space, keys};
+use crate::config::document::{Document, Section, is_wg_space, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
 use crate::device::PresharedKey;
 use crate::error::{Error, Result};
@@ -16,9 +16,10 @@ use crate::plan::{
     AddPeer, Delta, Outcome, Own, add_peer, check_new_peer, find_peer, join_nets, not_found,
     overlaps,
 };
-use crate::types::{AllowedIps, PeerIp, PeerSelector, WrittenEndpoint, quoted};
+use crate::types::{AllowedIps, PeerIp, PeerSelector, WrittenEndpoint, WrittenName, quoted};
 
 /// Where a peer sits in the config.
+#[derive(Clone, Copy)]
 pub enum Found<'a> {
     Direct(&'a PeerEntry),
     Relayed {
@@ -246,7 +247,7 @@ pub fn as_relayed(doc: &Document, entry: &PeerEntry) -> Relayed {
         public_key: entry.public_key,
         endpoint: entry.endpoint.clone(),
         nets: entry.allowed_ips.clone(),
-        section: doc.peer(&entry.public_key).map(|s| s.block_text()),
+        section: doc.peer(&entry.public_key).map(Section::block_text),
     }
 }
 
@@ -312,7 +313,7 @@ pub fn make_direct(
         .split_first()
         .ok_or_else(|| bad_relay_line(doc, peer))?;
     let (Some(peer_name), Some(endpoint)) = (
-        peer.name.as_ref().and_then(|n| n.as_peer_name()),
+        peer.name.as_ref().and_then(WrittenName::as_peer_name),
         peer.endpoint.as_ref().and_then(WrittenEndpoint::parsed),
     ) else {
         return Err(bad_relay_line(doc, peer));

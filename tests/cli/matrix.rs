@@ -28,7 +28,7 @@ impl Case {
 /// `wgp2p ARGS…` must fail and its error must contain `needle`.
 fn bad(needle: &str, args: &[&str]) -> Case {
     Case {
-        args: args.iter().map(|a| a.to_string()).collect(),
+        args: args.iter().map(ToString::to_string).collect(),
         env: Vec::new(),
         stdin: String::new(),
         needle: needle.to_string(),

@@ -45,7 +45,9 @@ pub struct Exclusive(());
 pub fn exclusive() -> Exclusive {
     let mut gate = lock_gate();
     while gate.labs > 0 || gate.exclusive {
-        gate = GATE_CHANGED.wait(gate).unwrap_or_else(|e| e.into_inner());
+        gate = GATE_CHANGED
+            .wait(gate)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
     gate.exclusive = true;
     EXCLUSIVE.with(|e| e.set(true));
@@ -73,7 +75,9 @@ pub(super) fn enter_gate() -> GatePass {
     }
     let mut gate = lock_gate();
     while gate.exclusive {
-        gate = GATE_CHANGED.wait(gate).unwrap_or_else(|e| e.into_inner());
+        gate = GATE_CHANGED
+            .wait(gate)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
     gate.labs += 1;
     GatePass { counted: true }
@@ -89,7 +93,8 @@ impl Drop for GatePass {
 }
 
 fn lock_gate() -> MutexGuard<'static, GateState> {
-    GATE.lock().unwrap_or_else(|e| e.into_inner())
+    GATE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What labs of this process have alive on the machine.
@@ -112,7 +117,7 @@ pub fn census() -> Census {
         .count();
     let inodes = LAB_NETNS
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()
         .unwrap_or_default();
     let pids: Vec<u32> = all_pids()
@@ -130,7 +135,9 @@ pub fn census() -> Census {
 
 pub(super) fn register_netns(ns: &str) {
     if let Ok(meta) = std::fs::metadata(format!("/run/netns/{ns}")) {
-        let mut set = LAB_NETNS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = LAB_NETNS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         set.get_or_insert_with(HashSet::new).insert(meta.ino());
     }
 }
@@ -240,7 +247,7 @@ fn is_alive(pid: u32) -> bool {
     let state = stat
         .rsplit_once(") ")
         .and_then(|(_, rest)| rest.chars().next());
-    !matches!(state, None | Some('Z') | Some('X'))
+    !matches!(state, None | Some('Z' | 'X'))
 }
 
 fn proc_exists(pid: u32) -> bool {

@@ -60,37 +60,48 @@ impl Host {
     }
 
     /// The host name (also its hostname, so wgp2p's default peer name).
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The network namespace name.
+    #[must_use]
     pub fn netns(&self) -> &str {
         &self.netns
     }
 
     /// The address other hosts reach it at: its own for a public host, its
     /// router's for a host behind NAT.
+    #[must_use]
     pub fn public_ip(&self) -> IpAddr {
         self.public_ip
     }
 
     /// Its address on its own `eth0` (the LAN address behind NAT).
+    #[must_use]
     pub fn local_ip(&self) -> IpAddr {
         self.local_ip
     }
 
     /// Its public IPv6 address (public hosts only).
+    #[must_use]
     pub fn public_ip6(&self) -> Option<Ipv6Addr> {
         self.public_ip6
     }
 
     /// `public_ip:port`, the endpoint to give `wgp2p install --endpoint`.
+    #[must_use]
     pub fn endpoint(&self, port: u16) -> String {
         format!("{}:{port}", self.public_ip)
     }
 
     /// `[public_ip6]:port`.
+    ///
+    /// # Panics
+    ///
+    /// When the host has no IPv6 address.
+    #[must_use]
     pub fn endpoint6(&self, port: u16) -> String {
         let ip = self.public_ip6.expect("only public hosts have IPv6");
         format!("[{ip}]:{port}")
@@ -98,6 +109,7 @@ impl Host {
 
     /// A `Command` that runs `args` inside this host's namespaces with a
     /// clean environment.
+    #[must_use]
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.args(["-t", &self.holder.to_string(), "-m", "-n", "-u", "--"])
@@ -110,11 +122,19 @@ impl Host {
     }
 
     /// Runs `args` on the host and waits (at most [`timeout`]).
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "run for its effect; a test checks the output when it wants to"
+    )]
     pub fn run(&self, args: &[&str]) -> CmdOutput {
         run_with_input(&mut self.command(args), "", timeout())
     }
 
     /// Runs a `sh -c` script on the host. Extra `args` become `$1`, `$2`…
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "run for its effect; a test checks the output when it wants to"
+    )]
     pub fn sh(&self, script: &str, args: &[&str]) -> CmdOutput {
         let mut full = vec!["sh", "-c", script, "sh"];
         full.extend_from_slice(args);
@@ -131,6 +151,7 @@ impl Host {
     }
 
     /// The content of `path` on the host.
+    #[must_use]
     pub fn read_file(&self, path: &str) -> String {
         self.run(&["cat", path])
             .expect_ok(&format!("read {path} on {}", self.name))
@@ -145,6 +166,11 @@ impl Host {
 
     /// Starts `args` on the host in the background. The caller waits for it;
     /// if it does not, dropping the lab kills it with the namespace.
+    ///
+    /// # Panics
+    ///
+    /// When the command cannot be started.
+    #[must_use]
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.command(args)
             .stdin(Stdio::null())
@@ -156,6 +182,7 @@ impl Host {
 
     /// True when `ip` answers one echo request within `timeout`. Pings every
     /// 200 ms and stops at the first reply, so it costs only what it needs.
+    #[must_use]
     pub fn ping(&self, ip: &str, timeout: Duration) -> bool {
         let deadline = timeout.as_secs().max(1).to_string();
         self.run(&[
@@ -166,6 +193,10 @@ impl Host {
 
     /// Runs `ping -i 0.05 -c COUNT ip` in the background while `during`
     /// runs (it starts 300 ms into the pings); returns the packets lost.
+    ///
+    /// # Panics
+    ///
+    /// When ping cannot run or prints no loss figure.
     pub fn ping_loss_while(&self, ip: &str, count: u32, during: impl FnOnce()) -> u32 {
         let child = self
             .command(&[
@@ -197,11 +228,13 @@ impl Host {
     }
 
     /// PIDs of every process in this host's network namespace.
+    #[must_use]
     pub fn pids(&self) -> Vec<u32> {
         super::cleanup::netns_pids(&self.netns)
     }
 
     /// PIDs of the wireguard-go daemons running on this host.
+    #[must_use]
     pub fn wireguard_go_pids(&self) -> Vec<u32> {
         self.pids()
             .into_iter()
@@ -212,18 +245,28 @@ impl Host {
 
 impl CmdOutput {
     /// True when the command exited with status 0.
+    #[must_use]
     pub fn success(&self) -> bool {
         self.status.is_some_and(|s| s.success())
     }
 
     /// Stdout of a command that must succeed; otherwise panics with
     /// everything needed to see why.
+    ///
+    /// # Panics
+    ///
+    /// When the command failed: the message has `what` and its output.
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "run for its effect; a test checks the output when it wants to"
+    )]
     pub fn expect_ok(self, what: &str) -> String {
         assert!(self.success(), "{what} failed:\n{self}");
         self.stdout
     }
 
     /// Stdout and stderr together, for liberal matching.
+    #[must_use]
     pub fn all_output(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
@@ -291,7 +334,7 @@ fn read_in_background(mut pipe: impl Read + Send + 'static) -> PipeText {
         let mut chunk = [0u8; 4096];
         while let Ok(n @ 1..) = pipe.read(&mut chunk) {
             sink.lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .extend_from_slice(&chunk[..n]);
         }
         let _ = done_tx.send(());
@@ -307,9 +350,16 @@ struct PipeText {
 
 /// The text read so far, after waiting (boundedly) for the end of the pipe:
 /// a daemon started by the command may keep the pipe open forever.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the pipe is used up: its reader thread is done with it"
+)]
 fn collect(pipe: PipeText) -> String {
     let _ = pipe.done.recv_timeout(Duration::from_secs(2));
-    let bytes = pipe.text.lock().unwrap_or_else(|e| e.into_inner());
+    let bytes = pipe
+        .text
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     String::from_utf8_lossy(&bytes).into_owned()
 }
 

@@ -1,7 +1,7 @@
 //! A network-namespace lab for end-to-end tests of `wgp2p`.
 //!
 //! A [`Lab`] is a small "internet": one bridge namespace plays the public
-//! network (203.0.113.0/24 and fd00:203::/64), [`Lab::public_host`] plugs a
+//! network (203.0.113.0/24 and `fd00:203::/64`), [`Lab::public_host`] plugs a
 //! host straight into it and [`Lab::host_behind_nat`] puts a host on a private
 //! LAN behind its own NAT router. A router drops unsolicited input on its
 //! public side, as home routers do (see `Lab::add_router` for why that
@@ -119,6 +119,10 @@ impl Lab {
     /// Creates an empty lab. Panics with the reason when the machine cannot
     /// run one (not root, no /dev/net/tun, a missing tool): a lab test never
     /// passes without having run.
+    ///
+    /// # Panics
+    ///
+    /// When the lab cannot run here (not root, a tool missing), with the reason.
     #[allow(
         clippy::new_without_default,
         reason = "creating a lab makes namespaces and processes: not a default value"
@@ -156,7 +160,7 @@ impl Lab {
         self.state.borrow().namespaces.clone()
     }
 
-    /// A host on the public segment with 203.0.113.N/24 and fd00:203::N/64
+    /// A host on the public segment with 203.0.113.N/24 and `fd00:203::N/64`
     /// and no default route: it reaches only the public segment.
     pub fn public_host(&self, name: &str) -> Host {
         let octet = self.next_public_octet();
@@ -228,6 +232,10 @@ impl Lab {
 
     /// Links host namespace `ns` to the router's LAN K: the router is
     /// 10.200.K.1 and the host's default gateway, the host 10.200.K.2.
+    #[allow(
+        clippy::unused_self,
+        reason = "a step of building this lab, called on it like the others"
+    )]
     fn attach_to_lan(&self, router: &str, ns: &str, k: u8) -> Ipv4Addr {
         let (gateway, host_ip) = (Ipv4Addr::new(10, 200, k, 1), Ipv4Addr::new(10, 200, k, 2));
         in_ns(
@@ -335,11 +343,12 @@ impl Drop for Lab {
 
 /// True when the kernel has WireGuard: wg-quick then makes kernel devices
 /// and no wireguard-go daemon runs. (This machine has no module.)
+#[must_use]
 pub fn kernel_wireguard() -> bool {
     Path::new("/sys/module/wireguard").exists()
 }
 
-/// The v6 address of public host N: fd00:203::N.
+/// The v6 address of public host N: `fd00:203::N`.
 fn public_v6(octet: u8) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x203, 0, 0, 0, 0, 0, u16::from(octet))
 }
@@ -408,6 +417,7 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 /// A fresh WireGuard keypair `(private, public)`, made with `wg`; the
 /// private key only ever travels through pipes, never argv.
+#[must_use]
 pub fn wg_keypair() -> (String, String) {
     let private = pipe_through(&["wg", "genkey"], "");
     let public = pipe_through(&["wg", "pubkey"], &private);

@@ -18,6 +18,7 @@ pub struct StunServer {
 
 impl StunServer {
     /// The server list for `WGP2P_STUN_SERVERS`: `ip:port,ip:port`.
+    #[must_use]
     pub fn servers(&self) -> String {
         format!("{},{}", self.addrs[0], self.addrs[1])
     }

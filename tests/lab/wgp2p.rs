@@ -33,24 +33,32 @@ pub struct AddPeerLine {
 }
 
 impl AddPeerLine {
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.args[1]
     }
 
+    #[must_use]
     pub fn endpoint(&self) -> &str {
         &self.args[2]
     }
 
+    #[must_use]
     pub fn public_key(&self) -> &str {
         &self.args[3]
     }
 
+    #[must_use]
     pub fn vpn_ip(&self) -> &str {
         &self.args[4]
     }
 }
 
 /// Every `wgp2p add-peer ` line in `stdout`, in order, without duplicates.
+///
+/// # Panics
+///
+/// When an add-peer line has fewer than its four arguments.
 pub fn add_peer_lines(stdout: &str) -> Vec<AddPeerLine> {
     let mut lines: Vec<AddPeerLine> = Vec::new();
     for line in stdout
@@ -73,6 +81,7 @@ pub fn add_peer_lines(stdout: &str) -> Vec<AddPeerLine> {
 
 /// Splits a line into words like `sh` does for the quoting a pasted line can
 /// hold: blanks separate words, '…' and "…" quote, and \ escapes.
+#[must_use]
 pub fn shell_words(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;
@@ -105,6 +114,10 @@ impl Host {
     /// Runs `wgp2p args…` on this host as a user would in a namespace with no
     /// systemd: the wg-quick service, and no STUN server (an empty list
     /// turns discovery off; unset would mean the public default servers).
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "run for its effect; a test checks the output when it wants to"
+    )]
     pub fn wgp2p(&self, args: &[&str]) -> CmdOutput {
         self.wgp2p_with_stun(args, "")
     }
@@ -121,6 +134,10 @@ impl Host {
     }
 
     /// `wgp2p args…`, which must succeed; returns its stdout.
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "run for its effect; a test checks the output when it wants to"
+    )]
     pub fn wgp2p_ok(&self, args: &[&str]) -> String {
         let what = format!("wgp2p {} on {}", args.join(" "), self.name());
         self.wgp2p(args).expect_ok(&what)
@@ -128,6 +145,14 @@ impl Host {
 
     /// `wgp2p install ADDRESS --endpoint ENDPOINT`, returning the one
     /// add-peer line it must print.
+    ///
+    /// # Panics
+    ///
+    /// When install fails or prints no add-peer line.
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "run for its effect; a test checks the output when it wants to"
+    )]
     pub fn install(&self, address: &str, endpoint: &str) -> AddPeerLine {
         let stdout = self.wgp2p_ok(&["install", address, "--endpoint", endpoint]);
         let mut lines = add_peer_lines(&stdout);
@@ -150,6 +175,10 @@ impl Host {
 /// Installs every host with its address (and its public endpoint on port
 /// 51820), then pastes every host's line on every other host: the README's
 /// walkthrough. Returns the lines in the order of `nodes`.
+#[allow(
+    clippy::must_use_candidate,
+    reason = "run for its effect; a test checks the output when it wants to"
+)]
 pub fn build_mesh(nodes: &[(&Host, &str)]) -> Vec<AddPeerLine> {
     let lines: Vec<AddPeerLine> = nodes
         .iter()
@@ -160,6 +189,10 @@ pub fn build_mesh(nodes: &[(&Host, &str)]) -> Vec<AddPeerLine> {
 }
 
 /// Runs each line on every host but the one that printed it.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "any iterable of hosts, cloned once per line"
+)]
 pub fn exchange<'a>(hosts: impl IntoIterator<Item = &'a Host> + Clone, lines: &[AddPeerLine]) {
     for line in lines {
         for host in hosts
