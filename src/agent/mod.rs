@@ -20,6 +20,7 @@ pub mod protocol;
 // and `record` messages), which lands first; only its tests use it so far.
 #[cfg_attr(not(test), allow(dead_code))]
 pub mod membership;
+pub mod relay;
 pub mod roam;
 pub mod state;
 pub mod unit;

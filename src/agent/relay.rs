@@ -1,0 +1,781 @@
+//! `agent --auto-relay`: the policy that moves a stale peer onto a relay
+//! and back, and the human pins it obeys.
+//!
+//! The rule, per pass and peer:
+//! - A direct peer is stale when it has had no handshake within
+//!   [`STALE_AFTER_SECS`] (the rule `status` uses). Its stale time starts
+//!   when it turned stale (its last handshake plus 180 s) or, for a peer
+//!   that never had a handshake, when the agent first saw it. While it is
+//!   stale the agent sends it one packet through the tunnel each pass
+//!   ([`Decision::Poke`]), so a tunnel that is only idle (keepalive off)
+//!   makes a handshake and is never taken for a dead one.
+//! - Stale for [`Settings::after`] or longer, with a relay candidate, it is
+//!   routed through the candidate ([`Decision::Relay`]). A candidate is a
+//!   direct peer with a fresh handshake whose agent said `relay: true` in
+//!   its last `hello` (it ran `relay-enable`). Of several, the one with the
+//!   lowest public key: both ends of the stale pair see the same
+//!   candidates (a handshake is fresh on both of its ends), so both pick
+//!   the same relay. They must: the relay forwards a packet from C to D
+//!   through its own tunnel to D, and D accepts it only when C's addresses
+//!   are on the relay's AllowedIPs at D, that is when D relays C through
+//!   the same node. One end alone gains nothing and loses nothing (the
+//!   direct path was dead already).
+//! - While a peer is relayed by the agent, a *direct probe* runs: the peer
+//!   stays on the live interface with its endpoint and no AllowedIPs, so it
+//!   can complete a handshake and carries no traffic (its addresses are on
+//!   the relay's AllowedIPs). The probe is armed with a keepalive, which
+//!   makes WireGuard try handshakes for 90 s; it is re-armed every
+//!   [`Settings::after`]. When it has a fresh handshake, the direct path
+//!   works again (both ends had to try: each runs its own probe) and the
+//!   peer goes back to direct ([`Decision::Direct`]).
+//! - A peer the agent relayed whose relay is no longer a candidate (stale,
+//!   or its agent stopped saying `relay: true`) moves to another candidate,
+//!   if there is one.
+//! - A peer a human placed with `wgp2p relay NAME via R|direct` is pinned
+//!   (listed in [`RELAY_PINS`]): the agent never moves it, and forgets what
+//!   it had done with it. A relayed peer the agent did not relay itself (by
+//!   hand, or by an edit) is never moved back by the agent either.
+//!
+//! Everything here is pure: what was observed goes in, decisions come out,
+//! so every case is unit tested without devices, time or sockets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::health::STALE_AFTER_SECS;
+use crate::types::PublicKey;
+
+/// The file in the config dir listing the peers a human placed with
+/// `wgp2p relay`: one public key per line (the rest of a line, and lines
+/// starting with `#`, are comments).
+pub const RELAY_PINS: &str = "relay-pins";
+
+/// The default of `--relay-after`: a peer stale for 2 minutes is relayed.
+pub const DEFAULT_AFTER: Duration = Duration::from_secs(120);
+
+/// `--relay-after SECS`: 1 to 3600.
+pub fn parse_after(s: &str) -> Result<Duration> {
+    match s.parse::<u64>() {
+        Ok(secs @ 1..=3600) => Ok(Duration::from_secs(secs)),
+        _ => Err(Error::Invalid(format!(
+            "invalid relay delay {}: expected a number of seconds from 1 to 3600",
+            crate::types::quoted(s)
+        ))),
+    }
+}
+
+/// The pinned peers' keys in the text of [`RELAY_PINS`]; a line whose
+/// first word is not a key is a comment.
+pub fn parse_pins(text: &str) -> BTreeSet<PublicKey> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The text of [`RELAY_PINS`] with `key` added (`name` as a comment); the
+/// same text when it is there already.
+pub fn add_pin(text: &str, key: &PublicKey, name: &str) -> String {
+    if parse_pins(text).contains(key) {
+        return text.to_string();
+    }
+    let mut out = if text.is_empty() {
+        "# Peers placed by hand with `wgp2p relay`: `wgp2p agent --auto-relay` never moves them.\n# Delete a line to let the agent look after that peer again.\n".to_string()
+    } else {
+        text.to_string()
+    };
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    out.push_str(&format!("{key} {name}\n"));
+    out
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a peer is stale before it is relayed; also how often the
+    /// direct probe of a relayed peer is re-armed.
+    pub after: Duration,
+}
+
+/// How the config reaches a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Direct,
+    Via(PublicKey),
+}
+
+/// A configured peer as this pass saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub key: PublicKey,
+    pub route: Route,
+    /// Seconds since the latest handshake of its live entry: the tunnel
+    /// for a direct peer, the direct probe for a relayed one; `None` when
+    /// there was none or it is not live.
+    pub handshake_age: Option<u64>,
+    /// Whether it has a live entry: for a direct peer its tunnel, for a
+    /// relayed one the direct probe (a live entry without AllowedIPs).
+    pub live: bool,
+    /// Whether other peers are relayed through it (such a peer is never
+    /// relayed itself: the plan refuses it).
+    pub relays_others: bool,
+}
+
+/// What one pass saw.
+#[derive(Clone, Debug, Default)]
+pub struct Observations {
+    /// Unix seconds.
+    pub now: u64,
+    pub peers: Vec<Peer>,
+    /// Peers whose agent said `relay: true` in its latest `hello`, heard
+    /// recently.
+    pub relays: BTreeSet<PublicKey>,
+    /// Peers a human placed ([`RELAY_PINS`]).
+    pub pinned: BTreeSet<PublicKey>,
+}
+
+/// A peer the agent routed through a relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoRelay {
+    pub via: PublicKey,
+    /// Unix seconds: when it was relayed.
+    pub since: u64,
+    /// Unix seconds: when the direct probe was last armed (0: never).
+    pub probed_at: u64,
+}
+
+/// What the policy carries from pass to pass (kept in the state file, so a
+/// restarted agent still knows which relays are its own).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Direct peers seen stale, and since when (unix seconds).
+    pub stale_since: BTreeMap<PublicKey, u64>,
+    /// The peers the agent relayed.
+    pub relayed: BTreeMap<PublicKey, AutoRelay>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send the stale direct peer a packet through the tunnel, so WireGuard
+    /// tries a handshake now.
+    Poke(PublicKey),
+    /// Route `peer` through `via` (from direct, or from the relay `from`).
+    Relay {
+        peer: PublicKey,
+        via: PublicKey,
+        from: Option<PublicKey>,
+    },
+    /// The direct probe of a relayed peer had a handshake: make it direct.
+    Direct { peer: PublicKey, via: PublicKey },
+    /// (Re-)arm the direct probe of a peer the agent relayed.
+    Probe(PublicKey),
+    /// Remove a probe left live for a peer that is not the agent's (a
+    /// human placed it since).
+    DropProbe(PublicKey),
+}
+
+/// Whether a handshake this old is recent enough for a live session.
+fn fresh(age: Option<u64>) -> bool {
+    crate::health::is_fresh(age)
+}
+
+/// The relay for `peer`: a direct, fresh peer whose agent says it relays;
+/// the lowest key of them, so both ends of a pair choose alike.
+pub fn candidate(
+    seen: &Observations,
+    peer: &PublicKey,
+    not: Option<&PublicKey>,
+) -> Option<PublicKey> {
+    seen.peers
+        .iter()
+        .filter(|p| {
+            p.key != *peer
+                && Some(&p.key) != not
+                && p.route == Route::Direct
+                && p.live
+                && fresh(p.handshake_age)
+                && seen.relays.contains(&p.key)
+        })
+        .map(|p| p.key)
+        .min()
+}
+
+/// Decide for every peer; `memory` is updated to what will be true once
+/// the decisions are carried out (a decision that then fails is taken
+/// back by the caller with [`Memory::failed`]).
+pub fn decide(seen: &Observations, memory: &mut Memory, settings: Settings) -> Vec<Decision> {
+    let after = settings.after.as_secs();
+    let now = seen.now;
+    let mut decisions = Vec::new();
+    // Forget peers that left the config.
+    memory
+        .stale_since
+        .retain(|k, _| seen.peers.iter().any(|p| p.key == *k));
+    memory
+        .relayed
+        .retain(|k, _| seen.peers.iter().any(|p| p.key == *k));
+    for peer in &seen.peers {
+        let key = peer.key;
+        if seen.pinned.contains(&key) {
+            memory.stale_since.remove(&key);
+            memory.relayed.remove(&key);
+            if matches!(peer.route, Route::Via(_)) && peer.live {
+                decisions.push(Decision::DropProbe(key));
+            }
+            continue;
+        }
+        match peer.route {
+            Route::Direct => {
+                // Relayed by the agent, direct now: someone else decided.
+                memory.relayed.remove(&key);
+                if peer.live && fresh(peer.handshake_age) {
+                    memory.stale_since.remove(&key);
+                    continue;
+                }
+                let turned_stale = peer.handshake_age.filter(|_| peer.live).map_or(now, |age| {
+                    now.saturating_sub(age.saturating_sub(STALE_AFTER_SECS))
+                });
+                let since = *memory.stale_since.entry(key).or_insert(turned_stale);
+                if now.saturating_sub(since) < after {
+                    if peer.live {
+                        decisions.push(Decision::Poke(key));
+                    }
+                    continue;
+                }
+                match candidate(seen, &key, None).filter(|_| !peer.relays_others) {
+                    Some(via) => {
+                        memory.stale_since.remove(&key);
+                        memory.relayed.insert(
+                            key,
+                            AutoRelay {
+                                via,
+                                since: now,
+                                probed_at: 0,
+                            },
+                        );
+                        decisions.push(Decision::Relay {
+                            peer: key,
+                            via,
+                            from: None,
+                        });
+                    }
+                    None if peer.live => decisions.push(Decision::Poke(key)),
+                    None => {}
+                }
+            }
+            Route::Via(via) => {
+                memory.stale_since.remove(&key);
+                let ours = memory.relayed.get(&key).copied().filter(|a| a.via == via);
+                let Some(mut auto) = ours else {
+                    // Relayed by someone else: never the agent's to move.
+                    memory.relayed.remove(&key);
+                    if peer.live {
+                        decisions.push(Decision::DropProbe(key));
+                    }
+                    continue;
+                };
+                if peer.live && fresh(peer.handshake_age) {
+                    memory.relayed.remove(&key);
+                    decisions.push(Decision::Direct { peer: key, via });
+                    continue;
+                }
+                if !is_candidate(seen, &via)
+                    && let Some(other) = candidate(seen, &key, Some(&via))
+                {
+                    memory.relayed.insert(
+                        key,
+                        AutoRelay {
+                            via: other,
+                            since: now,
+                            probed_at: 0,
+                        },
+                    );
+                    decisions.push(Decision::Relay {
+                        peer: key,
+                        via: other,
+                        from: Some(via),
+                    });
+                    continue;
+                }
+                if !peer.live || now.saturating_sub(auto.probed_at) >= after {
+                    auto.probed_at = now;
+                    memory.relayed.insert(key, auto);
+                    decisions.push(Decision::Probe(key));
+                }
+            }
+        }
+    }
+    decisions
+}
+
+/// Whether `key` is still a relay candidate at all (for any peer).
+fn is_candidate(seen: &Observations, key: &PublicKey) -> bool {
+    seen.peers.iter().any(|p| {
+        p.key == *key
+            && p.route == Route::Direct
+            && p.live
+            && fresh(p.handshake_age)
+            && seen.relays.contains(key)
+    })
+}
+
+impl Memory {
+    /// Take back what [`decide`] recorded for a decision that could not be
+    /// carried out (the config changed meanwhile, or the plan refused):
+    /// the peer is then seen afresh at the next pass.
+    pub fn failed(&mut self, decision: &Decision, now: u64) {
+        match *decision {
+            Decision::Relay { peer, from, .. } => {
+                self.relayed.remove(&peer);
+                if from.is_none() {
+                    self.stale_since.insert(peer, now);
+                }
+            }
+            Decision::Direct { peer, via } => {
+                self.relayed.insert(
+                    peer,
+                    AutoRelay {
+                        via,
+                        since: now,
+                        probed_at: now,
+                    },
+                );
+            }
+            Decision::Poke(_) | Decision::Probe(_) | Decision::DropProbe(_) => {}
+        }
+    }
+}
+
+/// How the state file keeps [`Memory`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// Whether the agent runs with `--auto-relay`.
+    pub enabled: bool,
+    pub after_secs: u64,
+    #[serde(default)]
+    pub stale: Vec<SavedStale>,
+    #[serde(default)]
+    pub relayed: Vec<SavedRelay>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedStale {
+    pub peer: String,
+    pub since: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedRelay {
+    pub peer: String,
+    pub via: String,
+    pub since: u64,
+    pub probed_at: u64,
+}
+
+impl Memory {
+    pub fn save(&self, settings: Option<Settings>) -> Saved {
+        Saved {
+            enabled: settings.is_some(),
+            after_secs: settings.map_or(0, |s| s.after.as_secs()),
+            stale: self
+                .stale_since
+                .iter()
+                .map(|(k, since)| SavedStale {
+                    peer: k.to_string(),
+                    since: *since,
+                })
+                .collect(),
+            relayed: self
+                .relayed
+                .iter()
+                .map(|(k, a)| SavedRelay {
+                    peer: k.to_string(),
+                    via: a.via.to_string(),
+                    since: a.since,
+                    probed_at: a.probed_at,
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuild from the state file; entries that do not parse are dropped.
+    /// The probe is re-armed at once (`probed_at` 0): a restart may have
+    /// been a reboot that dropped it.
+    pub fn load(saved: &Saved) -> Memory {
+        let mut memory = Memory::default();
+        for s in &saved.stale {
+            if let Ok(key) = s.peer.parse() {
+                memory.stale_since.insert(key, s.since);
+            }
+        }
+        for r in &saved.relayed {
+            if let (Ok(key), Ok(via)) = (r.peer.parse(), r.via.parse()) {
+                memory.relayed.insert(
+                    key,
+                    AutoRelay {
+                        via,
+                        since: r.since,
+                        probed_at: 0,
+                    },
+                );
+            }
+        }
+        memory
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::{KEY_A, KEY_B, KEY_C};
+
+    const AFTER: u64 = 120;
+
+    fn key(k: &str) -> PublicKey {
+        k.parse().unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            after: Duration::from_secs(AFTER),
+        }
+    }
+
+    fn direct(k: &str, age: Option<u64>) -> Peer {
+        Peer {
+            key: key(k),
+            route: Route::Direct,
+            handshake_age: age,
+            live: true,
+            relays_others: false,
+        }
+    }
+
+    fn via(k: &str, relay: &str, probe_age: Option<u64>, probe_live: bool) -> Peer {
+        Peer {
+            key: key(k),
+            route: Route::Via(key(relay)),
+            handshake_age: probe_age,
+            live: probe_live,
+            relays_others: false,
+        }
+    }
+
+    /// A (relay-enabled, fresh) and B (stale, never a handshake).
+    fn seen(now: u64, peers: Vec<Peer>) -> Observations {
+        Observations {
+            now,
+            peers,
+            relays: [key(KEY_A)].into(),
+            pinned: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_stale_peer_is_poked_then_relayed_after_the_threshold() {
+        let mut memory = Memory::default();
+        let peers = vec![direct(KEY_A, Some(5)), direct(KEY_B, None)];
+        let d = decide(&seen(1000, peers.clone()), &mut memory, settings());
+        assert_eq!(d, [Decision::Poke(key(KEY_B))]);
+        assert_eq!(memory.stale_since[&key(KEY_B)], 1000);
+        let d = decide(
+            &seen(1000 + AFTER - 1, peers.clone()),
+            &mut memory,
+            settings(),
+        );
+        assert_eq!(d, [Decision::Poke(key(KEY_B))]);
+        let d = decide(&seen(1000 + AFTER, peers), &mut memory, settings());
+        assert_eq!(
+            d,
+            [Decision::Relay {
+                peer: key(KEY_B),
+                via: key(KEY_A),
+                from: None
+            }]
+        );
+        assert_eq!(memory.relayed[&key(KEY_B)].via, key(KEY_A));
+        assert!(memory.stale_since.is_empty());
+    }
+
+    #[test]
+    fn stale_time_counts_from_the_last_handshake_plus_180_s() {
+        let mut memory = Memory::default();
+        // Last handshake 299 s ago: stale for 119 s.
+        let d = decide(
+            &seen(1000, vec![direct(KEY_A, Some(5)), direct(KEY_B, Some(299))]),
+            &mut memory,
+            settings(),
+        );
+        assert_eq!(d, [Decision::Poke(key(KEY_B))]);
+        let mut memory = Memory::default();
+        let d = decide(
+            &seen(1000, vec![direct(KEY_A, Some(5)), direct(KEY_B, Some(300))]),
+            &mut memory,
+            settings(),
+        );
+        assert!(matches!(d[..], [Decision::Relay { .. }]), "{d:?}");
+    }
+
+    #[test]
+    fn a_peer_that_works_again_is_not_relayed() {
+        let mut memory = Memory::default();
+        decide(
+            &seen(1000, vec![direct(KEY_A, Some(5)), direct(KEY_B, None)]),
+            &mut memory,
+            settings(),
+        );
+        // The poke made a handshake: fresh, the stale clock stops.
+        let d = decide(
+            &seen(1010, vec![direct(KEY_A, Some(5)), direct(KEY_B, Some(1))]),
+            &mut memory,
+            settings(),
+        );
+        assert!(d.is_empty() && memory.stale_since.is_empty(), "{d:?}");
+        // Stale again later: the clock starts afresh.
+        let d = decide(
+            &seen(2000, vec![direct(KEY_A, Some(5)), direct(KEY_B, None)]),
+            &mut memory,
+            settings(),
+        );
+        assert_eq!(d, [Decision::Poke(key(KEY_B))]);
+    }
+
+    #[test]
+    fn candidates_are_fresh_direct_relay_enabled_and_the_lowest_key() {
+        let mut seen = seen(1000, vec![direct(KEY_A, Some(5)), direct(KEY_B, None)]);
+        let b = key(KEY_B);
+        assert_eq!(candidate(&seen, &b, None), Some(key(KEY_A)));
+        // Not relay-enabled.
+        seen.relays.clear();
+        assert_eq!(candidate(&seen, &b, None), None);
+        seen.relays = [key(KEY_A), key(KEY_C)].into();
+        // Stale.
+        seen.peers[0].handshake_age = Some(181);
+        assert_eq!(candidate(&seen, &b, None), None);
+        seen.peers[0].handshake_age = Some(5);
+        // Relayed itself.
+        seen.peers.push(via(KEY_C, KEY_A, Some(1), true));
+        assert_eq!(candidate(&seen, &b, None), Some(key(KEY_A)));
+        // Two: the lowest key (C's bytes start with 0x01) on both ends.
+        seen.peers[2] = direct(KEY_C, Some(3));
+        assert_eq!(candidate(&seen, &b, None), Some(key(KEY_C)));
+        assert!(key(KEY_C) < key(KEY_A));
+        assert_eq!(candidate(&seen, &b, Some(&key(KEY_C))), Some(key(KEY_A)));
+        // Never the peer itself.
+        seen.relays.insert(b);
+        seen.peers[1].handshake_age = Some(1);
+        assert_eq!(candidate(&seen, &b, None), Some(key(KEY_C)));
+    }
+
+    #[test]
+    fn no_candidate_keeps_poking() {
+        let mut memory = Memory::default();
+        let mut s = seen(1000, vec![direct(KEY_A, Some(5)), direct(KEY_B, None)]);
+        s.relays.clear();
+        decide(&s, &mut memory, settings());
+        s.now += 10 * AFTER;
+        assert_eq!(
+            decide(&s, &mut memory, settings()),
+            [Decision::Poke(key(KEY_B))]
+        );
+    }
+
+    fn relayed_memory(since: u64, probed_at: u64) -> Memory {
+        let mut memory = Memory::default();
+        memory.relayed.insert(
+            key(KEY_B),
+            AutoRelay {
+                via: key(KEY_A),
+                since,
+                probed_at,
+            },
+        );
+        memory
+    }
+
+    #[test]
+    fn a_relayed_peer_is_probed_and_re_probed() {
+        let mut memory = relayed_memory(1000, 0);
+        let peers = vec![direct(KEY_A, Some(5)), via(KEY_B, KEY_A, None, false)];
+        assert_eq!(
+            decide(&seen(1000, peers), &mut memory, settings()),
+            [Decision::Probe(key(KEY_B))]
+        );
+        let peers = vec![direct(KEY_A, Some(5)), via(KEY_B, KEY_A, None, true)];
+        assert!(
+            decide(
+                &seen(1000 + AFTER - 1, peers.clone()),
+                &mut memory,
+                settings()
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            decide(&seen(1000 + AFTER, peers.clone()), &mut memory, settings()),
+            [Decision::Probe(key(KEY_B))]
+        );
+        // A probe that vanished (interface restarted) comes back at once.
+        let gone = vec![direct(KEY_A, Some(5)), via(KEY_B, KEY_A, None, false)];
+        assert_eq!(
+            decide(&seen(1000 + AFTER + 1, gone), &mut memory, settings()),
+            [Decision::Probe(key(KEY_B))]
+        );
+    }
+
+    #[test]
+    fn a_probe_handshake_moves_the_peer_back() {
+        let mut memory = relayed_memory(1000, 1000);
+        let peers = vec![direct(KEY_A, Some(5)), via(KEY_B, KEY_A, Some(2), true)];
+        assert_eq!(
+            decide(&seen(1100, peers), &mut memory, settings()),
+            [Decision::Direct {
+                peer: key(KEY_B),
+                via: key(KEY_A)
+            }]
+        );
+        assert!(memory.relayed.is_empty());
+        // Undone when it could not be carried out.
+        memory.failed(
+            &Decision::Direct {
+                peer: key(KEY_B),
+                via: key(KEY_A),
+            },
+            1100,
+        );
+        assert_eq!(memory.relayed[&key(KEY_B)].via, key(KEY_A));
+    }
+
+    #[test]
+    fn a_human_decision_is_never_undone() {
+        // Pinned while direct and stale: left alone, nothing remembered.
+        let mut memory = Memory::default();
+        let mut s = seen(1000, vec![direct(KEY_A, Some(5)), direct(KEY_B, None)]);
+        s.pinned.insert(key(KEY_B));
+        for now in [1000, 1000 + AFTER, 1000 + 10 * AFTER] {
+            s.now = now;
+            assert!(decide(&s, &mut memory, settings()).is_empty());
+        }
+        assert_eq!(memory, Memory::default());
+        // Relayed by the agent, then pinned (a human ran `relay B via A`
+        // or `relay B direct`): the agent forgets it, and drops its probe.
+        let mut memory = relayed_memory(1000, 1000);
+        let mut s = seen(
+            1100,
+            vec![direct(KEY_A, Some(5)), via(KEY_B, KEY_A, Some(2), true)],
+        );
+        s.pinned.insert(key(KEY_B));
+        assert_eq!(
+            decide(&s, &mut memory, settings()),
+            [Decision::DropProbe(key(KEY_B))]
+        );
+        assert!(memory.relayed.is_empty());
+        // Relayed by hand (no pin, e.g. an edit): the agent's probe is
+        // dropped and the peer never moved back.
+        let mut memory = Memory::default();
+        let s = seen(
+            1100,
+            vec![direct(KEY_A, Some(5)), via(KEY_B, KEY_A, Some(2), true)],
+        );
+        assert_eq!(
+            decide(&s, &mut memory, settings()),
+            [Decision::DropProbe(key(KEY_B))]
+        );
+        // The agent relayed it via A, the config says via C now.
+        let mut memory = relayed_memory(1000, 1000);
+        let s = seen(
+            1100,
+            vec![
+                direct(KEY_A, Some(5)),
+                direct(KEY_C, Some(5)),
+                via(KEY_B, KEY_C, None, false),
+            ],
+        );
+        assert!(decide(&s, &mut memory, settings()).is_empty());
+        assert!(memory.relayed.is_empty());
+        // The agent relayed it, the config says direct now (a hand edit):
+        // forgotten, and a new stale time starts.
+        let mut memory = relayed_memory(1000, 1000);
+        let s = seen(1100, vec![direct(KEY_A, Some(5)), direct(KEY_B, None)]);
+        assert_eq!(
+            decide(&s, &mut memory, settings()),
+            [Decision::Poke(key(KEY_B))]
+        );
+        assert!(memory.relayed.is_empty());
+        assert_eq!(memory.stale_since[&key(KEY_B)], 1100);
+    }
+
+    #[test]
+    fn a_lost_relay_is_replaced_by_another_candidate() {
+        let mut memory = relayed_memory(1000, 1000);
+        let mut s = seen(
+            1050,
+            vec![
+                direct(KEY_A, Some(400)),
+                direct(KEY_C, Some(5)),
+                via(KEY_B, KEY_A, None, true),
+            ],
+        );
+        let about_b = |d: Vec<Decision>| -> Vec<Decision> {
+            assert!(d.contains(&Decision::Poke(key(KEY_A))), "{d:?}");
+            d.into_iter()
+                .filter(|d| *d != Decision::Poke(key(KEY_A)))
+                .collect()
+        };
+        // A relays B: it is never relayed itself, only poked.
+        s.peers[0].relays_others = true;
+        // No other candidate: stays.
+        assert!(about_b(decide(&s, &mut memory, settings())).is_empty());
+        s.relays.insert(key(KEY_C));
+        assert_eq!(
+            about_b(decide(&s, &mut memory, settings())),
+            [Decision::Relay {
+                peer: key(KEY_B),
+                via: key(KEY_C),
+                from: Some(key(KEY_A))
+            }]
+        );
+        assert_eq!(memory.relayed[&key(KEY_B)].via, key(KEY_C));
+    }
+
+    #[test]
+    fn removed_peers_are_forgotten_and_memory_round_trips() {
+        let mut memory = relayed_memory(1000, 1000);
+        memory.stale_since.insert(key(KEY_C), 900);
+        let saved = memory.save(Some(settings()));
+        assert!(saved.enabled && saved.after_secs == AFTER);
+        let back = Memory::load(&saved);
+        assert_eq!(back.stale_since, memory.stale_since);
+        assert_eq!(back.relayed[&key(KEY_B)].probed_at, 0);
+        decide(
+            &seen(1100, vec![direct(KEY_A, Some(5))]),
+            &mut memory,
+            settings(),
+        );
+        assert_eq!(memory, Memory::default());
+    }
+
+    #[test]
+    fn pins_file() {
+        let b = key(KEY_B);
+        let text = add_pin("", &b, "bob");
+        assert!(text.starts_with("# "), "{text}");
+        assert!(text.ends_with(&format!("{KEY_B} bob\n")), "{text}");
+        assert_eq!(add_pin(&text, &b, "bob"), text);
+        let text = add_pin(&text, &key(KEY_A), "a\nb");
+        assert_eq!(parse_pins(&text), [key(KEY_A), b].into());
+        assert_eq!(parse_pins("garbage\n# x\n"), BTreeSet::new());
+    }
+
+    #[test]
+    fn relay_after_is_validated() {
+        assert_eq!(parse_after("5").unwrap(), Duration::from_secs(5));
+        for bad in ["0", "3601", "x", ""] {
+            let err = parse_after(bad).unwrap_err().to_string();
+            assert!(err.contains("from 1 to 3600"), "{err}");
+        }
+    }
+}
