@@ -223,8 +223,18 @@ pub struct AgentArgs {
     /// Seconds between two passes (1 to 3600)
     #[arg(long, default_value = "30", value_parser = agent_interval, value_name = "SECS")]
     pub interval: std::time::Duration,
+    /// Route a peer without a direct handshake through a relay-enabled peer, and back when the direct path works again
+    #[arg(long)]
+    pub auto_relay: bool,
+    /// With --auto-relay: seconds a peer is stale before it is relayed (1 to 3600)
+    #[arg(long, default_value = "120", value_parser = relay_after, value_name = "SECS", requires = "auto_relay")]
+    pub relay_after: std::time::Duration,
     #[command(subcommand)]
     pub action: Option<AgentAction>,
+}
+
+fn relay_after(s: &str) -> Result<std::time::Duration, crate::error::Error> {
+    crate::agent::relay::parse_after(s)
 }
 
 fn agent_interval(s: &str) -> Result<std::time::Duration, crate::error::Error> {

@@ -17,7 +17,9 @@
 //!   does not resolve, the endpoint is not called drift (nothing could set
 //!   it) and a missing peer is added without one.
 //! - A relayed peer must not have a direct tunnel live: its addresses live
-//!   on its relay's AllowedIPs.
+//!   on its relay's AllowedIPs. A live entry of it without AllowedIPs is
+//!   not drift: it routes nothing, and is how `agent --auto-relay` probes
+//!   whether the direct path works again (see `agent::relay`).
 //! - The private key and listen port are compared when the config's
 //!   `[Interface]` gives them.
 //!
@@ -342,6 +344,8 @@ pub fn drift(
             continue;
         }
         let (kind, text) = match relayed.get(&peer.public_key) {
+            // The auto-relay's direct probe: it carries no traffic.
+            Some(_) if peer.allowed_ips.is_empty() => continue,
             Some((name, via)) => (
                 DriftKind::RelayedRunsDirect,
                 format!(
@@ -464,6 +468,14 @@ mod tests {
             found[2].text.contains("keepalive off live, 25 s"),
             "{found:?}"
         );
+        // A relayed peer live without AllowedIPs is a direct probe, not drift.
+        let mut probing = live.clone();
+        probing.peers.last_mut().unwrap().allowed_ips.clear();
+        let probing_kinds: Vec<DriftKind> = drift(&doc, &entries, &probing, SystemTime::now())
+            .iter()
+            .map(|d| d.kind)
+            .collect();
+        assert!(!probing_kinds.contains(&DriftKind::RelayedRunsDirect));
         // The missing peer comes back with its preshared key.
         assert_eq!(found[3].deltas.len(), 2, "{found:?}");
         assert_eq!(found[4].deltas, [Delta::RemovePeer(KEY_C.parse().unwrap())]);

@@ -339,6 +339,25 @@ pub fn status_table(report: &StatusReport, colour: bool) -> String {
             learned.reason.describe()
         );
     }
+    if let Some(auto) = &report.agent.auto_relay {
+        for p in &auto.peers {
+            let name = p.peer.as_deref().unwrap_or(&p.public_key);
+            let ago = p.secs.map(human_duration).unwrap_or_default();
+            let text = match p.state {
+                "relayed" => format!(
+                    "relayed via {} by the agent ({ago} ago); a direct probe runs, direct again when it makes a handshake",
+                    p.via_name.as_deref().or(p.via.as_deref()).unwrap_or("?")
+                ),
+                "stale" => format!(
+                    "no direct handshake for {ago}: the agent relays it after {} if a relay-enabled peer is healthy",
+                    human_duration(auto.after_secs)
+                ),
+                _ => "placed by hand with `wgp2p relay`: the agent's auto-relay leaves it alone"
+                    .into(),
+            };
+            let _ = writeln!(out, "  {name}: auto-relay: {text}");
+        }
+    }
     out
 }
 
@@ -372,6 +391,13 @@ fn agent_text(agent: &crate::agent::state::AgentView) -> String {
         .collect();
     if !dropped.is_empty() {
         let _ = write!(text, ", messages dropped: {}", dropped.join(", "));
+    }
+    if let Some(auto) = &agent.auto_relay {
+        let _ = write!(
+            text,
+            ", auto-relay after {}",
+            human_duration(auto.after_secs)
+        );
     }
     text
 }

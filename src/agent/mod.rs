@@ -197,8 +197,14 @@ pub enum Event {
 /// two of its passes when it runs at the default.
 pub const HEARD_WITHIN: Duration = endpoints::STALE_AFTER;
 
-/// Run in the foreground until SIGTERM or SIGINT.
-pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
+/// Run in the foreground until SIGTERM or SIGINT; `auto_relay`: with
+/// `--auto-relay`.
+pub fn run(
+    ctx: &Context,
+    interval: Duration,
+    auto_relay: Option<relay::Settings>,
+    log: &Log,
+) -> Result<()> {
     let signals = Signals::block()?;
     if !ctx.paths.dir.is_dir() {
         return Err(crate::config::node::not_installed(&ctx.paths));
@@ -216,7 +222,14 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
         std::process::id(),
         interval.as_secs()
     ));
+    if let Some(settings) = auto_relay {
+        log.line(&format!(
+            "auto-relay on: a peer without a direct handshake for {} s goes through a relay-enabled peer",
+            settings.after.as_secs()
+        ));
+    }
     let mut last_problem: Option<String> = None;
+    let mut last_relay_problem: Option<String> = None;
     loop {
         // `uninstall` removed the interface: nothing left to look after.
         if !ctx.paths.conf().exists() {
@@ -243,7 +256,20 @@ pub fn run(ctx: &Context, interval: Duration, log: &Log) -> Result<()> {
             last_problem = problem;
         }
         knowledge.link = talk.status();
-        let saved = knowledge.to_state(std::process::id(), interval, state::unix_now());
+        if let Some(settings) = auto_relay {
+            let relays = relay_enabled(&knowledge);
+            let problem = relay::pass(ctx, &mut knowledge.relay, relays, settings, log)
+                .err()
+                .map(|e| e.to_string());
+            if problem != last_relay_problem {
+                if let Some(p) = &problem {
+                    log.line(&format!("auto-relay pass failed: {p}"));
+                }
+                last_relay_problem = problem;
+            }
+        }
+        let mut saved = knowledge.to_state(std::process::id(), interval, state::unix_now());
+        saved.auto_relay = Some(knowledge.relay.save(auto_relay));
         if let Err(e) = state::save(&ctx.paths, &saved) {
             log.line(&format!("cannot save the state: {e}"));
         }
@@ -629,6 +655,22 @@ fn lookup(ctx: &Context) -> link::Lookup {
         });
         (peer.endpoint, age)
     })
+}
+
+/// The peers whose agent said `relay: true` in a `hello` heard within
+/// [`HEARD_WITHIN`].
+fn relay_enabled(knowledge: &Knowledge) -> std::collections::BTreeSet<PublicKey> {
+    let now = state::unix_now();
+    knowledge
+        .agents
+        .keys()
+        .filter(|k| {
+            knowledge
+                .agent_heard(k, now, HEARD_WITHIN)
+                .is_some_and(|h| h.relay)
+        })
+        .copied()
+        .collect()
 }
 
 /// When this host's addresses changed since the last pass, send every

@@ -46,15 +46,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::health::STALE_AFTER_SECS;
-use crate::types::PublicKey;
+use crate::types::{PeerSelector, PublicKey};
 
 /// The file in the config dir listing the peers a human placed with
 /// `wgp2p relay`: one public key per line (the rest of a line, and lines
 /// starting with `#`, are comments).
-pub const RELAY_PINS: &str = "relay-pins";
-
-/// The default of `--relay-after`: a peer stale for 2 minutes is relayed.
-pub const DEFAULT_AFTER: Duration = Duration::from_secs(120);
+pub use crate::config::node::RELAY_PINS;
 
 /// `--relay-after SECS`: 1 to 3600.
 pub fn parse_after(s: &str) -> Result<Duration> {
@@ -376,6 +373,100 @@ pub struct SavedRelay {
     pub probed_at: u64,
 }
 
+/// The auto-relay as `status` shows it (`status --json`: the agent's
+/// `auto_relay` object).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct View {
+    /// `--relay-after`.
+    pub after_secs: u64,
+    /// Per peer the agent looks after or leaves alone, by key order.
+    pub peers: Vec<PeerView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerView {
+    /// The peer's name, filled in by `status` from the config.
+    pub peer: Option<String>,
+    pub public_key: String,
+    /// `relayed`: the agent routed it through `via`, a direct probe runs;
+    /// `stale`: no direct handshake, relayed once stale for `after_secs`
+    /// while a candidate exists; `pinned`: placed by hand with `wgp2p
+    /// relay`, the agent leaves it alone.
+    pub state: &'static str,
+    /// The relay's key (`relayed`), and its name from the config.
+    pub via: Option<String>,
+    pub via_name: Option<String>,
+    /// Seconds in this state (`relayed`, `stale`).
+    pub secs: Option<u64>,
+}
+
+impl View {
+    pub fn of(saved: &Saved, now: u64) -> View {
+        let mut peers: Vec<PeerView> = saved
+            .relayed
+            .iter()
+            .map(|r| PeerView {
+                peer: None,
+                public_key: r.peer.clone(),
+                state: "relayed",
+                via: Some(r.via.clone()),
+                via_name: None,
+                secs: Some(now.saturating_sub(r.since)),
+            })
+            .chain(saved.stale.iter().map(|s| PeerView {
+                peer: None,
+                public_key: s.peer.clone(),
+                state: "stale",
+                via: None,
+                via_name: None,
+                secs: Some(now.saturating_sub(s.since)),
+            }))
+            .collect();
+        peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        View {
+            after_secs: saved.after_secs,
+            peers,
+        }
+    }
+
+    /// Add the pinned peers (`relay-pins`) that are configured, and the
+    /// names from the config.
+    pub fn complete(
+        &mut self,
+        entries: &[crate::config::node::PeerEntry],
+        pinned: &BTreeSet<PublicKey>,
+    ) {
+        let configured = |k: &PublicKey| {
+            entries
+                .iter()
+                .any(|e| e.public_key == *k || e.relayed.iter().any(|r| r.public_key == *k))
+        };
+        for key in pinned.iter().filter(|k| configured(k)) {
+            let text = key.to_string();
+            self.peers.retain(|p| p.public_key != text);
+            self.peers.push(PeerView {
+                peer: None,
+                public_key: text,
+                state: "pinned",
+                via: None,
+                via_name: None,
+                secs: None,
+            });
+        }
+        self.peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        let named = |text: &str| {
+            text.parse::<PublicKey>()
+                .ok()
+                .map(|k| name_of(entries, &k))
+                .filter(|n| *n != text)
+        };
+        for p in &mut self.peers {
+            p.peer = named(&p.public_key);
+            p.via_name = p.via.as_deref().and_then(named);
+        }
+    }
+}
+
 impl Memory {
     pub fn save(&self, settings: Option<Settings>) -> Saved {
         Saved {
@@ -426,6 +517,320 @@ impl Memory {
         }
         memory
     }
+}
+
+// ---------------------------------------------------------------------
+// Carrying the decisions out: the impure part. Every config change goes
+// through the plan of `wgp2p relay` and `commit`, under the config lock,
+// after re-reading the config: a peer that changed since the pass looked
+// at it is left as it is.
+
+/// The keepalive that arms a direct probe: WireGuard sends one at once
+/// (which starts a handshake) when a peer's keepalive goes from off to on.
+const PROBE_KEEPALIVE: u16 = 25;
+
+/// The peers a human placed, from [`RELAY_PINS`] in the config dir (none
+/// when it is missing or unreadable).
+pub fn read_pins(paths: &crate::config::node::Paths) -> BTreeSet<PublicKey> {
+    std::fs::read_to_string(paths.dir.join(RELAY_PINS))
+        .map(|t| parse_pins(&t))
+        .unwrap_or_default()
+}
+
+/// What this pass sees of every configured peer, direct or relayed.
+pub fn observe(
+    entries: &[crate::config::node::PeerEntry],
+    live: &crate::device::LiveDevice,
+    now: std::time::SystemTime,
+) -> Vec<Peer> {
+    use crate::health::handshake_age;
+    let by_key: std::collections::HashMap<PublicKey, &crate::device::LivePeer> =
+        live.peers.iter().map(|p| (p.public_key, p)).collect();
+    let mut peers = Vec::new();
+    for entry in entries {
+        let live_peer = by_key.get(&entry.public_key);
+        peers.push(Peer {
+            key: entry.public_key,
+            route: Route::Direct,
+            handshake_age: live_peer.and_then(|p| handshake_age(p, now)),
+            live: live_peer.is_some(),
+            relays_others: !entry.relayed.is_empty(),
+        });
+        for relayed in &entry.relayed {
+            // Only a live entry without AllowedIPs is a probe; one with
+            // AllowedIPs is drift, for `repair`.
+            let probe = by_key
+                .get(&relayed.public_key)
+                .filter(|p| p.allowed_ips.is_empty());
+            peers.push(Peer {
+                key: relayed.public_key,
+                route: Route::Via(entry.public_key),
+                handshake_age: probe.and_then(|p| handshake_age(p, now)),
+                live: probe.is_some(),
+                relays_others: false,
+            });
+        }
+    }
+    peers
+}
+
+/// A peer's name for the log, from the config: its name, else its key.
+pub fn name_of(entries: &[crate::config::node::PeerEntry], key: &PublicKey) -> String {
+    for entry in entries {
+        if entry.public_key == *key {
+            return entry.display_name().to_string();
+        }
+        if let Some(r) = entry.relayed.iter().find(|r| r.public_key == *key) {
+            return r.display_name().to_string();
+        }
+    }
+    key.to_string()
+}
+
+/// One pass of the auto-relay: observe, decide, carry out. `relays`: the
+/// peers whose agent said `relay: true` lately.
+pub fn pass(
+    ctx: &crate::context::Context,
+    memory: &mut Memory,
+    relays: BTreeSet<PublicKey>,
+    settings: Settings,
+    log: &super::Log,
+) -> Result<()> {
+    let node = crate::config::node::Node::load(ctx.paths.clone())?;
+    let entries = node.peers()?;
+    let Some(live) = ctx.device().live()? else {
+        return Ok(());
+    };
+    let now = super::state::unix_now();
+    let seen = Observations {
+        now,
+        peers: observe(&entries, &live, std::time::SystemTime::now()),
+        relays,
+        pinned: read_pins(&ctx.paths),
+    };
+    let decisions = decide(&seen, memory, settings);
+    let mut pokes = Vec::new();
+    for decision in &decisions {
+        let name = |k: &PublicKey| name_of(&entries, k);
+        let done = match *decision {
+            Decision::Poke(key) => {
+                pokes.extend(vpn_address(&entries, &key));
+                continue;
+            }
+            Decision::Relay { peer, via, from } => move_to_relay(ctx, peer, via, from).map(|()| {
+                if let Some(a) = memory.relayed.get_mut(&peer) {
+                    a.probed_at = now;
+                }
+                match from {
+                    None => format!(
+                        "peer {}: no direct handshake for longer than {} s: now relayed via {} (auto-relay; a direct probe runs)",
+                        name(&peer),
+                        settings.after.as_secs(),
+                        name(&via)
+                    ),
+                    Some(old) => format!(
+                        "peer {}: relay {} is no longer healthy: now relayed via {} (auto-relay)",
+                        name(&peer),
+                        name(&old),
+                        name(&via)
+                    ),
+                }
+            }),
+            Decision::Direct { peer, via } => move_back(ctx, peer, via).map(|()| {
+                format!(
+                    "peer {}: the direct probe made a handshake: direct again (was relayed via {} by the agent)",
+                    name(&peer),
+                    name(&via)
+                )
+            }),
+            Decision::Probe(peer) => {
+                let result = arm_probe(ctx, peer);
+                if result.is_ok() {
+                    continue;
+                }
+                result.map(|()| String::new())
+            }
+            Decision::DropProbe(peer) => drop_probe(ctx, peer).map(|()| {
+                format!(
+                    "peer {}: placed by hand: the agent leaves it alone (direct probe removed)",
+                    name(&peer)
+                )
+            }),
+        };
+        match done {
+            Ok(line) => log.line(&line),
+            Err(e) => {
+                memory.failed(decision, now);
+                log.line(&format!(
+                    "peer {}: auto-relay: {e}",
+                    name(&decision_peer(decision))
+                ));
+            }
+        }
+    }
+    if !pokes.is_empty() {
+        super::roam::poke(&pokes);
+    }
+    Ok(())
+}
+
+fn decision_peer(decision: &Decision) -> PublicKey {
+    match *decision {
+        Decision::Poke(k) | Decision::Probe(k) | Decision::DropProbe(k) => k,
+        Decision::Relay { peer, .. } | Decision::Direct { peer, .. } => peer,
+    }
+}
+
+/// A direct peer's VPN address: its first host route.
+fn vpn_address(
+    entries: &[crate::config::node::PeerEntry],
+    key: &PublicKey,
+) -> Option<std::net::IpAddr> {
+    entries
+        .iter()
+        .find(|e| e.public_key == *key)?
+        .allowed_ips
+        .iter()
+        .find(|n| n.prefix_len() == n.max_prefix_len())
+        .map(ipnet::IpNet::addr)
+}
+
+fn changed_meanwhile() -> Error {
+    Error::Conflict("changed in the config since the pass began: left as it is".into())
+}
+
+/// `relay PEER via VIA`, as the CLI does it, when the peer is still where
+/// the pass saw it (direct, or via `from`); then the direct probe.
+fn move_to_relay(
+    ctx: &crate::context::Context,
+    peer: PublicKey,
+    via: PublicKey,
+    from: Option<PublicKey>,
+) -> Result<()> {
+    use crate::plan::relay::{Found, as_relayed, locate, route_via};
+    let (_lock, node) = ctx.lock_and_load()?;
+    let own = crate::plan::Own::of(&node)?;
+    let doc = node.require_conf()?;
+    let entries = crate::config::node::peers(doc)?;
+    let record = match (locate(&entries, &PeerSelector::Key(peer)), from) {
+        (Some(Found::Direct(entry)), None) => as_relayed(doc, entry),
+        (Some(Found::Relayed { via: at, peer: r }), Some(old)) if at.public_key == old => r.clone(),
+        _ => return Err(changed_meanwhile()),
+    };
+    if read_pins(&node.paths).contains(&peer) {
+        return Err(changed_meanwhile());
+    }
+    let (new_doc, deltas) = route_via(doc, &own, &record, &PeerSelector::Key(via))?;
+    let device = ctx.device();
+    crate::commit::commit(&node, &new_doc, &deltas, device.as_ref())?;
+    device.apply(&probe_deltas(&record, None))?;
+    device.apply(&probe_deltas(&record, Some(PROBE_KEEPALIVE)))
+}
+
+/// `relay PEER direct`, as the CLI does it, when the peer is still relayed
+/// via `via`. The restored peer replaces the probe in place, keeping the
+/// session its handshake made.
+fn move_back(ctx: &crate::context::Context, peer: PublicKey, via: PublicKey) -> Result<()> {
+    use crate::plan::relay::{Found, locate, make_direct};
+    let (_lock, node) = ctx.lock_and_load()?;
+    let own = crate::plan::Own::of(&node)?;
+    let doc = node.require_conf()?;
+    let entries = crate::config::node::peers(doc)?;
+    match locate(&entries, &PeerSelector::Key(peer)) {
+        Some(Found::Relayed { via: at, .. }) if at.public_key == via => {}
+        _ => return Err(changed_meanwhile()),
+    }
+    if read_pins(&node.paths).contains(&peer) {
+        return Err(changed_meanwhile());
+    }
+    let (new_doc, deltas, _) = make_direct(doc, &own, &PeerSelector::Key(peer))?;
+    crate::commit::commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
+    Ok(())
+}
+
+/// The live entry of a relayed peer's direct probe: its endpoint and
+/// preshared key, no AllowedIPs.
+fn probe_deltas(
+    record: &crate::config::node::Relayed,
+    keepalive: Option<u16>,
+) -> Vec<crate::plan::Delta> {
+    use crate::config::document::{Document, keys};
+    let preshared_key = record
+        .section
+        .as_deref()
+        .and_then(|text| Document::parse(text).ok())
+        .and_then(|doc| {
+            doc.peer_sections()
+                .next()
+                .and_then(|s| s.get_last(keys::PRESHARED_KEY))
+                .and_then(crate::device::PresharedKey::parse)
+        });
+    let mut deltas = vec![crate::plan::Delta::UpsertPeer {
+        public_key: record.public_key,
+        endpoint: record
+            .endpoint
+            .as_ref()
+            .and_then(crate::types::WrittenEndpoint::parsed),
+        allowed_ips: Vec::new(),
+        keepalive,
+    }];
+    if preshared_key.is_some() {
+        deltas.push(crate::plan::Delta::SetPresharedKey {
+            public_key: record.public_key,
+            key: preshared_key,
+        });
+    }
+    deltas
+}
+
+/// The relayed record of `peer`, when the config still relays it.
+fn relayed_record(
+    node: &crate::config::node::Node,
+    peer: PublicKey,
+) -> Result<crate::config::node::Relayed> {
+    use crate::plan::relay::{Found, locate};
+    let entries = node.peers()?;
+    match locate(&entries, &PeerSelector::Key(peer)) {
+        Some(Found::Relayed { peer: r, .. }) => Ok(r.clone()),
+        _ => Err(changed_meanwhile()),
+    }
+}
+
+/// (Re-)arm the direct probe: keepalive off, then on, which makes
+/// WireGuard send a keepalive (and so try a handshake) at once.
+fn arm_probe(ctx: &crate::context::Context, peer: PublicKey) -> Result<()> {
+    let (_lock, node) = ctx.lock_and_load()?;
+    let record = relayed_record(&node, peer)?;
+    let device = ctx.device();
+    // A live entry with AllowedIPs is not a probe: drift, for `repair`.
+    let live = device.live()?;
+    if live.as_ref().is_some_and(|l| {
+        l.peers
+            .iter()
+            .any(|p| p.public_key == peer && !p.allowed_ips.is_empty())
+    }) {
+        return Err(Error::Conflict(
+            "relayed in the config but live with a direct tunnel: left for `wgp2p repair`".into(),
+        ));
+    }
+    device.apply(&probe_deltas(&record, None))?;
+    device.apply(&probe_deltas(&record, Some(PROBE_KEEPALIVE)))
+}
+
+/// Remove the direct probe of a relayed peer that is not the agent's.
+fn drop_probe(ctx: &crate::context::Context, peer: PublicKey) -> Result<()> {
+    let (_lock, node) = ctx.lock_and_load()?;
+    relayed_record(&node, peer)?;
+    let device = ctx.device();
+    let is_probe = device.live()?.is_some_and(|l| {
+        l.peers
+            .iter()
+            .any(|p| p.public_key == peer && p.allowed_ips.is_empty())
+    });
+    if is_probe {
+        device.apply(&[crate::plan::Delta::RemovePeer(peer)])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

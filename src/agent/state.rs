@@ -131,6 +131,9 @@ pub struct State {
     /// Endpoints learned from other peers (introductions) and kept.
     #[serde(default)]
     pub introduced: Vec<IntroducedState>,
+    /// `--auto-relay`: its settings and memory (absent in an older file).
+    #[serde(default)]
+    pub auto_relay: Option<super::relay::Saved>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +194,8 @@ pub struct Knowledge {
     pub link: LinkStatus,
     /// Introductions: chases of stale peers, endpoints learned from peers.
     pub hints: super::hints::Hints,
+    /// The auto-relay's memory: the peers it relayed, stale peers' clocks.
+    pub relay: super::relay::Memory,
 }
 
 impl Knowledge {
@@ -217,7 +222,14 @@ impl Knowledge {
 
     /// Rebuild from a saved state; entries that do not parse are dropped.
     pub fn from_state(state: &State) -> Knowledge {
-        let mut knowledge = Knowledge::default();
+        let mut knowledge = Knowledge {
+            relay: state
+                .auto_relay
+                .as_ref()
+                .map(super::relay::Memory::load)
+                .unwrap_or_default(),
+            ..Knowledge::default()
+        };
         for agent in &state.agents {
             if let Ok(key) = agent.public_key.parse::<PublicKey>() {
                 knowledge.agents.insert(key, agent.heard);
@@ -286,6 +298,7 @@ impl Knowledge {
             agents,
             link: self.link.clone(),
             introduced,
+            auto_relay: None,
         }
     }
 }
@@ -334,6 +347,8 @@ pub struct AgentView {
     pub agents_heard: Vec<AgentHeardView>,
     /// Its socket and message counters.
     pub link: LinkStatus,
+    /// `--auto-relay`: `None` when the (last) agent ran without it.
+    pub auto_relay: Option<super::relay::View>,
 }
 
 /// A peer's agent as this agent heard it.
@@ -431,6 +446,10 @@ pub fn observe(paths: &Paths) -> AgentView {
                 ..state.link
             }
         },
+        auto_relay: state
+            .auto_relay
+            .filter(|a| a.enabled)
+            .map(|a| super::relay::View::of(&a, now)),
     }
 }
 

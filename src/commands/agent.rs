@@ -17,7 +17,10 @@ pub fn run(ctx: &Context, args: AgentArgs) -> Result<()> {
             // systemd sets JOURNAL_STREAM for a service whose stderr goes to
             // the journal, which stamps every line itself.
             let log = Log::new(std::env::var_os("JOURNAL_STREAM").is_some());
-            agent::run(ctx, args.interval, &log)
+            let auto_relay = args.auto_relay.then_some(agent::relay::Settings {
+                after: args.relay_after,
+            });
+            agent::run(ctx, args.interval, auto_relay, &log)
         }
         Some(AgentAction::Enable) => enable(ctx),
         Some(AgentAction::Disable) => disable(ctx),

@@ -2,12 +2,14 @@
 //! reached, live, without touching the traffic of any other peer.
 
 use crate::cli::RelayMode;
-use crate::commit::commit;
-use crate::config::node::peers;
+use crate::commit::{commit_change, commit_files};
+use crate::config::document::Document;
+use crate::config::node::{Node, RELAY_PINS, peers, read_entry};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::plan::relay::{self, Found};
 use crate::plan::{self, Own};
+use crate::store::Change;
 use crate::types::PeerSelector;
 
 pub fn run(
@@ -35,6 +37,9 @@ pub fn run(
     let own = Own::of(&node)?;
     let doc = node.require_conf()?;
     let conf_name = node.paths.conf_name();
+    // Whoever types `relay` decides for this peer: the agent's auto-relay
+    // leaves it alone from now on (`relay-pins`, written with the config).
+    let pinned = pin(&node, doc, selector)?;
     let (new_doc, deltas, done, keys) = match relay_name {
         Some(relay_name) => {
             let entries = peers(doc)?;
@@ -77,7 +82,14 @@ pub fn run(
             }
         }
     };
+    let mut change = Change::new();
+    if let Some(text) = pinned {
+        change.write(RELAY_PINS, text);
+    }
     if deltas.is_empty() {
+        if !change.is_empty() {
+            commit_files(&node.paths.dir, &change)?;
+        }
         // The config says so already; the device may not (drift).
         let repaired = super::repair::peers(ctx.device().as_ref(), &new_doc, &keys)?;
         if repaired.is_empty() {
@@ -92,7 +104,23 @@ pub fn run(
         }
         return Ok(());
     }
-    let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
+    change.write(node.paths.conf_name(), new_doc.render());
+    let applied = commit_change(&node, &change, &deltas, ctx.device().as_ref())?;
     crate::outln!("{done} ({})", applied.describe());
     Ok(())
+}
+
+/// The text of `relay-pins` with the peer `selector` names added; `None`
+/// when it is there already or no such peer exists (the plan then says so).
+fn pin(node: &Node, doc: &Document, selector: &PeerSelector) -> Result<Option<String>> {
+    let entries = peers(doc)?;
+    let (key, name) = match relay::locate(&entries, selector) {
+        Some(Found::Direct(e)) => (e.public_key, e.display_name().to_string()),
+        Some(Found::Relayed { peer, .. }) => (peer.public_key, peer.display_name().to_string()),
+        None => return Ok(None),
+    };
+    let path = node.paths.dir.join(RELAY_PINS);
+    let old = read_entry(&path)?.unwrap_or_default();
+    let new = crate::agent::relay::add_pin(&old, &key, &name);
+    Ok((new != old).then_some(new))
 }

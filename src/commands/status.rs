@@ -101,6 +101,9 @@ fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::Agen
             .find(|e| e.public_key.to_string() == heard.public_key)
             .and_then(|e| e.name.as_ref().map(ToString::to_string));
     }
+    if let Some(auto) = &mut view.auto_relay {
+        auto.complete(entries, &crate::agent::relay::read_pins(&ctx.paths));
+    }
     view
 }
 

@@ -30,6 +30,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
         node::ADDRESS.into(),
         node::ENDPOINT.into(),
         node::RELAY_STATE.into(),
+        node::RELAY_PINS.into(),
     ];
     if !keep_keys {
         files.extend([node::PRIVATE_KEY.into(), node::PUBLIC_KEY.into()]);

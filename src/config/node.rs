@@ -59,7 +59,7 @@ impl Paths {
         self.dir.join(RELAY_STATE)
     }
     /// The node's own files in the config dir (not `provisioned-peers/`).
-    pub fn own_files(&self) -> [String; 6] {
+    pub fn own_files(&self) -> [String; 7] {
         [
             self.conf_name(),
             PRIVATE_KEY.into(),
@@ -67,6 +67,7 @@ impl Paths {
             ADDRESS.into(),
             ENDPOINT.into(),
             RELAY_STATE.into(),
+            RELAY_PINS.into(),
         ]
     }
     /// Stage the key files for `key` in `change`: `privatekey` and the
@@ -87,6 +88,8 @@ pub const PUBLIC_KEY: &str = "publickey";
 pub const ADDRESS: &str = "address";
 pub const ENDPOINT: &str = "endpoint";
 pub const RELAY_STATE: &str = "relay-state";
+/// The peers a human placed with `wgp2p relay` (see `agent::relay`).
+pub const RELAY_PINS: &str = "relay-pins";
 
 /// A `[Peer]` section seen through its typed values, read as wg(8) reads
 /// them (for a key written twice, the last line counts).

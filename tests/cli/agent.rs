@@ -197,6 +197,19 @@ fn agent_refuses_bad_intervals_and_a_missing_install() {
         out.stderr_has("from 1 to 3600");
         assert_eq!(out.stderr.lines().count(), 1, "{out}");
     }
+    for bad in ["0", "3601", "soon"] {
+        let out = node
+            .wgp2p()
+            .args(["agent", "--auto-relay", "--relay-after", bad])
+            .fails();
+        assert_eq!(out.code, Some(2), "{out}");
+        out.stderr_has("invalid relay delay");
+        out.stderr_has("from 1 to 3600");
+        assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    }
+    let out = node.wgp2p().args(["agent", "--relay-after", "5"]).fails();
+    assert_eq!(out.code, Some(2), "{out}");
+    out.stderr_has("--auto-relay");
     let fresh = Node::new();
     let out = fresh.wgp2p().args(["agent"]).fails();
     out.stderr_has("install");
@@ -277,4 +290,47 @@ impl Agent {
         }
         (status.code(), stdout, stderr)
     }
+}
+
+/// Whoever types `wgp2p relay` decides for that peer: the command lists it
+/// in `relay-pins` (0600, with the config), which `agent --auto-relay`
+/// obeys; a refused command pins nothing.
+#[test]
+fn relay_by_hand_pins_the_peer() {
+    use crate::{ALICE_KEY, BOB_KEY};
+    let node = Node::installed();
+    for (name, key, ip) in [
+        ("alice", ALICE_KEY, "10.15.0.2"),
+        ("bob", BOB_KEY, "10.15.0.3"),
+    ] {
+        node.wgp2p()
+            .args(["add-peer", name, "198.51.100.2:51820", key, ip])
+            .succeeds();
+    }
+    let before = node.snapshot();
+    let out = node.wgp2p().args(["relay", "bob", "via", "nobody"]).fails();
+    out.stderr_has("no peer named");
+    assert_eq!(node.snapshot(), before, "a refused relay changed a file");
+    node.wgp2p()
+        .args(["relay", "bob", "via", "alice"])
+        .succeeds();
+    let pins = node.read("relay-pins");
+    assert!(pins.contains(&format!("\n{BOB_KEY} bob\n")), "{pins}");
+    assert!(!pins.contains(ALICE_KEY), "{pins}");
+    node.wgp2p().args(["relay", "bob", "direct"]).succeeds();
+    assert_eq!(node.read("relay-pins"), pins);
+    // Already direct: nothing to change in the config, but the decision
+    // is still the human's.
+    let out = node.wgp2p().args(["relay", "alice", "direct"]).succeeds();
+    out.stdout_has("nothing to change");
+    let pins = node.read("relay-pins");
+    assert!(pins.contains(&format!("\n{ALICE_KEY} alice\n")), "{pins}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(node.dir().join("relay-pins"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    node.wgp2p().args(["uninstall"]).succeeds();
+    assert!(!node.dir().join("relay-pins").exists());
 }
