@@ -173,6 +173,9 @@ pub enum Decision {
     /// Remove a probe left live for a peer that is not the agent's (a
     /// human placed it since).
     DropProbe(PublicKey),
+    /// A peer the agent had relayed (or was counting as stale) was pinned
+    /// by a human since: from now on it is left alone (said once).
+    Released(PublicKey),
 }
 
 /// Whether a handshake this old is recent enough for a live session.
@@ -218,8 +221,11 @@ pub fn decide(seen: &Observations, memory: &mut Memory, settings: Settings) -> V
     for peer in &seen.peers {
         let key = peer.key;
         if seen.pinned.contains(&key) {
+            let was_relayed = memory.relayed.remove(&key).is_some();
+            if was_relayed {
+                decisions.push(Decision::Released(key));
+            }
             memory.stale_since.remove(&key);
-            memory.relayed.remove(&key);
             if matches!(peer.route, Route::Via(_)) && peer.live {
                 decisions.push(Decision::DropProbe(key));
             }
@@ -342,7 +348,10 @@ impl Memory {
                     },
                 );
             }
-            Decision::Poke(_) | Decision::Probe(_) | Decision::DropProbe(_) => {}
+            Decision::Poke(_)
+            | Decision::Probe(_)
+            | Decision::DropProbe(_)
+            | Decision::Released(_) => {}
         }
     }
 }
@@ -650,6 +659,10 @@ pub fn pass(
                 }
                 result.map(|()| String::new())
             }
+            Decision::Released(peer) => Ok(format!(
+                "peer {}: placed by hand with `wgp2p relay`: the auto-relay leaves it alone from now on",
+                name(&peer)
+            )),
             Decision::DropProbe(peer) => drop_probe(ctx, peer).map(|()| {
                 format!(
                     "peer {}: placed by hand: the agent leaves it alone (direct probe removed)",
@@ -676,7 +689,9 @@ pub fn pass(
 
 fn decision_peer(decision: &Decision) -> PublicKey {
     match *decision {
-        Decision::Poke(k) | Decision::Probe(k) | Decision::DropProbe(k) => k,
+        Decision::Poke(k) | Decision::Probe(k) | Decision::DropProbe(k) | Decision::Released(k) => {
+            k
+        }
         Decision::Relay { peer, .. } | Decision::Direct { peer, .. } => peer,
     }
 }
@@ -743,7 +758,20 @@ fn move_back(ctx: &crate::context::Context, peer: PublicKey, via: PublicKey) -> 
     if read_pins(&node.paths).contains(&peer) {
         return Err(changed_meanwhile());
     }
-    let (new_doc, deltas, _) = make_direct(doc, &own, &PeerSelector::Key(peer))?;
+    let (new_doc, mut deltas, _) = make_direct(doc, &own, &PeerSelector::Key(peer))?;
+    // The endpoint the probe's handshake went through stays: it may have
+    // been learned by roaming, and the configured one may not work.
+    for delta in &mut deltas {
+        if let crate::plan::Delta::UpsertPeer {
+            public_key,
+            endpoint,
+            ..
+        } = delta
+            && *public_key == peer
+        {
+            *endpoint = None;
+        }
+    }
     crate::commit::commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
     Ok(())
 }
@@ -1075,9 +1103,17 @@ mod tests {
         s.pinned.insert(key(KEY_B));
         assert_eq!(
             decide(&s, &mut memory, settings()),
-            [Decision::DropProbe(key(KEY_B))]
+            [
+                Decision::Released(key(KEY_B)),
+                Decision::DropProbe(key(KEY_B))
+            ]
         );
         assert!(memory.relayed.is_empty());
+        // Said once.
+        assert_eq!(
+            decide(&s, &mut memory, settings()),
+            [Decision::DropProbe(key(KEY_B))]
+        );
         // Relayed by hand (no pin, e.g. an edit): the agent's probe is
         // dropped and the peer never moved back.
         let mut memory = Memory::default();
