@@ -5,8 +5,10 @@
 //! A datagram counts only when its source address lies inside a configured
 //! peer's AllowedIPs (the most specific match names the peer): WireGuard's
 //! cryptokey routing has then authenticated that peer as the sender. A
-//! peer reached through a relay is heard as its relay (the relay's section
-//! holds its address, and only the relay's key was checked). Each sender
+//! peer reached through a relay is not heard at all: its address is in the
+//! relay's section, but only the relay's key was checked, and its words
+//! must not pass for the relay's (a relayed peer's `hello` saying
+//! `relay: false` would unmake the relay a relay candidate). Each sender
 //! has a token bucket ([`RATE_PER_SEC`], burst [`BURST`]); every datagram
 //! dropped is counted by its [`DropReason`].
 //!
@@ -56,7 +58,12 @@ impl Senders {
     pub fn from_config(entries: &[PeerEntry]) -> Senders {
         let mut routes: Vec<(IpNet, PublicKey)> = entries
             .iter()
-            .flat_map(|e| e.allowed_ips.iter().map(|net| (net.trunc(), e.public_key)))
+            .flat_map(|e| {
+                e.allowed_ips
+                    .iter()
+                    .filter(|net| !e.relayed.iter().any(|r| r.nets.contains(net)))
+                    .map(|net| (net.trunc(), e.public_key))
+            })
             .collect();
         // Most specific first, so the first match is the one WireGuard uses.
         routes.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
@@ -468,6 +475,18 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(senders.sender_of(ip("10.15.0.2")), key(KEY_A));
         assert_eq!(senders.sender_of(ip("192.168.5.9")), key(KEY_A));
+        // A peer relayed through A is not heard as A.
+        let mut relay = entry(KEY_A, &["10.15.0.2/32", "10.15.0.9/32"]);
+        relay.relayed.push(crate::config::node::Relayed {
+            name: None,
+            public_key: KEY_B.parse().unwrap(),
+            endpoint: None,
+            nets: vec!["10.15.0.9/32".parse().unwrap()],
+            section: None,
+        });
+        let relayed = Senders::from_config(&[relay]);
+        assert_eq!(relayed.sender_of(ip("10.15.0.2")), key(KEY_A));
+        assert_eq!(relayed.sender_of(ip("10.15.0.9")), None);
         assert_eq!(senders.sender_of(ip("192.168.5.7")), key(KEY_B));
         assert_eq!(senders.sender_of(ip("fd00:15::3")), key(KEY_B));
         assert_eq!(senders.sender_of(ip("::ffff:10.15.0.3")), key(KEY_B));
