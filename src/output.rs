@@ -502,6 +502,7 @@ mod tests {
                 accepted: 9,
                 dropped: [("malformed".to_string(), 2)].into_iter().collect(),
             },
+            auto_relay: None,
         };
         assert_eq!(
             agent_text(&agent),
@@ -539,5 +540,68 @@ mod tests {
             text.contains("  bravo: endpoint 203.0.113.3:51820 set by the agent 12s ago, introduced by peer pegasus (it was stale; the config keeps 203.0.113.250:51820)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_agent_shows_the_auto_relay_per_peer() {
+        use crate::agent::relay::{PeerView, View};
+        let peer = |name: &str, state, via: Option<&str>, secs| PeerView {
+            peer: Some(name.into()),
+            public_key: name.to_uppercase(),
+            state,
+            via: via.map(str::to_uppercase),
+            via_name: via.map(Into::into),
+            secs,
+        };
+        let mut agent = crate::agent::state::AgentView {
+            running: true,
+            auto_relay: Some(View {
+                after_secs: 120,
+                peers: vec![
+                    peer("delta", "relayed", Some("alpha"), Some(65)),
+                    peer("echo", "stale", None, Some(40)),
+                    peer("fox", "pinned", None, None),
+                ],
+            }),
+            ..Default::default()
+        };
+        assert!(agent_text(&agent).ends_with(", auto-relay after 2m 0s"));
+        let report = StatusReport {
+            interface: "wg0".into(),
+            state: "up",
+            backend: Some("userspace"),
+            address: None,
+            public_key: None,
+            listen_port: None,
+            notes: vec![],
+            peers: vec![PeerStatus {
+                name: Some("alpha".into()),
+                public_key: "ALPHA".into(),
+                endpoint: Some("203.0.113.1:51820".into()),
+                allowed_ips: vec!["10.15.0.1/32".into(), "10.15.0.4/32".into()],
+                latest_handshake_secs_ago: Some(2),
+                rx_bytes: Some(1),
+                tx_bytes: Some(1),
+                keepalive: Some(25),
+                preshared_key: false,
+                in_config: true,
+                live: true,
+                health: Health::Ok,
+                note: None,
+                via: None,
+                relay_candidates: vec![],
+            }],
+            agent: agent.clone(),
+        };
+        let text = status_table(&report, false);
+        for line in [
+            "  delta: auto-relay: relayed via alpha by the agent (1m 5s ago); a direct probe runs, direct again when it makes a handshake\n",
+            "  echo: auto-relay: no direct handshake for 40s: the agent relays it after 2m 0s if a relay-enabled peer is healthy\n",
+            "  fox: auto-relay: placed by hand with `wgp2p relay`: the agent's auto-relay leaves it alone\n",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        agent.auto_relay = None;
+        assert!(!agent_text(&agent).contains("auto-relay"));
     }
 }
