@@ -86,6 +86,19 @@ pub struct LiveDevice {
     pub peers: Vec<LivePeer>,
 }
 
+#[cfg(test)]
+impl LiveDevice {
+    /// A userspace interface on port 51820 with `peers`, for unit tests.
+    pub fn with_peers(peers: Vec<LivePeer>) -> LiveDevice {
+        LiveDevice {
+            backend: "userspace",
+            public_key: None,
+            listen_port: Some(51820),
+            peers,
+        }
+    }
+}
+
 /// What commands need of a live interface.
 pub trait Device {
     /// Whether the interface exists; cheap (no peer list is read).

@@ -412,10 +412,8 @@ mod tests {
         let mut b = live_peer(KEY_B, "192.0.2.3:51820", &["10.15.0.3/32"], None);
         b.preshared_key = PresharedKey::parse(PSK);
         LiveDevice {
-            backend: "userspace",
             public_key: Some(own.public_key()),
-            listen_port: Some(51820),
-            peers: vec![
+            ..LiveDevice::with_peers(vec![
                 b,
                 live_peer(
                     KEY_A,
@@ -423,7 +421,7 @@ mod tests {
                     &["10.15.0.4/32", "10.15.0.2/32"],
                     Some(25),
                 ),
-            ],
+            ])
         }
     }
 

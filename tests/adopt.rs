@@ -11,7 +11,7 @@ use wgp2p_lab as lab;
 
 use std::time::Duration;
 
-use lab::{Host, Lab};
+use lab::{Host, Lab, wg_pubkey};
 
 const CONF: &str = "/etc/wireguard/wg0.conf";
 const PING: Duration = Duration::from_secs(10);
@@ -28,29 +28,6 @@ fn private_key_of(conf: &str) -> String {
 fn live_public_key(host: &Host) -> String {
     host.run(&["wg", "show", "wg0", "public-key"])
         .expect_ok("wg show wg0 public-key")
-        .trim()
-        .to_string()
-}
-
-/// `wg pubkey` of a private key, run here (the key goes through stdin).
-fn wg_pubkey(private: &str) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run wg pubkey");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{private}\n").as_bytes())
-        .expect("write the key");
-    let out = child.wait_with_output().expect("wait for wg pubkey");
-    String::from_utf8(out.stdout)
-        .expect("UTF-8")
         .trim()
         .to_string()
 }

@@ -18,7 +18,8 @@ mod cli {
 
 use std::os::unix::fs::PermissionsExt;
 
-use cli::node::{Node, conf_value, sections, wg_pubkey};
+use cli::node::{Node, conf_value, sections};
+use wgp2p_lab::wg_pubkey;
 
 /// The private and public key of peer alice.
 pub const ALICE_PRIVATE: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
@@ -33,6 +34,14 @@ pub const ADD_ALICE: [&str; 5] = [
 ];
 /// Public keys of peers bob and carol.
 pub const BOB_KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+/// The add-peer arguments that add bob at 10.15.0.3.
+pub const ADD_BOB: [&str; 5] = [
+    "add-peer",
+    "bob",
+    "198.51.100.3:51820",
+    BOB_KEY,
+    "10.15.0.3",
+];
 pub const CAROL_KEY: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
 /// A private key for this node in the "old script" tests.
 const PRIV_OWN: &str = "QJRBRzLEyYrAc6igP44D0lZexzaFdFSycMcUPX7Ex18=";
@@ -452,15 +461,7 @@ fn remove_peer_by_name_and_by_key() {
 fn removing_one_peer_keeps_the_others() {
     let node = Node::installed();
     add_alice(&node);
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "bob",
-            "198.51.100.3:51820",
-            BOB_KEY,
-            "10.15.0.3",
-        ])
-        .succeeds();
+    node.wgp2p().args(ADD_BOB).succeeds();
     let with_alice = node.conf();
     node.wgp2p()
         .args([
@@ -621,16 +622,7 @@ fn install_adopts_the_old_script_conf() {
 fn add_peer_names_an_unnamed_peer() {
     let (node, _) = old_script_node();
     node.install("10.15.0.1/24");
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "bob",
-            "198.51.100.3:51820",
-            BOB_KEY,
-            "10.15.0.3",
-        ])
-        .succeeds()
-        .stdout_has("bob");
+    node.wgp2p().args(ADD_BOB).succeeds().stdout_has("bob");
     let conf = node.conf();
     let peers = sections(&conf, "Peer");
     assert_eq!(peers.len(), 1, "{conf}");

@@ -24,6 +24,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use wgp2p_lab::wg_pubkey;
+
 const BIN: &str = env!("CARGO_BIN_EXE_wgp2p");
 
 /// This node's key in the plain wg-quick setup, and another one.
@@ -168,23 +170,6 @@ fn copy_dir(from: &Path, to: &Path) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-fn wg_pubkey(private: &str) -> String {
-    let mut child = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run wg pubkey (wireguard-tools must be installed)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{private}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn text(snap: &Snapshot, name: &str) -> Option<String> {

@@ -74,6 +74,19 @@ fn status(host: &Host) -> String {
     out
 }
 
+/// Runs the advice `status` on `host` gives for `finding`, which must be
+/// `wgp2p repair`, while `host` pings `ip` (no ping may drop); its stdout.
+fn repair_as_advised(host: &Host, finding: &str, ip: &str) -> String {
+    let command = advice(&status(host), finding);
+    assert_eq!(command, ["wgp2p", "repair"]);
+    follow_without_loss(host, ip, &command)
+}
+
+fn assert_no_drift(host: &Host) {
+    let shown = status(host);
+    assert!(!shown.contains("DRIFT"), "{shown}");
+}
+
 /// Three public hosts in a full mesh that ping each other.
 fn mesh(lab: &Lab) -> ([Host; 3], Vec<lab::AddPeerLine>) {
     let hosts = [
@@ -100,14 +113,15 @@ fn drift_both_ways_is_repaired_by_following_status_verbatim() {
 
     // A configured peer removed live.
     wg(&a, &["set", "wg0", "peer", enterprise, "remove"]);
-    let shown = status(&a);
-    assert!(shown.contains("DRIFT"), "{shown}");
-    let command = advice(&shown, "peer enterprise is in the config but not live");
-    assert_eq!(command, ["wgp2p", "repair"]);
-    let out = follow_without_loss(&a, "10.15.0.3", &command);
+    assert!(status(&a).contains("DRIFT"));
+    let out = repair_as_advised(
+        &a,
+        "peer enterprise is in the config but not live",
+        "10.15.0.3",
+    );
     assert!(out.contains("repaired: peer enterprise"), "{out}");
     assert!(live_peers(&a).contains(enterprise));
-    assert!(!status(&a).contains("DRIFT"));
+    assert_no_drift(&a);
     assert_pings(&a, "10.15.0.2");
 
     // A peer live but not in the config.
@@ -134,8 +148,7 @@ fn drift_both_ways_is_repaired_by_following_status_verbatim() {
     assert!(!live_peers(&a).contains(&stranger));
     let conf = a.read_file("/etc/wireguard/wg0.conf");
     assert!(conf.contains(enterprise) && conf.contains(lines[2].public_key()));
-    let shown = status(&a);
-    assert!(!shown.contains("DRIFT"), "{shown}");
+    assert_no_drift(&a);
     assert_eq!(
         a.wgp2p_ok(&["repair"]).trim(),
         "nothing to repair: wg0 is as wg0.conf says"
@@ -298,10 +311,7 @@ fn relayed_peer_with_a_direct_tunnel_live() {
 
     // status names it and its advice removes it.
     wg(&a, &direct_tunnel);
-    let shown = status(&a);
-    let command = advice(&shown, "has a direct tunnel live");
-    assert_eq!(command, ["wgp2p", "repair"]);
-    follow_without_loss(&a, "10.15.0.2", &command);
+    repair_as_advised(&a, "has a direct tunnel live", "10.15.0.2");
     assert!(!live_peers(&a).contains(voyager));
     let allowed = wg(&a, &["show", "wg0", "allowed-ips"]);
     let enterprise_line = allowed
@@ -309,7 +319,7 @@ fn relayed_peer_with_a_direct_tunnel_live() {
         .find(|l| l.starts_with(lines[1].public_key()))
         .unwrap_or_default();
     assert!(enterprise_line.contains("10.15.0.3/32"), "{allowed}");
-    assert!(!status(&a).contains("DRIFT"));
+    assert_no_drift(&a);
 
     // remove-peer takes the live direct tunnel with it.
     wg(&a, &direct_tunnel);
@@ -318,8 +328,7 @@ fn relayed_peer_with_a_direct_tunnel_live() {
     assert!(!live_peers(&a).contains(voyager), "{}", live_peers(&a));
     let conf = a.read_file("/etc/wireguard/wg0.conf");
     assert!(!conf.contains(voyager), "{conf}");
-    let shown = status(&a);
-    assert!(!shown.contains("DRIFT"), "{shown}");
+    assert_no_drift(&a);
 }
 
 /// The reproduction: `remove-peer KEY` of a peer that is live but
@@ -431,7 +440,7 @@ fn preshared_and_private_key_drift_are_repaired() {
             "preshared key not live on {}",
             host.name()
         );
-        assert!(!status(host).contains("DRIFT"));
+        assert_no_drift(host);
     }
     assert_pings(&a, "10.15.0.2");
 
@@ -439,14 +448,11 @@ fn preshared_and_private_key_drift_are_repaired() {
     let (other, _) = wg_keypair();
     a.write_file("/run/other.key", &other);
     wg(&a, &["set", "wg0", "private-key", "/run/other.key"]);
-    let shown = status(&a);
-    let command = advice(&shown, "the live private key is not the config's");
-    assert_eq!(command, ["wgp2p", "repair"]);
-    follow_without_loss(&a, "10.15.0.3", &command);
+    repair_as_advised(&a, "the live private key is not the config's", "10.15.0.3");
     assert_eq!(
         wg(&a, &["show", "wg0", "public-key"]).trim(),
         lines[0].public_key()
     );
-    assert!(!status(&a).contains("DRIFT"));
+    assert_no_drift(&a);
     assert_pings(&a, "10.15.0.2");
 }

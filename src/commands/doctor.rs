@@ -331,19 +331,10 @@ mod tests {
         }
     }
 
-    fn device(peers: Vec<LivePeer>) -> LiveDevice {
-        LiveDevice {
-            backend: "userspace",
-            public_key: None,
-            listen_port: Some(51820),
-            peers,
-        }
-    }
-
     fn healthy() -> Facts {
         facts(
             &conf(&[("a", KEY_A, "10.15.0.2/32")]),
-            device(vec![live_peer(KEY_A, "10.15.0.2/32", 5)]),
+            LiveDevice::with_peers(vec![live_peer(KEY_A, "10.15.0.2/32", 5)]),
         )
     }
 
@@ -381,7 +372,7 @@ mod tests {
         let mut stale = live_peer(KEY_A, "10.15.0.2/32", 5);
         stale.last_handshake = None;
         let stranger = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
-        let mut live = device(vec![stale, live_peer(stranger, "10.15.0.9/32", 1)]);
+        let mut live = LiveDevice::with_peers(vec![stale, live_peer(stranger, "10.15.0.9/32", 1)]);
         live.listen_port = Some(0);
         let mut f = facts(&doc, live);
         f.has_wg = false;
@@ -417,7 +408,7 @@ mod tests {
         let doc = conf(&[("a", KEY_A, "10.15.0.2/32"), ("b", KEY_B, "10.15.0.3/32")]);
         let f = facts(
             &doc,
-            device(vec![
+            LiveDevice::with_peers(vec![
                 live_peer(KEY_A, "10.15.0.2/32", 1),
                 live_peer(KEY_B, "10.15.0.3/32", 500),
             ]),

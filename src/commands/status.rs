@@ -325,15 +325,6 @@ mod tests {
         }
     }
 
-    fn device(peers: Vec<LivePeer>) -> LiveDevice {
-        LiveDevice {
-            backend: "userspace",
-            public_key: None,
-            listen_port: Some(51820),
-            peers,
-        }
-    }
-
     /// status's rows for `doc` and `live`, drift decided by `health`.
     fn rows(doc: &Document, live: Option<&LiveDevice>, now: SystemTime) -> Vec<PeerStatus> {
         let entries = peers(doc).unwrap();
@@ -354,7 +345,11 @@ mod tests {
     fn health_follows_the_handshake_age() {
         let now = SystemTime::now();
         let check = |ago, expected| {
-            let rows = rows(&conf(), Some(&device(vec![live_peer(ago, now)])), now);
+            let rows = rows(
+                &conf(),
+                Some(&LiveDevice::with_peers(vec![live_peer(ago, now)])),
+                now,
+            );
             assert_eq!(rows[0].health, expected, "{ago:?}");
         };
         check(Some(16), Health::Ok);
@@ -366,7 +361,7 @@ mod tests {
     #[test]
     fn drift_both_ways_and_down() {
         let now = SystemTime::now();
-        let rows_missing = rows(&conf(), Some(&device(vec![])), now);
+        let rows_missing = rows(&conf(), Some(&LiveDevice::with_peers(vec![])), now);
         assert_eq!(
             (rows_missing[0].health, rows_missing[0].live),
             (Health::Drift, false)
@@ -380,7 +375,11 @@ mod tests {
             rows_missing[0].note
         );
         let empty = Document::parse("[Interface]\n").unwrap();
-        let live_only = rows(&empty, Some(&device(vec![live_peer(Some(1), now)])), now);
+        let live_only = rows(
+            &empty,
+            Some(&LiveDevice::with_peers(vec![live_peer(Some(1), now)])),
+            now,
+        );
         assert_eq!(
             (
                 live_only[0].health,
@@ -407,7 +406,7 @@ mod tests {
         let now = SystemTime::now();
         let mut peer = live_peer(Some(1), now);
         peer.allowed_ips = vec!["10.15.0.9/32".parse().unwrap()];
-        let rows = rows(&conf(), Some(&device(vec![peer])), now);
+        let rows = rows(&conf(), Some(&LiveDevice::with_peers(vec![peer])), now);
         assert_eq!(rows[0].health, Health::Drift);
         assert!(
             rows[0]

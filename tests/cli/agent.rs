@@ -112,15 +112,7 @@ fn agent_runs_until_sigterm_shows_in_status_and_leaves_the_lock_free() {
         .stdout_has(&format!("agent: running (pid {})", agent.pid()));
 
     // Commands that take the config lock are never kept waiting by it.
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "bob",
-            "198.51.100.3:51820",
-            crate::BOB_KEY,
-            "10.15.0.3",
-        ])
-        .succeeds();
+    node.wgp2p().args(crate::ADD_BOB).succeeds();
     // One agent per interface.
     let second = node.wgp2p().args(["agent", "--interval", "1"]).fails();
     assert_eq!(second.code, Some(3), "{second}");

@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use tempfile::TempDir;
 
@@ -346,28 +344,6 @@ pub struct AddPeerLine {
     pub endpoint: String,
     pub key: String,
     pub ip: String,
-}
-
-/// The public key of a private key, by `wg pubkey` (key via stdin).
-pub fn wg_pubkey(private: &str) -> String {
-    let mut child = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run wg pubkey (wireguard-tools must be installed)");
-    child
-        .stdin
-        .take()
-        .expect("wg stdin")
-        .write_all(format!("{private}\n").as_bytes())
-        .expect("write to wg pubkey");
-    let output = child.wait_with_output().expect("wait for wg pubkey");
-    assert!(output.status.success(), "wg pubkey failed");
-    String::from_utf8(output.stdout)
-        .expect("wg output is UTF-8")
-        .trim()
-        .to_string()
 }
 
 /// The value of the first `key = value` line of `[section]` number `index`

@@ -5,8 +5,9 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 
-use super::node::{Node, conf_value, wg_pubkey};
-use crate::{ADD_ALICE, ALICE_KEY, ALICE_PRIVATE, BOB_KEY};
+use super::node::{Node, conf_value};
+use crate::{ADD_ALICE, ADD_BOB, ALICE_KEY, ALICE_PRIVATE};
+use wgp2p_lab::wg_pubkey;
 
 /// A private key that is not this node's nor a peer's of the suite.
 const PRIV_OTHER: &str = "QJRBRzLEyYrAc6igP44D0lZexzaFdFSycMcUPX7Ex18=";
@@ -376,15 +377,7 @@ fn a_journal_left_by_a_killed_run_is_completed_by_the_next() {
     journal.extend(b"end\n");
     node.write(".wgp2p-journal", std::str::from_utf8(&journal).unwrap());
     node.write(".wgp2p-tmp-privatekey.1.0", PRIV_OTHER);
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "bob",
-            "198.51.100.3:51820",
-            BOB_KEY,
-            "10.15.0.3",
-        ])
-        .succeeds();
+    node.wgp2p().args(ADD_BOB).succeeds();
     assert_eq!(node.read("privatekey").trim(), PRIV_OTHER);
     assert_eq!(node.public_key(), wg_pubkey(PRIV_OTHER));
     assert_eq!(

@@ -420,8 +420,15 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 #[must_use]
 pub fn wg_keypair() -> (String, String) {
     let private = pipe_through(&["wg", "genkey"], "");
-    let public = pipe_through(&["wg", "pubkey"], &private);
+    let public = wg_pubkey(&private);
     (private, public)
+}
+
+/// The public key of a private key, by `wg pubkey` (the key goes through
+/// stdin). Needs wireguard-tools, not root.
+#[must_use]
+pub fn wg_pubkey(private: &str) -> String {
+    pipe_through(&["wg", "pubkey"], private)
 }
 
 fn pipe_through(args: &[&str], input: &str) -> String {
