@@ -14,6 +14,7 @@ use crate::context::Context;
 use crate::device::LiveDevice;
 use crate::error::{Error, Result};
 use crate::health::{self, Drift, DriftKind};
+use crate::plan::overlaps;
 use crate::service::Kind;
 use crate::system::on_path;
 
@@ -122,10 +123,6 @@ fn gather(ctx: &Context) -> Result<Facts> {
         drifts,
         now,
     })
-}
-
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 fn tool_findings(f: &Facts, out: &mut Vec<String>) {
