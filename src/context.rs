@@ -19,6 +19,9 @@ pub struct Env {
     pub stun_servers: Option<String>,
     /// `WGP2P_SERVICE`: systemd, wg-quick or none.
     pub service: Option<String>,
+    /// Whether `JOURNAL_STREAM` is set: systemd sets it for a service whose
+    /// stderr goes to the journal, which stamps every line itself.
+    pub journal_stream: bool,
 }
 
 impl Env {
@@ -28,6 +31,7 @@ impl Env {
             endpoint: var("WGP2P_ENDPOINT").filter(|v| !v.is_empty()),
             stun_servers: var("WGP2P_STUN_SERVERS"),
             service: var("WGP2P_SERVICE").filter(|v| !v.is_empty()),
+            journal_stream: std::env::var_os("JOURNAL_STREAM").is_some(),
         }
     }
 }

@@ -14,9 +14,7 @@ pub fn run(ctx: &Context, args: AgentArgs) -> Result<()> {
     match args.action {
         None => {
             ctx.require_root("agent")?;
-            // systemd sets JOURNAL_STREAM for a service whose stderr goes to
-            // the journal, which stamps every line itself.
-            let log = Log::new(std::env::var_os("JOURNAL_STREAM").is_some());
+            let log = Log::new(ctx.env.journal_stream);
             let auto_relay = args.auto_relay.then_some(agent::relay::Settings {
                 after: args.relay_after,
             });
