@@ -44,7 +44,11 @@ impl Error {
         match self {
             Error::System(_) | Error::LiveUnknown(_) => 1,
             Error::Invalid(_) => 2,
-            Error::Plan(PlanError::NotFound { .. } | PlanError::RelayNotFound { .. })
+            Error::Plan(
+                PlanError::NotFound { .. }
+                | PlanError::RelayNotFound { .. }
+                | PlanError::NotTrusted { .. },
+            )
             | Error::NotFound(_) => 4,
             Error::Plan(_) | Error::Conflict(_) => 3,
             Error::NeedsRoot(_) => 5,

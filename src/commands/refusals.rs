@@ -215,6 +215,41 @@ impl fmt::Display for PlanError {
                 }
                 write!(f, ": expected addresses no other peer routes")
             }
+            PlanError::TrustOwnKey { key } => write!(
+                f,
+                "public key {key} is this node's own key: expected a member's name or key"
+            ),
+            PlanError::NotTrusted { selector } => write!(
+                f,
+                "{} is not trusted: expected a name or key that `wgp2p trust` lists",
+                quoted(&selector.to_string())
+            ),
+            PlanError::IntroductionChangesPeer {
+                peer,
+                key,
+                name,
+                nets,
+            } => {
+                write!(
+                    f,
+                    "peer {} (key {key}) is already configured with ",
+                    quoted(peer)
+                )?;
+                match name {
+                    Some(name) => write!(f, "name {name}")?,
+                    None => write!(f, "no name")?,
+                }
+                write!(
+                    f,
+                    " and allowed IPs {}: an introduction never changes a peer",
+                    crate::plan::join_nets(nets)
+                )
+            }
+            PlanError::NotIntroduced { peer } => write!(
+                f,
+                "peer {} was not added by an introduction (by hand, a roster or provisioning): only `wgp2p remove-peer {peer}` here removes it",
+                quoted(peer)
+            ),
             PlanError::DefaultRoute { entry, net } => write!(
                 f,
                 "{entry}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (README, \"Rosters\")"

@@ -140,6 +140,20 @@ pub enum PlanError {
     },
     /// A default route from an entry that is not an exit node.
     DefaultRoute { entry: String, net: IpNet },
+    /// `trust` of this node's own key.
+    TrustOwnKey { key: PublicKey },
+    /// `untrust` of a member no trust line names.
+    NotTrusted { selector: PeerSelector },
+    /// An introduction of a key that is already a peer, otherwise.
+    IntroductionChangesPeer {
+        peer: String,
+        key: PublicKey,
+        /// The peer's name as written, if any.
+        name: Option<String>,
+        nets: Vec<IpNet>,
+    },
+    /// A removal record for a peer no introduction added.
+    NotIntroduced { peer: String },
     /// A route over an endpoint or this host's own address or gateway.
     CoversProtected {
         entry: String,

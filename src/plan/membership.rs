@@ -16,12 +16,11 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::config::document::{Document, keys};
-use crate::config::node::{PeerEntry, peers};
-use crate::error::{Error, Result};
+use crate::config::node::peers;
+use crate::error::Result;
+use crate::plan::error::PlanError;
 use crate::plan::{Delta, Own, check_new_peer, find_peer};
-use crate::types::{
-    DEFAULT_KEEPALIVE, Endpoint, PeerName, PeerSelector, PublicKey, WrittenName, quoted,
-};
+use crate::types::{DEFAULT_KEEPALIVE, Endpoint, PeerName, PeerSelector, PublicKey, WrittenName};
 
 /// The start of the `# Source` tag of an introduced peer.
 pub const INTRODUCED_BY: &str = "introduced by";
@@ -116,9 +115,7 @@ pub fn trust(
         },
     };
     if key == own.public_key {
-        return Err(Error::Conflict(format!(
-            "public key {key} is this node's own key: expected a member's name or key"
-        )));
+        return Err(PlanError::TrustOwnKey { key }.into());
     }
     if Policy::of(doc).trusted.iter().any(|(k, _)| *k == key) {
         return Ok((None, key, name));
@@ -143,10 +140,10 @@ pub fn untrust(doc: &Document, selector: &PeerSelector) -> Result<(Document, Pub
     let key = match found {
         Some((key, _)) => *key,
         None => {
-            return Err(Error::NotFound(format!(
-                "{} is not trusted: expected a name or key that `wgp2p trust` lists",
-                quoted(&selector.to_string())
-            )));
+            return Err(PlanError::NotTrusted {
+                selector: selector.clone(),
+            }
+            .into());
         }
     };
     let mut new_doc = doc.clone();
@@ -204,11 +201,13 @@ pub fn introduce(mut doc: Document, own: &Own, intro: &Introduction) -> Result<I
         if same_name && peer.allowed_ips.contains(&host) {
             return Ok(Introduced::Known);
         }
-        return Err(Error::Conflict(format!(
-            "peer {} (key {key}) is already configured with {}: an introduction never changes a peer",
-            quoted(peer.display_name()),
-            describe_nets(peer)
-        )));
+        return Err(PlanError::IntroductionChangesPeer {
+            peer: peer.display_name().to_string(),
+            key,
+            name: peer.name.as_ref().map(ToString::to_string),
+            nets: peer.allowed_ips.clone(),
+        }
+        .into());
     }
     check_new_peer(
         &existing,
@@ -242,17 +241,6 @@ pub fn introduce(mut doc: Document, own: &Own, intro: &Introduction) -> Result<I
     Ok(Introduced::Add(doc, delta))
 }
 
-fn describe_nets(peer: &PeerEntry) -> String {
-    let name = peer
-        .name
-        .as_ref()
-        .map_or("no name".to_string(), |n| format!("name {n}"));
-    format!(
-        "{name} and allowed IPs {}",
-        crate::plan::join_nets(&peer.allowed_ips)
-    )
-}
-
 /// Remove an introduced peer for an accepted removal. `Ok(None)`: it is not
 /// a peer (nothing to do). Refused when an introduction did not add it
 /// (added by hand, by a roster, provisioned) or when it relays others.
@@ -266,11 +254,7 @@ pub fn remove_introduced(
     };
     let name = peer.display_name().to_string();
     if !is_introduced(&doc, key) {
-        return Err(Error::Conflict(format!(
-            "peer {} was not added by an introduction (by hand, a roster or provisioning): only `wgp2p remove-peer {}` here removes it",
-            quoted(&name),
-            name
-        )));
+        return Err(PlanError::NotIntroduced { peer: name }.into());
     }
     let (new_doc, delta, _) = crate::plan::remove_peer(doc, &PeerSelector::Key(*key))?;
     Ok(Some((new_doc, delta, name)))
