@@ -36,7 +36,7 @@ fn list(ctx: &Context) -> Result<()> {
         crate::outln!("{text}");
         return Ok(());
     }
-    crate::outln!("{}", policy.describe());
+    crate::outln!("{}", describe(&policy));
     for (key, name) in &policy.trusted {
         crate::outln!("trusted: {} {key}", name.as_deref().unwrap_or("(unnamed)"));
     }
@@ -57,7 +57,7 @@ fn trust(ctx: &Context, selector: &PeerSelector) -> Result<()> {
     save(&node, &new_doc)?;
     crate::outln!(
         "trusted {shown}: the agent now applies introductions from it ({})",
-        Policy::of(&new_doc).describe()
+        describe(&Policy::of(&new_doc))
     );
     Ok(())
 }
@@ -70,9 +70,23 @@ pub fn untrust(ctx: &Context, selector: &PeerSelector) -> Result<()> {
     save(&node, &new_doc)?;
     crate::outln!(
         "no longer trusted: {key} ({})",
-        Policy::of(&new_doc).describe()
+        describe(&Policy::of(&new_doc))
     );
     Ok(())
+}
+
+/// The policy in one line, with the commands that change it.
+fn describe(policy: &Policy) -> String {
+    match (policy.accept, policy.trusted.is_empty()) {
+        (_, false) => format!(
+            "introductions are accepted from {} trusted member(s) only",
+            policy.trusted.len()
+        ),
+        (true, true) => "introductions are accepted from every member".into(),
+        (false, true) => {
+            "introductions are not accepted (manual): `wgp2p install --accept-introductions` or `wgp2p trust NAME` to accept them".into()
+        }
+    }
 }
 
 fn save(node: &crate::config::node::Node, doc: &crate::config::document::Document) -> Result<()> {

@@ -71,20 +71,6 @@ impl Policy {
     pub fn enabled(&self) -> bool {
         self.accept || !self.trusted.is_empty()
     }
-
-    /// One line for `trust` (no arguments) and the logs.
-    pub fn describe(&self) -> String {
-        match (self.accept, self.trusted.is_empty()) {
-            (_, false) => format!(
-                "introductions are accepted from {} trusted member(s) only",
-                self.trusted.len()
-            ),
-            (true, true) => "introductions are accepted from every member".into(),
-            (false, true) => {
-                "introductions are not accepted (manual): `wgp2p install --accept-introductions` or `wgp2p trust NAME` to accept them".into()
-            }
-        }
-    }
 }
 
 /// Turn `# AcceptIntroductions = true` on; `None` when it already is.
