@@ -11,8 +11,6 @@ mod device;
 mod discover;
 mod error;
 mod health;
-// Used by `trust`; the rest waits for the agent's protocol (see agent::membership).
-#[cfg_attr(not(test), allow(dead_code))]
 mod membership;
 mod output;
 mod plan;

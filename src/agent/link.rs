@@ -504,7 +504,11 @@ mod tests {
             Verdict::Accepted(Incoming {
                 from: KEY_A.parse().unwrap(),
                 source: source("10.15.0.2"),
-                message: Message::Hello { relay: false },
+                message: Message::Hello {
+                    relay: false,
+                    sk: None,
+                    members: None,
+                },
             })
         );
         assert_eq!(
@@ -619,7 +623,14 @@ mod tests {
         );
         peer.send_to(HELLO, link.local).unwrap();
         let incoming = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(incoming.message, Message::Hello { relay: false });
+        assert_eq!(
+            incoming.message,
+            Message::Hello {
+                relay: false,
+                sk: None,
+                members: None,
+            }
+        );
         assert_eq!(incoming.from, KEY_A.parse().unwrap());
         peer.send_to(&vec![b' '; MAX_DATAGRAM + 1], link.local)
             .unwrap();

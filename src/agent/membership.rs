@@ -82,6 +82,8 @@ pub struct Membership {
     said: HashSet<(PublicKey, u64)>,
     /// Offers by outcome (`status --json`).
     pub counters: BTreeMap<&'static str, u64>,
+    /// The config was changed since [`Membership::take_changed`] last asked.
+    changed: bool,
 }
 
 impl Membership {
@@ -160,6 +162,11 @@ impl Membership {
             Some(me) => (Some(me.sign_key().to_base64()), Some(self.book.digest())),
             None => (None, None),
         }
+    }
+
+    /// Whether an applied event changed the config since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
     fn count(&mut self, what: &'static str) {
@@ -412,7 +419,10 @@ impl Membership {
                 }
             };
             match result {
-                Ok(line) => log.line(&format!("membership: {line}")),
+                Ok(line) => {
+                    self.changed = true;
+                    log.line(&format!("membership: {line}"));
+                }
                 Err(e) => {
                     if self.said.insert((subject, record.event.at)) {
                         let what = if record.event.is_removal() {

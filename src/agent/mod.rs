@@ -15,11 +15,8 @@
 pub mod endpoints;
 pub mod hints;
 pub mod link;
-pub mod protocol;
-// Not wired into the loop yet: it needs the agents' protocol (`hello`
-// and `record` messages), which lands first; only its tests use it so far.
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod membership;
+pub mod protocol;
 pub mod relay;
 pub mod roam;
 pub mod state;
@@ -197,6 +194,13 @@ pub enum Event {
 /// two of its passes when it runs at the default.
 pub const HEARD_WITHIN: Duration = endpoints::STALE_AFTER;
 
+/// Now in Unix milliseconds (membership events are dated so).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Run in the foreground until SIGTERM or SIGINT; `auto_relay`: with
 /// `--auto-relay`.
 pub fn run(
@@ -212,7 +216,7 @@ pub fn run(
     let _running = state::Running::claim(&ctx.paths)?;
     let (events, inbox) = mpsc::channel::<Event>();
     signals.forward(events.clone())?;
-    let mut talk = Talk::new(events, interval);
+    let mut talk = Talk::new(events, interval, membership::Membership::load(&ctx.paths));
     let mut knowledge = state::load(&ctx.paths)
         .map(|s| Knowledge::from_state(&s))
         .unwrap_or_default();
@@ -245,6 +249,7 @@ pub fn run(
         // A problem is logged when it appears or changes, not every pass.
         let problem = pass(ctx, &mut knowledge, log)
             .and_then(|()| talk.pass(ctx, &mut knowledge, log))
+            .and_then(|()| talk.membership_pass(ctx, log))
             .err()
             .map(|e| e.to_string());
         if problem != last_problem {
@@ -300,7 +305,9 @@ pub fn run(
                     log.line(&format!("stopping on {}", signal_name(signal)));
                     return Ok(());
                 }
-                Ok(Event::Message(incoming)) => talk.receive(&mut knowledge, incoming, log),
+                Ok(Event::Message(incoming)) => {
+                    talk.receive(ctx, &mut knowledge, incoming, log);
+                }
                 // The loop holds a sender itself: only the timeout is left.
                 Err(_) => {}
             }
@@ -323,11 +330,17 @@ struct Talk {
     names: HashMap<PublicKey, String>,
     /// Each configured peer's agent address.
     agents: HashMap<PublicKey, SocketAddr>,
+    membership: membership::Membership,
 }
 
 impl Talk {
-    fn new(events: mpsc::Sender<Event>, interval: Duration) -> Talk {
+    fn new(
+        events: mpsc::Sender<Event>,
+        interval: Duration,
+        membership: membership::Membership,
+    ) -> Talk {
         Talk {
+            membership,
             link: None,
             interval,
             relay: false,
@@ -389,7 +402,7 @@ impl Talk {
             }
         }
         self.relay = node.conf.as_ref().is_some_and(crate::plan::hooks::enabled);
-        let hello = protocol::Message::Hello { relay: self.relay };
+        let hello = self.hello();
         for to in self.agents.values() {
             self.send(*to, &hello);
         }
@@ -473,10 +486,7 @@ impl Talk {
                             // A packet for the peer makes WireGuard start a
                             // handshake through the new endpoint now.
                             if let Some(address) = self.agents.get(&peer) {
-                                self.send(
-                                    *address,
-                                    &protocol::Message::Hello { relay: self.relay },
-                                );
+                                self.send(*address, &self.hello());
                             }
                             log.line(&format!(
                                 "peer {}: trying endpoint {} (from {from}{seen})",
@@ -566,15 +576,95 @@ impl Talk {
         Ok(true)
     }
 
+    /// This node's `hello`: whether it relays, and membership's signing key
+    /// and book digest.
+    fn hello(&self) -> protocol::Message {
+        let (sk, members) = self.membership.hello();
+        protocol::Message::Hello {
+            relay: self.relay,
+            sk,
+            members,
+        }
+    }
+
+    /// Membership's pass (what the config changed becomes events, accepted
+    /// events are applied), then the book is saved.
+    fn membership_pass(&mut self, ctx: &Context, log: &Log) -> Result<()> {
+        let outgoing = self.membership.pass(ctx, log, unix_ms())?;
+        self.send_records(outgoing);
+        if self.membership.take_changed() {
+            self.refresh(ctx);
+        }
+        if let Err(e) = self.membership.save(&ctx.paths) {
+            log.line(&format!("cannot save the membership book: {e}"));
+        }
+        Ok(())
+    }
+
+    fn send_records(&self, outgoing: Vec<membership::Outgoing>) {
+        for (to, wire) in outgoing {
+            if let Some(address) = self.agents.get(&to) {
+                self.send(*address, &protocol::Message::Record(Box::new(wire)));
+            }
+        }
+    }
+
+    /// Membership changed the config: take the new peers in at once (who
+    /// may send, where to send) and say `hello` to them, rather than at
+    /// the next pass.
+    fn refresh(&mut self, ctx: &Context) {
+        let Ok(node) = Node::load(ctx.paths.clone()) else {
+            return;
+        };
+        let Ok(entries) = node.peers() else {
+            return;
+        };
+        if let Some(link) = &self.link {
+            link.set_senders(link::Senders::from_config(&entries));
+        }
+        let hello = self.hello();
+        for entry in &entries {
+            self.names
+                .insert(entry.public_key, entry.display_name().to_string());
+            let Some(to) = link::agent_address(entry) else {
+                continue;
+            };
+            if self.agents.insert(entry.public_key, to).is_none() {
+                self.send(to, &hello);
+            }
+        }
+        let keys: std::collections::HashSet<PublicKey> =
+            entries.iter().map(|e| e.public_key).collect();
+        self.agents.retain(|k, _| keys.contains(k));
+    }
+
     /// A message from a peer's agent.
-    fn receive(&mut self, knowledge: &mut Knowledge, incoming: link::Incoming, log: &Log) {
+    fn receive(
+        &mut self,
+        ctx: &Context,
+        knowledge: &mut Knowledge,
+        incoming: link::Incoming,
+        log: &Log,
+    ) {
         let name = self
             .names
             .get(&incoming.from)
             .cloned()
             .unwrap_or_else(|| incoming.from.to_string());
         match incoming.message {
-            protocol::Message::Hello { relay } => {
+            protocol::Message::Hello {
+                relay,
+                ref sk,
+                ref members,
+            } => {
+                let outgoing = self.membership.on_hello(
+                    incoming.from,
+                    sk.as_deref(),
+                    members.as_deref(),
+                    unix_ms(),
+                    log,
+                );
+                self.send_records(outgoing);
                 let heard = state::Heard {
                     at: state::unix_now(),
                     relay,
@@ -585,6 +675,15 @@ impl Talk {
                         "peer {name}: its agent is heard{}",
                         if relay { " (it relays)" } else { "" }
                     ));
+                }
+            }
+            protocol::Message::Record(ref wire) => {
+                let outgoing = self
+                    .membership
+                    .on_record(ctx, incoming.from, wire, unix_ms(), log);
+                self.send_records(outgoing);
+                if self.membership.take_changed() {
+                    self.refresh(ctx);
                 }
             }
             // Answered by the receive thread; never delivered.

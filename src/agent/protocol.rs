@@ -61,6 +61,14 @@ pub enum Message {
         /// This node has run `relay-enable` (it forwards between peers).
         #[serde(default)]
         relay: bool,
+        /// This node's membership signing key (docs/membership.md): the
+        /// receiver pins it for the sender (trust on first use).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sk: Option<String>,
+        /// A digest of this node's membership book: a receiver whose own
+        /// differs sends its events.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<String>,
     },
     /// "Where do you see peer `key`?" Answered with [`Message::Seen`].
     Where { key: Key },
@@ -74,6 +82,9 @@ pub enum Message {
         #[serde(default)]
         handshake_secs: Option<u64>,
     },
+    /// A signed membership record: an introduction or a removal
+    /// (docs/membership.md).
+    Record(Box<crate::membership::record::WireRecord>),
 }
 
 /// Why a datagram was dropped: each reason has its own counter (in the
@@ -135,7 +146,7 @@ struct Head {
 }
 
 /// The types this agent knows, as `t` spells them.
-const KNOWN_TYPES: [&str; 3] = ["hello", "where", "seen"];
+const KNOWN_TYPES: [&str; 4] = ["hello", "where", "seen", "record"];
 
 /// The datagram of a message; `DropReason::Oversized` when it would not fit.
 pub fn encode(message: &Message) -> Result<Vec<u8>, DropReason> {
@@ -179,7 +190,12 @@ mod tests {
 
     #[test]
     fn wire_format_is_the_documented_one() {
-        let hello = encode(&Message::Hello { relay: true }).unwrap();
+        let hello = encode(&Message::Hello {
+            relay: true,
+            sk: None,
+            members: None,
+        })
+        .unwrap();
         assert_eq!(hello, br#"{"v":1,"t":"hello","relay":true}"#);
         let seen = Message::Seen {
             key: key(KEY_A),
@@ -200,11 +216,19 @@ mod tests {
     fn later_agents_may_add_fields_and_omit_optional_ones() {
         assert_eq!(
             decode(br#"{"v":1,"t":"hello","relay":false,"signing":"abc"}"#),
-            Ok(Message::Hello { relay: false })
+            Ok(Message::Hello {
+                relay: false,
+                sk: None,
+                members: None
+            })
         );
         assert_eq!(
             decode(br#"{"t":"hello","v":1}"#),
-            Ok(Message::Hello { relay: false })
+            Ok(Message::Hello {
+                relay: false,
+                sk: None,
+                members: None
+            })
         );
         assert_eq!(
             decode(format!(r#"{{"v":1,"t":"seen","key":"{KEY_B}"}}"#).as_bytes()),
@@ -256,12 +280,44 @@ mod tests {
             .prop_map(|b| Key(PublicKey::from_bytes(b)))
     }
 
+    fn any_record() -> impl Strategy<Value = crate::membership::record::WireRecord> {
+        use crate::membership::record::{Op, WireRecord};
+        (
+            any::<bool>(),
+            any_key(),
+            proptest::option::of("[a-z][a-z0-9-]{0,63}"),
+            proptest::option::of("10\\.15\\.[0-9]{1,3}\\.[0-9]{1,3}"),
+            proptest::option::of("[a-z0-9.-]{1,253}:[0-9]{1,5}"),
+            (any_key(), any::<u64>(), any_key(), "[A-Za-z0-9+/]{86}=="),
+        )
+            .prop_map(
+                |(removal, key, name, ip, endpoint, (origin, at, by, sig))| WireRecord {
+                    op: if removal { Op::Removal } else { Op::Intro },
+                    key: key.0.to_string(),
+                    name,
+                    ip,
+                    endpoint,
+                    sk: None,
+                    origin: origin.0.to_string(),
+                    at,
+                    by: by.0.to_string(),
+                    sig,
+                },
+            )
+    }
+
     fn any_message() -> impl Strategy<Value = Message> {
         // An endpoint as text carries no IPv6 flow label or scope.
         let address = any::<SocketAddr>().prop_map(|a| SocketAddr::new(a.ip(), a.port()));
         let endpoint = proptest::option::of(address);
         prop_oneof![
-            any::<bool>().prop_map(|relay| Message::Hello { relay }),
+            (
+                any::<bool>(),
+                proptest::option::of("[A-Za-z0-9+/]{43}="),
+                proptest::option::of("[0-9a-f]{16}")
+            )
+                .prop_map(|(relay, sk, members)| Message::Hello { relay, sk, members }),
+            any_record().prop_map(|r| Message::Record(Box::new(r))),
             any_key().prop_map(|key| Message::Where { key }),
             (any_key(), endpoint, proptest::option::of(any::<u64>())).prop_map(
                 |(key, endpoint, handshake_secs)| Message::Seen {
@@ -285,8 +341,8 @@ mod tests {
         // parser; it must not panic either.
         #[test]
         fn decoding_message_shaped_text_never_panics(
-            t in "(hello|where|seen|x)",
-            fields in proptest::collection::vec(("(relay|key|endpoint|handshake_secs|v)", "(true|1|-1|null|\"[a-zA-Z0-9+/=:.\\[\\]]{0,50}\"|\\{\\}|\\[\\])"), 0..4),
+            t in "(hello|where|seen|record|x)",
+            fields in proptest::collection::vec(("(relay|key|endpoint|handshake_secs|v|sk|members|op|name|ip|origin|at|by|sig)", "(true|1|-1|null|\"[a-zA-Z0-9+/=:.\\[\\]]{0,50}\"|\\{\\}|\\[\\])"), 0..4),
         ) {
             let mut text = format!(r#"{{"v":1,"t":"{t}""#);
             for (name, value) in fields {

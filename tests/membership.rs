@@ -1,0 +1,239 @@
+//! Joining a whole mesh with one exchange of lines (docs/membership.md),
+//! on real WireGuard in the lab: ten members (one behind a cone NAT) that
+//! accept introductions, each running `wgp2p agent`; an eleventh host
+//! exchanges lines with one member and within 60 s all 110 ordered pairs
+//! ping; a removal on one member spreads to all within 60 s, and a member
+//! whose agent was stopped, and one whose interface was down, catch up when
+//! they come back. Each agent is a process started by the test inside its
+//! host's namespaces and stopped by its recorded PID.
+
+use wgp2p_lab as lab;
+
+use std::process::Child;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lab::{AddPeerLine, Host, Lab, NatKind, WGP2P, exchange, wait_until};
+
+/// The agents' pass interval here (the default is 30 s).
+const INTERVAL: &str = "2";
+/// The goal for the join and for a removal.
+const CONVERGE: Duration = Duration::from_secs(60);
+const MEMBERS: usize = 10;
+/// Members behind a cone NAT (the last ones). One: two hosts behind two
+/// NATs reach each other only through hole punching, which the lab's
+/// Linux NATs defeat when both sides start at once (the second mapping gets
+/// a new port): that needs coordinated hole punching, not membership.
+/// Every other pair involves a public host.
+const BEHIND_NAT: usize = 1;
+
+/// An agent on a lab host; SIGTERM by its PID (then SIGKILL) when stopped
+/// or dropped. Its log goes to a file in the host's /run.
+struct Agent {
+    host: Host,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn start(host: &Host) -> Agent {
+        let child = host
+            .command(&[
+                "sh",
+                "-c",
+                "exec \"$0\" agent --interval \"$1\" 2>>/run/agent.log",
+                WGP2P.as_str(),
+                INTERVAL,
+            ])
+            .env("WGP2P_SERVICE", "wg-quick")
+            .env("WGP2P_STUN_SERVERS", "")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the agent on {}: {e}", host.name()));
+        Agent {
+            host: host.clone(),
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn log(&self) -> String {
+        self.host
+            .run(&["cat", "/run/agent.log"])
+            .stdout
+            .lines()
+            .filter(|l| l.contains("membership"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn vpn_ip(i: usize) -> String {
+    format!("10.15.0.{}", i + 1)
+}
+
+/// Install with introductions accepted; the host's add-peer line.
+fn install(host: &Host, i: usize) -> AddPeerLine {
+    let address = format!("{}/24", vpn_ip(i));
+    let stdout = host.wgp2p_ok(&[
+        "install",
+        &address,
+        "--endpoint",
+        &host.endpoint(51820),
+        "--accept-introductions",
+    ]);
+    let mut lines = lab::add_peer_lines(&stdout);
+    assert_eq!(lines.len(), 1, "{stdout}");
+    lines.remove(0)
+}
+
+fn has_peer(host: &Host, key: &str) -> bool {
+    host.read_file("/etc/wireguard/wg0.conf").contains(key)
+}
+
+/// Every host pings every other, each pair retried until `deadline`;
+/// the pairs that never answered.
+fn unreachable_pairs(hosts: &[Host], deadline: Instant) -> Vec<String> {
+    thread::scope(|s| {
+        let tasks: Vec<_> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, from)| {
+                s.spawn(move || {
+                    let mut failed = Vec::new();
+                    for (j, to) in hosts.iter().enumerate().filter(|(j, _)| *j != i) {
+                        let ip = vpn_ip(j);
+                        let ok =
+                            wait_until(deadline.saturating_duration_since(Instant::now()), || {
+                                from.ping(&ip, Duration::from_secs(1))
+                            });
+                        if !ok {
+                            failed.push(format!("{} -> {}", from.name(), to.name()));
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        tasks
+            .into_iter()
+            .flat_map(|t| t.join().expect("ping thread"))
+            .collect()
+    })
+}
+
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn eleventh_host_joins_with_one_exchange_and_a_removal_spreads() {
+    let lab = Lab::new();
+    let mut hosts: Vec<Host> = (0..MEMBERS)
+        .map(|i| {
+            let name = format!("m{i}");
+            if i >= MEMBERS - BEHIND_NAT {
+                lab.host_behind_nat(&name, NatKind::Cone)
+            } else {
+                lab.public_host(&name)
+            }
+        })
+        .collect();
+    let lines: Vec<AddPeerLine> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| install(h, i))
+        .collect();
+    exchange(hosts.iter(), &lines);
+    let mut agents: Vec<Agent> = hosts.iter().map(Agent::start).collect();
+    let settled = unreachable_pairs(&hosts, Instant::now() + CONVERGE);
+    assert!(settled.is_empty(), "the ten members: {settled:?}");
+
+    // The newcomer and m0 exchange lines; nobody else is touched.
+    let newcomer = lab.public_host("newcomer");
+    let line = install(&newcomer, MEMBERS);
+    agents.push(Agent::start(&newcomer));
+    let started = Instant::now();
+    newcomer.add_peer(&lines[0]);
+    hosts[0].add_peer(&line);
+    hosts.push(newcomer);
+    let missing = unreachable_pairs(&hosts, started + CONVERGE);
+    let joined = started.elapsed();
+    eprintln!(
+        "join: all {} ordered pairs ping after {:.1} s",
+        hosts.len() * (hosts.len() - 1),
+        joined.as_secs_f64()
+    );
+    if !missing.is_empty() {
+        for agent in &agents {
+            eprintln!("--- {}:\n{}", agent.host.name(), agent.log());
+        }
+    }
+    assert!(missing.is_empty(), "not reachable within 60 s: {missing:?}");
+    let conf = hosts[3].read_file("/etc/wireguard/wg0.conf");
+    assert!(conf.contains("# Source = introduced by m0\n"), "{conf}");
+
+    // A member whose agent is stopped, and one whose interface is down,
+    // miss the removal; the other members get it within 60 s.
+    agents[1].stop();
+    hosts[2].wgp2p_ok(&["stop"]);
+    let key = line.public_key().to_string();
+    let started = Instant::now();
+    hosts[0].wgp2p_ok(&["remove-peer", "newcomer"]);
+    let spread = wait_until(CONVERGE, || {
+        hosts[3..MEMBERS].iter().all(|h| !has_peer(h, &key))
+    });
+    eprintln!(
+        "removal: gone from the {} running members after {:.1} s",
+        MEMBERS - 3,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(spread, "the removal did not reach every running member");
+    for host in &hosts[3..MEMBERS] {
+        let live = host.run(&["wg", "show", "wg0", "peers"]).stdout;
+        assert!(!live.contains(&key), "{}: still live", host.name());
+    }
+    assert!(has_peer(&hosts[1], &key) && has_peer(&hosts[2], &key));
+    // They come back and catch up.
+    agents[1] = Agent::start(&hosts[1]);
+    hosts[2].wgp2p_ok(&["start"]);
+    let started = Instant::now();
+    let caught_up = wait_until(CONVERGE, || {
+        !has_peer(&hosts[1], &key) && !has_peer(&hosts[2], &key)
+    });
+    eprintln!(
+        "catch-up: both returning members removed it after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        caught_up,
+        "m1:\n{}\nm2:\n{}",
+        agents[1].log(),
+        agents[2].log()
+    );
+    // The ten members still form a full mesh.
+    hosts.pop();
+    let left = unreachable_pairs(&hosts, Instant::now() + CONVERGE);
+    assert!(left.is_empty(), "{left:?}");
+}
