@@ -399,6 +399,35 @@ fn agent_text(agent: &crate::agent::state::AgentView) -> String {
             human_duration(auto.after_secs)
         );
     }
+    if let Some(book) = &agent.membership {
+        let _ = write!(
+            text,
+            ", membership: {} members and {} removal{} known",
+            book.members,
+            book.removals,
+            if book.removals == 1 { "" } else { "s" }
+        );
+        let refused: Vec<String> = book
+            .records
+            .iter()
+            .filter(|(what, _)| crate::agent::membership::is_refusal(what))
+            .map(|(what, n)| format!("{n} {what}"))
+            .collect();
+        let total: u64 = book
+            .records
+            .iter()
+            .filter(|(what, _)| crate::agent::membership::is_refusal(what))
+            .map(|(_, n)| n)
+            .sum();
+        if total > 0 {
+            let _ = write!(
+                text,
+                ", {total} record{} refused ({})",
+                if total == 1 { "" } else { "s" },
+                refused.join(", ")
+            );
+        }
+    }
     text
 }
 
@@ -503,10 +532,18 @@ mod tests {
                 dropped: [("malformed".to_string(), 2)].into_iter().collect(),
             },
             auto_relay: None,
+            membership: Some(crate::agent::membership::MembershipView {
+                members: 11,
+                removals: 1,
+                pinned: 10,
+                records: [("new".to_string(), 30), ("bad_signature".to_string(), 1)]
+                    .into_iter()
+                    .collect(),
+            }),
         };
         assert_eq!(
             agent_text(&agent),
-            "running (pid 7), last pass 3s ago, a pass every 30 s, listening on 10.15.0.2:51871, agents heard: 1, messages dropped: 2 malformed"
+            "running (pid 7), last pass 3s ago, a pass every 30 s, listening on 10.15.0.2:51871, agents heard: 1, messages dropped: 2 malformed, membership: 11 members and 1 removal known, 1 record refused (1 bad_signature)"
         );
         let report = StatusReport {
             interface: "wg0".into(),

@@ -63,6 +63,47 @@ struct Saved {
     pins: BTreeMap<String, String>,
     events: Vec<WireRecord>,
     present: Vec<String>,
+    /// Records taken in, by outcome, since the book was made.
+    #[serde(default)]
+    counters: BTreeMap<String, u64>,
+}
+
+/// The book as `status` shows it (`status --json`: `agent.membership`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MembershipView {
+    /// Members the book has an introduction of.
+    pub members: usize,
+    /// Keys the book has a removal of.
+    pub removals: usize,
+    /// Signing keys pinned.
+    pub pinned: usize,
+    /// Records taken in, by outcome (`new`, `duplicate`, `stale`,
+    /// `bad_signature`, …), since the book was made.
+    pub records: BTreeMap<String, u64>,
+}
+
+/// Whether a counter of [`MembershipView::records`] counts refusals.
+pub fn is_refusal(what: &str) -> bool {
+    !matches!(
+        what,
+        "new" | "duplicate" | "revouched" | "unknown_signer" | "pinned"
+    )
+}
+
+/// What the agent's book holds, read without changing anything.
+pub fn observe(paths: &Paths) -> Option<MembershipView> {
+    let saved: Saved = serde_json::from_str(&std::fs::read_to_string(path(paths)).ok()?).ok()?;
+    let removals = saved
+        .events
+        .iter()
+        .filter(|e| e.op == crate::membership::record::Op::Removal)
+        .count();
+    Some(MembershipView {
+        members: saved.events.len() - removals,
+        removals,
+        pinned: saved.pins.len(),
+        records: saved.counters,
+    })
 }
 
 /// What the agent knows and does about membership.
@@ -84,6 +125,8 @@ pub struct Membership {
     pub counters: BTreeMap<&'static str, u64>,
     /// The config was changed since [`Membership::take_changed`] last asked.
     changed: bool,
+    /// The counters the saved book had when this agent started.
+    saved_counters: BTreeMap<String, u64>,
 }
 
 impl Membership {
@@ -116,6 +159,7 @@ impl Membership {
             .iter()
             .filter_map(|k| k.parse().ok())
             .collect();
+        membership.saved_counters = saved.counters;
         membership
     }
 
@@ -137,6 +181,7 @@ impl Membership {
                 .map(WireRecord::from_record)
                 .collect(),
             present: self.book.present.iter().map(ToString::to_string).collect(),
+            counters: self.all_counters(),
         };
         let target = path(paths);
         let temp = paths.dir.join(format!(".{}.tmp", file_name(&paths.iface)));
@@ -162,6 +207,15 @@ impl Membership {
             Some(me) => (Some(me.sign_key().to_base64()), Some(self.book.digest())),
             None => (None, None),
         }
+    }
+
+    /// The counters of the saved book plus this run's.
+    fn all_counters(&self) -> BTreeMap<String, u64> {
+        let mut all = self.saved_counters.clone();
+        for (what, n) in &self.counters {
+            *all.entry((*what).to_string()).or_default() += n;
+        }
+        all
     }
 
     /// Whether an applied event changed the config since the last call.

@@ -349,6 +349,9 @@ pub struct AgentView {
     pub link: LinkStatus,
     /// `--auto-relay`: `None` when the (last) agent ran without it.
     pub auto_relay: Option<super::relay::View>,
+    /// What its membership book holds (docs/membership.md), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub membership: Option<super::membership::MembershipView>,
 }
 
 /// A peer's agent as this agent heard it.
@@ -394,6 +397,7 @@ pub fn observe(paths: &Paths) -> AgentView {
     let now = unix_now();
     AgentView {
         running,
+        membership: super::membership::observe(paths),
         pid: running.then_some(state.pid),
         last_pass_secs_ago: Some(now.saturating_sub(state.last_pass)),
         interval_secs: Some(state.interval_secs),
