@@ -106,6 +106,21 @@ pub fn observe(paths: &Paths) -> Option<MembershipView> {
     })
 }
 
+/// What a logged refusal was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Said {
+    /// A record refused by the book (signature, replay, clock, flood).
+    Record,
+    /// An introduction the config refused.
+    Introduction,
+    /// A removal the config refused.
+    Removal,
+    /// A peer's `hello` with another signing key than the pinned one.
+    PinConflict,
+    /// A peer's `hello` with a malformed signing key.
+    BadHello,
+}
+
 /// What the agent knows and does about membership.
 #[derive(Default)]
 pub struct Membership {
@@ -119,8 +134,9 @@ pub struct Membership {
     /// Per peer, when all records were last sent to it, and where the
     /// next resend starts (a book bigger than [`RESEND_MAX`] goes in turns).
     resent: HashMap<PublicKey, (u64, usize)>,
-    /// Refusals already logged (subject, event time): said once.
-    said: HashSet<(PublicKey, u64)>,
+    /// Refusals already logged, each said once: (the key it is about,
+    /// the event's time, what was refused).
+    said: HashSet<(PublicKey, u64, Said)>,
     /// Offers by outcome (`status --json`).
     pub counters: BTreeMap<&'static str, u64>,
     /// The config was changed since [`Membership::take_changed`] last asked.
@@ -248,7 +264,7 @@ impl Membership {
                     Pin::Same => {}
                     Pin::Conflict(pinned) => {
                         self.count("key_changed");
-                        if self.said.insert((from, 0)) {
+                        if self.said.insert((from, 0, Said::PinConflict)) {
                             log.line(&format!(
                                 "membership: peer {from} says its signing key is {key}, but {pinned} is pinned for it: refused (its records stay unverifiable)"
                             ));
@@ -257,7 +273,7 @@ impl Membership {
                 },
                 Err(e) => {
                     self.count("malformed");
-                    if self.said.insert((from, 1)) {
+                    if self.said.insert((from, 0, Said::BadHello)) {
                         log.line(&format!("membership: peer {from}'s hello: {e}"));
                     }
                 }
@@ -337,7 +353,7 @@ impl Membership {
             Offer::New => self.retry_pending(now),
             other => {
                 if let Some(why) = other.refusal()
-                    && self.said.insert((subject, at))
+                    && self.said.insert((subject, at, Said::Record))
                 {
                     log.line(&format!(
                         "membership: record about {subject} signed by {by} refused: {why}"
@@ -460,7 +476,9 @@ impl Membership {
                 Change::Removal if !present => continue,
                 Change::Removal => {
                     if !is_introduced(doc, &subject)
-                        && self.said.contains(&(subject, record.event.at))
+                        && self
+                            .said
+                            .contains(&(subject, record.event.at, Said::Removal))
                     {
                         continue;
                     }
@@ -478,12 +496,12 @@ impl Membership {
                     log.line(&format!("membership: {line}"));
                 }
                 Err(e) => {
-                    if self.said.insert((subject, record.event.at)) {
-                        let what = if record.event.is_removal() {
-                            "removal"
-                        } else {
-                            "introduction"
-                        };
+                    let (said, what) = if record.event.is_removal() {
+                        (Said::Removal, "removal")
+                    } else {
+                        (Said::Introduction, "introduction")
+                    };
+                    if self.said.insert((subject, record.event.at, said)) {
                         log.line(&format!(
                             "membership: {what} of {subject} by {} refused: {e}",
                             self.label(&record.event.origin, doc)
