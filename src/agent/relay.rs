@@ -175,7 +175,7 @@ pub enum Decision {
     /// (Re-)arm the direct probe of a peer the agent relayed.
     Probe(PublicKey),
     /// Remove a probe left live for a peer that is not the agent's (a
-    /// human placed it since).
+    /// human placed it since, or removed it).
     DropProbe(PublicKey),
     /// A peer the agent had relayed (or was counting as stale) was pinned
     /// by a human since: from now on it is left alone (said once).
@@ -219,9 +219,18 @@ pub fn decide(seen: &Observations, memory: &mut Memory, settings: Settings) -> V
     memory
         .stale_since
         .retain(|k, _| seen.peers.iter().any(|p| p.key == *k));
-    memory
+    // A peer the agent relayed that left the config (`remove-peer`): its
+    // probe goes too.
+    let removed: Vec<PublicKey> = memory
         .relayed
-        .retain(|k, _| seen.peers.iter().any(|p| p.key == *k));
+        .keys()
+        .filter(|k| !seen.peers.iter().any(|p| p.key == **k))
+        .copied()
+        .collect();
+    for key in removed {
+        memory.relayed.remove(&key);
+        decisions.push(Decision::DropProbe(key));
+    }
     for peer in &seen.peers {
         let key = peer.key;
         if seen.pinned.contains(&key) {
@@ -680,12 +689,15 @@ pub fn pass(
                 "peer {}: placed by hand with `wgp2p relay`: the auto-relay leaves it alone from now on",
                 name(&peer)
             )),
-            Decision::DropProbe(peer) => drop_probe(ctx, peer).map(|()| {
-                format!(
-                    "peer {}: placed by hand: the agent leaves it alone (direct probe removed)",
-                    name(&peer)
-                )
-            }),
+            Decision::DropProbe(peer) => match drop_probe(ctx, peer) {
+                Ok(false) => continue,
+                done => done.map(|_| {
+                    format!(
+                        "peer {}: not the agent's to move: its direct probe is removed",
+                        name(&peer)
+                    )
+                }),
+            },
         };
         match done {
             Ok(line) => log.line(&line),
@@ -862,10 +874,15 @@ fn arm_probe(ctx: &crate::context::Context, peer: PublicKey) -> Result<()> {
     device.apply(&probe_deltas(&record, Some(PROBE_KEEPALIVE)))
 }
 
-/// Remove the direct probe of a relayed peer that is not the agent's.
-fn drop_probe(ctx: &crate::context::Context, peer: PublicKey) -> Result<()> {
+/// Remove the direct probe of a relayed peer that is not the agent's, or
+/// of a peer no longer in the config.
+fn drop_probe(ctx: &crate::context::Context, peer: PublicKey) -> Result<bool> {
+    use crate::plan::relay::{Found, locate};
     let (_lock, node) = ctx.lock_and_load()?;
-    relayed_record(&node, peer)?;
+    let entries = node.peers()?;
+    if let Some(Found::Direct(_)) = locate(&entries, &PeerSelector::Key(peer)) {
+        return Err(changed_meanwhile());
+    }
     let device = ctx.device();
     let is_probe = device.live()?.is_some_and(|l| {
         l.peers
@@ -875,7 +892,7 @@ fn drop_probe(ctx: &crate::context::Context, peer: PublicKey) -> Result<()> {
     if is_probe {
         device.apply(&[crate::plan::Delta::RemovePeer(peer)])?;
     }
-    Ok(())
+    Ok(is_probe)
 }
 
 #[cfg(test)]
