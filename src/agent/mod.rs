@@ -263,17 +263,9 @@ pub fn run(
         knowledge.link = talk.status();
         if let Some(settings) = auto_relay {
             let relays = relay_enabled(&knowledge);
-            let hints = &knowledge.hints;
-            let problem = relay::pass(
-                ctx,
-                &mut knowledge.relay,
-                relays,
-                |k| hints.trying(k),
-                settings,
-                log,
-            )
-            .err()
-            .map(|e| e.to_string());
+            let problem = relay::pass(ctx, &mut knowledge.relay, relays, settings, log)
+                .err()
+                .map(|e| e.to_string());
             if problem != last_relay_problem {
                 if let Some(p) = &problem {
                     log.line(&format!("auto-relay pass failed: {p}"));

@@ -10,7 +10,13 @@
 //!   ([`Decision::Poke`]), so a tunnel that is only idle (keepalive off)
 //!   makes a handshake and is never taken for a dead one.
 //! - Stale for [`Settings::after`] or longer, with a relay candidate, it is
-//!   routed through the candidate ([`Decision::Relay`]). A candidate is a
+//!   routed through the candidate ([`Decision::Relay`]), also while the
+//!   introductions (`hints`) still try endpoints for it: they had the
+//!   first [`Settings::after`], and they come one at a time (a minute each
+//!   at the default interval), so waiting for all of them could hold the
+//!   relay back for many minutes. The direct probe later finds a direct
+//!   path through the configured endpoints, not one that only an
+//!   introduction would find (the relayed pair works meanwhile). A candidate is a
 //!   direct peer with a fresh handshake whose agent said `relay: true` in
 //!   its last `hello` (it ran `relay-enable`). Of several, the one with the
 //!   lowest public key: both ends of the stale pair see the same
@@ -133,10 +139,6 @@ pub struct Observations {
     pub relays: BTreeSet<PublicKey>,
     /// Peers a human placed ([`RELAY_PINS`]).
     pub pinned: BTreeSet<PublicKey>,
-    /// Stale peers for which an endpoint introduced by another member is
-    /// being tried (`hints`): a direct path may come of it, so they are
-    /// not relayed in this pass.
-    pub waiting: BTreeSet<PublicKey>,
 }
 
 /// A peer the agent routed through a relay.
@@ -257,12 +259,6 @@ pub fn decide(seen: &Observations, memory: &mut Memory, settings: Settings) -> V
                 });
                 let since = *memory.stale_since.entry(key).or_insert(turned_stale);
                 if now.saturating_sub(since) < after {
-                    if peer.live {
-                        decisions.push(Decision::Poke(key));
-                    }
-                    continue;
-                }
-                if seen.waiting.contains(&key) {
                     if peer.live {
                         decisions.push(Decision::Poke(key));
                     }
@@ -616,13 +612,11 @@ pub fn name_of(entries: &[crate::config::node::PeerEntry], key: &PublicKey) -> S
 }
 
 /// One pass of the auto-relay: observe, decide, carry out. `relays`: the
-/// peers whose agent said `relay: true` lately; `waiting`: the peers an
-/// introduced endpoint is being tried for.
+/// peers whose agent said `relay: true` lately.
 pub fn pass(
     ctx: &crate::context::Context,
     memory: &mut Memory,
     relays: BTreeSet<PublicKey>,
-    waiting: impl Fn(&PublicKey) -> bool,
     settings: Settings,
     log: &super::Log,
 ) -> Result<()> {
@@ -637,11 +631,6 @@ pub fn pass(
         peers: observe(&entries, &live, std::time::SystemTime::now()),
         relays,
         pinned: read_pins(&ctx.paths),
-        waiting: entries
-            .iter()
-            .map(|e| e.public_key)
-            .filter(|k| waiting(k))
-            .collect(),
     };
     let decisions = decide(&seen, memory, settings);
     let mut pokes = Vec::new();
@@ -939,7 +928,6 @@ mod tests {
             peers,
             relays: [key(KEY_A)].into(),
             pinned: BTreeSet::new(),
-            waiting: BTreeSet::new(),
         }
     }
 
@@ -986,24 +974,6 @@ mod tests {
             settings(),
         );
         assert!(matches!(d[..], [Decision::Relay { .. }]), "{d:?}");
-    }
-
-    #[test]
-    fn a_peer_being_introduced_waits() {
-        let mut memory = Memory::default();
-        let mut s = seen(1000, vec![direct(KEY_A, Some(5)), direct(KEY_B, None)]);
-        decide(&s, &mut memory, settings());
-        s.now += AFTER;
-        s.waiting.insert(key(KEY_B));
-        assert_eq!(
-            decide(&s, &mut memory, settings()),
-            [Decision::Poke(key(KEY_B))]
-        );
-        s.waiting.clear();
-        assert!(matches!(
-            decide(&s, &mut memory, settings())[..],
-            [Decision::Relay { .. }]
-        ));
     }
 
     #[test]
