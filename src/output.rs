@@ -149,6 +149,9 @@ pub struct PeerStatus {
     pub via: Option<String>,
     /// For a stale direct peer: healthy direct peers that could relay it.
     pub relay_candidates: Vec<String>,
+    /// `agent --auto-relay`'s state for the peer (`relayed`, `stale`,
+    /// `pinned`, as in `agent.auto_relay.peers`); `None` when it has none.
+    pub auto_relay: Option<&'static str>,
 }
 
 /// Colour only on a terminal, and never with `NO_COLOR` set.
@@ -487,6 +490,7 @@ mod tests {
                 note: Some("stale: why".into()),
                 via: None,
                 relay_candidates: vec![],
+                auto_relay: None,
             }],
             agent: crate::agent::state::AgentView::default(),
         };
@@ -569,6 +573,7 @@ mod tests {
                 note: None,
                 via: None,
                 relay_candidates: vec![],
+                auto_relay: None,
             }],
             agent,
         };
@@ -627,6 +632,7 @@ mod tests {
                 note: None,
                 via: None,
                 relay_candidates: vec![],
+                auto_relay: None,
             }],
             agent: agent.clone(),
         };

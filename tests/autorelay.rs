@@ -163,7 +163,7 @@ fn status_json(host: &Host) -> Value {
 /// The auto-relay state `status --json` shows for the peer `name`.
 fn auto_relay_state(host: &Host, name: &str) -> Option<(String, Option<String>)> {
     let json = status_json(host);
-    json["agent"]["auto_relay"]["peers"]
+    let found = json["agent"]["auto_relay"]["peers"]
         .as_array()?
         .iter()
         .find(|p| p["peer"] == name)
@@ -172,7 +172,18 @@ fn auto_relay_state(host: &Host, name: &str) -> Option<(String, Option<String>)>
                 p["state"].as_str().unwrap_or_default().to_string(),
                 p["via_name"].as_str().map(ToString::to_string),
             )
-        })
+        });
+    // The peer's row says the same.
+    let row = json["peers"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+        .map(|r| r["auto_relay"].clone());
+    assert_eq!(
+        row.as_ref().and_then(|r| r.as_str()),
+        found.as_ref().map(|(state, _)| state.as_str()),
+        "{json:#}"
+    );
+    found
 }
 
 /// The mesh of the relay tests: alpha (public, relay-enabled), bravo

@@ -30,7 +30,7 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
         own_name: &own_name,
         now,
     };
-    let report = StatusReport {
+    let mut report = StatusReport {
         interface: ctx.paths.iface.to_string(),
         state: if live.is_some() { "up" } else { "down" },
         backend: live.as_ref().map(|l| l.backend),
@@ -45,6 +45,15 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
         peers: view.rows(),
         agent: agent_view(ctx, &entries),
     };
+    if let Some(auto) = &report.agent.auto_relay {
+        for row in &mut report.peers {
+            row.auto_relay = auto
+                .peers
+                .iter()
+                .find(|p| p.public_key == row.public_key)
+                .map(|p| p.state);
+        }
+    }
     if node.conf.is_none() && live.is_none() {
         return Err(crate::config::node::not_installed(&ctx.paths));
     }
@@ -205,6 +214,7 @@ impl View<'_> {
             note,
             via: None,
             relay_candidates: Vec::new(),
+            auto_relay: None,
         }
     }
 
@@ -257,6 +267,7 @@ fn relayed_rows(
                 note,
                 via: Some(via_name),
                 relay_candidates: Vec::new(),
+                auto_relay: None,
             });
         }
     }
