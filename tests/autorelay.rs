@@ -21,7 +21,7 @@ const RELAY_AFTER: &str = "10";
 /// The goal: relayed within 3 minutes, no command typed.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(180);
 /// A host behind symmetric NAT makes first contact on its handshake retry
-/// (REKEY_TIMEOUT, 5 s plus jitter).
+/// (`REKEY_TIMEOUT`, 5 s plus jitter).
 const FIRST_CONTACT: Duration = Duration::from_secs(8);
 
 /// An agent running on a lab host; stopped with SIGTERM by its PID (then

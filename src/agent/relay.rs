@@ -92,8 +92,10 @@ pub fn add_pin(text: &str, key: &PublicKey, name: &str) -> String {
     if !out.ends_with('\n') {
         out.push('\n');
     }
-    let name: String = name.chars().filter(|c| !c.is_control()).collect();
-    out.push_str(&format!("{key} {name}\n"));
+    out.push_str(&key.to_string());
+    out.push(' ');
+    out.extend(name.chars().filter(|c| !c.is_control()));
+    out.push('\n');
     out
 }
 
@@ -215,7 +217,6 @@ pub fn candidate(
 /// back by the caller with [`Memory::failed`]).
 pub fn decide(seen: &Observations, memory: &mut Memory, settings: Settings) -> Vec<Decision> {
     let after = settings.after.as_secs();
-    let now = seen.now;
     let mut decisions = Vec::new();
     // Forget peers that left the config.
     memory
@@ -247,87 +248,110 @@ pub fn decide(seen: &Observations, memory: &mut Memory, settings: Settings) -> V
             continue;
         }
         match peer.route {
-            Route::Direct => {
-                // Relayed by the agent, direct now: someone else decided.
-                memory.relayed.remove(&key);
-                if peer.live && fresh(peer.handshake_age) {
-                    memory.stale_since.remove(&key);
-                    continue;
-                }
-                let turned_stale = peer.handshake_age.filter(|_| peer.live).map_or(now, |age| {
-                    now.saturating_sub(age.saturating_sub(STALE_AFTER_SECS))
-                });
-                let since = *memory.stale_since.entry(key).or_insert(turned_stale);
-                if now.saturating_sub(since) < after {
-                    if peer.live {
-                        decisions.push(Decision::Poke(key));
-                    }
-                    continue;
-                }
-                match candidate(seen, &key, None).filter(|_| !peer.relays_others) {
-                    Some(via) => {
-                        memory.stale_since.remove(&key);
-                        memory.relayed.insert(
-                            key,
-                            AutoRelay {
-                                via,
-                                since: now,
-                                probed_at: 0,
-                            },
-                        );
-                        decisions.push(Decision::Relay {
-                            peer: key,
-                            via,
-                            from: None,
-                        });
-                    }
-                    None if peer.live => decisions.push(Decision::Poke(key)),
-                    None => {}
-                }
-            }
-            Route::Via(via) => {
-                memory.stale_since.remove(&key);
-                let ours = memory.relayed.get(&key).copied().filter(|a| a.via == via);
-                let Some(mut auto) = ours else {
-                    // Relayed by someone else: never the agent's to move.
-                    memory.relayed.remove(&key);
-                    if peer.live {
-                        decisions.push(Decision::DropProbe(key));
-                    }
-                    continue;
-                };
-                if peer.live && fresh(peer.handshake_age) {
-                    memory.relayed.remove(&key);
-                    decisions.push(Decision::Direct { peer: key, via });
-                    continue;
-                }
-                if !is_candidate(seen, &via)
-                    && let Some(other) = candidate(seen, &key, Some(&via))
-                {
-                    memory.relayed.insert(
-                        key,
-                        AutoRelay {
-                            via: other,
-                            since: now,
-                            probed_at: 0,
-                        },
-                    );
-                    decisions.push(Decision::Relay {
-                        peer: key,
-                        via: other,
-                        from: Some(via),
-                    });
-                    continue;
-                }
-                if !peer.live || now.saturating_sub(auto.probed_at) >= after {
-                    auto.probed_at = now;
-                    memory.relayed.insert(key, auto);
-                    decisions.push(Decision::Probe(key));
-                }
-            }
+            Route::Direct => direct(seen, memory, peer, after, &mut decisions),
+            Route::Via(via) => relayed(seen, memory, peer, via, after, &mut decisions),
         }
     }
     decisions
+}
+
+/// [`decide`] for a direct peer.
+fn direct(
+    seen: &Observations,
+    memory: &mut Memory,
+    peer: &Peer,
+    after: u64,
+    decisions: &mut Vec<Decision>,
+) {
+    let key = peer.key;
+    let now = seen.now;
+    // Relayed by the agent, direct now: someone else decided.
+    memory.relayed.remove(&key);
+    if peer.live && fresh(peer.handshake_age) {
+        memory.stale_since.remove(&key);
+        return;
+    }
+    let turned_stale = peer.handshake_age.filter(|_| peer.live).map_or(now, |age| {
+        now.saturating_sub(age.saturating_sub(STALE_AFTER_SECS))
+    });
+    let since = *memory.stale_since.entry(key).or_insert(turned_stale);
+    if now.saturating_sub(since) < after {
+        if peer.live {
+            decisions.push(Decision::Poke(key));
+        }
+        return;
+    }
+    match candidate(seen, &key, None).filter(|_| !peer.relays_others) {
+        Some(via) => {
+            memory.stale_since.remove(&key);
+            memory.relayed.insert(
+                key,
+                AutoRelay {
+                    via,
+                    since: now,
+                    probed_at: 0,
+                },
+            );
+            decisions.push(Decision::Relay {
+                peer: key,
+                via,
+                from: None,
+            });
+        }
+        None if peer.live => decisions.push(Decision::Poke(key)),
+        None => {}
+    }
+}
+
+/// [`decide`] for a peer the config relays through `via`.
+fn relayed(
+    seen: &Observations,
+    memory: &mut Memory,
+    peer: &Peer,
+    via: PublicKey,
+    after: u64,
+    decisions: &mut Vec<Decision>,
+) {
+    let key = peer.key;
+    let now = seen.now;
+    memory.stale_since.remove(&key);
+    let ours = memory.relayed.get(&key).copied().filter(|a| a.via == via);
+    let Some(mut auto) = ours else {
+        // Relayed by someone else: never the agent's to move.
+        memory.relayed.remove(&key);
+        if peer.live {
+            decisions.push(Decision::DropProbe(key));
+        }
+        return;
+    };
+    if peer.live && fresh(peer.handshake_age) {
+        memory.relayed.remove(&key);
+        decisions.push(Decision::Direct { peer: key, via });
+        return;
+    }
+    if !is_candidate(seen, &via)
+        && let Some(other) = candidate(seen, &key, Some(&via))
+    {
+        memory.relayed.insert(
+            key,
+            AutoRelay {
+                via: other,
+                since: now,
+                probed_at: 0,
+            },
+        );
+        decisions.push(Decision::Relay {
+            peer: key,
+            via: other,
+            from: Some(via),
+        });
+        return;
+    }
+    if !peer.live || now.saturating_sub(auto.probed_at) >= after {
+        auto.probed_at = now;
+        memory.relayed.insert(key, auto);
+        decisions.push(Decision::Probe(key));
+    }
 }
 
 /// Whether `key` is still a relay candidate at all (for any peer).
@@ -689,7 +713,7 @@ pub fn pass(
             },
         };
         match done {
-            Ok(line) => log.line(&line),
+            Ok(text) => log.line(&text),
             Err(e) => {
                 memory.failed(decision, now);
                 log.line(&format!(
