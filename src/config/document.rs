@@ -746,22 +746,21 @@ impl Document {
     /// Add a `# key = value` line among the tag lines right after a peer's
     /// header (where `# Name = …` is), after those already there.
     pub fn add_header_tag(&mut self, peer: &PublicKey, key: &str, value: &str) {
-        let line = self.new_line(format!("# {key} = {value}"));
-        if let Some(section) = self.peer_index(peer).and_then(|i| self.sections.get_mut(i)) {
-            let at = section
-                .lines
-                .iter()
-                .take_while(|l| l.tag().is_some())
-                .count();
-            section.lines.insert(at, line);
+        if let Some(index) = self.peer_index(peer) {
+            self.insert_top_tag(index, key, value);
         }
     }
 
     /// Add a `# key = value` line among the tag lines at the top of the
     /// `[Interface]`, after those already there.
     pub fn add_interface_tag(&mut self, key: &str, value: &str) {
-        let line = self.new_line(format!("# {key} = {value}"));
         let index = self.interface_or_new();
+        self.insert_top_tag(index, key, value);
+    }
+
+    /// Insert `# key = value` after the tag lines that start section `index`.
+    fn insert_top_tag(&mut self, index: usize, key: &str, value: &str) {
+        let line = self.new_line(format!("# {key} = {value}"));
         if let Some(section) = self.sections.get_mut(index) {
             let at = section
                 .lines
@@ -772,18 +771,21 @@ impl Document {
         }
     }
 
-    /// Remove the `# key = value` lines of the `[Interface]` for which
-    /// `drop` is true.
-    pub fn remove_interface_tags(&mut self, key: &str, drop: impl Fn(&str) -> bool) {
-        if let Some(section) = self
-            .interface_index()
-            .and_then(|i| self.sections.get_mut(i))
-        {
+    /// Remove the `# key = value` lines of section `index` (if any) for
+    /// which `drop` is true.
+    fn remove_tags_in(&mut self, index: Option<usize>, key: &str, drop: impl Fn(&str) -> bool) {
+        if let Some(section) = index.and_then(|i| self.sections.get_mut(i)) {
             section.lines.retain(|l| match l.tag() {
                 Some((k, value)) if k == key => !drop(value),
                 _ => true,
             });
         }
+    }
+
+    /// Remove the `# key = value` lines of the `[Interface]` for which
+    /// `drop` is true.
+    pub fn remove_interface_tags(&mut self, key: &str, drop: impl Fn(&str) -> bool) {
+        self.remove_tags_in(self.interface_index(), key, drop);
     }
 
     /// Add a `# key = value` line after the last content line of a peer.
@@ -796,12 +798,7 @@ impl Document {
 
     /// Remove the `# key = value` lines of a peer for which `drop` is true.
     pub fn remove_tags(&mut self, peer: &PublicKey, key: &str, drop: impl Fn(&str) -> bool) {
-        if let Some(section) = self.peer_index(peer).and_then(|i| self.sections.get_mut(i)) {
-            section.lines.retain(|l| match l.tag() {
-                Some((k, value)) if k == key => !drop(value),
-                _ => true,
-            });
-        }
+        self.remove_tags_in(self.peer_index(peer), key, drop);
     }
 
     /// Append a new `[Peer]` section with its `PublicKey` line, separated
