@@ -474,3 +474,52 @@ fn a_relayed_pair_goes_direct_again_when_the_direct_path_works() {
             .success()
     );
 }
+
+/// Only one end relays: charlie's agent runs with `--auto-relay`, delta's
+/// without. Charlie moves delta onto alpha, which gains nothing (delta
+/// drops what alpha forwards from charlie: charlie's address is not on
+/// alpha's AllowedIPs at delta) and loses nothing (bravo -> charlie and
+/// charlie -> alpha keep every packet). Once delta's agent runs with
+/// `--auto-relay` too, it follows on its own and the pair meets.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn one_end_alone_gains_nothing_loses_nothing_and_the_other_follows() {
+    let lab = Lab::new();
+    let hosts = symmetric_mesh(&lab, false);
+    let [alpha, bravo, charlie, delta] = &hosts;
+    let to_charlie = PingSeries::start(bravo, "10.15.0.3");
+    let to_alpha = PingSeries::start(charlie, "10.15.0.1");
+    let auto = ["--auto-relay", "--relay-after", RELAY_AFTER];
+    let mut agents = vec![
+        RunningAgent::start(alpha, &[]),
+        RunningAgent::start(bravo, &[]),
+        RunningAgent::start(charlie, &auto),
+    ];
+    let plain_delta = RunningAgent::start(delta, &[]);
+    let relayed = |host: &Host, peer: &str| {
+        host.read_file("/etc/wireguard/wg0.conf")
+            .contains(&format!("# Relay = {peer} "))
+    };
+    let one_side = lab::wait_until(RELAY_TIMEOUT, || relayed(charlie, "delta"));
+    let met_alone = charlie.ping("10.15.0.4", Duration::from_secs(5));
+    thread::sleep(Duration::from_secs(2));
+    let series = [to_charlie.end(), to_alpha.end()];
+    let (_, delta_log) = plain_delta.stop();
+    eprintln!("--- plain agent on delta:\n{delta_log}");
+    assert!(one_side, "charlie's agent did not relay delta");
+    assert!(
+        !relayed(delta, "charlie"),
+        "delta's agent has no --auto-relay"
+    );
+    assert!(!met_alone, "a one-sided relay cannot work");
+    for ((sent, received), what) in series.iter().zip(["bravo -> charlie", "charlie -> alpha"]) {
+        eprintln!("{what}: {sent} sent, {received} received");
+        assert!(*sent > 50, "{what}: only {sent} pings sent");
+        assert_eq!(sent, received, "{what} lost packets");
+    }
+    agents.push(RunningAgent::start(delta, &auto));
+    let met = pair_pings_within(charlie, "10.15.0.3", delta, "10.15.0.4", RELAY_TIMEOUT);
+    stop_agents(&hosts, agents);
+    assert!(relayed(delta, "charlie"), "delta's agent did not follow");
+    assert!(met, "charlie and delta did not meet once both relayed");
+}
