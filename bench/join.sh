@@ -5,9 +5,9 @@
 # ordered pair of the N+1 hosts pings is measured; then that member removes
 # the newcomer, and the time until no other member has it is measured.
 #
-# Usage, as root:   bench/join.sh            (10 members, ~1 min plus the release build)
+# Usage, as root:   bench/join.sh            (10 members, ~2 min plus the release build)
 #   MESH_HOSTS=N      members (2–100; 30 for the BENCHMARKS.md row)
-#   JOIN_INTERVAL=S   the agents' --interval (default 2)
+#   JOIN_INTERVAL=S   the agents' --interval (default 30, the agent's own default)
 #   WGP2P_BIN=PATH    binary to use (default: target/release/wgp2p, built)
 #
 # Reports the time from the two pastes until all (N+1)*N ordered pairs
@@ -25,7 +25,7 @@ source "$ROOT/bench/lib.sh"
 
 usage_or_root "$0" "${1:-}"
 HOSTS=${MESH_HOSTS:-10}
-INTERVAL=${JOIN_INTERVAL:-2}
+INTERVAL=${JOIN_INTERVAL:-30}
 ((HOSTS >= 2 && HOSTS <= 100)) || die "MESH_HOSTS=$HOSTS: expected 2–100"
 for tool in ip wg wg-quick wireguard-go ping nsenter unshare setsid; do
   command -v "$tool" >/dev/null || die "missing $tool"
@@ -90,6 +90,7 @@ all_pairs_ping() {
 
 note "waiting until the $HOSTS members all ping each other"
 all_pairs_ping "$HOSTS" || die "the members' mesh never pinged"
+# Let every agent pass twice: hellos exchanged, keys pinned, books equal.
 sleep $((2 * INTERVAL))
 
 note "the newcomer and h01 exchange lines"
@@ -121,7 +122,7 @@ for ((k = 0; k < 1200; k++)); do
   fi
   sleep 0.1
 done
-introduced=$(grep -l "# Source = introduced by" "$WORK"/h*/wg0.conf 2>/dev/null | wc -l)
+introduced=$(grep -c "# Source = introduced by" "$WORK/$(name_of "$NEW")/wg0.conf")
 
 echo "## wgp2p membership: $HOSTS members, one newcomer"
 echo
@@ -131,4 +132,4 @@ echo "| what | figure |"
 echo "|---|---:|"
 echo "| two pastes (newcomer, h01) -> all $((NEW * HOSTS)) ordered pairs ping | $join_time |"
 echo "| \`remove-peer\` on h01 -> gone from the other $((HOSTS - 1)) members' configs | $removal_time |"
-echo "| configs holding an introduced peer at the end | $introduced of $NEW |"
+echo "| members the newcomer's config holds as introduced (all but h01) | $introduced of $((HOSTS - 1)) |"

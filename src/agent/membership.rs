@@ -41,6 +41,8 @@ const VERSION: u32 = 1;
 const RESEND_EVERY_MS: u64 = 10_000;
 /// Records sent to one peer in one resend: within the link's burst.
 const RESEND_MAX: usize = 30;
+/// Refusals of one peer's records logged a minute; more are only counted.
+const REFUSALS_LOGGED_PER_MINUTE: u32 = 20;
 /// Copies whose signer is not known yet, kept to try again.
 const PENDING_MAX: usize = 512;
 
@@ -134,6 +136,9 @@ pub struct Membership {
     /// Per peer, when all records were last sent to it, and where the
     /// next resend starts (a book bigger than [`RESEND_MAX`] goes in turns).
     resent: HashMap<PublicKey, (u64, usize)>,
+    /// Per sending peer: the minute (Unix ms / 60,000) and the refusals
+    /// logged in it.
+    log_budget: HashMap<PublicKey, (u64, u32)>,
     /// Refusals already logged, each said once: (the key it is about,
     /// the event's time, what was refused).
     said: HashSet<(PublicKey, u64, Said)>,
@@ -317,11 +322,16 @@ impl Membership {
             Ok(record) => record,
             Err(e) => {
                 self.count("malformed");
-                log.line(&format!("membership: record from peer {from} refused: {e}"));
+                self.say(
+                    from,
+                    now,
+                    log,
+                    &format!("membership: record from peer {from} refused: {e}"),
+                );
                 return Vec::new();
             }
         };
-        let outcome = self.offer(record.clone(), now, log);
+        let outcome = self.offer(record.clone(), from, now, log);
         if outcome != Offer::New && outcome != Offer::Revouched {
             return Vec::new();
         }
@@ -336,8 +346,30 @@ impl Membership {
             .collect()
     }
 
-    /// Offer a copy to the book, and say what was refused.
-    fn offer(&mut self, record: Record, now: u64, log: &Log) -> Offer {
+    /// Log a refusal of what peer `from` sent, at most
+    /// [`REFUSALS_LOGGED_PER_MINUTE`] lines per peer a minute (a flood of
+    /// bad records is counted, not written to the log line by line).
+    fn say(&mut self, from: PublicKey, now: u64, log: &Log, line: &str) {
+        let minute = now / 60_000;
+        let budget = self.log_budget.entry(from).or_insert((minute, 0));
+        if budget.0 != minute {
+            *budget = (minute, 0);
+        }
+        budget.1 += 1;
+        match budget.1.cmp(&REFUSALS_LOGGED_PER_MINUTE) {
+            std::cmp::Ordering::Less | std::cmp::Ordering::Equal => log.line(line),
+            std::cmp::Ordering::Greater if budget.1 == REFUSALS_LOGGED_PER_MINUTE + 1 => {
+                log.line(&format!(
+                    "membership: more refusals of records from peer {from} this minute: counted, not logged"
+                ));
+            }
+            std::cmp::Ordering::Greater => {}
+        }
+    }
+
+    /// Offer a copy that peer `from` sent to the book, and say what was
+    /// refused.
+    fn offer(&mut self, record: Record, from: PublicKey, now: u64, log: &Log) -> Offer {
         let policy = self.policy.clone();
         let by = record.by;
         let subject = record.event.subject;
@@ -355,9 +387,14 @@ impl Membership {
                 if let Some(why) = other.refusal()
                     && self.said.insert((subject, at, Said::Record))
                 {
-                    log.line(&format!(
-                        "membership: record about {subject} signed by {by} refused: {why}"
-                    ));
+                    self.say(
+                        from,
+                        now,
+                        log,
+                        &format!(
+                            "membership: record about {subject} signed by {by} (from peer {from}) refused: {why}"
+                        ),
+                    );
                 }
             }
         }

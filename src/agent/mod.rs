@@ -194,6 +194,15 @@ pub enum Event {
 /// two of its passes when it runs at the default.
 pub const HEARD_WITHIN: Duration = endpoints::STALE_AFTER;
 
+/// How often the loop looks whether the config changed between passes.
+const CONFIG_LOOK: Duration = Duration::from_secs(1);
+
+/// The config file's modification time and size (`None`: unreadable).
+fn config_stamp(ctx: &Context) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(ctx.paths.conf()).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
 /// Now in Unix milliseconds (membership events are dated so).
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -279,10 +288,21 @@ pub fn run(
             log.line(&format!("cannot save the state: {e}"));
         }
         let deadline = Instant::now() + interval;
+        let mut config_seen = config_stamp(ctx);
         loop {
             let now = Instant::now();
             if now >= deadline {
                 break;
+            }
+            // A peer a human added or removed is announced to the mesh at
+            // once, not at the next pass (the config is looked at every
+            // CONFIG_LOOK; one stat).
+            let stamp = config_stamp(ctx);
+            if stamp != config_seen {
+                config_seen = stamp;
+                if let Err(e) = talk.membership_pass(ctx, log) {
+                    log.line(&format!("membership: {e}"));
+                }
             }
             // Introductions may want to act before the next pass.
             let due = knowledge.hints.due();
@@ -291,7 +311,9 @@ pub fn run(
                 talk.act(ctx, &mut knowledge, actions, log);
                 continue;
             }
-            let until = due.map_or(deadline, |due| due.min(deadline));
+            let until = due
+                .map_or(deadline, |due| due.min(deadline))
+                .min(now + CONFIG_LOOK);
             match inbox.recv_timeout(until.saturating_duration_since(now)) {
                 Ok(Event::Signal(signal)) => {
                     log.line(&format!("stopping on {}", signal_name(signal)));
@@ -582,6 +604,9 @@ impl Talk {
     /// Membership's pass (what the config changed becomes events, accepted
     /// events are applied), then the book is saved.
     fn membership_pass(&mut self, ctx: &Context, log: &Log) -> Result<()> {
+        // The config may hold peers the last pass did not (a human's
+        // add-peer): take them in first, so the announcement reaches them.
+        self.refresh(ctx);
         let outgoing = self.membership.pass(ctx, log, unix_ms())?;
         self.send_records(outgoing);
         if self.membership.take_changed() {
