@@ -681,6 +681,14 @@ impl Talk {
                     unix_ms(),
                     log,
                 );
+                // The books differ: this node's `hello` goes back with its
+                // records, so the peer sends its own at once instead of at
+                // its next pass (at most once per resend period).
+                if !outgoing.is_empty()
+                    && let Some(address) = self.agents.get(&incoming.from)
+                {
+                    self.send(*address, &self.hello());
+                }
                 self.send_records(outgoing);
                 let heard = state::Heard {
                     at: state::unix_now(),
