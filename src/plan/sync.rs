@@ -6,7 +6,11 @@
 //! roster and is the roster's to update and remove. Every other peer (added
 //! by hand, a provisioned device) stays as it is, unless `prune` says to
 //! remove those missing from the roster; a hand-added peer whose key is in
-//! the roster is refused unless `adopt` says the roster takes it over.
+//! the roster is refused unless `adopt` says the roster takes it over. A
+//! peer the agent added from an introduction (`# Source = introduced by
+//! …`) whose key is in the roster is taken over without `adopt`: the
+//! roster is a human's list, and a human's line wins over an introduction
+//! (its `introduced by` tag goes, so a member's removal no longer applies).
 //!
 //! Every step is a hash-map lookup per peer or per entry, so planning is
 //! linear in the roster and config sizes (overlap checks look up each
@@ -183,12 +187,13 @@ pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) ->
             .copied()
             .filter(|i| Some(*i) != own_entry);
         let managed = is_managed(doc, peer);
+        let introduced = crate::plan::membership::is_introduced(doc, &peer.public_key);
         let fate = match in_roster {
             Some(entry) if managed => Fate::Manage {
                 entry,
                 adopt: false,
             },
-            Some(entry) if options.adopt => Fate::Manage { entry, adopt: true },
+            Some(entry) if options.adopt || introduced => Fate::Manage { entry, adopt: true },
             Some(entry) => {
                 return Err(PlanError::HandAddedInRoster {
                     peer: peer.display_name().to_string(),
@@ -290,6 +295,9 @@ pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) ->
                 let entry = &roster.entries[*entry].peer;
                 let before = new_doc.peer(&peer.public_key).cloned();
                 if *adopt {
+                    new_doc.remove_tags(&peer.public_key, SOURCE_TAG, |v| {
+                        v.starts_with(crate::plan::membership::INTRODUCED_BY)
+                    });
                     new_doc.add_header_tag(&peer.public_key, SOURCE_TAG, SOURCE_ROSTER);
                 }
                 for r in &peer.relayed {

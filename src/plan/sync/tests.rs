@@ -132,6 +132,29 @@ fn hand_added_peers_stay_unless_pruned() {
     assert!(!pruned.doc.render().contains("phone"));
 }
 
+/// A peer an introduction added is the roster's as soon as the roster
+/// lists it (no `--adopt`), and is no longer marked as introduced.
+#[test]
+fn an_introduced_peer_in_the_roster_is_taken_over() {
+    let text = format!(
+        "[Interface]\nAddress = 10.15.0.1/24\n\n[Peer]\n# Name = voyager\n# Source = introduced by enterprise\nPublicKey = {}\nEndpoint = 203.0.113.7:51820\nAllowedIPs = 10.15.0.7/32\nPersistentKeepalive = 25\n",
+        key(7)
+    );
+    let doc = Document::parse(&text).unwrap();
+    let taken = run(&doc, &roster(vec![entry("voyager", 7, "10.15.0.7")])).unwrap();
+    assert_eq!(
+        lines(&taken),
+        ["~ adopt voyager (now managed by the roster)"]
+    );
+    let out = taken.doc.render();
+    assert!(out.contains("# Source = roster\n"), "{out}");
+    assert!(!out.contains("introduced by"), "{out}");
+    assert!(!crate::plan::membership::is_introduced(
+        &taken.doc,
+        &key(7)
+    ));
+}
+
 #[test]
 fn hand_added_key_in_the_roster_needs_adopt() {
     let r = roster(vec![entry("phone", 50, "10.15.0.50")]);
