@@ -845,6 +845,60 @@ mod tests {
         assert!(peer_keys(&nodes[4]).contains(&nodes[0].key));
     }
 
+    /// `# Trust` lines: only the trusted member's introductions apply.
+    #[test]
+    fn a_node_that_trusts_one_member_applies_only_its_introductions() {
+        let mut nodes: Vec<Node> = (1..=3)
+            .map(|i| node(&format!("m{i}"), &format!("10.15.0.{i}"), i != 3))
+            .collect();
+        for i in 0..3 {
+            for j in 0..3 {
+                if i != j {
+                    paste(&nodes[i], &nodes[j]);
+                }
+            }
+        }
+        // m3 trusts m1 only.
+        {
+            let (_lock, mut loaded) = nodes[2].ctx.lock_and_load().unwrap();
+            let own = Own::of(&loaded).unwrap();
+            let doc = loaded.take_conf().unwrap();
+            let selector = crate::types::PeerSelector::Key(nodes[0].key);
+            let (trusted, _, _) = crate::plan::membership::trust(&doc, &own, &selector).unwrap();
+            commit(
+                &loaded,
+                &trusted.unwrap(),
+                &[],
+                nodes[2].ctx.device().as_ref(),
+            )
+            .unwrap();
+        }
+        let mut now = NOW;
+        run(&mut nodes, &mut now);
+        // m2 introduces a newcomer: m1 takes it, m3 does not.
+        nodes.push(node("by-m2", "10.15.0.50", true));
+        paste(&nodes[3], &nodes[1]);
+        paste(&nodes[1], &nodes[3]);
+        run(&mut nodes, &mut now);
+        assert!(peer_keys(&nodes[0]).contains(&nodes[3].key));
+        assert!(
+            !peer_keys(&nodes[2]).contains(&nodes[3].key),
+            "{}",
+            conf(&nodes[2])
+        );
+        // m1 introduces another: m3 takes it.
+        nodes.push(node("by-m1", "10.15.0.51", true));
+        paste(&nodes[4], &nodes[0]);
+        paste(&nodes[0], &nodes[4]);
+        run(&mut nodes, &mut now);
+        assert!(
+            peer_keys(&nodes[2]).contains(&nodes[4].key),
+            "{}",
+            conf(&nodes[2])
+        );
+        assert!(conf(&nodes[2]).contains("# Source = introduced by m1\n"));
+    }
+
     #[test]
     fn a_member_that_was_away_catches_up_and_manual_nodes_change_nothing() {
         let mut nodes: Vec<Node> = (1..=3)

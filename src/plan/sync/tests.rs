@@ -149,10 +149,7 @@ fn an_introduced_peer_in_the_roster_is_taken_over() {
     let out = taken.doc.render();
     assert!(out.contains("# Source = roster\n"), "{out}");
     assert!(!out.contains("introduced by"), "{out}");
-    assert!(!crate::plan::membership::is_introduced(
-        &taken.doc,
-        &key(7)
-    ));
+    assert!(!crate::plan::membership::is_introduced(&taken.doc, &key(7)));
 }
 
 #[test]
