@@ -256,11 +256,12 @@ pub fn run(
         }
         follow_own_addresses(ctx, &mut knowledge, log);
         // A problem is logged when it appears or changes, not every pass.
-        let problem = pass(ctx, &mut knowledge, log)
-            .and_then(|()| talk.pass(ctx, &mut knowledge, log))
-            .and_then(|()| talk.membership_pass(ctx, log))
-            .err()
-            .map(|e| e.to_string());
+        // DNS refresh and the agents' protocol do not depend on each other.
+        let refreshed = pass(ctx, &mut knowledge, log);
+        let talked = talk
+            .pass(ctx, &mut knowledge, log)
+            .and_then(|()| talk.membership_pass(ctx, log));
+        let problem = refreshed.and(talked).err().map(|e| e.to_string());
         if problem != last_problem {
             match &problem {
                 Some(p) => log.line(&format!("pass failed: {p}")),
@@ -725,18 +726,25 @@ impl Talk {
 }
 
 /// Make `address` the peer's live endpoint: under the lock, after reading
-/// the config again; only a peer that is still configured and live is
-/// touched (`Ok(false)`: it is not), and only its live endpoint changes.
+/// the config again; only a peer that is still configured, live and stale
+/// is touched (`Ok(false)`: it is not; a handshake may have come since the
+/// pass), and only its live endpoint changes.
 fn apply_hint(ctx: &Context, peer: PublicKey, address: SocketAddr) -> Result<bool> {
     let (_lock, node) = ctx.lock_and_load()?;
     if !node.peers()?.iter().any(|e| e.public_key == peer) {
         return Ok(false);
     }
     let device = ctx.device();
-    let still_live = device
-        .live()?
-        .is_some_and(|l| l.peers.iter().any(|p| p.public_key == peer));
-    if !still_live {
+    let now = SystemTime::now();
+    let still_stale = device.live()?.is_some_and(|l| {
+        l.peers.iter().any(|p| {
+            p.public_key == peer
+                && p.last_handshake.is_none_or(|t| {
+                    now.duration_since(t).unwrap_or_default() > endpoints::STALE_AFTER
+                })
+        })
+    });
+    if !still_stale {
         return Ok(false);
     }
     device.apply(&[crate::plan::Delta::SetEndpoint {
