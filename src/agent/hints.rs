@@ -260,6 +260,12 @@ impl Hints {
                     .take(MAX_ASKED)
                     .map(|h| h.key)
                     .collect();
+                // Nobody to ask (yet: e.g. no peer's `hello` heard since
+                // this agent started): no round, ask at the next pass
+                // rather than a whole try time later.
+                if to.is_empty() {
+                    continue;
+                }
                 chase.asked_at = Some(mono);
                 chase.asked = to.iter().copied().collect();
                 chase.tried.clear();
@@ -272,12 +278,10 @@ impl Hints {
                         from: None,
                     });
                 }
-                if !to.is_empty() {
-                    actions.push(Action::Ask {
-                        about: peer.key,
-                        to,
-                    });
-                }
+                actions.push(Action::Ask {
+                    about: peer.key,
+                    to,
+                });
             }
         }
         actions
@@ -622,6 +626,25 @@ mod tests {
         assert!(
             !all.iter().any(|a| matches!(a, Action::Ask { .. })),
             "{all:?}"
+        );
+    }
+
+    #[test]
+    fn a_peer_heard_late_is_asked_at_the_next_pass() {
+        let mut world = World::new();
+        world.peers[1].agent_heard = false;
+        world.peers[2].agent_heard = false;
+        let mut hints = Hints::default();
+        assert_eq!(world.pass(&mut hints), vec![]);
+        assert_eq!(world.pass(&mut hints), vec![]);
+        // C's hello arrives just after that pass: asked at the next one.
+        world.peers[2].agent_heard = true;
+        assert_eq!(
+            world.pass(&mut hints),
+            vec![Action::Ask {
+                about: key(KEY_A),
+                to: vec![key(KEY_C)],
+            }]
         );
     }
 
