@@ -691,11 +691,20 @@ impl Talk {
                     self.send(*address, &self.hello());
                 }
                 self.send_records(outgoing);
-                let heard = state::Heard {
-                    at: state::unix_now(),
-                    relay,
-                };
+                let now = state::unix_now();
+                let heard = state::Heard { at: now, relay };
                 let before = knowledge.agents.insert(incoming.from, heard);
+                // A peer's agent heard for the first time (or again after a
+                // silence) may have missed this agent's last `hello` (its
+                // socket was not open yet): answer at once, so two agents
+                // that start together hear each other now, not a pass
+                // later. An agent that already heard this one does not
+                // answer, so this never bounces.
+                if before.is_none_or(|b| now.saturating_sub(b.at) > HEARD_WITHIN.as_secs())
+                    && let Some(address) = self.agents.get(&incoming.from)
+                {
+                    self.send(*address, &self.hello());
+                }
                 if before.is_none_or(|b| b.relay != relay) {
                     log.line(&format!(
                         "peer {name}: its agent is heard{}",
