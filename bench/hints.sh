@@ -28,6 +28,8 @@ source "$ROOT/bench/lib.sh"
 usage_or_root "$0" "${1:-}"
 RUNS=${HINTS_RUNS:-5}
 INTERVAL=${HINTS_INTERVAL:-30}
+((RUNS >= 1 && RUNS <= 20)) || die "HINTS_RUNS must be 1 to 20"
+((INTERVAL >= 1 && INTERVAL <= 3600)) || die "HINTS_INTERVAL must be 1 to 3600"
 NOWHERE=203.0.113.250:51820
 for tool in ip wg wg-quick wireguard-go ping nsenter unshare setsid iptables; do
   command -v "$tool" >/dev/null || die "missing $tool"
@@ -83,15 +85,18 @@ paste_line() {
 
 : >"$WORK/met"
 for ((r = 1; r <= RUNS; r++)); do
+  # Public addresses of their own per run: a deleted namespace's veth ends
+  # leave the bridge asynchronously, so reusing them could clash.
+  O=$((10 * r))
   host_new p
-  host_plug p 1
-  nat_router ra 2
-  nat_router rb 3
+  host_plug p $((O + 1))
+  nat_router ra $((O + 2))
+  nat_router rb $((O + 3))
   host_new a
   behind a ra 1
   host_new b
   behind b rb 2
-  LP=$(on p "$BIN" install 10.15.0.1/24 --endpoint 203.0.113.1:51820 2>/dev/null | line_of p)
+  LP=$(on p "$BIN" install 10.15.0.1/24 --endpoint "203.0.113.$((O + 1)):51820" 2>/dev/null | line_of p)
   LA=$(on a "$BIN" install 10.15.0.2/24 --endpoint "$NOWHERE" 2>/dev/null | line_of a)
   LB=$(on b "$BIN" install 10.15.0.3/24 --endpoint "$NOWHERE" 2>/dev/null | line_of b)
   paste_line p "$LA"
@@ -124,7 +129,8 @@ for ((r = 1; r <= RUNS; r++)); do
   kill -TERM "$PID_P" "$PID_A" "$PID_B"
   wait "$PID_P" "$PID_A" "$PID_B"
   [[ -n $met ]] || die "run $r: a did not reach b within 300 s (logs in $WORK)"
-  [[ $ENDPOINT == 203.0.113.3:* ]] || die "run $r: a's endpoint for b is $ENDPOINT, not b's router"
+  ROUTER_B=203.0.113.$((O + 3))
+  [[ $ENDPOINT == "$ROUTER_B":* ]] || die "run $r: a's endpoint for b is $ENDPOINT, not b's router"
   echo "$met" >>"$WORK/met"
   note "run $r: b's agent started ${DELAY} s after a's; direct path after $(fmt_ms "$met") ms (endpoint $ENDPOINT)"
   for h in p a b; do host_delete "$h"; done
