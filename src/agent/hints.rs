@@ -4,7 +4,8 @@
 //! Two hosts behind NATs often cannot find each other from what was pasted
 //! (an old address, no address at all), while a third member sees both of
 //! their current public endpoints. For a peer that is stale (no handshake
-//! for more than 135 s, or none, at two passes in a row), the agent asks
+//! for more than 135 s, or none) and has stayed so for [`GRACE`] since this
+//! agent first saw it stale, the agent asks
 //! its healthy peers (a handshake within 135 s and an agent heard) `where`
 //! they see it, collects the endpoints they report for a moment
 //! ([`COLLECT`]), and tries them live one at a time, the most recent
@@ -40,10 +41,12 @@ pub const COLLECT: Duration = Duration::from_secs(1);
 /// Most healthy peers asked about one stale peer in one round.
 pub const MAX_ASKED: usize = 8;
 
-/// Consecutive stale passes before a peer is chased: the first pass's
-/// `hello` gives the endpoint the peer already has one chance to make a
-/// handshake.
-pub const STALE_PASSES: u32 = 2;
+/// How long a peer stays stale, as this agent sees it, before it is
+/// introduced: the `hello` of the pass that first saw it stale has then
+/// given the endpoint it already has two of WireGuard's handshake tries
+/// (5 s apart). A peer that just started, or was just added, is thus asked
+/// about 10 s later, whatever the interval.
+pub const GRACE: Duration = Duration::from_secs(10);
 
 /// How long one reported endpoint is tried: two passes (so the other end,
 /// on its own schedule, tries too while this end's NAT mapping is open),
@@ -136,9 +139,16 @@ struct Attempt {
     started: Instant,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Chase {
-    stale_passes: u32,
+    /// When this agent first saw the peer stale.
+    stale_since: Instant,
+    /// Whether the loop was woken for the end of [`GRACE`] already.
+    grace_ticked: bool,
+    /// The config's endpoint (an IP address) and the live one, at the
+    /// last pass.
+    configured: Option<SocketAddr>,
+    live: Option<SocketAddr>,
     asked_at: Option<Instant>,
     asked: HashSet<PublicKey>,
     /// Not yet tried, in the order to try them.
@@ -152,6 +162,8 @@ struct Chase {
 #[derive(Clone, Debug, Default)]
 pub struct Hints {
     chases: HashMap<PublicKey, Chase>,
+    /// The healthy peers at the last pass, the most recent handshake first.
+    healthy: Vec<PublicKey>,
     pub learned: HashMap<PublicKey, Introduced>,
 }
 
@@ -168,14 +180,21 @@ impl Hints {
         self.chases.get(peer).is_some_and(|c| c.trying.is_some())
     }
 
-    /// When the loop should call [`Hints::tick`]: a round's answers have
-    /// been collected and nothing is being tried.
+    /// When the loop should call [`Hints::tick`]: a stale peer's
+    /// [`GRACE`] ends, or a round's answers have been collected and nothing
+    /// is being tried.
     pub fn due(&self) -> Option<Instant> {
-        self.chases
+        let collected = self
+            .chases
             .values()
             .filter(|c| c.trying.is_none() && !c.offers.is_empty())
-            .filter_map(|c| c.asked_at.map(|at| at + COLLECT))
-            .min()
+            .filter_map(|c| c.asked_at.map(|at| at + COLLECT));
+        let graced = self
+            .chases
+            .values()
+            .filter(|c| !c.grace_ticked && c.asked_at.is_none())
+            .map(|c| c.stale_since + GRACE);
+        collected.chain(graced).min()
     }
 
     /// One pass over the configured peers.
@@ -202,6 +221,7 @@ impl Hints {
             .filter(|p| p.agent_heard && !p.stale(now))
             .collect();
         healthy.sort_by_key(|p| p.handshake_age(now));
+        self.healthy = healthy.iter().map(|p| p.key).collect();
         for peer in peers {
             if !peer.stale(now) {
                 if let Some(attempt) = self.chases.remove(&peer.key).and_then(|c| c.trying)
@@ -226,8 +246,19 @@ impl Hints {
                 }
                 continue;
             }
-            let chase = self.chases.entry(peer.key).or_default();
-            chase.stale_passes = chase.stale_passes.saturating_add(1);
+            let chase = self.chases.entry(peer.key).or_insert_with(|| Chase {
+                stale_since: mono,
+                grace_ticked: false,
+                configured: None,
+                live: None,
+                asked_at: None,
+                asked: HashSet::new(),
+                offers: Vec::new(),
+                tried: Vec::new(),
+                trying: None,
+            });
+            chase.configured = peer.configured;
+            chase.live = peer.live_endpoint;
             if let Some(attempt) = &chase.trying {
                 if mono.saturating_duration_since(attempt.started) < try_for(interval) {
                     continue;
@@ -240,48 +271,8 @@ impl Hints {
                     offer,
                 });
             }
-            if chase.stale_passes < STALE_PASSES {
-                continue;
-            }
-            let collected = chase
-                .asked_at
-                .is_some_and(|at| mono.saturating_duration_since(at) >= COLLECT);
-            if collected && let Some(action) = next_try(peer.key, chase, now, mono) {
+            if let Some(action) = step(peer.key, chase, &self.healthy, now, mono, interval) {
                 actions.push(action);
-                continue;
-            }
-            let round_over = chase
-                .asked_at
-                .is_none_or(|at| mono.saturating_duration_since(at) >= try_for(interval));
-            if chase.offers.is_empty() && round_over {
-                let to: Vec<PublicKey> = healthy
-                    .iter()
-                    .filter(|h| h.key != peer.key)
-                    .take(MAX_ASKED)
-                    .map(|h| h.key)
-                    .collect();
-                // Nobody to ask (yet: e.g. no peer's `hello` heard since
-                // this agent started): no round, ask at the next pass
-                // rather than a whole try time later.
-                if to.is_empty() {
-                    continue;
-                }
-                chase.asked_at = Some(mono);
-                chase.asked = to.iter().copied().collect();
-                chase.tried.clear();
-                // The user's own endpoint stays a candidate, tried last.
-                if let Some(configured) = peer.configured.filter(|c| Some(*c) != peer.live_endpoint)
-                {
-                    chase.offers.push(Offer {
-                        endpoint: configured,
-                        handshake_secs: None,
-                        from: None,
-                    });
-                }
-                actions.push(Action::Ask {
-                    about: peer.key,
-                    to,
-                });
             }
         }
         actions
@@ -330,16 +321,16 @@ impl Hints {
             .sort_by_key(|o| (o.from.is_none(), rank(o.handshake_secs)));
     }
 
-    /// Start trying where answers have been collected and nothing is tried.
-    pub fn tick(&mut self, now: SystemTime, mono: Instant) -> Vec<Action> {
+    /// Between passes: ask about a peer whose [`GRACE`] ended, start
+    /// trying where answers have been collected and nothing is tried.
+    pub fn tick(&mut self, now: SystemTime, mono: Instant, interval: Duration) -> Vec<Action> {
         let mut actions = Vec::new();
         for (key, chase) in &mut self.chases {
-            let collected = chase
-                .asked_at
-                .is_some_and(|at| mono.saturating_duration_since(at) >= COLLECT);
-            if collected
-                && chase.stale_passes >= STALE_PASSES
-                && let Some(action) = next_try(*key, chase, now, mono)
+            if mono >= chase.stale_since + GRACE {
+                chase.grace_ticked = true;
+            }
+            if chase.trying.is_none()
+                && let Some(action) = step(*key, chase, &self.healthy, now, mono, interval)
             {
                 actions.push(action);
             }
@@ -356,6 +347,58 @@ impl Hints {
             chase.tried.push(attempt.offer.endpoint);
         }
     }
+}
+
+/// The next thing to do for a stale peer that is not being tried: nothing
+/// during its [`GRACE`]; try the next collected answer; or, when nothing is
+/// left and the last round is over, ask the healthy peers again.
+fn step(
+    peer: PublicKey,
+    chase: &mut Chase,
+    healthy: &[PublicKey],
+    now: SystemTime,
+    mono: Instant,
+    interval: Duration,
+) -> Option<Action> {
+    if mono.saturating_duration_since(chase.stale_since) < GRACE {
+        return None;
+    }
+    let collected = chase
+        .asked_at
+        .is_some_and(|at| mono.saturating_duration_since(at) >= COLLECT);
+    if collected && let Some(action) = next_try(peer, chase, now, mono) {
+        return Some(action);
+    }
+    let round_over = chase
+        .asked_at
+        .is_none_or(|at| mono.saturating_duration_since(at) >= try_for(interval));
+    if !chase.offers.is_empty() || !round_over || chase.trying.is_some() {
+        return None;
+    }
+    let to: Vec<PublicKey> = healthy
+        .iter()
+        .filter(|h| **h != peer)
+        .take(MAX_ASKED)
+        .copied()
+        .collect();
+    // Nobody to ask (yet: e.g. no peer's `hello` heard since this agent
+    // started): no round, ask at the next pass rather than a whole try
+    // time later.
+    if to.is_empty() {
+        return None;
+    }
+    chase.asked_at = Some(mono);
+    chase.asked = to.iter().copied().collect();
+    chase.tried.clear();
+    // The user's own endpoint stays a candidate, tried last.
+    if let Some(configured) = chase.configured.filter(|c| Some(*c) != chase.live) {
+        chase.offers.push(Offer {
+            endpoint: configured,
+            handshake_secs: None,
+            from: None,
+        });
+    }
+    Some(Action::Ask { about: peer, to })
 }
 
 fn rank(handshake_secs: Option<u64>) -> u64 {
@@ -434,17 +477,37 @@ mod tests {
             self.advance(INTERVAL);
             actions
         }
+
+        fn tick(&self, hints: &mut Hints) -> Vec<Action> {
+            hints.tick(self.now, self.mono, INTERVAL)
+        }
+
+        /// Passes until the first action; it must come at the end of the
+        /// grace time (10 s: the sixth pass of a 2 s interval).
+        fn until_asked(&mut self, hints: &mut Hints) -> Vec<Action> {
+            for _ in 0..5 {
+                assert_eq!(self.pass(hints), vec![], "an action within the grace time");
+            }
+            self.pass(hints)
+        }
+    }
+
+    fn offer(endpoint: &str, secs: u64, from: &str) -> Offer {
+        Offer {
+            endpoint: addr(endpoint),
+            handshake_secs: Some(secs),
+            from: Some(key(from)),
+        }
     }
 
     #[test]
     fn a_stale_peer_is_asked_about_then_the_freshest_report_is_tried_then_kept() {
         let mut world = World::new();
         let mut hints = Hints::default();
-        // First stale pass: its own endpoint gets a chance.
-        assert_eq!(world.pass(&mut hints), vec![]);
-        // Second: the healthy peers are asked, the freshest handshake first.
+        // After the grace time, the healthy peers are asked, the freshest
+        // handshake first.
         assert_eq!(
-            world.pass(&mut hints),
+            world.until_asked(&mut hints),
             vec![Action::Ask {
                 about: key(KEY_A),
                 to: vec![key(KEY_C), key(KEY_B)],
@@ -467,22 +530,19 @@ mod tests {
         hints.seen(key(KEY_A), key(KEY_A), Some(addr("192.0.2.66:1")), Some(0));
         hints.seen(key(KEY_B), key(KEY_A), Some(addr("0.0.0.0:51820")), Some(0));
         hints.seen(key(KEY_B), key(KEY_A), None, None);
-        assert!(hints.due().is_some());
-        assert_eq!(hints.tick(world.now, world.mono - INTERVAL), vec![]);
-        let tried = hints.tick(world.now, world.mono);
-        let offer = |e: &str, secs, from: &str| Offer {
-            endpoint: addr(e),
-            handshake_secs: Some(secs),
-            from: Some(key(from)),
-        };
+        // Answers are collected for a second before the first try.
+        let asked_at = world.mono - INTERVAL;
+        assert_eq!(hints.due(), Some(asked_at + COLLECT));
+        assert_eq!(hints.tick(world.now, asked_at, INTERVAL), vec![]);
         assert_eq!(
-            tried,
+            world.tick(&mut hints),
             vec![Action::Try {
                 peer: key(KEY_A),
                 offer: offer("198.51.100.3:4000", 3, KEY_C),
             }]
         );
         assert!(hints.trying(&key(KEY_A)));
+        assert_eq!(hints.due(), None);
         // Still no handshake within the try: nothing else happens.
         assert_eq!(world.pass(&mut hints), vec![]);
         // A handshake completes: kept, learned from C.
@@ -512,11 +572,27 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_try_moves_to_the_next_report_then_to_the_config_then_asks_again() {
+    fn with_a_long_interval_the_loop_is_woken_when_the_grace_time_ends() {
         let mut world = World::new();
         let mut hints = Hints::default();
-        world.pass(&mut hints);
-        world.pass(&mut hints);
+        let long = Duration::from_secs(30);
+        assert_eq!(
+            hints.pass(&world.peers, world.now, world.mono, long, 1),
+            vec![]
+        );
+        assert_eq!(hints.due(), Some(world.mono + GRACE));
+        world.advance(GRACE);
+        let asked = hints.tick(world.now, world.mono, long);
+        assert!(matches!(asked[..], [Action::Ask { .. }]), "{asked:?}");
+        // Woken once for it, not again (nobody answered).
+        assert_eq!(hints.due(), None);
+    }
+
+    #[test]
+    fn a_failed_try_moves_to_the_next_report_then_asks_again() {
+        let mut world = World::new();
+        let mut hints = Hints::default();
+        world.until_asked(&mut hints);
         hints.seen(
             key(KEY_B),
             key(KEY_A),
@@ -529,11 +605,11 @@ mod tests {
             Some(addr("198.51.100.3:4000")),
             None,
         );
-        let first = hints.tick(world.now, world.mono);
+        let first = world.tick(&mut hints);
         assert!(
             matches!(first[..], [Action::Try { offer, .. }] if offer.endpoint == addr("198.51.100.2:51820"))
         );
-        // 10 s without a handshake (try_for of a 2 s interval).
+        // 10 s without a handshake (try_for of a 2 s interval): the next.
         let mut all = Vec::new();
         for _ in 0..6 {
             all.extend(world.pass(&mut hints));
@@ -547,7 +623,7 @@ mod tests {
             .collect();
         assert_eq!(tried, vec![addr("198.51.100.3:4000")]);
         assert!(all.iter().any(|a| matches!(a, Action::GaveUp { .. })));
-        for _ in 0..5 {
+        for _ in 0..11 {
             all.extend(world.pass(&mut hints));
         }
         // The config's endpoint is not tried while it is the live one.
@@ -555,9 +631,6 @@ mod tests {
             !all.iter()
                 .any(|a| matches!(a, Action::Try { offer, .. } if offer.from.is_none()))
         );
-        for _ in 0..6 {
-            all.extend(world.pass(&mut hints));
-        }
         let asks = all
             .iter()
             .filter(|a| matches!(a, Action::Ask { .. }))
@@ -570,15 +643,14 @@ mod tests {
         let mut world = World::new();
         world.peers[0].live_endpoint = Some(addr("198.51.100.77:51820"));
         let mut hints = Hints::default();
-        world.pass(&mut hints);
-        world.pass(&mut hints);
+        world.until_asked(&mut hints);
         hints.seen(
             key(KEY_B),
             key(KEY_A),
             Some(addr("198.51.100.2:51820")),
             Some(60),
         );
-        let tried = hints.tick(world.now, world.mono);
+        let tried = world.tick(&mut hints);
         assert!(matches!(tried[..], [Action::Try { offer, .. }] if offer.from.is_some()));
         for _ in 0..6 {
             let actions = world.pass(&mut hints);
@@ -594,21 +666,25 @@ mod tests {
     #[test]
     fn a_working_peer_is_never_touched() {
         let mut world = World::new();
-        world.peers[0].last_handshake = Some(world.now - Duration::from_secs(135));
         let mut hints = Hints::default();
-        for _ in 0..10 {
-            // Keep it exactly 135 s old: still fresh ("older than").
+        for _ in 0..20 {
+            // Exactly 135 s old: still fresh (the rule is "older than").
             world.peers[0].last_handshake = Some(world.now - Duration::from_secs(135));
             assert_eq!(world.pass(&mut hints), vec![]);
+            assert_eq!(world.tick(&mut hints), vec![]);
         }
-        // Answers about a peer that is not chased are ignored.
+        assert_eq!(hints.due(), None);
+        // Answers about a peer that is not introduced are ignored.
         hints.seen(
             key(KEY_B),
             key(KEY_A),
             Some(addr("198.51.100.2:51820")),
             Some(1),
         );
-        assert_eq!(hints.tick(world.now, world.mono + COLLECT), vec![]);
+        assert_eq!(
+            hints.tick(world.now, world.mono + COLLECT, INTERVAL),
+            vec![]
+        );
         assert!(!hints.trying(&key(KEY_A)));
     }
 
@@ -622,6 +698,7 @@ mod tests {
         let mut all = Vec::new();
         for _ in 0..20 {
             all.extend(world.pass(&mut hints));
+            all.extend(world.tick(&mut hints));
         }
         assert!(
             !all.iter().any(|a| matches!(a, Action::Ask { .. })),
@@ -635,8 +712,7 @@ mod tests {
         world.peers[1].agent_heard = false;
         world.peers[2].agent_heard = false;
         let mut hints = Hints::default();
-        assert_eq!(world.pass(&mut hints), vec![]);
-        assert_eq!(world.pass(&mut hints), vec![]);
+        assert_eq!(world.until_asked(&mut hints), vec![]);
         // C's hello arrives just after that pass: asked at the next one.
         world.peers[2].agent_heard = true;
         assert_eq!(

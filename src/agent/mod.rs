@@ -308,7 +308,7 @@ pub fn run(
             // Introductions may want to act before the next pass.
             let due = knowledge.hints.due();
             if due.is_some_and(|due| due <= now) {
-                let actions = knowledge.hints.tick(SystemTime::now(), now);
+                let actions = knowledge.hints.tick(SystemTime::now(), now, interval);
                 talk.act(ctx, &mut knowledge, actions, log);
                 continue;
             }
