@@ -215,13 +215,7 @@ impl Hints {
                     && p.live_endpoint.is_none_or(|live| live == learned.address)
             })
         });
-        // Healthy peers to ask, the most recent handshake first.
-        let mut healthy: Vec<&PeerView> = peers
-            .iter()
-            .filter(|p| p.agent_heard && !p.stale(now))
-            .collect();
-        healthy.sort_by_key(|p| p.handshake_age(now));
-        self.healthy = healthy.iter().map(|p| p.key).collect();
+        self.healthy = healthy(peers, now);
         for peer in peers {
             if !peer.stale(now) {
                 if let Some(attempt) = self.chases.remove(&peer.key).and_then(|c| c.trying)
@@ -323,7 +317,15 @@ impl Hints {
 
     /// Between passes: ask about a peer whose [`GRACE`] ended, start
     /// trying where answers have been collected and nothing is tried.
-    pub fn tick(&mut self, now: SystemTime, mono: Instant, interval: Duration) -> Vec<Action> {
+    /// `peers` is read afresh (an agent heard since the pass counts).
+    pub fn tick(
+        &mut self,
+        peers: &[PeerView],
+        now: SystemTime,
+        mono: Instant,
+        interval: Duration,
+    ) -> Vec<Action> {
+        self.healthy = healthy(peers, now);
         let mut actions = Vec::new();
         for (key, chase) in &mut self.chases {
             if mono >= chase.stale_since + GRACE {
@@ -347,6 +349,17 @@ impl Hints {
             chase.tried.push(attempt.offer.endpoint);
         }
     }
+}
+
+/// The healthy peers to ask: a recent handshake and an agent heard, the
+/// most recent handshake first.
+fn healthy(peers: &[PeerView], now: SystemTime) -> Vec<PublicKey> {
+    let mut healthy: Vec<&PeerView> = peers
+        .iter()
+        .filter(|p| p.agent_heard && !p.stale(now))
+        .collect();
+    healthy.sort_by_key(|p| p.handshake_age(now));
+    healthy.iter().map(|p| p.key).collect()
 }
 
 /// The next thing to do for a stale peer that is not being tried: nothing
@@ -479,7 +492,7 @@ mod tests {
         }
 
         fn tick(&self, hints: &mut Hints) -> Vec<Action> {
-            hints.tick(self.now, self.mono, INTERVAL)
+            hints.tick(&self.peers, self.now, self.mono, INTERVAL)
         }
 
         /// Passes until the first action; it must come at the end of the
@@ -533,7 +546,10 @@ mod tests {
         // Answers are collected for a second before the first try.
         let asked_at = world.mono - INTERVAL;
         assert_eq!(hints.due(), Some(asked_at + COLLECT));
-        assert_eq!(hints.tick(world.now, asked_at, INTERVAL), vec![]);
+        assert_eq!(
+            hints.tick(&world.peers, world.now, asked_at, INTERVAL),
+            vec![]
+        );
         assert_eq!(
             world.tick(&mut hints),
             vec![Action::Try {
@@ -582,10 +598,34 @@ mod tests {
         );
         assert_eq!(hints.due(), Some(world.mono + GRACE));
         world.advance(GRACE);
-        let asked = hints.tick(world.now, world.mono, long);
+        let asked = hints.tick(&world.peers, world.now, world.mono, long);
         assert!(matches!(asked[..], [Action::Ask { .. }]), "{asked:?}");
         // Woken once for it, not again (nobody answered).
         assert_eq!(hints.due(), None);
+    }
+
+    #[test]
+    fn an_agent_heard_after_the_pass_is_asked_when_the_grace_time_ends() {
+        let mut world = World::new();
+        for peer in &mut world.peers[1..] {
+            peer.agent_heard = false;
+        }
+        let mut hints = Hints::default();
+        let long = Duration::from_secs(30);
+        assert_eq!(
+            hints.pass(&world.peers, world.now, world.mono, long, 1),
+            vec![]
+        );
+        // C's hello comes in right after the pass.
+        world.peers[2].agent_heard = true;
+        world.advance(GRACE);
+        assert_eq!(
+            hints.tick(&world.peers, world.now, world.mono, long),
+            vec![Action::Ask {
+                about: key(KEY_A),
+                to: vec![key(KEY_C)],
+            }]
+        );
     }
 
     #[test]
@@ -682,7 +722,7 @@ mod tests {
             Some(1),
         );
         assert_eq!(
-            hints.tick(world.now, world.mono + COLLECT, INTERVAL),
+            hints.tick(&world.peers, world.now, world.mono + COLLECT, INTERVAL),
             vec![]
         );
         assert!(!hints.trying(&key(KEY_A)));

@@ -308,7 +308,10 @@ pub fn run(
             // Introductions may want to act before the next pass.
             let due = knowledge.hints.due();
             if due.is_some_and(|due| due <= now) {
-                let actions = knowledge.hints.tick(SystemTime::now(), now, interval);
+                let peers = talk.peer_views(ctx, &knowledge).unwrap_or_default();
+                let actions = knowledge
+                    .hints
+                    .tick(&peers, SystemTime::now(), now, interval);
                 talk.act(ctx, &mut knowledge, actions, log);
                 continue;
             }
@@ -346,6 +349,9 @@ struct Talk {
     /// Each configured peer's agent address.
     agents: HashMap<PublicKey, SocketAddr>,
     membership: membership::Membership,
+    /// Each configured peer's endpoint when it is an IP address, as of the
+    /// last pass.
+    configured: Vec<(PublicKey, Option<SocketAddr>)>,
 }
 
 impl Talk {
@@ -360,6 +366,7 @@ impl Talk {
             interval,
             relay: false,
             agents: HashMap::new(),
+            configured: Vec::new(),
             counters: Arc::default(),
             events,
             problem: None,
@@ -422,28 +429,21 @@ impl Talk {
             self.send(*to, &hello);
         }
         // Introductions, for the peers that are live.
+        self.configured = entries
+            .iter()
+            .map(|e| {
+                let ip = e
+                    .endpoint
+                    .as_ref()
+                    .and_then(|w| w.as_written().parse().ok());
+                (e.public_key, ip)
+            })
+            .collect();
         let Some(live) = ctx.device().live()? else {
             return Ok(());
         };
         let unix_now = state::unix_now();
-        let views: Vec<hints::PeerView> = entries
-            .iter()
-            .filter_map(|e| {
-                let peer = live.peers.iter().find(|p| p.public_key == e.public_key)?;
-                Some(hints::PeerView {
-                    key: e.public_key,
-                    configured: e
-                        .endpoint
-                        .as_ref()
-                        .and_then(|w| w.as_written().parse().ok()),
-                    live_endpoint: peer.endpoint,
-                    last_handshake: peer.last_handshake,
-                    agent_heard: knowledge
-                        .agent_heard(&e.public_key, unix_now, HEARD_WITHIN)
-                        .is_some(),
-                })
-            })
-            .collect();
+        let views = self.views_of(&live, knowledge);
         let actions = knowledge.hints.pass(
             &views,
             SystemTime::now(),
@@ -453,6 +453,35 @@ impl Talk {
         );
         self.act(ctx, knowledge, actions, log);
         Ok(())
+    }
+
+    /// The configured peers that are live, as introductions see them.
+    fn views_of(
+        &self,
+        live: &crate::device::LiveDevice,
+        knowledge: &Knowledge,
+    ) -> Vec<hints::PeerView> {
+        let unix_now = state::unix_now();
+        self.configured
+            .iter()
+            .filter_map(|(key, configured)| {
+                let peer = live.peers.iter().find(|p| p.public_key == *key)?;
+                Some(hints::PeerView {
+                    key: *key,
+                    configured: *configured,
+                    live_endpoint: peer.endpoint,
+                    last_handshake: peer.last_handshake,
+                    agent_heard: knowledge.agent_heard(key, unix_now, HEARD_WITHIN).is_some(),
+                })
+            })
+            .collect()
+    }
+
+    /// The same, read afresh between passes (the config as of the last
+    /// pass, the device and the heard agents as of now).
+    fn peer_views(&self, ctx: &Context, knowledge: &Knowledge) -> Option<Vec<hints::PeerView>> {
+        let live = ctx.device().live().ok()??;
+        Some(self.views_of(&live, knowledge))
     }
 
     fn name(&self, key: &PublicKey) -> String {
