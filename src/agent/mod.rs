@@ -711,29 +711,28 @@ impl Talk {
                     unix_ms(),
                     log,
                 );
-                // The books differ: this node's `hello` goes back with its
-                // records, so the peer sends its own at once instead of at
-                // its next pass (at most once per resend period).
-                if !outgoing.is_empty()
+                let now = state::unix_now();
+                let heard = state::Heard { at: now, relay };
+                let before = knowledge.agents.insert(incoming.from, heard);
+                // This node's `hello` goes back at once (never more than
+                // one per `hello` received) when:
+                // - the books differ: it goes with this node's records, so
+                //   the peer sends its own at once instead of at its next
+                //   pass (at most once per resend period);
+                // - the peer's agent is heard for the first time (or again
+                //   after a silence): it may have missed this agent's last
+                //   `hello` (its socket was not open yet), and two agents
+                //   that start together then hear each other now, not a
+                //   pass later. An agent that already heard this one does
+                //   not answer, so this never bounces.
+                let newly_heard =
+                    before.is_none_or(|b| now.saturating_sub(b.at) > HEARD_WITHIN.as_secs());
+                if (newly_heard || !outgoing.is_empty())
                     && let Some(address) = self.agents.get(&incoming.from)
                 {
                     self.send(*address, &self.hello());
                 }
                 self.send_records(outgoing);
-                let now = state::unix_now();
-                let heard = state::Heard { at: now, relay };
-                let before = knowledge.agents.insert(incoming.from, heard);
-                // A peer's agent heard for the first time (or again after a
-                // silence) may have missed this agent's last `hello` (its
-                // socket was not open yet): answer at once, so two agents
-                // that start together hear each other now, not a pass
-                // later. An agent that already heard this one does not
-                // answer, so this never bounces.
-                if before.is_none_or(|b| now.saturating_sub(b.at) > HEARD_WITHIN.as_secs())
-                    && let Some(address) = self.agents.get(&incoming.from)
-                {
-                    self.send(*address, &self.hello());
-                }
                 if before.is_none_or(|b| b.relay != relay) {
                     log.line(&format!(
                         "peer {name}: its agent is heard{}",
