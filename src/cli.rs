@@ -161,7 +161,7 @@ pub enum Command {
         #[arg(long)]
         adopt: bool,
     },
-    /// Keep the mesh healthy in the foreground (DNS endpoints re-resolved); `agent enable|disable`: its systemd unit
+    /// Keep the mesh healthy in the foreground (DNS endpoints re-resolved, members introduced, stale peers relayed with --auto-relay); `agent enable|disable`: its systemd unit
     Agent(AgentArgs),
     /// Accept introductions from a member (no argument: list whose are accepted)
     Trust {
