@@ -4,13 +4,16 @@
 //! live device, DNS, this host's own addresses), turns what it sees into the same kind of change the
 //! CLI makes, and applies it under the same config lock, taking the lock
 //! only for the change itself. Each pass also says `hello` to every peer's
-//! agent over the agents' protocol (`protocol`, `link`).
+//! agent over the agents' protocol (`protocol`, `link`), and runs
+//! membership (`membership`: peers introduced to and removed from the mesh,
+//! docs/membership.md).
 //!
 //! Between passes the loop waits on one channel of [`Event`]s: a signal
 //! (SIGTERM/SIGINT, taken by a thread of its own with `sigtimedwait`) ends
 //! it at once, cleanly (exit 0); a message from a peer's agent (from the
-//! link's receive thread) is handled as it comes. No lock is held while it
-//! waits. No async runtime: a few threads, blocking calls with deadlines.
+//! link's receive thread) is handled as it comes; every second the config's
+//! stamp is looked at, so a peer added or removed by hand is announced at
+//! once. No lock is held while it waits. No async runtime: a few threads, blocking calls with deadlines.
 
 pub mod endpoints;
 pub mod hints;
