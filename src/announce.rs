@@ -63,6 +63,10 @@ pub fn public_endpoint(ctx: &Context, node: &Node, port: u16) -> Result<Option<E
 
 /// The endpoint text for the line, with a warning on stderr when it is a
 /// placeholder the user must fill in.
+#[allow(
+    clippy::single_match_else,
+    reason = "the two outcomes, an endpoint or the placeholder, read as a match"
+)]
 pub fn endpoint_text(ctx: &Context, node: &Node, port: u16) -> Result<String> {
     Ok(match public_endpoint(ctx, node, port)? {
         Some(endpoint) => endpoint.to_string(),

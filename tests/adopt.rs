@@ -56,7 +56,9 @@ fn adopt(corpus: &str, address: &str, b_ip: &str, adjust: impl Fn(&str) -> Strin
     }
     text.push_str("\n[Peer]\n# lab peer b\nPublicKey = ");
     text.push_str(b_line.public_key());
-    text.push_str(&format!("\nAllowedIPs = {b_ip}/32\nEndpoint = "));
+    text.push_str("\nAllowedIPs = ");
+    text.push_str(b_ip);
+    text.push_str("/32\nEndpoint = ");
     text.push_str(&b.endpoint(51820));
     text.push('\n');
     a.run(&["mkdir", "-p", "-m", "700", "/etc/wireguard"])

@@ -535,7 +535,7 @@ fn agents_hear_each_other_through_the_tunnel_only() {
 const NOWHERE: &str = "203.0.113.250:51820";
 /// The goal: a direct path through introductions within 60 s.
 const INTRODUCED_WITHIN: Duration = Duration::from_secs(60);
-/// How long the NATed pair is watched, without agents, for a ping that
+/// How long the pair behind NAT is watched, without agents, for a ping that
 /// must not come.
 const NOT_WITHOUT_AGENTS: Duration = Duration::from_secs(20);
 

@@ -434,6 +434,10 @@ fn wgp2p_reads_every_config_as_wg_does() {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one differential run, read top to bottom"
+)]
 fn differential() {
     let cases: usize = std::env::var("WGP2P_DIFF_CASES")
         .ok()

@@ -23,6 +23,7 @@ const NO_PING_WINDOW: Duration = Duration::from_secs(3);
 
 #[test]
 #[ignore = "kernel: runs inside the VM, see scripts/kernel-test.sh"]
+#[allow(clippy::too_many_lines, reason = "one VM scenario, read top to bottom")]
 fn kernel_vm_mesh_scenario() {
     assert_eq!(
         std::env::var("WGP2P_KERNEL_VM").as_deref(),

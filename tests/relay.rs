@@ -38,6 +38,10 @@ fn proc_value(host: &Host, path: &str) -> String {
 
 #[test]
 #[ignore = "lab: needs root, network namespaces and the lab packages"]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one lab scenario, read top to bottom"
+)]
 fn symmetric_nat_pair_meets_through_a_public_relay() {
     let lab = Lab::new();
     let alpha = lab.public_host("alpha");

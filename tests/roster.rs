@@ -100,6 +100,10 @@ fn entry_of<'a>(roster: &'a str, name: &str) -> &'a str {
 
 #[test]
 #[ignore = "lab: needs root, network namespaces and the lab packages"]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one lab scenario, read top to bottom"
+)]
 fn six_hosts_from_one_roster() {
     let lab = Lab::new();
     let hosts: Vec<Host> = HOSTS.iter().map(|name| lab.public_host(name)).collect();

@@ -47,6 +47,10 @@ fn print_own_line(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+#[allow(
+    clippy::single_match_else,
+    reason = "via a relay or direct: the two ways to add, side by side"
+)]
 fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<()> {
     ctx.require_root("add-peer")?;
     let (_lock, mut node) = ctx.lock_and_load()?;

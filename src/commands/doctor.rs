@@ -294,9 +294,11 @@ mod tests {
 
     /// The peers `(name, key, net)` as config sections.
     fn conf(peers_: &[(&str, &str, &str)]) -> Document {
+        use std::fmt::Write as _;
         let mut text = String::from("[Interface]\nListenPort = 51820\n");
         for (name, key, net) in peers_ {
-            text += &format!(
+            let _ = write!(
+                text,
                 "[Peer]\n# Name = {name}\nPublicKey = {key}\nAllowedIPs = {net}\nPersistentKeepalive = 25\n"
             );
         }

@@ -19,6 +19,10 @@ use crate::service::Kind;
 use crate::store::{self, Change};
 use crate::types::{EndpointSpec, PrivateKey, VpnAddress};
 
+#[allow(
+    clippy::single_match_else,
+    reason = "interface up or not: the two ways to apply, side by side"
+)]
 pub fn run(
     ctx: &Context,
     address: VpnAddress,

@@ -12,6 +12,10 @@ use crate::plan::{self, Own};
 use crate::store::Change;
 use crate::types::PeerSelector;
 
+#[allow(
+    clippy::single_match_else,
+    reason = "`via` or `direct`: the two modes, side by side"
+)]
 pub fn run(
     ctx: &Context,
     selector: &PeerSelector,

@@ -82,12 +82,14 @@ pub fn enable(ctx: &Context) -> Result<()> {
     if firewall && !rule_preexisted {
         iptables(Rule::Insert, iface)?;
     }
-    let note = if firewall {
+    let without_iptables = if firewall {
         ""
     } else {
         " (no iptables here: no FORWARD rule needed or added)"
     };
-    crate::outln!("relaying enabled on {iface}: peers may now be routed through this node{note}");
+    crate::outln!(
+        "relaying enabled on {iface}: peers may now be routed through this node{without_iptables}"
+    );
     Ok(())
 }
 

@@ -94,7 +94,7 @@ pub fn trust(
 ) -> Result<(Option<Document>, PublicKey, Option<String>)> {
     let existing = peers(doc)?;
     let (key, name) = match find_peer(&existing, selector) {
-        Some(peer) => (peer.public_key, peer.name.as_ref().map(|n| n.to_string())),
+        Some(peer) => (peer.public_key, peer.name.as_ref().map(ToString::to_string)),
         None => match selector {
             PeerSelector::Key(key) => (*key, None),
             PeerSelector::Name(_) => return Err(crate::plan::not_found(doc, selector).into()),

@@ -262,6 +262,10 @@ pub(crate) fn check_new_peer(
 ///
 /// Takes the document by value: copying a big config for each change
 /// costs more than the change. "Unchanged" compares the one section.
+#[allow(
+    clippy::single_match_else,
+    reason = "a known peer or a new one: the two cases, side by side"
+)]
 pub fn add_peer(
     mut new_doc: Document,
     own: &Own,

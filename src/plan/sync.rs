@@ -341,15 +341,15 @@ pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) ->
                 others.push(change);
             }
             (Fate::Keep, Some(nets)) => {
-                let removed: Vec<&Relayed> = peer
+                let dropped: Vec<&Relayed> = peer
                     .relayed
                     .iter()
                     .filter(|r| relayed_removed.contains(&r.public_key))
                     .collect();
-                if removed.is_empty() {
+                if dropped.is_empty() {
                     continue;
                 }
-                for r in &removed {
+                for r in &dropped {
                     drop_relay_tag(&mut new_doc, &peer.public_key, r);
                     removes.push(Change::Remove(r.display_name().to_string()));
                 }
