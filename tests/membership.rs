@@ -1,7 +1,7 @@
 //! Joining a whole mesh with one exchange of lines (docs/membership.md),
-//! on real WireGuard in the lab: ten members (one behind a cone NAT) that
-//! accept introductions, each running `wgp2p agent`; an eleventh host
-//! exchanges lines with one member and within 60 s all 110 ordered pairs
+//! on real WireGuard in the lab: ten members (two behind cone NATs) that
+//! accept introductions, each running `wgp2p agent`; an eleventh host, behind
+//! a cone NAT too, exchanges lines with one member and within 60 s all 110 ordered pairs
 //! ping; a removal on one member spreads to all within 60 s, and a member
 //! whose agent was stopped, and one whose interface was down, catch up when
 //! they come back. A member turned hostile sends forged, replayed,
@@ -170,7 +170,8 @@ fn eleventh_host_joins_with_one_exchange_and_a_removal_spreads() {
     assert!(settled.is_empty(), "the ten members: {settled:?}");
 
     // The newcomer and m0 exchange lines; nobody else is touched.
-    let newcomer = lab.public_host("newcomer");
+    // The newcomer is behind a cone NAT too.
+    let newcomer = lab.host_behind_nat("newcomer", NatKind::Cone);
     let line = install(&newcomer, MEMBERS);
     agents.push(Agent::start(&newcomer));
     let started = Instant::now();
