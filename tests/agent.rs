@@ -655,3 +655,41 @@ fn members_introduce_two_hosts_behind_nats() {
         assert!(conf.contains(&format!("Endpoint = {NOWHERE}")), "{conf}");
     }
 }
+
+/// Bytes `host` has received from its only peer (`wg show wg0 transfer`).
+fn received_from_peer(host: &Host) -> u64 {
+    let out = host
+        .run(&["wg", "show", "wg0", "transfer"])
+        .expect_ok("wg show transfer");
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no transfer line on {}:\n{out}", host.name()))
+}
+
+/// A peer that runs no agent (a phone made with `provision-peer` is one)
+/// and has keepalive off is not kept busy: the agent greets it when it
+/// starts, then at most every 5 minutes, not every pass.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn a_peer_without_an_agent_is_not_greeted_every_pass() {
+    let lab = Lab::new();
+    let [node, phone] = quiet_pair(&lab, ["defiant", "phone"]);
+    let agent = RunningAgent::start(&node);
+    // The first pass greets every peer once. The phone answers that
+    // `hello` (an ICMP "port unreachable": nothing listens there), and
+    // WireGuard's passive keepalive answers that 10 s later: both are
+    // over after 13 s.
+    thread::sleep(Duration::from_secs(13));
+    let before = received_from_peer(&phone);
+    // Five more passes at --interval 2.
+    thread::sleep(Duration::from_secs(10));
+    let after = received_from_peer(&phone);
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(before > 0, "the pair never exchanged a packet");
+    assert_eq!(
+        after, before,
+        "the agent kept sending to a peer whose agent it never heard:\n{log}"
+    );
+}

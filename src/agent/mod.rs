@@ -3,8 +3,9 @@
 //! It is not a second program: each pass observes (the config file, the
 //! live device, DNS, this host's own addresses), turns what it sees into the same kind of change the
 //! CLI makes, and applies it under the same config lock, taking the lock
-//! only for the change itself. Each pass also says `hello` to every peer's
-//! agent over the agents' protocol (`protocol`, `link`), and runs
+//! only for the change itself. Each pass also says `hello` to every peer
+//! whose agent was heard lately (to the others at most every
+//! [`DISCOVER_EVERY`]) over the agents' protocol (`protocol`, `link`), and runs
 //! membership (`membership`: peers introduced to and removed from the mesh,
 //! docs/membership.md).
 //!
@@ -197,6 +198,13 @@ pub enum Event {
 /// two of its passes when it runs at the default.
 pub const HEARD_WITHIN: Duration = endpoints::STALE_AFTER;
 
+/// A peer whose agent is not heard (it runs none, like a phone made with
+/// `provision-peer`, or it is down) gets a `hello` at most this often:
+/// every pass would keep its tunnel, and a phone's radio, busy for
+/// nothing. An agent that starts says `hello` to every peer at once and
+/// is answered at once, so two agents never wait this long to meet.
+pub const DISCOVER_EVERY: Duration = Duration::from_secs(300);
+
 /// How often the loop looks whether the config changed between passes.
 const CONFIG_LOOK: Duration = Duration::from_secs(1);
 
@@ -355,6 +363,9 @@ struct Talk {
     /// Each configured peer's endpoint when it is an IP address, as of the
     /// last pass.
     configured: Vec<(PublicKey, Option<SocketAddr>)>,
+    /// When each peer whose agent was not heard last got a `hello`
+    /// ([`DISCOVER_EVERY`]); emptied when the socket is opened again.
+    discovered: HashMap<PublicKey, Instant>,
 }
 
 impl Talk {
@@ -370,6 +381,7 @@ impl Talk {
             relay: false,
             agents: HashMap::new(),
             configured: Vec::new(),
+            discovered: HashMap::new(),
             counters: Arc::default(),
             events,
             problem: None,
@@ -411,6 +423,9 @@ impl Talk {
         match self.ensure_link(ctx, &node, senders) {
             Ok(opened) => {
                 self.problem = None;
+                if opened {
+                    self.discovered.clear();
+                }
                 if let Some(link) = self.link.as_ref().filter(|_| opened) {
                     log.line(&format!("listening for peers' agents on {}", link.local));
                 }
@@ -428,9 +443,19 @@ impl Talk {
         }
         self.relay = node.conf.as_ref().is_some_and(crate::plan::hooks::enabled);
         let hello = self.hello();
-        for to in self.agents.values() {
+        let (now, unix_now) = (Instant::now(), state::unix_now());
+        for (key, to) in &self.agents {
+            let heard = knowledge.agent_heard(key, unix_now, HEARD_WITHIN).is_some();
+            if !heard {
+                if !discovery_due(self.discovered.get(key).copied(), now) {
+                    continue;
+                }
+                self.discovered.insert(*key, now);
+            }
             self.send(*to, &hello);
         }
+        self.discovered
+            .retain(|key, _| self.agents.contains_key(key));
         // Introductions, for the peers that are live.
         self.configured = entries
             .iter()
@@ -445,7 +470,6 @@ impl Talk {
         let Some(live) = ctx.device().live()? else {
             return Ok(());
         };
-        let unix_now = state::unix_now();
         let views = self.views_of(&live, knowledge);
         let actions = knowledge.hints.pass(
             &views,
@@ -837,6 +861,12 @@ fn lookup(ctx: &Context) -> link::Lookup {
     })
 }
 
+/// Whether a peer whose agent is not heard gets a `hello` now: never
+/// greeted by this socket, or last greeted [`DISCOVER_EVERY`] ago.
+fn discovery_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= DISCOVER_EVERY)
+}
+
 /// The peers whose agent said `relay: true` in a `hello` heard within
 /// [`HEARD_WITHIN`].
 fn relay_enabled(knowledge: &Knowledge) -> std::collections::BTreeSet<PublicKey> {
@@ -1041,6 +1071,18 @@ fn resolve_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unheard_peer_is_greeted_at_first_and_then_every_five_minutes() {
+        let start = Instant::now();
+        assert!(discovery_due(None, start));
+        assert!(!discovery_due(Some(start), start + Duration::from_secs(30)));
+        assert!(!discovery_due(
+            Some(start),
+            start + Duration::from_secs(299)
+        ));
+        assert!(discovery_due(Some(start), start + DISCOVER_EVERY));
+    }
 
     #[test]
     fn utc_stamps() {
