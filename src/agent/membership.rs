@@ -13,9 +13,7 @@
 //! refused) and the peers the config had.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -25,7 +23,7 @@ use crate::commit::commit;
 use crate::config::document::Document;
 use crate::config::node::{Node, Paths, peers};
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::membership::book::{Book, Member, Offer, Pin};
 use crate::membership::record::{Change, Record, SignKey, SigningIdentity, WireRecord};
 use crate::plan::Own;
@@ -204,21 +202,7 @@ impl Membership {
             present: self.book.present.iter().map(ToString::to_string).collect(),
             counters: self.all_counters(),
         };
-        let target = path(paths);
-        let temp = paths.dir.join(format!(".{}.tmp", file_name(&paths.iface)));
-        let text = serde_json::to_string_pretty(&saved)
-            .map_err(|e| Error::System(format!("cannot write the membership book: {e}")))?;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&temp)
-            .map_err(|e| Error::io("create", &temp, e))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| Error::io("write", &temp, e))?;
-        std::fs::rename(&temp, &target).map_err(|e| Error::io("replace", &target, e))
+        super::state::replace_json(&path(paths), "the membership book", &saved)
     }
 
     /// What this node's `hello` carries: its signing key and the digest of

@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -313,10 +313,19 @@ pub fn load(paths: &Paths) -> Option<State> {
 /// Replace the state file (0600, temp file and rename: a reader sees the
 /// old or the new one). Not fsynced: it is rebuilt if a crash loses it.
 pub fn save(paths: &Paths, state: &State) -> Result<()> {
-    let path = state_path(paths);
-    let temp = paths.dir.join(format!(".{}.agent.json.tmp", paths.iface));
-    let text = serde_json::to_string_pretty(state)
-        .map_err(|e| Error::System(format!("cannot write the agent state: {e}")))?;
+    replace_json(&state_path(paths), "the agent state", state)
+}
+
+/// Replace one of the agent's files in the config dir with `value` as
+/// JSON: a 0600 temp file `.NAME.tmp` beside it (never through a
+/// symlink), then a rename, so a reader sees the old file or the new one.
+/// Not fsynced: the agent's files are rebuilt or sent again if a crash
+/// loses them.
+pub fn replace_json(path: &Path, what: &str, value: &impl Serialize) -> Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = path.with_file_name(format!(".{name}.tmp"));
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::System(format!("cannot write {what}: {e}")))?;
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -327,7 +336,7 @@ pub fn save(paths: &Paths, state: &State) -> Result<()> {
         .map_err(|e| Error::io("create", &temp, e))?;
     file.write_all(text.as_bytes())
         .map_err(|e| Error::io("write", &temp, e))?;
-    std::fs::rename(&temp, &path).map_err(|e| Error::io("replace", &path, e))
+    std::fs::rename(&temp, path).map_err(|e| Error::io("replace", path, e))
 }
 
 /// The agent as `status` and `doctor` report it (`status --json`: the
