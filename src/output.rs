@@ -464,36 +464,59 @@ mod tests {
         assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
     }
 
-    #[test]
-    fn table_names_peers_and_notes() {
-        let report = StatusReport {
+    /// A healthy peer row: handshake 2 s ago, keepalive 25, in the config
+    /// and live.
+    fn ok_peer(name: &str, endpoint: &str, allowed_ips: &[&str]) -> PeerStatus {
+        PeerStatus {
+            name: Some(name.into()),
+            public_key: name.to_uppercase(),
+            endpoint: Some(endpoint.into()),
+            allowed_ips: allowed_ips.iter().map(|n| (*n).to_string()).collect(),
+            latest_handshake_secs_ago: Some(2),
+            rx_bytes: Some(1),
+            tx_bytes: Some(1),
+            keepalive: Some(25),
+            preshared_key: false,
+            in_config: true,
+            live: true,
+            health: Health::Ok,
+            note: None,
+            via: None,
+            relay_candidates: vec![],
+            auto_relay: None,
+        }
+    }
+
+    /// The report of an up userspace wg0 with these peers and agent.
+    fn report(peers: Vec<PeerStatus>, agent: crate::agent::state::AgentView) -> StatusReport {
+        StatusReport {
             interface: "wg0".into(),
             state: "up",
             backend: Some("userspace"),
-            address: Some("10.15.0.1/24".into()),
+            address: None,
             public_key: None,
-            listen_port: Some(51820),
+            listen_port: None,
             notes: vec![],
-            peers: vec![PeerStatus {
-                name: Some("enterprise".into()),
-                public_key: "K".into(),
-                endpoint: Some("192.0.2.2:51820".into()),
-                allowed_ips: vec!["10.15.0.2/32".into()],
+            peers,
+            agent,
+        }
+    }
+
+    #[test]
+    fn table_names_peers_and_notes() {
+        let mut report = report(
+            vec![PeerStatus {
                 latest_handshake_secs_ago: Some(16),
                 rx_bytes: Some(2048),
                 tx_bytes: Some(10),
-                keepalive: Some(25),
-                preshared_key: false,
-                in_config: true,
-                live: true,
                 health: Health::Stale,
                 note: Some("stale: why".into()),
-                via: None,
-                relay_candidates: vec![],
-                auto_relay: None,
+                ..ok_peer("enterprise", "192.0.2.2:51820", &["10.15.0.2/32"])
             }],
-            agent: crate::agent::state::AgentView::default(),
-        };
+            crate::agent::state::AgentView::default(),
+        );
+        report.address = Some("10.15.0.1/24".into());
+        report.listen_port = Some(51820);
         let text = status_table(&report, false);
         assert!(
             text.contains("enterprise  192.0.2.2:51820  10.15.0.2/32  16s ago"),
@@ -549,34 +572,10 @@ mod tests {
             agent_text(&agent),
             "running (pid 7), last pass 3s ago, a pass every 30 s, listening on 10.15.0.2:51871, agents heard: 1, messages dropped: 2 malformed, membership: 11 members and 1 removal known, 1 record refused (1 bad_signature)"
         );
-        let report = StatusReport {
-            interface: "wg0".into(),
-            state: "up",
-            backend: Some("userspace"),
-            address: None,
-            public_key: None,
-            listen_port: None,
-            notes: vec![],
-            peers: vec![PeerStatus {
-                name: Some("bravo".into()),
-                public_key: "B".into(),
-                endpoint: Some("203.0.113.3:51820".into()),
-                allowed_ips: vec!["10.15.0.3/32".into()],
-                latest_handshake_secs_ago: Some(2),
-                rx_bytes: Some(1),
-                tx_bytes: Some(1),
-                keepalive: Some(25),
-                preshared_key: false,
-                in_config: true,
-                live: true,
-                health: Health::Ok,
-                note: None,
-                via: None,
-                relay_candidates: vec![],
-                auto_relay: None,
-            }],
+        let report = report(
+            vec![ok_peer("bravo", "203.0.113.3:51820", &["10.15.0.3/32"])],
             agent,
-        };
+        );
         let text = status_table(&report, false);
         assert!(
             text.contains("  bravo: endpoint 203.0.113.3:51820 set by the agent 12s ago, introduced by peer pegasus (it was stale; the config keeps 203.0.113.250:51820)"),
@@ -608,34 +607,14 @@ mod tests {
             ..Default::default()
         };
         assert!(agent_text(&agent).ends_with(", auto-relay after 2m 0s"));
-        let report = StatusReport {
-            interface: "wg0".into(),
-            state: "up",
-            backend: Some("userspace"),
-            address: None,
-            public_key: None,
-            listen_port: None,
-            notes: vec![],
-            peers: vec![PeerStatus {
-                name: Some("alpha".into()),
-                public_key: "ALPHA".into(),
-                endpoint: Some("203.0.113.1:51820".into()),
-                allowed_ips: vec!["10.15.0.1/32".into(), "10.15.0.4/32".into()],
-                latest_handshake_secs_ago: Some(2),
-                rx_bytes: Some(1),
-                tx_bytes: Some(1),
-                keepalive: Some(25),
-                preshared_key: false,
-                in_config: true,
-                live: true,
-                health: Health::Ok,
-                note: None,
-                via: None,
-                relay_candidates: vec![],
-                auto_relay: None,
-            }],
-            agent: agent.clone(),
-        };
+        let report = report(
+            vec![ok_peer(
+                "alpha",
+                "203.0.113.1:51820",
+                &["10.15.0.1/32", "10.15.0.4/32"],
+            )],
+            agent.clone(),
+        );
         let text = status_table(&report, false);
         for line in [
             "  delta: auto-relay: relayed via alpha by the agent (1m 5s ago); a direct probe runs, direct again when it makes a handshake\n",
