@@ -34,6 +34,9 @@ struct Facts {
     agent_enabled: Option<bool>,
     /// Whether a `wgp2p agent` runs for the interface now.
     agent_running: bool,
+    /// The config accepts introductions (`# AcceptIntroductions`, `# Trust`),
+    /// which only a running agent receives.
+    accepts_introductions: bool,
     iface: String,
     /// This node's name as other nodes know it.
     own_name: String,
@@ -112,6 +115,10 @@ fn gather(ctx: &Context) -> Result<Facts> {
         agent_enabled: (ctx.service_kind == Kind::Systemd)
             .then(|| unit_enabled(&crate::agent::unit::instance(&ctx.paths.iface))),
         agent_running: crate::agent::state::is_running(&ctx.paths),
+        accepts_introductions: node
+            .conf
+            .as_ref()
+            .is_some_and(|doc| crate::plan::membership::Policy::of(doc).enabled()),
         iface: ctx.paths.iface.to_string(),
         own_name: crate::announce::host_name().to_string(),
         installed: node.conf.is_some(),
@@ -150,6 +157,12 @@ fn interface_findings(f: &Facts, out: &mut Vec<String>) {
             "the agent is enabled but not running: see `journalctl -u wgp2p-agent@{0}`, then `systemctl restart wgp2p-agent@{0}`",
             f.iface
         ));
+    }
+    if f.accepts_introductions && !f.agent_running && f.agent_enabled != Some(true) {
+        out.push(match f.agent_enabled {
+            Some(_) => "this node accepts introductions but no agent runs to receive them: run `wgp2p agent enable`".into(),
+            None => "this node accepts introductions but no agent runs to receive them: run `wgp2p agent` and keep it running (it stays in the foreground; without systemd, start it from your init system)".into(),
+        });
     }
     let Some(live) = &f.live else {
         out.push(format!("{} is down: run `wgp2p start`", f.iface));
@@ -317,6 +330,7 @@ mod tests {
             unit_enabled: None,
             agent_enabled: None,
             agent_running: false,
+            accepts_introductions: false,
             iface: "wg0".into(),
             own_name: "defiant".into(),
             installed: true,
@@ -362,6 +376,23 @@ mod tests {
         // Not enabled (or no systemd): running it is the user's choice.
         f.agent_running = false;
         f.agent_enabled = Some(false);
+        assert!(findings(&f).is_empty());
+    }
+
+    #[test]
+    fn accepting_introductions_without_an_agent_is_a_finding() {
+        let mut f = healthy();
+        f.accepts_introductions = true;
+        let found = findings(&f);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("run `wgp2p agent`"), "{found:#?}");
+        f.agent_enabled = Some(false);
+        assert!(findings(&f)[0].ends_with("run `wgp2p agent enable`"));
+        // Enabled but not running: the finding about the unit says it.
+        f.agent_enabled = Some(true);
+        assert_eq!(findings(&f).len(), 1);
+        assert!(findings(&f)[0].starts_with("the agent is enabled but not running"));
+        f.agent_running = true;
         assert!(findings(&f).is_empty());
     }
 

@@ -326,3 +326,28 @@ fn relay_by_hand_pins_the_peer() {
     node.wgp2p().args(["uninstall"]).succeeds();
     assert!(!node.dir().join("relay-pins").exists());
 }
+
+/// A node that accepts introductions needs a running agent: doctor says so
+/// with the command, and says nothing once the agent runs.
+#[test]
+fn doctor_asks_for_an_agent_where_introductions_are_accepted() {
+    let node = Node::installed();
+    let finding =
+        "this node accepts introductions but no agent runs to receive them: run `wgp2p agent`";
+    let before = node.wgp2p().args(["doctor"]).output();
+    assert!(!before.stdout.contains("accepts introductions"), "{before}");
+    node.wgp2p()
+        .args(["install", "10.15.0.1/24", "--accept-introductions"])
+        .succeeds();
+    let found = node.wgp2p().args(["doctor"]).fails();
+    assert_eq!(found.code, Some(7), "{found}");
+    found.stdout_has(finding);
+    let agent = Agent::start(&node, &[]);
+    wait_for("the agent's first pass", || {
+        node.path("wg0.agent.json").exists()
+    });
+    let after = node.wgp2p().args(["doctor"]).output();
+    assert!(!after.stdout.contains("accepts introductions"), "{after}");
+    let (code, _, stderr) = agent.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{stderr}");
+}
