@@ -403,6 +403,10 @@ fn bind_to_device(iface: &str, address: SocketAddr) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "AF_INET and AF_INET6 fit sa_family_t, and a sockaddr_in6 (28 bytes) fits socklen_t"
+)]
 fn sockaddr(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };

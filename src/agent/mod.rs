@@ -86,7 +86,7 @@ fn utc_stamp(t: SystemTime) -> String {
         .map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86400, secs % 86400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
+    let z = days.cast_signed() + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
@@ -158,8 +158,9 @@ impl Signals {
                 return None;
             }
             let ts = libc::timespec {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+                tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+                // Below 10^9, so the i32 is exact on every target.
+                tv_nsec: libc::c_long::from(left.subsec_nanos().cast_signed()),
             };
             // SAFETY: `set` was initialised in `block`; a null info pointer
             // is allowed.
@@ -218,7 +219,7 @@ fn config_stamp(ctx: &Context) -> Option<(SystemTime, u64)> {
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Run in the foreground until SIGTERM or SIGINT; `auto_relay`: with

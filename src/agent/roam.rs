@@ -37,11 +37,12 @@ pub fn own_addresses(exclude: &str) -> Vec<IpAddr> {
             }
             let ip = match i32::from((*ifa.ifa_addr).sa_family) {
                 libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    // Read as bytes: no alignment is assumed of the pointer.
+                    let sin = std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in>());
                     IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
                 }
                 libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    let sin6 = std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in6>());
                     IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
                 }
                 _ => continue,

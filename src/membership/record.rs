@@ -212,7 +212,10 @@ pub fn event_bytes(event: &Event) -> Vec<u8> {
         Change::Intro(intro) => {
             out.push(1);
             let name = intro.name.as_str().as_bytes();
-            // A PeerName is at most 64 bytes.
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "a PeerName is at most 64 bytes"
+            )]
             out.push(name.len() as u8);
             out.extend_from_slice(name);
             match intro.address {
@@ -230,6 +233,10 @@ pub fn event_bytes(event: &Event) -> Vec<u8> {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default();
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "an endpoint's text is at most 253 + 8 bytes (a DNS name and a port)"
+            )]
             out.extend_from_slice(&(endpoint.len() as u16).to_be_bytes());
             out.extend_from_slice(endpoint.as_bytes());
             match &intro.sign_key {
