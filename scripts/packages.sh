@@ -13,8 +13,9 @@ RUNTIME_PACKAGES=(wireguard-tools wireguard-go iproute2)
 # To run the tests: the namespace lab (tests/lab) needs ping, iptables (NAT
 # routers, relay rules), coturn (a STUN server and turnutils_stunclient),
 # nsenter/unshare/mount (util-linux), sysctl (procps); strace for
-# bench/profile.sh and the fault injection of tests/faults.rs.
-TEST_PACKAGES=("${RUNTIME_PACKAGES[@]}" iputils-ping iptables coturn util-linux procps strace)
+# bench/profile.sh and the fault injection of tests/faults.rs; systemd for
+# `systemd-analyze verify` of the agent's unit (tests/agent.rs).
+TEST_PACKAGES=("${RUNTIME_PACKAGES[@]}" iputils-ping iptables coturn util-linux procps strace systemd)
 
 # ensure_packages PKG...: installs the packages that are not installed yet
 # with apt-get (needs root); does nothing where apt-get does not exist.

@@ -693,3 +693,33 @@ fn a_peer_without_an_agent_is_not_greeted_every_pass() {
         "the agent kept sending to a peer whose agent it never heard:\n{log}"
     );
 }
+
+/// The unit `agent enable` installs, as systemd itself reads it: the
+/// shipped template with ExecStart at this build's binary (what `render`
+/// writes), as the instance for wg0, checked by `systemd-analyze verify`.
+/// (No systemd runs as PID 1 here, so enabling it is not exercised.)
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn the_agent_unit_is_one_systemd_accepts() {
+    let template = include_str!("../contrib/wgp2p-agent@.service");
+    let shipped = "ExecStart=/usr/local/bin/wgp2p ";
+    assert!(template.contains(shipped), "{template}");
+    let unit = template.replace(shipped, &format!("ExecStart={} ", WGP2P.as_str()));
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let instance = dir.path().join("wgp2p-agent@wg0.service");
+    std::fs::write(&instance, &unit).expect("write the unit");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&instance)
+        .output()
+        .expect("run systemd-analyze (package systemd)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    // systemd-analyze exits 0 on unknown keys and bad values too, and
+    // names the file when it does.
+    assert!(!said.contains("wgp2p-agent@"), "{said}");
+}
