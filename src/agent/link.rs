@@ -260,6 +260,12 @@ impl Link {
     pub fn send(&self, to: SocketAddr, message: &Message) -> io::Result<()> {
         send(&self.socket, to, message)
     }
+
+    /// Send a datagram [`protocol::encode`] made (one message for many
+    /// peers is encoded once).
+    pub fn send_datagram(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        self.socket.send_to(datagram, to).map(|_| ())
+    }
 }
 
 impl Drop for Link {

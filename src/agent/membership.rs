@@ -44,8 +44,20 @@ const REFUSALS_LOGGED_PER_MINUTE: u32 = 20;
 /// Copies whose signer is not known yet, kept to try again.
 const PENDING_MAX: usize = 512;
 
-/// A record to send, and the peer it goes to.
-pub type Outgoing = (PublicKey, WireRecord);
+/// Who a record goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum To {
+    /// One peer.
+    Peer(PublicKey),
+    /// Every peer of the config at the last look ([`Membership::recipients`])
+    /// but these. One entry per record, not one per peer: a pass that
+    /// announces every peer of a 100-peer config to every other would
+    /// otherwise hold 100 x 99 copies at once.
+    AllBut(Vec<PublicKey>),
+}
+
+/// A record to send, and the peers it goes to.
+pub type Outgoing = (To, WireRecord);
 
 pub fn file_name(iface: &crate::types::InterfaceName) -> String {
     format!("{iface}.membership.json")
@@ -285,7 +297,7 @@ impl Membership {
             .cycle()
             .skip(start)
             .take(all.len().min(RESEND_MAX))
-            .map(|r| (from, WireRecord::from_record(r)))
+            .map(|r| (To::Peer(from), WireRecord::from_record(r)))
             .collect();
         self.resent.insert(from, (now, start + sent.len()));
         sent
@@ -323,11 +335,23 @@ impl Membership {
         if outcome == Offer::Revouched {
             return Vec::new();
         }
-        self.peers
-            .iter()
-            .filter(|p| **p != from && **p != record.by && **p != record.event.subject)
-            .map(|p| (*p, wire.clone()))
-            .collect()
+        vec![(
+            To::AllBut(vec![from, record.by, record.event.subject]),
+            wire.clone(),
+        )]
+    }
+
+    /// The peers `to` names.
+    pub fn recipients<'a>(&'a self, to: &'a To) -> impl Iterator<Item = PublicKey> + 'a {
+        let (one, all_but) = match to {
+            To::Peer(key) => (Some(*key), None),
+            To::AllBut(except) => (None, Some(except)),
+        };
+        one.into_iter().chain(
+            all_but
+                .into_iter()
+                .flat_map(|except| self.peers.iter().filter(|p| !except.contains(p)).copied()),
+        )
     }
 
     /// Log a refusal of what peer `from` sent, at most
@@ -426,15 +450,13 @@ impl Membership {
         self.identity = Some(me);
         self.retry_pending(now);
         self.apply(ctx, log);
-        let peers = self.peers.clone();
         Ok(made
             .iter()
-            .flat_map(|r| {
-                let wire = WireRecord::from_record(r);
-                peers
-                    .iter()
-                    .filter(move |p| **p != r.event.subject)
-                    .map(move |p| (*p, wire.clone()))
+            .map(|r| {
+                (
+                    To::AllBut(vec![r.event.subject]),
+                    WireRecord::from_record(r),
+                )
             })
             .collect())
     }
@@ -727,6 +749,13 @@ mod tests {
         peer_keys(&nodes[a]).contains(&nodes[b].key) && peer_keys(&nodes[b]).contains(&nodes[a].key)
     }
 
+    /// One (peer, record) per datagram, as the loop sends them.
+    fn each_peer(agent: &Membership, out: Vec<Outgoing>) -> Vec<(PublicKey, WireRecord)> {
+        out.iter()
+            .flat_map(|(to, wire)| agent.recipients(to).map(|p| (p, wire.clone())))
+            .collect()
+    }
+
     /// Passes, hellos and records until nothing is sent any more. Returns
     /// the rounds it took.
     fn run(nodes: &mut [Node], now: &mut u64) -> usize {
@@ -735,7 +764,8 @@ mod tests {
             *now += RESEND_EVERY_MS + 1;
             let mut queue: Vec<(usize, PublicKey, WireRecord)> = Vec::new();
             for (i, n) in nodes.iter_mut().enumerate() {
-                for (to, wire) in n.agent.pass(&n.ctx, &log, *now).unwrap() {
+                let out = n.agent.pass(&n.ctx, &log, *now).unwrap();
+                for (to, wire) in each_peer(&n.agent, out) {
                     queue.push((i, to, wire));
                 }
             }
@@ -752,6 +782,7 @@ mod tests {
                         nodes[j]
                             .agent
                             .on_hello(from, sk.as_deref(), digest.as_deref(), *now, &log);
+                    let out = each_peer(&nodes[j].agent, out);
                     sent += out.len();
                     queue.extend(out.into_iter().map(|(to, w)| (j, to, w)));
                 }
@@ -769,6 +800,7 @@ mod tests {
                 let out = target
                     .agent
                     .on_record(&target.ctx, from_key, &wire, *now, &log);
+                let out = each_peer(&target.agent, out);
                 queue.extend(out.into_iter().map(|(to, w)| (j, to, w)));
             }
             if sent == 0 {

@@ -676,10 +676,21 @@ impl Talk {
         Ok(())
     }
 
+    /// Send each record to the peers it goes to: encoded once, the same
+    /// datagram to every one of them.
     fn send_records(&self, outgoing: Vec<membership::Outgoing>) {
+        let Some(link) = &self.link else {
+            return;
+        };
         for (to, wire) in outgoing {
-            if let Some(address) = self.agents.get(&to) {
-                self.send(*address, &protocol::Message::Record(Box::new(wire)));
+            let Ok(datagram) = protocol::encode(&protocol::Message::Record(Box::new(wire))) else {
+                continue;
+            };
+            for peer in self.membership.recipients(&to) {
+                if let Some(address) = self.agents.get(&peer) {
+                    // As in `send`: a failure is not worth a log line.
+                    let _ = link.send_datagram(*address, &datagram);
+                }
             }
         }
     }
