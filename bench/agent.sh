@@ -31,12 +31,8 @@ usage_or_root "$0" "${1:-}"
 IDLE=${AGENT_IDLE_SECS:-180}
 PEERS=${AGENT_PEERS:-100}
 RUNS=${AGENT_RUNS:-5}
-for tool in ip wg wg-quick wireguard-go ping nsenter unshare setsid; do
-  command -v "$tool" >/dev/null || die "missing $tool"
-done
-select_binary
-trap lab_cleanup EXIT
-trap 'exit 130' INT TERM
+require_tools ip wg wg-quick wireguard-go ping nsenter unshare setsid
+lab_begin
 
 # Gives HOST its own /etc/hosts (a bind mount in its private mount namespace).
 private_hosts() {

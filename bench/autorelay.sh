@@ -31,12 +31,8 @@ usage_or_root "$0" "${1:-}"
 RUNS=${AUTORELAY_RUNS:-3}
 INTERVAL=${AUTORELAY_INTERVAL:-30}
 AFTER=${AUTORELAY_AFTER:-120}
-for tool in ip wg wg-quick wireguard-go ping nsenter unshare setsid iptables; do
-  command -v "$tool" >/dev/null || die "missing $tool"
-done
-select_binary
-trap lab_cleanup EXIT
-trap 'exit 130' INT TERM
+require_tools ip wg wg-quick wireguard-go ping nsenter unshare setsid iptables
+lab_begin
 
 # nat_host HOST OCTET K: HOST on LAN 10.200.K.0/24 (as .2) behind its own
 # router r<K>, whose wan0 is 203.0.113.OCTET on the bridge: a symmetric NAT

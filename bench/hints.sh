@@ -31,12 +31,8 @@ INTERVAL=${HINTS_INTERVAL:-30}
 ((RUNS >= 1 && RUNS <= 20)) || die "HINTS_RUNS must be 1 to 20"
 ((INTERVAL >= 1 && INTERVAL <= 3600)) || die "HINTS_INTERVAL must be 1 to 3600"
 NOWHERE=203.0.113.250:51820
-for tool in ip wg wg-quick wireguard-go ping nsenter unshare setsid iptables; do
-  command -v "$tool" >/dev/null || die "missing $tool"
-done
-select_binary
-trap lab_cleanup EXIT
-trap 'exit 130' INT TERM
+require_tools ip wg wg-quick wireguard-go ping nsenter unshare setsid iptables
+lab_begin
 
 lab_disk_dir WORK
 lab_bridge

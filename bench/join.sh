@@ -27,12 +27,8 @@ usage_or_root "$0" "${1:-}"
 HOSTS=${MESH_HOSTS:-10}
 INTERVAL=${JOIN_INTERVAL:-30}
 ((HOSTS >= 2 && HOSTS <= 100)) || die "MESH_HOSTS=$HOSTS: expected 2–100"
-for tool in ip wg wg-quick wireguard-go ping nsenter unshare setsid; do
-  command -v "$tool" >/dev/null || die "missing $tool"
-done
-select_binary
-trap lab_cleanup EXIT
-trap 'exit 130' INT TERM
+require_tools ip wg wg-quick wireguard-go ping nsenter unshare setsid
+lab_begin
 lab_disk_dir WORK
 name_of() { printf 'h%02d' "$1"; }
 NEW=$((HOSTS + 1))

@@ -35,6 +35,22 @@ usage_or_root() {
 }
 note() { echo "bench: $*" >&2; }
 
+# require_tools TOOL...: dies naming the first one not on PATH.
+require_tools() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || die "missing $tool"
+  done
+}
+
+# lab_begin: pick the binary (select_binary) and remove every namespace and
+# process of the lab on exit, also after Ctrl-C.
+lab_begin() {
+  select_binary
+  trap lab_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
 # The clock, in microseconds, without forking (bash >= 5).
 now_us() { local t=${EPOCHREALTIME/./}; echo "$t"; }
 

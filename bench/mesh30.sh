@@ -23,12 +23,8 @@ source "$ROOT/bench/lib.sh"
 usage_or_root "$0" "${1:-}"
 HOSTS=${MESH_HOSTS:-30}
 ((HOSTS >= 2 && HOSTS <= 200)) || die "MESH_HOSTS=$HOSTS: expected 2–200"
-for tool in ip wg wg-quick wireguard-go ping nsenter unshare setsid; do
-  command -v "$tool" >/dev/null || die "missing $tool"
-done
-select_binary
-trap lab_cleanup EXIT
-trap 'exit 130' INT TERM
+require_tools ip wg wg-quick wireguard-go ping nsenter unshare setsid
+lab_begin
 lab_disk_dir WORK
 mem_avail() { sed -n 's/^MemAvailable:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo; }
 
