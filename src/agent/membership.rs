@@ -745,6 +745,22 @@ mod tests {
 
     /// Whether a datagram from `a` reaches `b`'s agent: both must have the
     /// other as a peer (WireGuard, then the link's sender check).
+    /// Members m1..mN (10.15.0.i), each with every other's line pasted;
+    /// `accepts(i)`: whether mi accepts introductions.
+    fn meshed_members(n: u8, accepts: impl Fn(u8) -> bool) -> Vec<Node> {
+        let nodes: Vec<Node> = (1..=n)
+            .map(|i| node(&format!("m{i}"), &format!("10.15.0.{i}"), accepts(i)))
+            .collect();
+        for (i, a) in nodes.iter().enumerate() {
+            for (j, b) in nodes.iter().enumerate() {
+                if i != j {
+                    paste(a, b);
+                }
+            }
+        }
+        nodes
+    }
+
     fn linked(nodes: &[Node], a: usize, b: usize) -> bool {
         peer_keys(&nodes[a]).contains(&nodes[b].key) && peer_keys(&nodes[b]).contains(&nodes[a].key)
     }
@@ -816,16 +832,7 @@ mod tests {
 
     #[test]
     fn a_newcomer_joins_with_one_exchange_and_a_removal_spreads() {
-        let mut nodes: Vec<Node> = (1..=4)
-            .map(|i| node(&format!("m{i}"), &format!("10.15.0.{i}"), true))
-            .collect();
-        for i in 0..nodes.len() {
-            for j in 0..nodes.len() {
-                if i != j {
-                    paste(&nodes[i], &nodes[j]);
-                }
-            }
-        }
+        let mut nodes = meshed_members(4, |_| true);
         let mut now = NOW;
         run(&mut nodes, &mut now);
         assert!(full_mesh(&nodes));
@@ -864,16 +871,7 @@ mod tests {
     /// `# Trust` lines: only the trusted member's introductions apply.
     #[test]
     fn a_node_that_trusts_one_member_applies_only_its_introductions() {
-        let mut nodes: Vec<Node> = (1..=3)
-            .map(|i| node(&format!("m{i}"), &format!("10.15.0.{i}"), i != 3))
-            .collect();
-        for i in 0..3 {
-            for j in 0..3 {
-                if i != j {
-                    paste(&nodes[i], &nodes[j]);
-                }
-            }
-        }
+        let mut nodes = meshed_members(3, |i| i != 3);
         // m3 trusts m1 only.
         {
             let (_lock, mut loaded) = nodes[2].ctx.lock_and_load().unwrap();
@@ -917,16 +915,7 @@ mod tests {
 
     #[test]
     fn a_member_that_was_away_catches_up_and_manual_nodes_change_nothing() {
-        let mut nodes: Vec<Node> = (1..=3)
-            .map(|i| node(&format!("m{i}"), &format!("10.15.0.{i}"), i != 3))
-            .collect();
-        for i in 0..3 {
-            for j in 0..3 {
-                if i != j {
-                    paste(&nodes[i], &nodes[j]);
-                }
-            }
-        }
+        let mut nodes = meshed_members(3, |i| i != 3);
         let mut now = NOW;
         run(&mut nodes, &mut now);
         // m2 is away (its agent gets nothing) while the newcomer joins.
@@ -960,16 +949,7 @@ mod tests {
 
     #[test]
     fn a_hostile_member_cannot_change_a_peer_or_this_node() {
-        let mut nodes: Vec<Node> = (1..=3)
-            .map(|i| node(&format!("m{i}"), &format!("10.15.0.{i}"), true))
-            .collect();
-        for i in 0..3 {
-            for j in 0..3 {
-                if i != j {
-                    paste(&nodes[i], &nodes[j]);
-                }
-            }
-        }
+        let mut nodes = meshed_members(3, |_| true);
         let mut now = NOW;
         run(&mut nodes, &mut now);
         let before = conf(&nodes[0]);
