@@ -369,6 +369,24 @@ impl Section {
             .collect()
     }
 
+    /// As `tags`, with where each line is (for an error).
+    pub fn tags_at(&self, key: &str) -> Vec<(&str, Where<'_>)> {
+        self.lines
+            .iter()
+            .filter_map(|l| {
+                l.tag().filter(|(k, _)| *k == key).map(|(_, v)| {
+                    (
+                        v,
+                        Where {
+                            number: l.number,
+                            text: l.raw.trim_end_matches('\r'),
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The public key this section's `PublicKey` line names, if valid.
     fn read_public_key(&self) -> Option<PublicKey> {
         if !self.is_peer() {

@@ -16,7 +16,7 @@ use crate::config::document::{
 use crate::error::{Error, Result};
 use crate::types::{
     EndpointSpec, InterfaceName, PeerSelector, PrivateKey, PublicKey, VpnAddress, WrittenEndpoint,
-    WrittenName, is_wg_port, quoted_prefix,
+    WrittenName, is_wg_port,
 };
 
 /// Where each file of a node lives.
@@ -174,6 +174,16 @@ impl Relayed {
             tag.push_str(&BASE64.encode(section));
         }
         tag
+    }
+
+    /// Whether a `# Relay = …` comment is one of wgp2p's: its second word
+    /// is a public key. Any other (an administrator's own note, say
+    /// `# Relay = the office box`) is a plain comment, to wg and to wgp2p.
+    fn is_written_by_wgp2p(value: &str) -> bool {
+        value
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|w| w.parse::<PublicKey>().is_ok())
     }
 
     fn parse(value: &str) -> Option<Relayed> {
@@ -405,15 +415,16 @@ fn peer_entry(doc: &Document, section: &Section) -> Result<PeerEntry> {
     let public_key = public_key
         .ok_or_else(|| refused(doc, &section.header_at(), "a PublicKey line in this [Peer]"))?;
     let relayed = section
-        .tags(keys::TAG_RELAY)
+        .tags_at(keys::TAG_RELAY)
         .into_iter()
-        .map(|v| {
+        .filter(|(v, _)| Relayed::is_written_by_wgp2p(v))
+        .map(|(v, at)| {
             Relayed::parse(v).ok_or_else(|| {
-                Error::BadConfig(format!(
-                    "{}: [Peer] {public_key}: # Relay {}: expected NAME KEY ENDPOINT NETS [SECTION] as wgp2p writes it",
-                    doc.origin(),
-                    quoted_prefix(v)
-                ))
+                refused(
+                    doc,
+                    &at,
+                    "NAME KEY ENDPOINT NETS [SECTION] after `# Relay =`, as wgp2p writes it",
+                )
             })
         })
         .collect::<Result<Vec<_>>>()?;

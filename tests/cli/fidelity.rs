@@ -212,3 +212,40 @@ fn a_file_wg_refuses_is_refused_with_file_line_and_text() {
     out.stderr_has("expected");
     assert_eq!(node.conf(), text);
 }
+
+/// `# Relay = the office box` is an administrator's note, a comment to
+/// wg: it made every command fail, `status` included. Only a `# Relay`
+/// line whose second word is a key is wgp2p's; a broken one of those is
+/// refused with the file, its line and its text.
+#[test]
+fn a_hand_written_relay_comment_is_only_a_comment() {
+    let note = format!(
+        "\n[Peer]\n# Relay = the office box\nPublicKey = {BOB_KEY}\nAllowedIPs = 10.15.0.3/32\n"
+    );
+    let (node, text) = node_with(&note);
+    node.wgp2p().args(["--json", "status"]).succeeds();
+    node.wgp2p().args(["export"]).succeeds();
+    add(
+        &node,
+        "alice",
+        "198.51.100.2:51820",
+        ALICE_KEY,
+        "10.15.0.2",
+        &[],
+    );
+    node.wgp2p().args(["remove-peer", "alice"]).succeeds();
+    assert_eq!(node.conf(), text);
+    let broken = text.replace(
+        "the office box",
+        &format!("far {CAROL_KEY} 192.0.2.9:51820 10.15.0.9/33"),
+    );
+    node.write("wg0.conf", &broken);
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("# Relay"))
+        .unwrap()
+        + 1;
+    let out = node.wgp2p().args(["status"]).fails();
+    out.stderr_has(&format!("wg0.conf: line {line} \"# Relay = far "))
+        .stderr_has("expected NAME KEY ENDPOINT NETS");
+}
