@@ -96,6 +96,20 @@ impl Context {
         self.lock_checked(false)
     }
 
+    /// Lock the config dir and read the node for a command that only shows
+    /// it (`export`, `add-peer` without arguments, `trust` without one):
+    /// a change a killed run left half made is completed, but modes are
+    /// not refused (what wg-quick runs with, a read may show) and a config
+    /// that is not UTF-8 is read lossily (`Node::load_to_show`).
+    pub fn lock_and_show(&self) -> Result<(DirLock, Node)> {
+        if !self.paths.dir.is_dir() {
+            return Err(crate::config::node::not_installed(&self.paths));
+        }
+        let lock = store::lock(&self.paths.dir)?;
+        let (node, _) = Node::load_to_show(self.paths.clone())?;
+        Ok((lock, node))
+    }
+
     /// As `lock_and_load`, setting wrong modes right instead of refusing
     /// them (`install`).
     pub fn lock_and_load_repairing(&self) -> Result<(DirLock, Node)> {

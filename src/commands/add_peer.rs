@@ -35,7 +35,7 @@ pub fn run(ctx: &Context, args: AddPeerArgs) -> Result<()> {
 }
 
 fn print_own_line(ctx: &Context) -> Result<()> {
-    let (_lock, node) = ctx.lock_and_load()?;
+    let (_lock, node) = ctx.lock_and_show()?;
     let own = announce::own_line(ctx, &node)?;
     if ctx.json {
         let text = serde_json::to_string_pretty(&own)

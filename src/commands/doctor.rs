@@ -92,8 +92,8 @@ fn provisioned_routes(node: &Node) -> Vec<IpNet> {
     routes
 }
 
-fn gather(ctx: &Context) -> Result<Facts> {
-    let node = Node::load(ctx.paths.clone())?;
+fn gather(ctx: &Context) -> Result<(Facts, Option<String>)> {
+    let (node, not_utf8) = Node::load_to_show(ctx.paths.clone())?;
     let live = match ctx.service_kind {
         Kind::None => None,
         _ => ctx.device().live()?,
@@ -105,7 +105,7 @@ fn gather(ctx: &Context) -> Result<Facts> {
         (Some(doc), Some(live)) => health::drift(doc, &entries, live, now),
         _ => Vec::new(),
     };
-    Ok(Facts {
+    let facts = Facts {
         has_wg: on_path("wg"),
         has_wg_quick: on_path("wg-quick"),
         has_kernel_module: Path::new("/sys/module/wireguard").exists(),
@@ -129,7 +129,8 @@ fn gather(ctx: &Context) -> Result<Facts> {
         live,
         drifts,
         now,
-    })
+    };
+    Ok((facts, not_utf8))
 }
 
 fn tool_findings(f: &Facts, out: &mut Vec<String>) {
@@ -268,8 +269,10 @@ fn findings(f: &Facts) -> Vec<String> {
 }
 
 pub fn run(ctx: &Context) -> Result<()> {
-    let facts = gather(ctx)?;
+    let (facts, not_utf8) = gather(ctx)?;
     let mut found = ctx.local_state_findings();
+    // Shown from a lossy reading; every edit refuses it until converted.
+    found.extend(not_utf8);
     found.extend(findings(&facts));
     if found.is_empty() {
         crate::outln!("no problem found");

@@ -11,7 +11,7 @@ use crate::roster;
 use crate::types::EndpointSpec;
 
 pub fn run(ctx: &Context, given: Option<&EndpointSpec>) -> Result<()> {
-    let (_lock, node) = ctx.lock_and_load()?;
+    let (_lock, node) = ctx.lock_and_show()?;
     let (key, address) = node.require_identity()?;
     let port = announce::effective_port(ctx, &node);
     let endpoint = match given {

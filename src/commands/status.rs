@@ -14,7 +14,7 @@ use crate::output::{self, Health, PeerStatus, StatusReport};
 use crate::types::PublicKey;
 
 pub fn run(ctx: &Context, check: bool) -> Result<()> {
-    let node = crate::config::node::Node::load(ctx.paths.clone())?;
+    let (node, _) = crate::config::node::Node::load_to_show(ctx.paths.clone())?;
     let entries = node.peers()?;
     let live = ctx.device().live()?;
     let now = SystemTime::now();

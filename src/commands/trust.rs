@@ -19,7 +19,7 @@ pub fn run(ctx: &Context, selector: Option<&PeerSelector>) -> Result<()> {
 }
 
 fn list(ctx: &Context) -> Result<()> {
-    let (_lock, node) = ctx.lock_and_load()?;
+    let (_lock, node) = ctx.lock_and_show()?;
     let policy = Policy::of(node.require_conf()?);
     if ctx.json {
         let trusted: Vec<serde_json::Value> = policy

@@ -16,7 +16,7 @@ use crate::config::document::{
 use crate::error::{Error, Result};
 use crate::types::{
     EndpointSpec, InterfaceName, PeerSelector, PrivateKey, PublicKey, VpnAddress, WrittenEndpoint,
-    WrittenName, is_wg_port,
+    WrittenName, is_wg_port, quoted_prefix,
 };
 
 /// Where each file of a node lives.
@@ -491,12 +491,50 @@ pub fn read_optional(path: &Path) -> Result<Option<String>> {
 /// a linked config, see `store`); `None` when it does not exist.
 pub fn read_entry(path: &Path) -> Result<Option<String>> {
     match crate::store::read_entry(path)? {
-        Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
-            Error::BadConfig(format!(
-                "{} is not valid UTF-8: expected a text file",
-                path.display()
-            ))
-        }),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| not_utf8(path, e.as_bytes(), e.utf8_error().valid_up_to())),
+        None => Ok(None),
+    }
+}
+
+/// The error for a file that is not UTF-8: the file, the line of the
+/// first byte that is not, a short escaped prefix of that line, the fix.
+fn not_utf8(path: &Path, bytes: &[u8], valid_up_to: usize) -> Error {
+    let start = bytes[..valid_up_to]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let number = bytes[..start].iter().filter(|&&b| b == b'\n').count() + 1;
+    let end = bytes[start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| start + i);
+    let line = String::from_utf8_lossy(&bytes[start..end]);
+    Error::BadConfig(format!(
+        "{}: line {number} {} is not valid UTF-8: expected a UTF-8 text file (convert it, e.g. `iconv -f latin1 -t utf-8`)",
+        path.display(),
+        quoted_prefix(line.trim_end_matches('\r'))
+    ))
+}
+
+/// The config for a command that only reads it: a file that is not UTF-8
+/// (wg-quick reads a Latin-1 comment fine) is read with each invalid byte
+/// as U+FFFD, and the error that an edit would give is returned with it.
+/// Such a document must never be written back.
+fn read_conf_to_show(path: &Path) -> Result<Option<(String, Option<String>)>> {
+    match crate::store::read_entry(path)? {
+        Some(bytes) => Ok(Some(match String::from_utf8(bytes) {
+            Ok(text) => (text, None),
+            Err(e) => {
+                let problem =
+                    not_utf8(path, e.as_bytes(), e.utf8_error().valid_up_to()).to_string();
+                (
+                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    Some(problem),
+                )
+            }
+        })),
         None => Ok(None),
     }
 }
@@ -512,11 +550,32 @@ fn parse_file<T: std::str::FromStr<Err = Error>>(path: &Path) -> Result<Option<T
 }
 
 impl Node {
+    /// The node, for a command that may change it: a config that is not
+    /// UTF-8 is refused (its bytes could not be written back as they are).
     pub fn load(paths: Paths) -> Result<Node> {
+        Self::load_with(paths, false).map(|(node, _)| node)
+    }
+
+    /// The node, for a command that only shows it (`status`, `doctor`,
+    /// `export`): a config that is not UTF-8 is read anyway (see
+    /// `read_conf_to_show`); the second value is the error an edit would
+    /// give, for `doctor`.
+    pub fn load_to_show(paths: Paths) -> Result<(Node, Option<String>)> {
+        Self::load_with(paths, true)
+    }
+
+    fn load_with(paths: Paths, to_show: bool) -> Result<(Node, Option<String>)> {
         let private_key = parse_file::<PrivateKey>(&paths.private_key())?;
         let address = parse_file::<VpnAddress>(&paths.address())?;
         let endpoint = parse_file::<EndpointSpec>(&paths.endpoint())?;
-        let conf_text = read_entry(&paths.conf())?;
+        let (conf_text, problem) = if to_show {
+            match read_conf_to_show(&paths.conf())? {
+                Some((text, problem)) => (Some(text), problem),
+                None => (None, None),
+            }
+        } else {
+            (read_entry(&paths.conf())?, None)
+        };
         let conf = match &conf_text {
             Some(text) => Some(Document::parse_named(
                 text,
@@ -524,13 +583,14 @@ impl Node {
             )?),
             None => None,
         };
-        Ok(Node {
+        let node = Node {
             paths,
             private_key,
             address,
             endpoint,
             conf,
-        })
+        };
+        Ok((node, problem))
     }
 
     pub fn public_key(&self) -> Option<PublicKey> {

@@ -249,3 +249,72 @@ fn a_hand_written_relay_comment_is_only_a_comment() {
     out.stderr_has(&format!("wg0.conf: line {line} \"# Relay = far "))
         .stderr_has("expected NAME KEY ENDPOINT NETS");
 }
+
+/// A comment in Latin-1 (an old hand-edited file): wg-quick runs it, so
+/// status, export and doctor show it; an edit, which could not write its
+/// bytes back as they are, refuses with the file, the line and the fix,
+/// changing nothing.
+#[test]
+fn a_config_not_in_utf8_is_shown_and_edits_name_its_line() {
+    let node = Node::installed();
+    let mut bytes = node.conf().into_bytes();
+    bytes.extend_from_slice(b"\n# J\xf6rg's laptop\n[Peer]\nPublicKey = ");
+    bytes.extend_from_slice(BOB_KEY.as_bytes());
+    bytes.extend_from_slice(b"\nAllowedIPs = 10.15.0.3/32\n");
+    std::fs::write(node.path("wg0.conf"), &bytes).unwrap();
+    let line = bytes
+        .split(|b| *b == b'\n')
+        .position(|l| l.starts_with(b"# J"))
+        .unwrap()
+        + 1;
+    node.wgp2p()
+        .args(["--json", "status"])
+        .succeeds()
+        .stdout_has(BOB_KEY);
+    node.wgp2p().args(["export"]).succeeds();
+    let problem = format!("wg0.conf: line {line} \"# J\u{fffd}rg's laptop\" is not valid UTF-8");
+    node.wgp2p()
+        .args(["doctor"])
+        .fails()
+        .stdout_has(&problem)
+        .stdout_has("iconv");
+    let before = node.snapshot();
+    node.wgp2p()
+        .args([
+            "add-peer",
+            "alice",
+            "198.51.100.2:51820",
+            ALICE_KEY,
+            "10.15.0.2",
+        ])
+        .fails()
+        .stderr_has(&problem);
+    assert_eq!(node.snapshot().diff(&before), "");
+}
+
+/// export (and add-peer without arguments) only read: a config at 0644,
+/// which wg-quick runs with a warning, is shown; a change refuses it with
+/// the chmod that fixes it.
+#[test]
+fn a_read_only_command_shows_a_config_at_0644() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::installed();
+    std::fs::set_permissions(
+        node.path("wg0.conf"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    node.wgp2p().args(["export"]).succeeds();
+    node.wgp2p().args(["add-peer"]).succeeds();
+    node.wgp2p().args(["status"]).succeeds();
+    node.wgp2p()
+        .args([
+            "add-peer",
+            "alice",
+            "198.51.100.2:51820",
+            ALICE_KEY,
+            "10.15.0.2",
+        ])
+        .fails()
+        .stderr_has("chmod 600");
+}
