@@ -2,8 +2,9 @@
 //! concatenated, is synced on every node. The full mesh pings; a phone
 //! provisioned on one node survives every sync; a renamed host and two
 //! hosts that swap addresses propagate with traffic flowing; a node leaving
-//! the roster is removed everywhere; hostile rosters are refused on every
-//! node with its files and live device unchanged.
+//! the roster is removed everywhere; hostile rosters (an extra network or
+//! an address over an endpoint, a repeated key, an altered own entry) are
+//! refused on every node with its files and live device unchanged.
 
 use wgp2p_lab as lab;
 
@@ -238,8 +239,19 @@ fn six_hosts_from_one_roster() {
         "{without}[[peer]]\nname = \"mallory\"\nendpoint = \"203.0.113.250:51820\"\npublic_key = \"{}\"\naddress = \"10.15.0.67\"\n",
         defiant_key.trim()
     );
+    // mallory's own address is enterprise's public address: its route would
+    // black-hole enterprise's endpoint on every other node.
+    let enterprise_ip = hosts[1].public_ip();
+    let address_hijack = format!(
+        "{without}[[peer]]\nname = \"mallory\"\nendpoint = \"203.0.113.250:51820\"\npublic_key = \"{mallory_key}\"\naddress = \"{enterprise_ip}\"\n"
+    );
     for host in &hosts[..5] {
         refused(host, &hijack, "203.0.113.0/25");
+        refused(
+            host,
+            &address_hijack,
+            &format!("address {enterprise_ip} is"),
+        );
         refused(host, &duplicate, "same public_key");
         // Its own entry, altered: another address for its key.
         let own = host.wgp2p_ok(&["export"]);

@@ -263,6 +263,10 @@ impl fmt::Display for PlanError {
                 f,
                 "{entry}: allowed IP {net} covers {what} ({ip}): routing it into the tunnel would cut the tunnel; expected a network without it, or `subnet_router = true` in the entry (README, \"Rosters\")"
             ),
+            PlanError::AddressIsProtected { entry, ip, what } => write!(
+                f,
+                "{entry}: address {ip} is {what}: routing it into the tunnel would cut the tunnel; expected a VPN address that is no endpoint and no address of this host"
+            ),
         }
     }
 }

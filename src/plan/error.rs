@@ -161,4 +161,11 @@ pub enum PlanError {
         what: String,
         ip: IpAddr,
     },
+    /// A roster entry's own address is an endpoint or an address of this
+    /// host (no role lets it be).
+    AddressIsProtected {
+        entry: String,
+        ip: IpAddr,
+        what: String,
+    },
 }

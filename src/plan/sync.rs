@@ -510,8 +510,8 @@ fn check_own_entry(me: &ThisNode, roster: &Roster, index: &RosterIndex) -> Resul
 }
 
 /// Every rule on the target peer set: names unique, no two peers routing
-/// overlapping networks, no route over an endpoint or this node's own
-/// addresses unless the entry opts in.
+/// overlapping networks, no entry address that is an endpoint or this
+/// host's, no extra route over one unless the entry opts in.
 #[allow(
     clippy::too_many_lines,
     reason = "every rule on the target set in one place, in the order the README gives them"
@@ -679,9 +679,6 @@ fn check_target(
                 .map(move |n| (*n, i))
         })
         .collect();
-    if restricted.is_empty() {
-        return Ok(());
-    }
     let mut points: Vec<(IpAddr, String)> = me.protected.clone();
     if let Some(ip) = me.endpoint.as_ref().and_then(Endpoint::ip) {
         points.push((ip, "this node's public endpoint".to_string()));
@@ -702,6 +699,28 @@ fn check_target(
                 format!("the endpoint of peer {}", quoted(peer.display_name())),
             ));
         }
+    }
+    // An entry's own address is a host route of its own: no role lets it
+    // be one of these points.
+    let addresses: HashMap<IpAddr, usize> = roster
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| wanted(i))
+        .map(|(i, e)| (e.peer.peer_ip.ip(), i))
+        .collect();
+    for (ip, what) in &points {
+        if let Some(&i) = addresses.get(ip) {
+            return Err(PlanError::AddressIsProtected {
+                entry: roster.label(i),
+                ip: *ip,
+                what: what.clone(),
+            }
+            .into());
+        }
+    }
+    if restricted.is_empty() {
+        return Ok(());
     }
     for (ip, what) in &points {
         let max = if ip.is_ipv4() { 32 } else { 128 };

@@ -190,6 +190,52 @@ fn sync_refuses_routes_over_endpoints_and_default_routes() {
     assert_eq!(out.code, Some(0), "{out}");
 }
 
+/// An entry's own address is a route too: as another node's endpoint, this
+/// node's public endpoint or an address of this host, it would cut the
+/// tunnel like an extra network over them.
+#[test]
+fn sync_refuses_an_address_over_an_endpoint() {
+    let (node, roster) = node_with_phone();
+    let carol = |address: &str| {
+        format!(
+            "{roster}{}",
+            entry("carol", "192.0.2.4:51820", CAROL_KEY, address, "")
+        )
+    };
+    refused(
+        &node,
+        &carol("198.51.100.2"),
+        &[
+            "entry #4 (\"carol\")",
+            "address 198.51.100.2",
+            "the endpoint of",
+            "entry #2 (\"alice\")",
+        ],
+    );
+    refused(
+        &node,
+        &carol("203.0.113.1"),
+        &["address 203.0.113.1", "this node's public endpoint"],
+    );
+    // Its own endpoint's address, tunnelled into itself.
+    refused(
+        &node,
+        &carol("192.0.2.4"),
+        &["address 192.0.2.4", "entry #4 (\"carol\")"],
+    );
+    // Not even a subnet router's or an exit node's address.
+    let exit = carol("198.51.100.3").replace(
+        "address = \"198.51.100.3\"\n",
+        "address = \"198.51.100.3\"\nexit_node = true\n",
+    );
+    refused(
+        &node,
+        &exit,
+        &["address 198.51.100.3", "entry #3 (\"bob\")"],
+    );
+    assert_eq!(sync(&node, &carol("10.15.0.4")).code, Some(0));
+}
+
 #[test]
 fn sync_refuses_changes_to_this_node() {
     let (node, roster) = node_with_phone();

@@ -415,6 +415,41 @@ fn routes_may_not_cover_endpoints_or_defaults() {
 }
 
 #[test]
+fn an_address_may_not_be_an_endpoint_or_this_hosts() {
+    // enterprise's endpoint is 203.0.113.2, this node's 203.0.113.1, the
+    // gateway 198.51.100.1: none may be an entry's address, whatever its role.
+    for (address, role, needle) in [
+        (
+            "203.0.113.2",
+            Role::Peer,
+            "the endpoint of roster.toml entry #2",
+        ),
+        (
+            "203.0.113.1",
+            Role::SubnetRouter,
+            "this node's public endpoint",
+        ),
+        ("198.51.100.1", Role::ExitNode, "default gateway"),
+    ] {
+        let mut voyager = entry("voyager", 3, address);
+        voyager.role = role;
+        let r = roster(vec![
+            own_entry(),
+            entry("enterprise", 2, "10.15.0.2"),
+            voyager,
+        ]);
+        let e = err(&base(), &r);
+        assert!(
+            matches!(&e, PlanError::AddressIsProtected { entry, ip, what }
+                if entry.contains("entry #3") && ip.to_string() == address && what.contains(needle)),
+            "{address}: {e:?}"
+        );
+    }
+    let voyager = entry("voyager", 3, "10.15.0.3");
+    assert!(run(&base(), &roster(vec![own_entry(), voyager])).is_ok());
+}
+
+#[test]
 fn names_of_kept_peers_are_not_taken() {
     let e = err(&with_phone(), &roster(vec![entry("phone", 9, "10.15.0.9")]));
     assert!(
