@@ -133,9 +133,14 @@ impl fmt::Display for PlanError {
                 "the imported key's public key {key} is peer {}: expected a key of this node, not of a peer",
                 quoted(peer)
             ),
-            PlanError::HandAddedInRoster { peer, key, entry } => write!(
+            PlanError::HandAddedInRoster {
+                peer,
+                key,
+                entry,
+                roster,
+            } => write!(
                 f,
-                "peer {} (key {key}) was added by hand and {entry} has the same key: run `wgp2p sync --adopt` to let the roster manage it, or take it out of the roster",
+                "peer {} (key {key}) was added by hand and {entry} has the same key: run `wgp2p sync --adopt {roster}` to let the roster manage it, or take it out of the roster",
                 quoted(peer)
             ),
             PlanError::RemovedPeerRelays { peer, relayed } => write!(

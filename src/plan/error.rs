@@ -103,6 +103,8 @@ pub enum PlanError {
         peer: String,
         key: PublicKey,
         entry: String,
+        /// The roster's path as given, for the `sync --adopt` to run.
+        roster: String,
     },
     /// A peer sync would remove still relays another.
     RemovedPeerRelays { peer: String, relayed: String },

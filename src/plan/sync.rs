@@ -199,6 +199,7 @@ pub fn plan(doc: &Document, me: &ThisNode, roster: &Roster, options: Options) ->
                     peer: peer.display_name().to_string(),
                     key: peer.public_key,
                     entry: roster.label(entry),
+                    roster: roster.source.clone(),
                 }
                 .into());
             }

@@ -308,9 +308,23 @@ fn sync_adopts_hand_added_peers_only_when_told() {
     node.wgp2p().args(ADD_ALICE).succeeds();
     let roster = format!("{}{}", own_entry(&node), alice_and_bob());
     refused(&node, &roster, &["\"alice\"", "added by hand", "--adopt"]);
+    // The advice is the command to run, as printed.
     let path = node.path("roster.toml");
+    let out = node.wgp2p().args(["sync", path.to_str().unwrap()]).fails();
+    let advice: Vec<&str> = out
+        .stderr
+        .split('`')
+        .nth(1)
+        .expect("a `command` in the refusal")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        advice,
+        ["wgp2p", "sync", "--adopt", path.to_str().unwrap()],
+        "{out}"
+    );
     node.wgp2p()
-        .args(["sync", "--adopt", path.to_str().unwrap()])
+        .args(&advice[1..])
         .succeeds()
         .stdout_has("~ adopt alice")
         .stdout_has("+ add bob");
