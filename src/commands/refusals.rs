@@ -257,7 +257,7 @@ impl fmt::Display for PlanError {
             ),
             PlanError::DefaultRoute { entry, net } => write!(
                 f,
-                "{entry}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (README, \"Rosters\")"
+                "{entry}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (README, \"Growing the mesh: export and sync\")"
             ),
             PlanError::CoversProtected {
                 entry,
@@ -266,7 +266,7 @@ impl fmt::Display for PlanError {
                 ip,
             } => write!(
                 f,
-                "{entry}: allowed IP {net} covers {what} ({ip}): routing it into the tunnel would cut the tunnel; expected a network without it, or `subnet_router = true` in the entry (README, \"Rosters\")"
+                "{entry}: allowed IP {net} covers {what} ({ip}): routing it into the tunnel would cut the tunnel; expected a network without it, or `subnet_router = true` in the entry (README, \"Growing the mesh: export and sync\")"
             ),
             PlanError::AddressIsProtected { entry, ip, what } => write!(
                 f,
@@ -315,5 +315,34 @@ mod tests {
                 "r.toml entry #1 (\"a\") and r.toml entry #2 (\"a\") have the same public_key {KEY_A}: expected one entry per node"
             )
         );
+    }
+
+    #[test]
+    fn route_refusals_name_a_readme_section_that_exists() {
+        let readme = include_str!("../../README.md");
+        let refusals = [
+            PlanError::DefaultRoute {
+                entry: "r.toml entry #1 (\"a\")".into(),
+                net: "::/0".parse().unwrap(),
+            },
+            PlanError::CoversProtected {
+                entry: "r.toml entry #1 (\"a\")".into(),
+                net: "192.0.2.0/25".parse().unwrap(),
+                what: "an address of this host".into(),
+                ip: "192.0.2.2".parse().unwrap(),
+            },
+        ];
+        for refusal in refusals {
+            let text = refusal.to_string();
+            let section = text
+                .split("(README, \"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no README section named in: {text}"));
+            assert!(
+                readme.contains(&format!("\n## {section}\n")),
+                "README has no section {section:?}: {text}"
+            );
+        }
     }
 }
