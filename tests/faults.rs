@@ -284,6 +284,17 @@ fn installed_with_bob_and_phone(dir: &Path) {
     );
 }
 
+/// Bob relayed through alice: what `relay bob direct` starts from.
+fn bob_relayed(dir: &Path) {
+    installed_with_bob_and_phone(dir);
+    run_ok(dir, &["relay", "bob", "via", "alice"], "");
+}
+
+fn alice_trusted(dir: &Path) {
+    installed(dir);
+    run_ok(dir, &["trust", "alice"], "");
+}
+
 fn relay_enabled(dir: &Path) {
     installed(dir);
     run_ok(dir, &["relay-enable"], "");
@@ -541,6 +552,51 @@ scenario_test!(
     "",
     check_old_or_new,
     true
+);
+
+scenario_test!(
+    relay_direct_killed_anywhere,
+    "relay direct",
+    bob_relayed,
+    &["relay", "bob", "direct"],
+    "",
+    check_old_or_new,
+    true
+);
+scenario_test!(
+    add_peer_via_killed_anywhere,
+    "add-peer --via",
+    installed,
+    &[
+        "add-peer",
+        "bob",
+        "198.51.100.3:51820",
+        KEY_B,
+        "10.15.0.3",
+        "--via",
+        "alice"
+    ],
+    "",
+    check_old_or_new,
+    true
+);
+scenario_test!(
+    trust_killed_anywhere,
+    "trust",
+    installed,
+    &["trust", "alice"],
+    "",
+    check_old_or_new,
+    true
+);
+scenario_test!(
+    untrust_killed_anywhere,
+    "untrust",
+    alice_trusted,
+    &["untrust", "alice"],
+    "",
+    check_old_or_new,
+    false
 );
 
 scenario_test!(
