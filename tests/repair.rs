@@ -456,3 +456,50 @@ fn preshared_and_private_key_drift_are_repaired() {
     assert_no_drift(&a);
     assert_pings(&a, "10.15.0.2");
 }
+
+/// The issue's reproduction: `import-key` killed between its renames, then
+/// run again, said "already the node's key: nothing changed" while the
+/// live interface kept the old key. Now the next run completes the files
+/// (the journal) and sets the key live.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn import_key_killed_between_renames_then_run_again_sets_the_key_live() {
+    let lab = Lab::new();
+    let ([a, _b, _c], lines) = mesh(&lab);
+    let (new_key, new_public) = wg_keypair();
+    a.write_file("/run/new.key", &new_key);
+    // Renames: the journal's, then wg0.conf's: killed there, with the
+    // journal in place and no file replaced yet.
+    let killed = a.sh(
+        "WGP2P_SERVICE=wg-quick WGP2P_STUN_SERVERS= strace -f -o /dev/null \
+         -e trace=rename,renameat,renameat2 \
+         -e inject=rename,renameat,renameat2:signal=SIGKILL:when=2 \
+         \"$1\" import-key < /run/new.key",
+        &[lab::WGP2P.as_str()],
+    );
+    assert!(!killed.success(), "import-key was not killed: {killed:?}");
+    assert_eq!(
+        wg(&a, &["show", "wg0", "public-key"]).trim(),
+        lines[0].public_key(),
+        "killed before the device call, the old key is still live"
+    );
+    let again = a
+        .sh(
+            "WGP2P_SERVICE=wg-quick WGP2P_STUN_SERVERS= \"$1\" import-key < /run/new.key",
+            &[lab::WGP2P.as_str()],
+        )
+        .expect_ok("import-key run again");
+    eprintln!("defiant$ wgp2p import-key < /run/new.key\n{again}");
+    assert!(again.contains("re-applied live"), "{again}");
+    assert_eq!(wg(&a, &["show", "wg0", "public-key"]).trim(), new_public);
+    assert_eq!(a.read_file("/etc/wireguard/publickey").trim(), new_public);
+    assert_no_drift(&a);
+    // Once more: now nothing differs.
+    let once_more = a
+        .sh(
+            "WGP2P_SERVICE=wg-quick WGP2P_STUN_SERVERS= \"$1\" import-key < /run/new.key",
+            &[lab::WGP2P.as_str()],
+        )
+        .expect_ok("import-key once more");
+    assert!(once_more.contains("nothing changed"), "{once_more}");
+}

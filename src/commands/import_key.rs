@@ -27,7 +27,22 @@ pub fn run(ctx: &Context, argument: Option<&str>) -> Result<()> {
     let saved_public = read_entry(&node.paths.public_key())?;
     let public_agrees = saved_public.as_deref() == Some(format!("{public}\n").as_str());
     if node.private_key.as_ref() == Some(&key) && conf_agrees && public_agrees {
-        crate::outln!("this key is already the node's key: nothing changed");
+        // The files agree; the device may not (a run killed between the
+        // files and the device call): running it again sets it live.
+        let repaired = match &node.conf {
+            Some(doc) => super::repair::private_key(ctx.device().as_ref(), doc)?,
+            None => Vec::new(),
+        };
+        if repaired.is_empty() {
+            crate::outln!("this key is already the node's key: nothing changed");
+        } else {
+            for text in &repaired {
+                crate::outln!("repaired: {text}");
+            }
+            crate::outln!(
+                "this key was already in the node's files but not on the live interface: re-applied live (drift repair, no restart)"
+            );
+        }
         return Ok(());
     }
     // Plan before writing anything: a key that is a peer's is refused.

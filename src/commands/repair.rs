@@ -67,13 +67,29 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
 /// line re-applies it live when the device differs. Returns what was
 /// repaired (empty when the device already matched or is down).
 pub fn peers(device: &dyn Device, doc: &Document, keys: &[PublicKey]) -> Result<Vec<String>> {
+    only(device, doc, |d| d.key.is_some_and(|k| keys.contains(&k)))
+}
+
+/// Repair the live private key only, for `import-key` run again with the
+/// key the files already hold (a run killed between its files and the
+/// device left the old key live). Returns what was repaired.
+pub fn private_key(device: &dyn Device, doc: &Document) -> Result<Vec<String>> {
+    only(device, doc, |d| d.kind == health::DriftKind::PrivateKey)
+}
+
+/// Repair the drifts `wanted` selects, in one device call.
+fn only(
+    device: &dyn Device,
+    doc: &Document,
+    wanted: impl Fn(&health::Drift) -> bool,
+) -> Result<Vec<String>> {
     let Some(live) = device.live()? else {
         return Ok(Vec::new());
     };
     let entries = config::node::peers(doc)?;
     let drifts: Vec<_> = health::drift(doc, &entries, &live, SystemTime::now())
         .into_iter()
-        .filter(|d| d.key.is_some_and(|k| keys.contains(&k)))
+        .filter(|d| wanted(d))
         .collect();
     if drifts.is_empty() {
         return Ok(Vec::new());
