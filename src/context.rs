@@ -116,6 +116,18 @@ impl Context {
         self.lock_checked(true)
     }
 
+    /// A change that a killed run left half made (its journal is still
+    /// there), in words, without advice: `wgp2p repair` completes it, as
+    /// any run that takes the lock does. `None` when there is none.
+    pub fn interrupted_change(&self) -> Option<String> {
+        store::journal_pending(&self.paths.dir).then(|| {
+            format!(
+                "a change was interrupted before it completed ({} is left: until it completes, the files may be part old, part new)",
+                self.paths.dir.join(store::JOURNAL).display()
+            )
+        })
+    }
+
     /// Entries of the config dir whose mode is not 0600 (dirs 0700), or
     /// that are links or not ours, each as one line with its fix (for
     /// `doctor`); none when the dir does not exist.

@@ -884,6 +884,12 @@ pub fn check_modes(dir: &Path, files: &[&str], repair: bool) -> Result<Vec<ModeF
     Ok(found)
 }
 
+/// Whether a killed run left its journal: a change that the next run
+/// under the lock completes. Read without the lock (`status`, `doctor`).
+pub fn journal_pending(dir: &Path) -> bool {
+    fs::symlink_metadata(dir.join(JOURNAL)).is_ok()
+}
+
 /// The regular files in `provisioned-peers/` (names only, sorted); a
 /// linked or foreign dir is refused.
 pub fn provisioned_files(dir: &Path) -> Result<Vec<String>> {

@@ -270,7 +270,12 @@ fn findings(f: &Facts) -> Vec<String> {
 
 pub fn run(ctx: &Context) -> Result<()> {
     let (facts, not_utf8) = gather(ctx)?;
-    let mut found = ctx.local_state_findings();
+    let mut found: Vec<String> = ctx
+        .interrupted_change()
+        .map(|text| format!("{text}: run {}", health::REPAIR))
+        .into_iter()
+        .collect();
+    found.extend(ctx.local_state_findings());
     // Shown from a lossy reading; every edit refuses it until converted.
     found.extend(not_utf8);
     found.extend(findings(&facts));

@@ -37,10 +37,16 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
         address: node.address.map(|a| a.to_string()),
         public_key: node.public_key().map(|k| k.to_string()),
         listen_port: live.as_ref().and_then(|l| l.listen_port),
-        notes: drifts
-            .iter()
-            .filter(|d| d.key.is_none())
-            .map(|d| format!("{}: {}", d.text, health::REPAIR))
+        notes: ctx
+            .interrupted_change()
+            .into_iter()
+            .chain(
+                drifts
+                    .iter()
+                    .filter(|d| d.key.is_none())
+                    .map(|d| d.text.clone()),
+            )
+            .map(|text| format!("{text}: {}", health::REPAIR))
             .collect(),
         peers: view.rows(),
         agent: agent_view(ctx, &entries),
@@ -81,7 +87,7 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
             if report.notes.is_empty() {
                 ""
             } else {
-                ", interface settings drifted"
+                ", a DRIFT note (interface settings or an interrupted change)"
             }
         )));
     }

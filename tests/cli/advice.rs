@@ -39,3 +39,75 @@ fn overlap_advice_removes_the_overlap() {
     assert!(!after.stdout.contains("overlaps"), "{after}");
     assert!(node.conf().contains("# Name = a"));
 }
+
+/// import-key killed between its renames (strace fault injection): the
+/// config holds the new key, `privatekey` the old one, and the journal
+/// that completes it waits for the next locked run. `status` used to
+/// announce the old key (which wg-quick would not use) and `doctor` said
+/// "no problem found"; both now name the interrupted change, and their
+/// advice, run as printed, completes it.
+#[test]
+fn an_interrupted_change_is_named_and_its_advice_completes_it() {
+    const NEW: &str = "QJRBRzLEyYrAc6igP44D0lZexzaFdFSycMcUPX7Ex18=";
+    let node = Node::installed();
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args([
+        "-f",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=rename,renameat,renameat2",
+    ])
+    // Renames: the journal, wg0.conf, then privatekey: killed there.
+    .args([
+        "-e",
+        "inject=rename,renameat,renameat2:signal=SIGKILL:when=3",
+    ])
+    .args([super::node::BIN, "import-key"])
+    .env_clear()
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .env("WGP2P_SERVICE", "none")
+    .env("WG_CONFIG_DIR", node.dir())
+    .env("WGP2P_STUN_SERVERS", "")
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("run strace (is it installed?)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), NEW.as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "import-key was not killed"
+    );
+    assert!(node.path(".wgp2p-journal").exists());
+    assert_ne!(node.read("privatekey").trim(), NEW);
+
+    let finding = "a change was interrupted before it completed";
+    let shown = node.wgp2p().args(["status"]).succeeds();
+    assert_eq!(
+        advice(&shown.stdout, finding),
+        ["wgp2p", "repair"],
+        "{shown}"
+    );
+    node.wgp2p().args(["status", "--check"]).fails();
+    let found = node.wgp2p().args(["doctor"]).fails();
+    let command = advice(&found.stdout, finding);
+    assert_eq!(command, ["wgp2p", "repair"]);
+    node.wgp2p().args(&command[1..]).succeeds();
+
+    let after = node.wgp2p().args(["doctor"]).output();
+    assert!(!after.stdout.contains(finding), "{after}");
+    assert!(
+        !node
+            .wgp2p()
+            .args(["status"])
+            .succeeds()
+            .stdout
+            .contains(finding)
+    );
+    assert!(!node.path(".wgp2p-journal").exists());
+    assert_eq!(node.read("privatekey").trim(), NEW);
+    assert_eq!(node.public_key(), wgp2p_lab::wg_pubkey(NEW));
+    assert!(node.conf().contains(&format!("PrivateKey = {NEW}")));
+}
