@@ -652,3 +652,59 @@ fn import_key_killed_between_renames_is_completed() {
     assert_eq!(agreed_key(&snap, "import-key").as_deref(), Some(PRIV_OTHER));
     no_leftovers(&snap, "import-key");
 }
+
+/// The agent writes its own files (`<iface>.agent.json`, its membership
+/// book) through a `.NAME.tmp` beside each, outside the config lock.
+/// Killed at each of its first renames and writes: what it left is whole
+/// JSON or nothing, the next agent starts, and `uninstall` leaves no file
+/// of it behind, its temp files included.
+#[test]
+fn agent_killed_at_its_writes_leaves_nothing_after_uninstall() {
+    let mut points = 0;
+    for class in ["rename,renameat,renameat2", "write,pwrite64,writev"] {
+        for n in 1..=4 {
+            let work = tempfile::tempdir().unwrap();
+            let dir = work.path().join("wg");
+            installed(&dir);
+            // A pass a second: it saves its files every pass, so the kill
+            // comes; `timeout` bounds a run that never meets it.
+            let mut cmd = Command::new("timeout");
+            cmd.args(["20", "strace", "-f", "-o", "/dev/null", "-e"])
+                .arg(format!("trace={class}"))
+                .arg("-e")
+                .arg(format!("inject={class}:signal=SIGKILL:when={n}"))
+                .args([BIN, "agent", "--interval", "1"])
+                .current_dir(work.path())
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("WGP2P_SERVICE", "none")
+                .env("WG_CONFIG_DIR", &dir)
+                .env("WGP2P_STUN_SERVERS", "")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let status = cmd.status().expect("run timeout strace wgp2p agent");
+            // strace, then timeout, die of the signal that killed the agent.
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "the agent was not killed at {class} #{n}: {status}"
+            );
+            points += 1;
+            let what = format!("agent killed at {class} #{n}");
+            for name in ["wg0.agent.json", "wg0.membership.json"] {
+                if let Ok(text) = fs::read_to_string(dir.join(name)) {
+                    assert!(
+                        serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+                        "{what}: {name} is not whole JSON: {text:?}"
+                    );
+                }
+            }
+            run_ok(&dir, &["status"], "");
+            run_ok(&dir, &["uninstall"], "");
+            let left = names(&snapshot(&dir));
+            assert_eq!(left, ["."], "{what}: uninstall left {left:?}");
+        }
+    }
+    eprintln!("agent: {points} injection points, every invariant held");
+}

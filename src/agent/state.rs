@@ -35,20 +35,31 @@ pub fn state_path(paths: &Paths) -> PathBuf {
     paths.dir.join(format!("{}.agent.json", paths.iface))
 }
 
-/// The agent's files in the config dir, by name (for `uninstall`).
-pub fn file_names(iface: &crate::types::InterfaceName) -> [String; 3] {
+/// The agent's files in the config dir, by name (for `uninstall`): also
+/// the temp files of [`replace_json`], which an agent killed while saving
+/// leaves (the next save reuses them; only `uninstall` must remove them).
+pub fn file_names(iface: &crate::types::InterfaceName) -> [String; 5] {
+    let state = format!("{iface}.agent.json");
+    let book = super::membership::file_name(iface);
     [
-        format!("{iface}.agent.json"),
+        temp_name(&state),
+        temp_name(&book),
+        state,
         format!("{iface}.agent.lock"),
-        super::membership::file_name(iface),
+        book,
     ]
 }
 
 /// Remove the agent's files; missing ones are fine.
 pub fn remove_files(paths: &Paths) {
-    let _ = std::fs::remove_file(state_path(paths));
-    let _ = std::fs::remove_file(lock_path(paths));
-    let _ = std::fs::remove_file(paths.dir.join(super::membership::file_name(&paths.iface)));
+    for name in file_names(&paths.iface) {
+        let _ = std::fs::remove_file(paths.dir.join(name));
+    }
+}
+
+/// The temp file through which [`replace_json`] replaces the file `name`.
+fn temp_name(name: &str) -> String {
+    format!(".{name}.tmp")
 }
 
 /// Proof that this process is the interface's one agent; dropping it
@@ -323,7 +334,7 @@ pub fn save(paths: &Paths, state: &State) -> Result<()> {
 /// loses them.
 pub fn replace_json(path: &Path, what: &str, value: &impl Serialize) -> Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = path.with_file_name(format!(".{name}.tmp"));
+    let temp = path.with_file_name(temp_name(&name));
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::System(format!("cannot write {what}: {e}")))?;
     let mut file = OpenOptions::new()
