@@ -2,7 +2,8 @@
 //! for unknown UAPI keys, `ERROR -N` when a set is refused). None of it may
 //! reach wgp2p's stdout, which carries `--json` and the add-peer line. This
 //! test plays wireguard-go with a fake UAPI socket that answers an unknown
-//! key on `get` and an errno on `set`, and runs the real binary against it.
+//! key on `get` and an errno on `set` (or never answers a `set`), and runs
+//! the real binary against it.
 //! It needs root (the socket lives in /run/wireguard), so it is one of the
 //! ignored lab tests (`scripts/test.sh` runs it).
 
@@ -115,4 +116,83 @@ fn device_chatter_never_reaches_stdout() {
         "the config must be rolled back"
     );
     let _ = std::fs::remove_file(&socket);
+}
+
+/// Plays a wireguard-go that answers `get` and never answers `set` (a
+/// stuck device): the connections are kept open, unanswered.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "owns the listener: the socket stays open exactly as long as this runs"
+)]
+fn serve_stalling_uapi(listener: UnixListener) {
+    let mut held = Vec::new();
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { return };
+        let mut reader = BufReader::new(stream.try_clone().expect("clone uapi stream"));
+        let mut first = String::new();
+        if reader.read_line(&mut first).is_err() {
+            continue;
+        }
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 1) {
+            line.clear();
+        }
+        if first.starts_with("get=1") {
+            let _ = stream.write_all(b"listen_port=51820\nerrno=0\n\n");
+        } else {
+            held.push(stream);
+        }
+    }
+}
+
+/// The reproduction: after a device timeout, `commit` put the old
+/// file back while the device might still apply the change. Now the new
+/// file stays and the error says the live state is unknown, with the
+/// command that settles it.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn a_device_that_never_answers_keeps_the_new_file_and_says_repair() {
+    let iface = format!("wgstall{}", std::process::id() % 100_000);
+    let socket_dir = PathBuf::from("/run/wireguard");
+    std::fs::create_dir_all(&socket_dir).expect("create /run/wireguard (this test needs root)");
+    let socket = socket_dir.join(format!("{iface}.sock"));
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).expect("bind fake uapi socket");
+    std::thread::spawn(move || serve_stalling_uapi(listener));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let install = wgp2p(
+        dir.path(),
+        &iface,
+        "none",
+        &["install", "10.15.0.1/24", "--endpoint", "192.0.2.1"],
+    );
+    assert!(install.status.success(), "{install:?}");
+
+    let add = wgp2p(
+        dir.path(),
+        &iface,
+        "wg-quick",
+        &[
+            "add-peer",
+            "enterprise",
+            "192.0.2.2:51820",
+            PEER_KEY,
+            "10.15.0.2",
+        ],
+    );
+    let _ = std::fs::remove_file(&socket);
+    let stderr = String::from_utf8_lossy(&add.stderr);
+    assert_eq!(add.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with("the live state is unknown: run `wgp2p repair`"),
+        "{stderr}"
+    );
+    let conf =
+        std::fs::read_to_string(dir.path().join(format!("{iface}.conf"))).expect("read conf");
+    assert!(
+        conf.contains(PEER_KEY),
+        "the new file must stay when the device may still apply it:\n{conf}"
+    );
 }
