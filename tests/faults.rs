@@ -14,8 +14,13 @@
 //! - no temp file or journal is left, in the dir or in `provisioned-peers/`;
 //! - running the command again completes it.
 //!
-//! Files only (`WGP2P_SERVICE=none`, a temporary config dir). Each test
-//! prints how many injection points it covered.
+//! Files only (`WGP2P_SERVICE=none`, a temporary config dir), except the
+//! last test: on a lab host with a live wg0 it also kills the device call,
+//! and checks that `wgp2p repair` (the advice after any interruption)
+//! makes the device equal to the config. Each test prints how many
+//! injection points it covered. strace counts calls per system call and
+//! per thread, so a class of several calls kills at whichever reaches N
+//! first.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,6 +38,7 @@ const PRIV_OWN: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";
 const PRIV_OTHER: &str = "QJRBRzLEyYrAc6igP44D0lZexzaFdFSycMcUPX7Ex18=";
 const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+const KEY_C: &str = "Gr0fMLGfJOWKgnF6QHOqvK6x0n/qsoQU9/k4xl1ZzXM=";
 
 const ALICE: [&str; 5] = [
     "add-peer",
@@ -707,4 +713,206 @@ fn agent_killed_at_its_writes_leaves_nothing_after_uninstall() {
         }
     }
     eprintln!("agent: {points} injection points, every invariant held");
+}
+
+// ---- on a live interface ------------------------------------------------------
+
+/// A config or `wg showconf` text as what the device holds: the private
+/// key, the listen port, and each peer's allowed IPs (as a set), endpoint
+/// and keepalive (0 and none the same), by public key.
+type DeviceView = (
+    Option<String>,
+    Option<String>,
+    BTreeMap<String, (Vec<String>, Option<String>, Option<String>)>,
+);
+
+fn device_view(text: &str) -> DeviceView {
+    let (mut private, mut port) = (None, None);
+    let mut peers = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut fields: (Vec<String>, Option<String>, Option<String>) = Default::default();
+    let mut flush =
+        |key: &mut Option<String>, fields: &mut (Vec<String>, Option<String>, Option<String>)| {
+            if let Some(key) = key.take() {
+                let mut done = std::mem::take(fields);
+                done.0.sort();
+                done.0.dedup();
+                peers.insert(key, done);
+            }
+        };
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.starts_with('[') {
+            flush(&mut current, &mut fields);
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let (key, value) = (key.trim().to_ascii_lowercase(), value.trim().to_string());
+        match key.as_str() {
+            "privatekey" => private = Some(value),
+            "listenport" => port = Some(value),
+            "publickey" => current = Some(value),
+            "allowedips" => fields.0.extend(
+                value
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty()),
+            ),
+            "endpoint" => fields.1 = Some(value),
+            "persistentkeepalive" if value != "0" && value != "off" => fields.2 = Some(value),
+            _ => {}
+        }
+    }
+    flush(&mut current, &mut fields);
+    (private, port, peers)
+}
+
+/// Every live change killed at each `rename`, `write`, `sendto` and
+/// `recvfrom` (the device's UAPI request and answer), `fsync` and `unlink`
+/// in turn, on a lab host running wg0 (wireguard-go): after
+/// the kill, the next locked run completes or discards the files, and
+/// `wgp2p repair` makes the device equal to the config, checked against
+/// `wg-quick strip` and `wg showconf`.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn a_live_change_killed_anywhere_is_repaired_by_repair() {
+    use wgp2p_lab::{Lab, WGP2P, wg_keypair};
+    let lab = Lab::new();
+    let host = lab.public_host("defiant");
+    host.install("10.15.0.1/24", &host.endpoint(51820));
+    host.wgp2p_ok(&ALICE);
+    host.wgp2p_ok(&BOB);
+    let (new_key, _) = wg_keypair();
+    host.write_file("/run/new.key", &new_key);
+    // A roster of this node and carol: sync adds carol.
+    let mut roster = host.wgp2p_ok(&["export"]);
+    roster.push_str(
+        "\n[[peer]]\nname = \"carol\"\nendpoint = \"198.51.100.4:51820\"\npublic_key = \"",
+    );
+    roster.push_str(KEY_C);
+    roster.push_str("\"\naddress = \"10.15.0.4\"\n");
+    host.write_file("/run/roster.toml", &roster);
+    host.sh("rm -rf /run/snap && cp -a /etc/wireguard /run/snap", &[])
+        .expect_ok("snapshot the config dir");
+    let restore = || {
+        host.sh(
+            "find /etc/wireguard -mindepth 1 -delete && cp -a /run/snap/. /etc/wireguard/",
+            &[],
+        )
+        .expect_ok("restore the config dir");
+        host.wgp2p_ok(&["repair"]);
+    };
+    let conf = || host.read_file("/etc/wireguard/wg0.conf");
+    let live_view = || {
+        device_view(
+            &host
+                .run(&["wg", "showconf", "wg0"])
+                .expect_ok("wg showconf wg0"),
+        )
+    };
+    let device_matches = |what: &str| {
+        let file = host
+            .run(&["wg-quick", "strip", "wg0"])
+            .expect_ok("wg-quick strip wg0");
+        let live = host
+            .run(&["wg", "showconf", "wg0"])
+            .expect_ok("wg showconf wg0");
+        assert_eq!(
+            device_view(&live),
+            device_view(&file),
+            "{what}: the device is not the config\n--- live\n{live}\n--- file\n{file}"
+        );
+    };
+    let scenarios: [(&str, &str); 5] = [
+        (
+            "add-peer",
+            "\"$1\" add-peer carol 198.51.100.4:51820 Gr0fMLGfJOWKgnF6QHOqvK6x0n/qsoQU9/k4xl1ZzXM= 10.15.0.4",
+        ),
+        ("remove-peer", "\"$1\" remove-peer bob"),
+        ("relay via", "\"$1\" relay bob via alice"),
+        ("import-key", "\"$1\" import-key < /run/new.key"),
+        ("sync", "\"$1\" sync /run/roster.toml"),
+    ];
+    let env = "WGP2P_SERVICE=wg-quick WGP2P_STUN_SERVERS=";
+    let mut total = 0;
+    for (name, command) in scenarios {
+        restore();
+        device_matches(&format!("{name}: the start"));
+        let before = conf();
+        host.sh(&format!("{env} {command}"), &[WGP2P.as_str()])
+            .expect_ok(name);
+        let after = conf();
+        assert_ne!(before, after, "{name} changes nothing");
+        device_matches(&format!("{name}: an uninterrupted run"));
+        let live_after = live_view();
+        let mut points = 0;
+        // Kills after which the device already had the change (and the
+        // process had not said so), and the points per class.
+        let mut applied = 0;
+        let mut per_class = Vec::new();
+        for class in [
+            "rename,renameat,renameat2",
+            "write,pwrite64,writev",
+            // The device call runs in a thread of its own, and strace
+            // counts each thread's calls apart: these classes reach it.
+            // Killed at sendto, the request never left; at recvfrom, the
+            // device has applied it and the process never knew.
+            "sendto,sendmsg",
+            "recvfrom,recvmsg",
+            "fsync,fdatasync",
+            "unlink,unlinkat",
+        ] {
+            let mut in_class = 0;
+            for n in 1.. {
+                restore();
+                let killed = host.sh(
+                    &format!(
+                        "{env} strace -f -o /dev/null -e trace={class} -e inject={class}:signal=SIGKILL:when={n} sh -c '{}' sh \"$1\"",
+                        command.replace('\'', "'\\''")
+                    ),
+                    &[WGP2P.as_str()],
+                );
+                if killed.success() {
+                    break;
+                }
+                // The outer sh reports strace's death by SIGKILL as 137.
+                assert_eq!(
+                    killed.status.and_then(|s| s.code()),
+                    Some(137),
+                    "{name}: failed without being killed at {class} #{n}:\n{killed}"
+                );
+                points += 1;
+                in_class += 1;
+                if live_view() == live_after {
+                    applied += 1;
+                }
+                let what = format!("{name} killed at {class} #{n}");
+                // As status and doctor advise after any interruption.
+                let repaired = host.wgp2p(&["repair"]);
+                assert!(repaired.success(), "{what}: repair failed:\n{repaired}");
+                let now = conf();
+                assert!(
+                    now == before || now == after,
+                    "{what}: neither the old nor the new config:\n{now}"
+                );
+                device_matches(&what);
+                let left = host
+                    .sh("ls -A /etc/wireguard | grep '^\\.wgp2p' || true", &[])
+                    .expect_ok("list temp files");
+                assert!(left.trim().is_empty(), "{what}: left {left}");
+            }
+            per_class.push(format!(
+                "{} {in_class}",
+                class.split(',').next().unwrap_or(class)
+            ));
+        }
+        eprintln!(
+            "{name} (live): {points} injection points ({}; {applied} after the device had the change), the device equals the config after repair",
+            per_class.join(", ")
+        );
+        total += points;
+    }
+    eprintln!("live fault injection: {total} injection points");
 }
