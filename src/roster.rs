@@ -51,8 +51,24 @@ pub fn entry(
 /// entry number and the bad value.
 pub fn parse(text: &str, source: &str) -> Result<Roster> {
     let file: RosterFile = toml::from_str(text).map_err(|e| {
-        let first_line = e.to_string().lines().next().unwrap_or_default().to_string();
-        Error::Invalid(format!("{source}: {first_line}: expected [[peer]] tables with name, endpoint, public_key, address"))
+        // The line of the error, and toml's message on one line (it can
+        // span several, the rendered error even more with the source quoted).
+        let at = e.span().map_or_else(String::new, |span| {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |before| before.matches('\n').count());
+            format!(" line {}", line + 1)
+        });
+        let message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Error::Invalid(format!(
+            "{source}{at}: {message}: expected [[peer]] tables with name, endpoint, public_key, address"
+        ))
     })?;
     let entries = file
         .peer
@@ -157,5 +173,26 @@ mod tests {
         assert!(parse("[[peer]]\nname = 1\n", "r.toml").is_err());
         assert!(parse("garbage = [", "r.toml").is_err());
         assert!(parse(&format!("{}colour = \"red\"\n", two()), "r.toml").is_err());
+    }
+
+    #[test]
+    fn toml_errors_say_what_is_wrong_and_where() {
+        // A typo of an opt-in field, a value of the wrong type, a missing
+        // field, broken TOML: each one line with its line number and what
+        // is wrong, not only where.
+        let typo = format!("{}exit_nod = true\n", two());
+        let wrong_type = format!("{}keepalive = \"25\"\n", two());
+        for (text, line, needle) in [
+            (typo.as_str(), 11, "unknown field `exit_nod`"),
+            (wrong_type.as_str(), 11, "string \"25\", expected u16"),
+            ("[[peer]]\nname = \"x\"\n", 1, "missing field"),
+            ("\n\ngarbage = [", 3, "unclosed array"),
+        ] {
+            let err = parse(text, "r.toml").unwrap_err().to_string();
+            assert!(err.starts_with(&format!("r.toml line {line}: ")), "{err}");
+            assert!(err.contains(needle), "{err}");
+            assert!(err.contains("expected [[peer]] tables"), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
     }
 }
