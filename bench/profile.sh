@@ -22,7 +22,7 @@ ROOT=$PWD
 source "$ROOT/bench/lib.sh"
 
 usage_or_root "$0" "${1:-}"
-command -v strace >/dev/null || die "needs strace (apt-get install strace)"
+command -v strace >/dev/null || die "needs strace (apt-get install --no-install-recommends strace)"
 SIZES=("$@")
 ((${#SIZES[@]})) || SIZES=(1000 5000)
 RUNS=${PROFILE_RUNS:-10}

@@ -35,9 +35,14 @@ pub fn install_commands(os_release: &str) -> Result<Vec<Vec<&'static str>>> {
                     "wireguard-tools",
                 ],
             ]),
-            "fedora" | "rhel" | "centos" => {
-                Some(vec![vec!["dnf", "install", "-y", "wireguard-tools"]])
-            }
+            // dnf's and zypper's equivalents of --no-install-recommends.
+            "fedora" | "rhel" | "centos" => Some(vec![vec![
+                "dnf",
+                "install",
+                "-y",
+                "--setopt=install_weak_deps=False",
+                "wireguard-tools",
+            ]]),
             "arch" => Some(vec![vec![
                 "pacman",
                 "-Sy",
@@ -45,9 +50,15 @@ pub fn install_commands(os_release: &str) -> Result<Vec<Vec<&'static str>>> {
                 "wireguard-tools",
             ]]),
             "alpine" => Some(vec![vec!["apk", "add", "wireguard-tools"]]),
-            "opensuse" | "suse" | "opensuse-leap" | "opensuse-tumbleweed" | "sles" => Some(vec![
-                vec!["zypper", "--non-interactive", "install", "wireguard-tools"],
-            ]),
+            "opensuse" | "suse" | "opensuse-leap" | "opensuse-tumbleweed" | "sles" => {
+                Some(vec![vec![
+                    "zypper",
+                    "--non-interactive",
+                    "install",
+                    "--no-recommends",
+                    "wireguard-tools",
+                ]])
+            }
             _ => None,
         };
         if let Some(commands) = commands {
@@ -100,6 +111,23 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No package manager adds what wireguard-tools only recommends (on
+    /// Debian a kernel image); pacman and apk never install those.
+    #[test]
+    fn installs_without_recommends() {
+        let without = [
+            ("ID=debian\n", "--no-install-recommends"),
+            ("ID=fedora\n", "--setopt=install_weak_deps=False"),
+            ("ID=opensuse-leap\n", "--no-recommends"),
+        ];
+        for (os_release, flag) in without {
+            let commands = install_commands(os_release).unwrap();
+            let install = commands.last().unwrap();
+            assert!(install.contains(&flag), "{os_release}: {install:?}");
+            assert_eq!(install.last(), Some(&"wireguard-tools"), "{install:?}");
+        }
+    }
 
     #[test]
     fn picks_the_package_manager() {
