@@ -53,6 +53,13 @@ if [ ! -x "$test_bin" ]; then
   exit 1
 fi
 
+# The scenarios the VM must run: every kernel_vm_ test of tests/kernel.rs.
+expected=$("$test_bin" --list --include-ignored kernel_vm_ | grep -c ': test$' || true)
+if [ "$expected" -eq 0 ]; then
+  echo "kernel-test: tests/kernel.rs has no kernel_vm_ test" >&2
+  exit 1
+fi
+
 # Drivers for the emulated hardware, which udev would load at boot and the
 # scenario never uses: each costs seconds under software emulation.
 unused_modules=kvm,kvm_amd,kvm_intel,ccp,sr_mod,cdrom,sg,ahci,lpc_ich,i2c_i801,\
@@ -89,4 +96,11 @@ if [ "$status" != 0 ]; then
   echo "kernel-test: FAILED: the scenario exited with $status" >&2
   exit 1
 fi
-echo "kernel-test: passed on $(head -n 1 "$out/log")"
+# Exit status 0 with fewer tests run (a renamed test, a filter that matches
+# nothing) is not a pass.
+passed=$(grep -o '^test result: ok\. [0-9]* passed' "$out/log" | grep -o '[0-9]*' || true)
+if [ "${passed:-0}" != "$expected" ]; then
+  echo "kernel-test: FAILED: ${passed:-0} of the $expected kernel_vm_ tests passed in the VM" >&2
+  exit 1
+fi
+echo "kernel-test: $passed of $expected kernel_vm_ tests passed on $(head -n 1 "$out/log")"

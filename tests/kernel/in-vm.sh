@@ -12,6 +12,6 @@ out=$2
   # is slow under emulation: the lab waits up to 120 s for each.
   modprobe wireguard && modprobe tun &&
     WGP2P_KERNEL_VM=1 WGP2P_LAB_TIMEOUT_SECS=120 CI=true RUST_BACKTRACE=1 "$test_bin" \
-      --include-ignored --exact kernel_vm_mesh_scenario --nocapture
+      --include-ignored kernel_vm_ --test-threads=1 --nocapture
 } >"$out/log" 2>&1
 echo $? >"$out/status"
