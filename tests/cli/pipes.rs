@@ -34,18 +34,39 @@ fn into_closed_pipe(node: &Node, args: &[&str]) -> (Option<i32>, String) {
 fn a_closed_pipe_is_a_normal_end() {
     let node = Node::installed();
     node.wgp2p().args(ADD_ALICE).succeeds();
-    let runs: [&[&str]; 7] = [
+    let runs: [&[&str]; 13] = [
         &["status"],
+        &["status", "--json"],
         &["--json", "status"],
         &["add-peer"],
         &["completions", "bash"],
+        &["completions", "zsh"],
+        &["completions", "fish"],
         &["man"],
+        &["--help"],
+        &["--version"],
         &["export"],
+        &[
+            "provision-peer",
+            "phone",
+            "192.0.2.9:51820",
+            "10.15.0.50/24",
+        ],
         &["doctor"],
     ];
     for args in runs {
-        // Each of them prints something when stdout is open.
-        let printed = node.wgp2p().args(args).output();
+        // Each of them prints something when stdout is open. provision-peer
+        // refuses a name or an address already given: the open run gets
+        // its own.
+        let open: Vec<&str> = args
+            .iter()
+            .map(|a| match *a {
+                "phone" => "phone-open",
+                "10.15.0.50/24" => "10.15.0.51/24",
+                other => other,
+            })
+            .collect();
+        let printed = node.wgp2p().args(&open).output();
         assert!(!printed.stdout.is_empty(), "{printed}");
         let (code, stderr) = into_closed_pipe(&node, args);
         // doctor exits 7 (problems found: the interface is down) whether or
@@ -77,6 +98,17 @@ fn a_change_completes_into_a_closed_pipe() {
     let (code, stderr) = into_closed_pipe(&node, &ADD_ALICE);
     assert_eq!((code, stderr.as_str()), (Some(0), ""));
     assert!(node.conf().contains("# Name = alice"), "{}", node.conf());
+    let args = [
+        "provision-peer",
+        "phone",
+        "192.0.2.9:51820",
+        "10.15.0.50/24",
+    ];
+    let (code, stderr) = into_closed_pipe(&node, &args);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    let conf = node.dir().join("provisioned-peers/phone.conf");
+    let phone = std::fs::read_to_string(&conf).expect("provision-peer wrote the phone's conf");
+    assert!(phone.contains("[Peer]"), "{phone}");
 }
 
 /// Every `print!`/`println!` of the program goes through the one writer
