@@ -6,9 +6,12 @@
 #                                                the PATH that finds cargo)
 # Needs Rust >= 1.89 (rustup, see README.md). Installs with apt-get, without
 # recommends (wireguard-tools recommends a kernel image): wireguard-tools,
-# wireguard-go, iproute2, and a linker to build. Then installs the binary
-# in /usr/local/bin, the man page and the bash, zsh and fish completions
-# under /usr/local/share, and runs `wgp2p --version`.
+# wireguard-go, iproute2, a linker to build, and man-db (Debian's container
+# images have no man(1), and `man wgp2p` should work). Then installs the
+# binary in /usr/local/bin, the man page and the bash, zsh and fish
+# completions under /usr/local/share, and runs `wgp2p --version`.
+# PREFIX (default /usr/local) installs elsewhere: scripts/install-check.sh
+# checks this script in a temporary one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/packages.sh
@@ -19,10 +22,10 @@ command -v cargo >/dev/null || {
   echo "install.sh: cargo is missing: install Rust >= 1.89 with rustup (README.md, Quick start)" >&2
   exit 1
 }
-ensure_packages "${BUILD_PACKAGES[@]}" "${RUNTIME_PACKAGES[@]}"
+ensure_packages "${BUILD_PACKAGES[@]}" "${RUNTIME_PACKAGES[@]}" man-db
 cargo build --release --locked
 
-prefix=/usr/local
+prefix=${PREFIX:-/usr/local}
 install -D -m 0755 target/release/wgp2p "$prefix/bin/wgp2p"
 bin=$prefix/bin/wgp2p
 # Completions and man page, where each shell and man(1) look for them.
