@@ -27,7 +27,8 @@ command -v cargo >/dev/null || {
   exit 1
 }
 ensure_packages "${BUILD_PACKAGES[@]}" "${RUNTIME_PACKAGES[@]}" man-db
-cargo build --release --locked
+# Under sudo, the build is the user's (scripts/packages.sh).
+as_invoking_user cargo build --release --locked
 
 prefix=${PREFIX:-/usr/local}
 dest=${DESTDIR:-}

@@ -34,3 +34,18 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
+
+# as_invoking_user CMD...: under `sudo` from a user, runs CMD as that user
+# (with their home), else as is. cargo run this way downloads into the
+# user's ~/.cargo and builds into their checkout with files they own; run
+# as root it would leave root's files there, and their next cargo run
+# would fail on them.
+as_invoking_user() {
+  if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "${SUDO_UID:-0}" != 0 ]; then
+    local home
+    home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    runuser -u "$SUDO_USER" -- env HOME="$home" "$@"
+  else
+    "$@"
+  fi
+}

@@ -53,7 +53,10 @@ sum_results() {
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-cargo build --locked
+# Under sudo, download and build as the user (scripts/packages.sh): the
+# test runs below, as root, then find everything built.
+as_invoking_user cargo build --locked
+as_invoking_user cargo test --locked --no-run "$@"
 start=$SECONDS
 cargo test --locked "$@" -- --test-threads=4 2>&1 | tee "$log"
 echo "== wall time of the tests: $((SECONDS - start))s"
