@@ -42,9 +42,11 @@ ensure_packages() {
 # would fail on them.
 as_invoking_user() {
   if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "${SUDO_UID:-0}" != 0 ]; then
-    local home
+    local home runuser
     home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
-    runuser -u "$SUDO_USER" -- env HOME="$home" "$@"
+    # util-linux's, in /usr/sbin: not on the PATH a user's sudo -E keeps.
+    runuser=$(PATH=$PATH:/usr/sbin:/sbin command -v runuser)
+    "$runuser" -u "$SUDO_USER" -- env HOME="$home" "$@"
   else
     "$@"
   fi
