@@ -2,7 +2,8 @@
 # CI stage for the Debian package, as root on a Debian or Ubuntu machine:
 # builds it (scripts/deb.sh, installing cargo-deb first if missing),
 # installs it with apt-get, checks the binary, the man page and the
-# completions, then purges it and checks that none of its files is left.
+# completions, then removes it and checks that none of its files is left
+# and /etc/wireguard (wgp2p's config, not the package's) is untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "deb-check: $*" >&2; exit 1; }
@@ -19,8 +20,23 @@ esac
 echo "deb-check: $deb"
 dpkg-deb --field "$deb" Package Version Depends Suggests
 
+# The package runs no script and owns nothing under /etc: removing or
+# purging it cannot touch the config in /etc/wireguard, which is wgp2p's
+# data (the interfaces' configs and keys), not the package's.
+control=$(mktemp -d)
+dpkg-deb --control "$deb" "$control"
+extra=$(cd "$control" && ls | grep -vx 'control\|md5sums' || true)
+rm -rf "$control"
+[ -z "$extra" ] || fail "the package has maintainer scripts or conffiles: $extra"
+! dpkg-deb --contents "$deb" | awk '{ print $6 }' | grep -q '^\./etc/' ||
+  fail "the package installs files under /etc"
+
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq --no-install-recommends "$(readlink -f "$deb")"
+# What /etc/wireguard holds now (wireguard-tools, a dependency, may have
+# just made it), to compare after the removal.
+etc_wireguard() { find /etc/wireguard -printf '%p %m %s %T@\n' 2>/dev/null | sort; }
+etc_before=$(etc_wireguard)
 
 # /usr/bin explicitly: a from-source install in /usr/local/bin comes first
 # on PATH.
@@ -53,4 +69,5 @@ for p in "${listed[@]}"; do
 done
 [ "${#left[@]}" -eq 0 ] || fail "left after apt-get remove: ${left[*]}"
 dpkg --purge wgp2p >/dev/null 2>&1 || true
+[ "$(etc_wireguard)" = "$etc_before" ] || fail "/etc/wireguard changed across install and remove"
 echo "deb-check: ok (${#listed[@]} paths installed, none left after apt-get remove)"
