@@ -6,7 +6,8 @@
 # 2. `cargo test`: unit, CLI and hardening tests. Tests that need root,
 #    network namespaces and the lab packages are marked
 #    #[ignore = "lab: needs root, network namespaces and the lab packages"]
-#    and counted as ignored here.
+#    (tests that need root only: #[ignore = "root: …"]) and counted as
+#    ignored here.
 # 3. When this machine can run them (root, /dev/net/tun, the lab's tools),
 #    `cargo test -- --ignored` runs exactly those. Otherwise it says
 #    how many did not run and why; with CI set to any non-empty value that
