@@ -25,9 +25,12 @@ dpkg-deb --field "$deb" Package Version Depends Suggests
 # data (the interfaces' configs and keys), not the package's.
 control=$(mktemp -d)
 dpkg-deb --control "$deb" "$control"
-extra=$(cd "$control" && ls | grep -vx 'control\|md5sums' || true)
+extra=()
+for f in "$control"/*; do
+  case "${f##*/}" in control | md5sums) ;; *) extra+=("${f##*/}") ;; esac
+done
 rm -rf "$control"
-[ -z "$extra" ] || fail "the package has maintainer scripts or conffiles: $extra"
+[ "${#extra[@]}" -eq 0 ] || fail "the package has maintainer scripts or conffiles: ${extra[*]}"
 ! dpkg-deb --contents "$deb" | awk '{ print $6 }' | grep -q '^\./etc/' ||
   fail "the package installs files under /etc"
 
