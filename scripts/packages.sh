@@ -36,18 +36,19 @@ ensure_packages() {
 }
 
 # as_invoking_user CMD...: under `sudo` from a user, runs CMD as that user
-# (with their home), else as is. cargo run this way downloads into the
-# user's ~/.cargo and builds into their checkout with files they own; run
-# as root it would leave root's files there, and their next cargo run
-# would fail on them.
+# (with their home), else (or without runuser) as is. cargo run this way
+# downloads into the user's ~/.cargo and builds into their checkout with
+# files they own; run as root it would leave root's files there, and
+# their next cargo run would fail on them.
 as_invoking_user() {
   if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "${SUDO_UID:-0}" != 0 ]; then
     local home runuser
     home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
     # util-linux's, in /usr/sbin: not on the PATH a user's sudo -E keeps.
-    runuser=$(PATH=$PATH:/usr/sbin:/sbin command -v runuser)
-    "$runuser" -u "$SUDO_USER" -- env HOME="$home" "$@"
-  else
-    "$@"
+    if runuser=$(PATH=$PATH:/usr/sbin:/sbin command -v runuser); then
+      "$runuser" -u "$SUDO_USER" -- env HOME="$home" "$@"
+      return
+    fi
   fi
+  "$@"
 }
