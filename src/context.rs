@@ -97,7 +97,8 @@ impl Context {
     }
 
     /// Lock the config dir and read the node for a command that only shows
-    /// it (`export`, `add-peer` without arguments, `trust` without one):
+    /// it (`export`, `add-peer` without arguments, `trust` without one) or
+    /// hands it to wg-quick as it is (`start`, `stop`):
     /// a change a killed run left half made is completed, but modes are
     /// not refused (what wg-quick runs with, a read may show) and a config
     /// that is not UTF-8 is read lossily (`Node::load_to_show`).
@@ -154,6 +155,9 @@ impl Context {
             return Err(finding.error());
         }
         let node = Node::load(self.paths.clone())?;
+        if let Some(doc) = &node.conf {
+            crate::config::node::check_keys_unique(doc)?;
+        }
         Ok((lock, node))
     }
 }

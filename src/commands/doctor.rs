@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 
 use crate::config::document::Document;
-use crate::config::node::{Node, PeerEntry, listen_port, peers};
+use crate::config::node::{Node, PeerEntry, check_keys_unique, listen_port, peers};
 use crate::context::Context;
 use crate::device::LiveDevice;
 use crate::error::{Error, Result};
@@ -92,14 +92,20 @@ fn provisioned_routes(node: &Node) -> Vec<IpNet> {
     routes
 }
 
-fn gather(ctx: &Context) -> Result<(Facts, Option<String>)> {
+/// The facts, and what in the config an edit would refuse although
+/// wg-quick runs it (each with its fix).
+fn gather(ctx: &Context) -> Result<(Facts, Vec<String>)> {
     let (node, not_utf8) = Node::load_to_show(ctx.paths.clone())?;
+    let mut edits_refuse: Vec<String> = not_utf8.into_iter().collect();
+    if let Some(Err(e)) = node.conf.as_ref().map(check_keys_unique) {
+        edits_refuse.push(e.to_string());
+    }
     let live = match ctx.service_kind {
         Kind::None => None,
         _ => ctx.device().live()?,
     };
     let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
-    let entries = node.peers()?;
+    let entries = node.peers_as_wg()?;
     let now = SystemTime::now();
     let drifts = match (&node.conf, &live) {
         (Some(doc), Some(live)) => health::drift(doc, &entries, live, now),
@@ -130,7 +136,7 @@ fn gather(ctx: &Context) -> Result<(Facts, Option<String>)> {
         drifts,
         now,
     };
-    Ok((facts, not_utf8))
+    Ok((facts, edits_refuse))
 }
 
 fn tool_findings(f: &Facts, out: &mut Vec<String>) {
@@ -269,15 +275,14 @@ fn findings(f: &Facts) -> Vec<String> {
 }
 
 pub fn run(ctx: &Context) -> Result<()> {
-    let (facts, not_utf8) = gather(ctx)?;
+    let (facts, edits_refuse) = gather(ctx)?;
     let mut found: Vec<String> = ctx
         .interrupted_change()
         .map(|text| format!("{text}: run {}", health::REPAIR))
         .into_iter()
         .collect();
     found.extend(ctx.local_state_findings());
-    // Shown from a lossy reading; every edit refuses it until converted.
-    found.extend(not_utf8);
+    found.extend(edits_refuse);
     found.extend(findings(&facts));
     if found.is_empty() {
         crate::outln!("no problem found");

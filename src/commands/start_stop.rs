@@ -6,7 +6,8 @@ use crate::service::Kind;
 
 pub fn start(ctx: &Context) -> Result<()> {
     ctx.require_root("start")?;
-    let (_lock, node) = ctx.lock_and_load()?;
+    // Only that the config exists: wg-quick reads it.
+    let (_lock, node) = ctx.lock_and_show()?;
     node.require_conf()?;
     if ctx.service_kind != Kind::Systemd && ctx.device().is_up()? {
         crate::outln!("{} is already up", ctx.paths.iface);
@@ -20,7 +21,8 @@ pub fn start(ctx: &Context) -> Result<()> {
 
 pub fn stop(ctx: &Context) -> Result<()> {
     ctx.require_root("stop")?;
-    let (_lock, node) = ctx.lock_and_load()?;
+    // Only that the config exists: wg-quick reads it.
+    let (_lock, node) = ctx.lock_and_show()?;
     node.require_conf()?;
     if ctx.service_kind != Kind::Systemd && !ctx.device().is_up()? {
         crate::outln!("{} is already down", ctx.paths.iface);

@@ -15,7 +15,7 @@ use crate::types::PublicKey;
 
 pub fn run(ctx: &Context, check: bool) -> Result<()> {
     let (node, _) = crate::config::node::Node::load_to_show(ctx.paths.clone())?;
-    let entries = node.peers()?;
+    let entries = node.peers_as_wg()?;
     let live = ctx.device().live()?;
     let now = SystemTime::now();
     let drifts = match (&node.conf, &live) {

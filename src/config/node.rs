@@ -455,6 +455,68 @@ pub fn peers(doc: &Document) -> Result<Vec<PeerEntry>> {
     Ok(entries)
 }
 
+/// The peers as the device holds them after `wg setconf`, for a command
+/// that shows them: a public key in several `[Peer]` sections (a pasted
+/// section whose key was not changed) is one peer, in the place of its
+/// first section; each later section sets what it writes (its endpoint,
+/// keepalive, preshared key) and replaces the allowed IPs (wg(8) marks
+/// every `[Peer]` of a file "replace allowed IPs", with or without an
+/// `AllowedIPs` line). Otherwise `peers`.
+pub fn peers_as_wg(doc: &Document) -> Result<Vec<PeerEntry>> {
+    let mut merged: Vec<PeerEntry> = Vec::new();
+    let sections = doc.sections().filter(|s| s.is_peer());
+    for (entry, section) in peers(doc)?.into_iter().zip(sections) {
+        let Some(into) = merged.iter_mut().find(|m| m.public_key == entry.public_key) else {
+            merged.push(entry);
+            continue;
+        };
+        let writes = |key: &str| section.get_last(key).is_some();
+        if writes(keys::ENDPOINT) {
+            into.endpoint = entry.endpoint;
+        }
+        into.allowed_ips = entry.allowed_ips;
+        if writes(keys::PERSISTENT_KEEPALIVE) {
+            into.keepalive = entry.keepalive;
+        }
+        if writes(keys::PRESHARED_KEY) {
+            into.preshared_key = entry.preshared_key;
+        }
+        if into.name.is_none() {
+            into.name = entry.name;
+        }
+        into.relayed.extend(entry.relayed);
+    }
+    Ok(merged)
+}
+
+/// Refuse, for an edit, a config with a public key in two `[Peer]`
+/// sections: wg reads them as one peer, so no edit of one of them alone
+/// would be what it looks like. The error names both lines.
+pub fn check_keys_unique(doc: &Document) -> Result<()> {
+    let mut seen: Vec<(PublicKey, u32)> = Vec::new();
+    for section in doc.peer_sections() {
+        let Some((key, at)) = section
+            .key_values()
+            .filter(|(k, _, _)| wg_key_eq(k, keys::PUBLIC_KEY))
+            .last()
+            .and_then(|(_, v, at)| Some((squeeze(v).parse::<PublicKey>().ok()?, at)))
+        else {
+            continue;
+        };
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+            return Err(refused(
+                doc,
+                &at,
+                &format!(
+                    "each public key in one [Peer] section: line {first} has it too, and wg reads the two as one peer; merge them into one section"
+                ),
+            ));
+        }
+        seen.push((key, at.number));
+    }
+    Ok(())
+}
+
 /// The `ListenPort` of `[Interface]`, if written.
 pub fn listen_port(doc: &Document) -> Option<u16> {
     squeeze(doc.interface()?.get_last(keys::LISTEN_PORT)?)
@@ -601,6 +663,15 @@ impl Node {
     pub fn peers(&self) -> Result<Vec<PeerEntry>> {
         match &self.conf {
             Some(doc) => peers(doc),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The peers as the device holds them (`peers_as_wg`), for a command
+    /// that shows them.
+    pub fn peers_as_wg(&self) -> Result<Vec<PeerEntry>> {
+        match &self.conf {
+            Some(doc) => peers_as_wg(doc),
             None => Ok(Vec::new()),
         }
     }

@@ -4,7 +4,7 @@
 //! through the commands a user runs.
 
 use super::node::Node;
-use crate::{ALICE_KEY, BOB_KEY, CAROL_KEY};
+use crate::{ADD_ALICE, ALICE_KEY, BOB_KEY, CAROL_KEY};
 
 const PSK: &str = "FIdH/I/aAmjEtXsQ96tzzZkNRnV2a26clyAqfkUqkwA=";
 
@@ -317,4 +317,50 @@ fn a_read_only_command_shows_a_config_at_0644() {
         ])
         .fails()
         .stderr_has("chmod 600");
+}
+
+/// A key in two `[Peer]` sections (a pasted section whose key was not
+/// changed): wg holds one peer, the later section setting its endpoint and
+/// keepalive and replacing its allowed IPs. status showed two peers, and
+/// remove-peer took one section while the device lost the key. Now status
+/// shows the one peer wg holds, doctor names both lines, and an edit
+/// refuses with both lines, changing nothing.
+#[test]
+fn a_key_in_two_sections_is_one_peer_and_edits_refuse_it() {
+    let (node, text) = node_with(&format!(
+        "\n[Peer]\n# Name = laptop\nPublicKey = {BOB_KEY}\nAllowedIPs = 10.15.0.3/32\nPersistentKeepalive = 25\n\n[Peer]\nPublicKey = {BOB_KEY}\nAllowedIPs = 10.15.0.4/32\nEndpoint = 198.51.100.3:51820\n"
+    ));
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(BOB_KEY))
+        .map(|(i, _)| i + 1)
+        .collect();
+    let out = node.wgp2p().args(["--json", "status"]).succeeds();
+    assert_eq!(out.stdout.matches(BOB_KEY).count(), 1, "{out}");
+    out.stdout_has("\"10.15.0.4/32\"")
+        .stdout_has("198.51.100.3:51820")
+        .stdout_has("\"laptop\"");
+    assert!(!out.stdout.contains("10.15.0.3/32"), "{out}");
+    let problem = format!(
+        "wg0.conf: line {} \"PublicKey = {}",
+        lines[1],
+        &BOB_KEY[..28]
+    );
+    let first = format!("line {} has it too", lines[0]);
+    node.wgp2p()
+        .args(["doctor"])
+        .fails()
+        .stdout_has(&problem)
+        .stdout_has(&first);
+    let before = node.snapshot();
+    for command in [&["remove-peer", BOB_KEY][..], &ADD_ALICE] {
+        node.wgp2p()
+            .args(command.iter().copied())
+            .fails()
+            .stderr_has(&problem)
+            .stderr_has(&first)
+            .stderr_has("merge them");
+    }
+    assert_eq!(node.snapshot().diff(&before), "");
 }
