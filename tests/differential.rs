@@ -1,7 +1,8 @@
 //! wg(8) as the oracle of the config format: generated configs (comments
 //! after values and headers, mixed-case keys, tabs, CRLF, repeated and
 //! prefix-less AllowedIPs, blank and comment lines, wg-quick's own keys,
-//! unknown keys and bad values now and then) go through
+//! a key in two `[Peer]` sections, unknown keys and bad values now and
+//! then) go through
 //! `wg-quick strip FILE | wg setconf IFACE` on a real wireguard-go
 //! interface in a lab namespace, read back with `wg show IFACE dump`, and
 //! through `wgp2p status --json` (`WGP2P_SERVICE=none`, a config dir of their
@@ -79,15 +80,18 @@ fn some_key() -> impl Strategy<Value = String> {
         .prop_map(key_text)
 }
 
-/// One AllowedIPs entry of peer `i`: its own range, with or without a prefix.
-fn allowed_ip(i: u8) -> impl Strategy<Value = String> {
+/// One AllowedIPs entry of peer `i`: its own range, with or without a
+/// prefix. `long`: prefixes of /16 (IPv4) and /32 (IPv6) or longer, so no
+/// network of peer `i` is, masked, one of another peer's.
+fn allowed_ip(i: u8, long: bool) -> impl Strategy<Value = String> {
+    let (v4, v6) = if long { (16u8, 32u8) } else { (8, 16) };
     prop_oneof![
-        200 => (any::<u8>(), 1u8..255, prop::option::of(8u8..=32))
+        200 => (any::<u8>(), 1u8..255, prop::option::of(v4..=32))
             .prop_map(move |(a, b, p)| match p {
                 Some(p) => format!("10.{i}.{a}.{b}/{p}"),
                 None => format!("10.{i}.{a}.{b}"),
             }),
-        80 => (1u16.., prop::option::of(16u8..=128))
+        80 => (1u16.., prop::option::of(v6..=128))
             .prop_map(move |(a, p)| match p {
                 Some(p) => format!("fd00:{i:x}::{a:x}/{p}"),
                 None => format!("fd00:{i:x}::{a:x}"),
@@ -102,9 +106,9 @@ fn allowed_ip(i: u8) -> impl Strategy<Value = String> {
     ]
 }
 
-fn allowed_ips(i: u8) -> impl Strategy<Value = String> {
+fn allowed_ips(i: u8, long: bool) -> impl Strategy<Value = String> {
     (
-        prop::collection::vec(allowed_ip(i), 1..4),
+        prop::collection::vec(allowed_ip(i, long), 1..4),
         prop_oneof![Just(","), Just(", "), Just(" , ")],
     )
         .prop_map(|(ips, sep)| ips.join(sep))
@@ -149,6 +153,25 @@ fn header(name: &'static str) -> impl Strategy<Value = String> {
 /// The lines of peer `i`: a PublicKey (now and then missing or bad), one
 /// to three AllowedIPs lines and the optional keys, in any order.
 fn peer(i: u8) -> impl Strategy<Value = Vec<String>> {
+    peer_in(i, false)
+}
+
+/// Two `[Peer]` sections with one key (a pasted section whose key was not
+/// changed): wg(8) holds one peer, the later section setting what it
+/// writes and replacing the allowed IPs. Peer 9's range, long prefixes: a
+/// network the later section drops is then no other peer's.
+fn twins() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
+    (peer_in(9, true), peer_in(9, true)).prop_map(|(first, mut second)| {
+        let key = first.iter().find(|l| l.starts_with("PublicKey"));
+        if let (Some(key), Some(at)) = (key, second.iter().position(|l| l.starts_with("PublicKey")))
+        {
+            second[at].clone_from(key);
+        }
+        (first, second)
+    })
+}
+
+fn peer_in(i: u8, long: bool) -> impl Strategy<Value = Vec<String>> {
     let public_key = prop_oneof![
         100 => any::<[u8; 31]>().prop_map(move |rest| {
             let mut bytes = [i + 1; 32];
@@ -161,7 +184,7 @@ fn peer(i: u8) -> impl Strategy<Value = Vec<String>> {
     (
         header("Peer"),
         public_key,
-        prop::collection::vec(line("AllowedIPs", allowed_ips(i)), 0..4),
+        prop::collection::vec(line("AllowedIPs", allowed_ips(i, long)), 0..4),
         prop::option::of(line("Endpoint", endpoint())),
         prop::option::of(line("PersistentKeepalive", keepalive())),
         prop::option::of(line(
@@ -290,20 +313,27 @@ fn config() -> impl Strategy<Value = String> {
         prop::collection::vec(filler(), 0..3),
         prop::option::weighted(0.9, interface()),
         (0u8..5).prop_flat_map(|n| (0..n).map(peer).collect::<Vec<_>>()),
+        prop::option::weighted(0.1, (twins(), any::<prop::sample::Index>())),
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(|(preamble, interface, peers, crlf, final_newline)| {
-            let mut lines = preamble;
-            lines.extend(interface.into_iter().flatten());
-            lines.extend(peers.into_iter().flatten());
-            let eol = if crlf { "\r\n" } else { "\n" };
-            let mut text = lines.join(eol);
-            if final_newline {
-                text.push_str(eol);
-            }
-            text
-        })
+        .prop_map(
+            |(preamble, interface, mut peers, twins, crlf, final_newline)| {
+                if let Some(((first, second), at)) = twins {
+                    peers.insert(at.index(peers.len() + 1), first);
+                    peers.push(second);
+                }
+                let mut lines = preamble;
+                lines.extend(interface.into_iter().flatten());
+                lines.extend(peers.into_iter().flatten());
+                let eol = if crlf { "\r\n" } else { "\n" };
+                let mut text = lines.join(eol);
+                if final_newline {
+                    text.push_str(eol);
+                }
+                text
+            },
+        )
 }
 
 /// A peer as wg(8) holds it.
