@@ -537,8 +537,21 @@ fn is_endpoint(value: &str) -> bool {
         },
     };
     let host_ok = host.parse::<IpAddr>().is_ok()
+        || is_scoped_ipv6(host)
         || (!host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<Host>().is_ok());
     host_ok && is_wg_port(port)
+}
+
+/// An IPv6 address with a zone, `fe80::1%eth0` (getaddrinfo, which wg(8)
+/// uses, reads the zone as an interface name or index).
+fn is_scoped_ipv6(host: &str) -> bool {
+    host.split_once('%').is_some_and(|(addr, zone)| {
+        addr.parse::<std::net::Ipv6Addr>().is_ok()
+            && (1..=15).contains(&zone.len())
+            && zone
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_=+.-".contains(&b))
+    })
 }
 
 /// A peer's `Endpoint` as written in a config, whitespace removed as
@@ -885,7 +898,20 @@ mod tests {
         assert_eq!(odd.parsed(), None);
         let dns: WrittenEndpoint = "laptop.lan:51820".parse().unwrap();
         assert_eq!(dns.parsed(), Some("laptop.lan:51820".parse().unwrap()));
-        for bad in ["192.0.2.1", "[fd00::1]51820", "host:port", ""] {
+        // An IPv6 address with a zone, as getaddrinfo reads it.
+        for scoped in ["[fe80::1%eth0]:51820", "fe80::1%lo:51820", "[fe80::1%2]:1"] {
+            let ep: WrittenEndpoint = scoped.parse().unwrap();
+            assert_eq!((ep.as_written(), ep.parsed()), (scoped, None));
+        }
+        for bad in [
+            "192.0.2.1",
+            "[fd00::1]51820",
+            "host:port",
+            "",
+            "[fe80::1%]:1",
+            "[192.0.2.1%eth0]:1",
+            "[fe80::1%eth0/x]:1",
+        ] {
             assert!(bad.parse::<WrittenEndpoint>().is_err(), "{bad}");
         }
     }

@@ -118,6 +118,9 @@ fn endpoint() -> impl Strategy<Value = String> {
     prop_oneof![
         60 => (1u8..255, 1u16..).prop_map(|(a, port)| format!("192.0.2.{a}:{port}")),
         30 => (1u16.., 1u16..).prop_map(|(a, port)| format!("[2001:db8::{a:x}]:{port}")),
+        // A link-local address with its zone (`lo` exists in the oracle's
+        // namespace; wg shows the endpoint without it).
+        3 => (1u16.., 1u16..).prop_map(|(a, port)| format!("[fe80::{a:x}%lo]:{port}")),
         1 => prop_oneof![
             Just("192.0.2.1".to_string()),
             Just("192.0.2.1:".to_string()),
@@ -410,6 +413,8 @@ fn model_peers(json: &str) -> BTreeMap<String, WgPeer> {
             let endpoint = r["endpoint"].as_str().map(|e| {
                 e.parse::<SocketAddr>().unwrap_or_else(|_| {
                     let (host, port) = e.rsplit_once(':').expect("host:port");
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let host = host.split('%').next().expect("an address");
                     let ip: IpAddr = host.parse().expect("endpoint address");
                     SocketAddr::new(ip, port.parse().expect("port"))
                 })
