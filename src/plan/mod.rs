@@ -857,5 +857,55 @@ mod write_properties {
                 prop_assert_eq!(gone.render(), text);
             }
         }
+
+        /// A relay's write re-parses whatever name a hand edit gave the
+        /// relayed peer (a name with a space once gave a `# Relay` line
+        /// nothing could read back): the record reads back with the peer's
+        /// key, name and addresses, and `direct` gives every section back.
+        #[test]
+        fn relay_writes_re_parse_whatever_the_name(
+            file in 0..FILES.len(),
+            pick in any::<prop::sample::Index>(),
+            via in any::<prop::sample::Index>(),
+            name in "[ -~\u{a0}\u{e4}\u{20ac}\u{1f600}]{1,40}",
+        ) {
+            use crate::config::document::Section;
+            use crate::plan::relay::{as_relayed, make_direct, route_via};
+            let own = Own {
+                public_key: "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=".parse().unwrap(),
+                address: "172.31.255.1/24".parse().unwrap(),
+            };
+            let mut doc = Document::parse(FILES[file].1).unwrap();
+            let entries = peers(&doc).unwrap();
+            let key = entries[pick.index(entries.len())].public_key;
+            let others: Vec<PublicKey> = entries
+                .iter()
+                .map(|e| e.public_key)
+                .filter(|k| *k != key)
+                .collect();
+            let relay = others[via.index(others.len())];
+            doc.set_name(&key, &name);
+            let doc = Document::parse(&doc.render()).unwrap();
+            let entries = peers(&doc).unwrap();
+            let peer = entries.iter().find(|e| e.public_key == key).unwrap();
+            let (relayed, _) =
+                route_via(&doc, &own, &as_relayed(&doc, peer), &PeerSelector::Key(relay)).unwrap();
+            let relayed = Document::parse(&relayed.render()).unwrap();
+            let reread = peers(&relayed).unwrap();
+            let record = reread
+                .iter()
+                .flat_map(|e| &e.relayed)
+                .find(|r| r.public_key == key)
+                .unwrap();
+            prop_assert_eq!(&record.name, &peer.name);
+            prop_assert_eq!(&record.nets, &peer.allowed_ips);
+            let (direct, _, _) = make_direct(&relayed, &own, &PeerSelector::Key(key)).unwrap();
+            let direct = Document::parse(&direct.render()).unwrap();
+            let mut got: Vec<String> = direct.peer_sections().map(Section::block_text).collect();
+            let mut want: Vec<String> = doc.peer_sections().map(Section::block_text).collect();
+            got.sort();
+            want.sort();
+            prop_assert_eq!(got, want);
+        }
     }
 }
