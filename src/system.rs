@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
@@ -13,6 +14,33 @@ use crate::error::{Error, Result};
 pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Whether the running kernel has WireGuard: loaded, built in, or a module
+/// that `ip link add … type wireguard` (what wg-quick runs) loads itself.
+/// When it has not, wg-quick needs wireguard-go.
+pub fn kernel_has_wireguard() -> bool {
+    if Path::new("/sys/module/wireguard").exists() {
+        return true;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let dir = Path::new("/lib/modules").join(release.trim());
+    ["modules.dep", "modules.builtin"].iter().any(|index| {
+        std::fs::read_to_string(dir.join(index)).is_ok_and(|text| lists_wireguard(&text))
+    })
+}
+
+/// Whether a kernel module index (`modules.dep`: `PATH: DEPS` lines, or
+/// `modules.builtin`: one path a line) lists `wireguard.ko` (compressed or not).
+fn lists_wireguard(index: &str) -> bool {
+    index.lines().any(|line| {
+        let path = line.split(':').next().unwrap_or_default();
+        path.rsplit('/')
+            .next()
+            .is_some_and(|file| file.starts_with("wireguard.ko"))
+    })
 }
 
 /// Run a system command; on failure the error quotes its last stderr line.
@@ -59,6 +87,20 @@ fn last_line(log: &mut File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_wireguard_in_a_module_index() {
+        let dep = "kernel/net/ipv4/udp_tunnel.ko:\nkernel/drivers/net/wireguard/wireguard.ko.xz: kernel/lib/crypto/libchacha.ko\n";
+        assert!(lists_wireguard(dep));
+        assert!(lists_wireguard(
+            "kernel/drivers/net/wireguard/wireguard.ko\n"
+        ));
+        assert!(!lists_wireguard(
+            "kernel/net/ipv4/udp_tunnel.ko: kernel/drivers/net/wireguard/wireguard.ko\n"
+        ));
+        assert!(!lists_wireguard("kernel/drivers/net/wireguard-extra.ko\n"));
+        assert!(!lists_wireguard(""));
+    }
 
     #[test]
     fn failing_command_reports_its_last_line() {

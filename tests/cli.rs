@@ -1018,6 +1018,45 @@ fn dependencies_dry_run_without_wg_prints_the_commands() {
     assert!(!node.dir().exists());
 }
 
+/// On a kernel without WireGuard (this machine's), wg and wg-quick alone
+/// are not enough: wg-quick needs wireguard-go, and `dependencies` (the
+/// advice of `doctor`) installs it.
+#[test]
+fn dependencies_add_wireguard_go_where_the_kernel_has_no_wireguard() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let modules = std::path::Path::new("/lib/modules").join(release.trim());
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if std::path::Path::new("/sys/module/wireguard").exists()
+        || modules.exists()
+        || !os_release.contains("debian")
+    {
+        eprintln!(
+            "a kernel that may have WireGuard, or not Debian: the unit tests of dependencies and system cover it"
+        );
+        return;
+    }
+    let tools = tempfile::tempdir().expect("create a PATH dir");
+    for program in ["wg", "wg-quick"] {
+        let path = tools.path().join(program);
+        std::fs::write(&path, "#!/bin/sh\n").expect("write a fake tool");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("make it executable");
+    }
+    let path = tools.path().to_str().expect("a UTF-8 temp path");
+    let out = Node::new()
+        .wgp2p()
+        .args(["dependencies", "--dry-run"])
+        .env("PATH", path)
+        .succeeds();
+    out.stdout_has("apt-get install -y --no-install-recommends wireguard-go");
+    Node::new()
+        .wgp2p()
+        .args(["doctor"])
+        .env("PATH", path)
+        .output()
+        .stdout_has("wireguard-go is missing: run `wgp2p dependencies`");
+}
+
 #[test]
 fn start_and_stop_change_no_file() {
     let node = node_with_alice();

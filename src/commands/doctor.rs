@@ -2,7 +2,6 @@
 //! a pure function of gathered facts, so each is unit-tested.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
@@ -114,7 +113,7 @@ fn gather(ctx: &Context) -> Result<(Facts, Vec<String>)> {
     let facts = Facts {
         has_wg: on_path("wg"),
         has_wg_quick: on_path("wg-quick"),
-        has_kernel_module: Path::new("/sys/module/wireguard").exists(),
+        has_kernel_module: crate::system::kernel_has_wireguard(),
         has_wireguard_go: on_path("wireguard-go"),
         unit_enabled: (ctx.service_kind == Kind::Systemd)
             .then(|| unit_enabled(&format!("wg-quick@{}", ctx.paths.iface))),
@@ -144,7 +143,7 @@ fn tool_findings(f: &Facts, out: &mut Vec<String>) {
         out.push("wg or wg-quick is missing: run `wgp2p dependencies`".into());
     }
     if !f.has_kernel_module && !f.has_wireguard_go {
-        out.push("no WireGuard kernel module and no wireguard-go: install wireguard-go with the package manager (e.g. `apt-get install --no-install-recommends wireguard-go`), or boot a kernel with WireGuard".into());
+        out.push("this kernel has no WireGuard module and wireguard-go is missing: run `wgp2p dependencies`".into());
     }
 }
 
