@@ -65,6 +65,11 @@ pub fn stdout_failed() -> bool {
     STDOUT_FAILED.load(Ordering::Relaxed)
 }
 
+/// `n` and the noun in its number: "1 change", "2 changes".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `println!` through the pipe-safe [`Stdout`] writer.
 #[macro_export]
 macro_rules! outln {
@@ -452,6 +457,13 @@ pub fn qr_code(text: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_say_one_or_many() {
+        assert_eq!(count(0, "change", "changes"), "0 changes");
+        assert_eq!(count(1, "problem", "problems"), "1 problem");
+        assert_eq!(count(2, "problem", "problems"), "2 problems");
+    }
 
     #[test]
     fn durations_and_bytes() {

@@ -291,8 +291,8 @@ pub fn run(ctx: &Context) -> Result<()> {
         crate::outln!("{finding}");
     }
     Err(Error::Unhealthy(format!(
-        "doctor found {} problems",
-        found.len()
+        "doctor found {}",
+        crate::output::count(found.len(), "problem", "problems")
     )))
 }
 

@@ -52,8 +52,8 @@ pub fn run(ctx: &Context, path: &Path, dry_run: bool, options: Options) -> Resul
     }
     let applied = commit(&node, &plan.doc, &plan.deltas, ctx.device().as_ref())?;
     crate::outln!(
-        "applied {} changes ({})",
-        plan.changes.len(),
+        "applied {} ({})",
+        crate::output::count(plan.changes.len(), "change", "changes"),
         applied.describe()
     );
     Ok(())
