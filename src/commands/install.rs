@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::plan::{self, Delta};
 use crate::service::Kind;
 use crate::store::{self, Change};
-use crate::types::{EndpointSpec, PrivateKey, VpnAddress};
+use crate::types::{EndpointSpec, PrivateKey, PublicKey, VpnAddress};
 
 #[allow(
     clippy::single_match_else,
@@ -161,6 +161,25 @@ fn identity(node: &Node, live: Option<&LiveDevice>) -> Result<PrivateKey> {
             PrivateKey::generate()
         }
     };
+    // A `publickey` of another identity: the identity other nodes know
+    // may be that one, whose private key is gone; never overwrite it.
+    let saved_public = crate::config::node::read_entry(&paths.public_key())?
+        .and_then(|text| text.trim().parse::<PublicKey>().ok());
+    if let Some(saved) = saved_public
+        && saved != key.public_key()
+    {
+        return Err(Error::Conflict(format!(
+            "{} holds public key {saved}, but the private key in {} is that of {}: expected one identity; restore the private key of {saved}, or delete {} to keep the other (install writes it again); nothing was changed",
+            paths.public_key().display(),
+            if node.private_key.is_some() {
+                paths.private_key().display().to_string()
+            } else {
+                paths.conf().display().to_string()
+            },
+            key.public_key(),
+            paths.public_key().display(),
+        )));
+    }
     if let Some(running) = live.and_then(|l| l.public_key)
         && running != key.public_key()
     {

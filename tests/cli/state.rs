@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 
 use super::node::{Node, conf_value};
-use crate::{ADD_ALICE, ADD_BOB, ALICE_KEY, ALICE_PRIVATE};
+use crate::{ADD_ALICE, ADD_BOB, ALICE_KEY, ALICE_PRIVATE, BOB_KEY};
 use wgp2p_lab::wg_pubkey;
 
 /// A private key that is not this node's nor a peer's of the suite.
@@ -98,6 +98,23 @@ fn a_lone_public_key_is_not_replaced_by_a_new_identity() {
     let out = node.wgp2p().args(["install", "10.15.0.1/24"]).fails();
     out.stderr_has("no private key");
     assert_eq!(node.snapshot().diff(&before), "");
+}
+
+/// A `publickey` of another identity beside a conf's key: install
+/// adopted the conf's key and overwrote it silently.
+#[test]
+fn install_refuses_a_public_key_file_of_another_identity() {
+    let node = plain_node();
+    node.write("publickey", &format!("{BOB_KEY}\n"));
+    let before = node.snapshot();
+    let out = node.wgp2p().args(["install", "10.15.0.1/24"]).fails();
+    assert_eq!(out.code, Some(3), "{out}");
+    out.stderr_has(&node.path("publickey").display().to_string())
+        .stderr_has(&node.path("wg0.conf").display().to_string())
+        .stderr_has(BOB_KEY)
+        .stderr_has(ALICE_KEY)
+        .never_shows(ALICE_PRIVATE);
+    assert_eq!(node.snapshot().diff(&before), "", "nothing may change");
 }
 
 // ---- local state is checked, not followed ------------------------------------
