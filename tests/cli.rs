@@ -383,6 +383,151 @@ fn add_peer_with_subnets_and_no_keepalive() {
     assert_eq!(value("Endpoint").as_deref(), Some("[2001:db8::2]:51820"));
 }
 
+/// `args` must be refused (exit 3) with one line holding every needle,
+/// and leave every file as it was.
+fn refused_route(node: &Node, args: &[&str], needles: &[&str]) {
+    let before = node.snapshot();
+    let out = node.wgp2p().args(args).output();
+    assert_eq!(out.code, Some(3), "expected a refusal: {out}");
+    for needle in needles {
+        out.stderr_has(needle);
+    }
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {out}");
+    assert_eq!(node.snapshot().diff(&before), "", "files changed: {out}");
+}
+
+/// Audit reproduction: add-peer accepted a VPN address equal to the
+/// peer's own endpoint, and `--allowed-ips` over another peer's endpoint
+/// or this node's public one; wg-quick then routes that endpoint into the
+/// tunnel and its handshake never completes after a restart.
+#[test]
+fn add_peer_refuses_routes_that_cut_a_tunnel() {
+    let node = Node::installed(); // public endpoint 203.0.113.1
+    add_alice(&node); // endpoint 198.51.100.2
+    refused_route(
+        &node,
+        &[
+            "add-peer",
+            "y",
+            "198.51.100.9:51820",
+            BOB_KEY,
+            "198.51.100.9",
+        ],
+        &[
+            "peer \"y\": address 198.51.100.9 is the endpoint of peer \"y\"",
+            "expected a VPN address",
+        ],
+    );
+    let over_alice = "198.51.100.0/24";
+    let mut bob = ADD_BOB.to_vec();
+    bob.extend(["--allowed-ips", "198.18.50.0/24, 198.51.100.0/24"]);
+    refused_route(
+        &node,
+        &bob,
+        &[
+            over_alice,
+            "the endpoint of peer \"alice\" (198.51.100.2)",
+            "expected networks that leave 198.51.100.2 out",
+        ],
+    );
+    let mut over_own = ADD_BOB.to_vec();
+    over_own.extend(["--allowed-ips", "203.0.113.0/24"]);
+    refused_route(
+        &node,
+        &over_own,
+        &[
+            "203.0.113.0/24",
+            "this node's public endpoint (203.0.113.1)",
+        ],
+    );
+    // The advice, as printed: networks that leave it out.
+    let mut fixed = ADD_BOB.to_vec();
+    fixed.extend(["--allowed-ips", "198.18.50.0/24, 198.51.100.128/25"]);
+    node.wgp2p().args(&fixed).succeeds();
+    assert!(
+        node.conf()
+            .contains("AllowedIPs = 10.15.0.3/32, 198.18.50.0/24, 198.51.100.128/25\n"),
+        "{}",
+        node.conf()
+    );
+    // A re-paste that moves bob's endpoint into its own subnet.
+    refused_route(
+        &node,
+        &["add-peer", "bob", "198.18.50.1:51820", BOB_KEY, "10.15.0.3"],
+        &[
+            "198.18.50.0/24",
+            "the endpoint of peer \"bob\" (198.18.50.1)",
+        ],
+    );
+    // --via: the new peer's addresses would join alice's routes.
+    let mut via = vec![
+        "add-peer",
+        "carol",
+        "203.0.113.9:51820",
+        CAROL_KEY,
+        "10.15.0.4",
+    ];
+    via.extend(["--allowed-ips", "198.51.100.0/30", "--via", "alice"]);
+    refused_route(
+        &node,
+        &via,
+        &[
+            "address 198.51.100.0/30 of peer \"carol\"",
+            "the endpoint of peer \"alice\"",
+            "via \"alice\"",
+        ],
+    );
+}
+
+/// A relayed peer's addresses join the relay's AllowedIPs: one that holds
+/// the relay's endpoint (here written by hand) is refused.
+#[test]
+fn relay_refuses_addresses_over_the_relays_endpoint() {
+    let node = Node::installed();
+    add_alice(&node);
+    node.wgp2p().args(ADD_BOB).succeeds();
+    let conf = node.conf().replace(
+        "AllowedIPs = 10.15.0.3/32",
+        "AllowedIPs = 10.15.0.3/32, 198.51.100.2/31",
+    );
+    node.write("wg0.conf", &conf);
+    refused_route(
+        &node,
+        &["relay", "bob", "via", "alice"],
+        &[
+            "address 198.51.100.2/31 of peer \"bob\" covers the endpoint of peer \"alice\" (198.51.100.2)",
+        ],
+    );
+}
+
+/// What covers no endpoint keeps working: a site-to-site subnet (in
+/// 198.18.0.0/15, which no test host has as its own), a DNS
+/// endpoint (not resolved for the check), and a default route of a family
+/// no other peer uses, as before.
+#[test]
+fn add_peer_keeps_routes_that_cover_no_endpoint() {
+    let node = Node::installed();
+    add_alice(&node);
+    let mut lan = ADD_BOB.to_vec();
+    lan.extend(["--allowed-ips", "198.18.50.0/24"]);
+    node.wgp2p().args(&lan).succeeds();
+    node.wgp2p()
+        .args([
+            "add-peer",
+            "carol",
+            "carol.example.org:51820",
+            CAROL_KEY,
+            "10.15.0.4",
+        ])
+        .args(["--allowed-ips", "::/0"])
+        .succeeds();
+    assert!(
+        node.conf().contains("AllowedIPs = 10.15.0.4/32, ::/0\n"),
+        "{}",
+        node.conf()
+    );
+}
+
 #[test]
 fn add_peer_keeps_a_dns_endpoint_as_written() {
     let node = Node::installed();

@@ -10,7 +10,7 @@ use crate::config::document::Document;
 use crate::config::node::{Node, Relayed, peers};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::plan::{self, AddPeer, Outcome, Own, relay};
+use crate::plan::{self, AddPeer, Outcome, relay};
 use crate::types::{PeerSelector, PublicKey};
 
 pub fn run(ctx: &Context, args: AddPeerArgs) -> Result<()> {
@@ -54,7 +54,7 @@ fn print_own_line(ctx: &Context) -> Result<()> {
 fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<()> {
     ctx.require_root("add-peer")?;
     let (_lock, mut node) = ctx.lock_and_load()?;
-    let own = Own::of(&node)?;
+    let own = super::host::own(ctx, &node)?;
     let doc = node.take_conf()?;
     let name = &request.name;
     let (new_doc, deltas, done) = match via {

@@ -6,6 +6,7 @@ mod completions;
 mod dependencies;
 mod doctor;
 mod export;
+mod host;
 mod import_key;
 mod install;
 mod nat_check;

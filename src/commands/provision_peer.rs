@@ -9,7 +9,7 @@ use crate::config::node::PeerEntry;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::output;
-use crate::plan::{self, AddPeer, Own};
+use crate::plan::{self, AddPeer};
 use crate::store::{self, Change};
 use crate::types::{Endpoint, PeerIp, PeerName, PrivateKey, PublicKey, VpnAddress};
 
@@ -32,7 +32,7 @@ struct ConfPeer {
 pub fn run(ctx: &Context, request: &Request) -> Result<()> {
     ctx.require_root("provision-peer")?;
     let (_lock, node) = ctx.lock_and_load()?;
-    let own = Own::of(&node)?;
+    let own = super::host::own(ctx, &node)?;
     let doc = node.require_conf()?;
     let entry = format!("{}/{}.conf", store::PROVISIONED, request.name);
     let file = node.paths.dir.join(&entry);

@@ -272,6 +272,34 @@ impl fmt::Display for PlanError {
                 f,
                 "{entry}: address {ip} is {what}: routing it into the tunnel would cut the tunnel; expected a VPN address that is no endpoint and no address of this host"
             ),
+            PlanError::PeerAddressIsProtected { peer, ip, what } => write!(
+                f,
+                "peer {}: address {ip} is {what}: wg-quick would route it into the tunnel and cut the tunnel; expected a VPN address that is no endpoint and no address of this host",
+                quoted(peer)
+            ),
+            PlanError::PeerRouteCovers {
+                peer,
+                net,
+                ip,
+                what,
+                relay: None,
+            } => write!(
+                f,
+                "allowed IP {net} of peer {} covers {what} ({ip}): wg-quick would route it into the tunnel and cut the tunnel; expected networks that leave {ip} out (`--allowed-ips` replaces the peer's networks)",
+                quoted(peer)
+            ),
+            PlanError::PeerRouteCovers {
+                peer,
+                net,
+                ip,
+                what,
+                relay: Some(relay),
+            } => write!(
+                f,
+                "address {net} of peer {} covers {what} ({ip}): routed via {} it would cut the tunnel; expected addresses that leave {ip} out",
+                quoted(peer),
+                quoted(relay)
+            ),
         }
     }
 }
@@ -315,6 +343,37 @@ mod tests {
                 "r.toml entry #1 (\"a\") and r.toml entry #2 (\"a\") have the same public_key {KEY_A}: expected one entry per node"
             )
         );
+    }
+
+    #[test]
+    fn route_safety_refusals_name_the_value_and_what_is_expected() {
+        let address = PlanError::PeerAddressIsProtected {
+            peer: "y".into(),
+            ip: "198.51.100.9".parse().unwrap(),
+            what: "the endpoint of peer \"y\"".into(),
+        };
+        assert_eq!(
+            address.to_string(),
+            "peer \"y\": address 198.51.100.9 is the endpoint of peer \"y\": wg-quick would route it into the tunnel and cut the tunnel; expected a VPN address that is no endpoint and no address of this host"
+        );
+        let covers = |relay: Option<&str>| PlanError::PeerRouteCovers {
+            peer: "bob".into(),
+            net: "198.51.100.0/24".parse().unwrap(),
+            ip: "198.51.100.2".parse().unwrap(),
+            what: "the endpoint of peer \"alice\"".into(),
+            relay: relay.map(str::to_string),
+        };
+        assert_eq!(
+            covers(None).to_string(),
+            "allowed IP 198.51.100.0/24 of peer \"bob\" covers the endpoint of peer \"alice\" (198.51.100.2): wg-quick would route it into the tunnel and cut the tunnel; expected networks that leave 198.51.100.2 out (`--allowed-ips` replaces the peer's networks)"
+        );
+        assert_eq!(
+            covers(Some("alice")).to_string(),
+            "address 198.51.100.0/24 of peer \"bob\" covers the endpoint of peer \"alice\" (198.51.100.2): routed via \"alice\" it would cut the tunnel; expected addresses that leave 198.51.100.2 out"
+        );
+        for refusal in [address, covers(None), covers(Some("alice"))] {
+            assert_eq!(Error::from(refusal).code(), 3);
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@ use crate::config::document::Document;
 use crate::config::node::{Node, RELAY_PINS, peers, read_entry};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::plan;
 use crate::plan::relay::{self, Found};
-use crate::plan::{self, Own};
 use crate::store::Change;
 use crate::types::PeerSelector;
 
@@ -38,7 +38,7 @@ pub fn run(
     };
     ctx.require_root("relay")?;
     let (_lock, node) = ctx.lock_and_load()?;
-    let own = Own::of(&node)?;
+    let own = super::host::own(ctx, &node)?;
     let doc = node.require_conf()?;
     let conf_name = node.paths.conf_name();
     // Whoever types `relay` decides for this peer: the agent's auto-relay

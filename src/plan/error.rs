@@ -170,4 +170,20 @@ pub enum PlanError {
         ip: IpAddr,
         what: String,
     },
+    /// A peer's own address is an endpoint or an address of this host
+    /// (`add-peer`, `provision-peer`, `relay NAME direct`).
+    PeerAddressIsProtected {
+        peer: String,
+        ip: IpAddr,
+        what: String,
+    },
+    /// A peer's network covers an endpoint or an address of this host;
+    /// `relay` is the relay whose routes it would join, if any.
+    PeerRouteCovers {
+        peer: String,
+        net: IpNet,
+        ip: IpAddr,
+        what: String,
+        relay: Option<String>,
+    },
 }

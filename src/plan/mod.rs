@@ -6,6 +6,7 @@ pub mod error;
 pub mod hooks;
 pub mod membership;
 pub mod relay;
+pub mod routes;
 pub mod sync;
 
 use ipnet::IpNet;
@@ -52,6 +53,11 @@ pub enum Delta {
 pub struct Own {
     pub public_key: PublicKey,
     pub address: VpnAddress,
+    /// Addresses outside the config that no peer's route may cover
+    /// (`plan::routes`), each with what it is: this host's own addresses
+    /// and default gateways and this node's public endpoint. `Own::of`
+    /// leaves it empty; the commands fill it (`commands::host`).
+    pub host: Vec<(std::net::IpAddr, String)>,
 }
 
 impl Own {
@@ -61,6 +67,7 @@ impl Own {
         Ok(Own {
             public_key,
             address,
+            host: Vec::new(),
         })
     }
 }
@@ -83,6 +90,7 @@ pub mod fixtures {
         Own {
             public_key: key.public_key(),
             address: "10.15.0.1/24".parse().unwrap(),
+            host: Vec::new(),
         }
     }
 }
@@ -255,6 +263,51 @@ pub(crate) fn check_new_peer(
     Ok(())
 }
 
+/// Route safety (`plan::routes`) of a direct peer `key` that ends with
+/// `endpoint`, `address` and `nets`: none of them may hold this host's
+/// addresses or gateway, this node's public endpoint, another peer's
+/// endpoint or its own. `add-peer` has no opt-in (a roster's
+/// `subnet_router = true` is the way to route a LAN that holds one).
+pub(crate) fn check_routes(
+    existing: &[PeerEntry],
+    own: &Own,
+    key: &PublicKey,
+    name: &str,
+    endpoint: Option<&Endpoint>,
+    address: Option<IpNet>,
+    nets: &[IpNet],
+) -> Result<()> {
+    let mut needed = routes::Needed::new(&own.host);
+    needed.config_endpoints(existing, |k| k == key);
+    needed.endpoint(endpoint, || {
+        format!("the endpoint of peer {}", crate::types::quoted(name))
+    });
+    let checked = routes::Routes {
+        address,
+        nets,
+        role: routes::Role::Peer,
+    };
+    routes::check(&needed, &[checked]).map_err(|e| route_refusal(e, name, None).into())
+}
+
+/// The refusal for unsafe routes of peer `name` (through `relay`, if any).
+pub(crate) fn route_refusal(e: routes::Unsafe, name: &str, relay: Option<&str>) -> PlanError {
+    match e {
+        routes::Unsafe::Address { ip, what, .. } => PlanError::PeerAddressIsProtected {
+            peer: name.to_string(),
+            ip,
+            what,
+        },
+        routes::Unsafe::Covers { net, ip, what, .. } => PlanError::PeerRouteCovers {
+            peer: name.to_string(),
+            net,
+            ip,
+            what,
+            relay: relay.map(str::to_string),
+        },
+    }
+}
+
 /// Add a peer or update it (same name and key), in the config and live.
 /// An update rewrites only what the request says (name, endpoint, the
 /// line's address, and what `--allowed-ips`/`--keepalive` give); every
@@ -283,6 +336,15 @@ pub fn add_peer(
         own,
         &key,
         Some(&WrittenName::from(&req.name)),
+        &nets,
+    )?;
+    check_routes(
+        &existing,
+        own,
+        &key,
+        req.name.as_str(),
+        Some(&req.endpoint),
+        Some(req.peer_ip.host_route()),
         &nets,
     )?;
     let before = new_doc.peer(&key).cloned();
@@ -513,6 +575,70 @@ mod tests {
         assert!(matches!(refusal(wide), PlanError::OwnAddress { .. }));
     }
 
+    /// Audit reproduction: add-peer accepted a VPN address equal to the
+    /// peer's own endpoint and `--allowed-ips` over another peer's
+    /// endpoint; wg-quick then routes that endpoint into the tunnel.
+    #[test]
+    fn routes_may_not_cut_a_tunnel() {
+        let doc = with_a(); // enterprise: endpoint 192.0.2.2, 10.15.0.2
+        let mut own = own();
+        own.host = vec![(
+            "192.168.1.1".parse().unwrap(),
+            "this host's default gateway".into(),
+        )];
+        let refusal = |request: &AddPeer| match add_peer(doc.clone(), &own, request) {
+            Err(crate::error::Error::Plan(refused)) => refused,
+            other => panic!("expected a refusal, got {:?}", other.map(|r| r.2)),
+        };
+        let mut itself = req("y", KEY_B, "198.51.100.9");
+        itself.endpoint = "198.51.100.9:51820".parse().unwrap();
+        assert!(matches!(
+            refusal(&itself),
+            PlanError::PeerAddressIsProtected { peer, ip, what }
+                if peer == "y" && ip.to_string() == "198.51.100.9" && what == "the endpoint of peer \"y\""
+        ));
+        let mut over_a = req("voyager", KEY_B, "10.15.0.3");
+        over_a.extra_allowed_ips = Some("192.0.2.0/24".parse().unwrap());
+        assert!(matches!(
+            refusal(&over_a),
+            PlanError::PeerRouteCovers { net, what, relay: None, .. }
+                if net.to_string() == "192.0.2.0/24" && what.contains("\"enterprise\"")
+        ));
+        let mut over_gateway = req("voyager", KEY_B, "10.15.0.3");
+        over_gateway.extra_allowed_ips = Some("192.168.0.0/16".parse().unwrap());
+        assert!(matches!(
+            refusal(&over_gateway),
+            PlanError::PeerRouteCovers { what, .. } if what.contains("gateway")
+        ));
+        // A re-paste that moves the endpoint into the peer's kept subnet.
+        let mut site = req("enterprise", KEY_A, "10.15.0.2");
+        site.extra_allowed_ips = Some("172.16.50.0/24".parse().unwrap());
+        let with_site = add_peer(doc.clone(), &own, &site).unwrap().0;
+        let mut moved = req("enterprise", KEY_A, "10.15.0.2");
+        moved.endpoint = "172.16.50.1:51820".parse().unwrap();
+        assert!(matches!(
+            add_peer(with_site, &own, &moved),
+            Err(crate::error::Error::Plan(PlanError::PeerRouteCovers { net, what, .. }))
+                if net.to_string() == "172.16.50.0/24" && what.contains("\"enterprise\"")
+        ));
+        // What covers nothing needed passes: a site-to-site subnet, the
+        // peer's old endpoint once it moves, a default route of a family
+        // no peer uses (as before), a DNS endpoint (not resolved).
+        let mut lan = req("voyager", KEY_B, "10.15.0.3");
+        lan.extra_allowed_ips = Some("192.168.50.0/24".parse().unwrap());
+        assert!(add_peer(doc.clone(), &own, &lan).is_ok());
+        let mut away = req("enterprise", KEY_A, "10.15.0.2");
+        away.endpoint = "198.51.100.7:51820".parse().unwrap();
+        away.extra_allowed_ips = Some("192.0.2.0/24".parse().unwrap());
+        assert!(add_peer(doc.clone(), &own, &away).is_ok());
+        let mut v6_default = req("voyager", KEY_B, "10.15.0.3");
+        v6_default.extra_allowed_ips = Some("::/0".parse().unwrap());
+        assert!(add_peer(doc.clone(), &own, &v6_default).is_ok());
+        let mut named = req("voyager", KEY_B, "10.15.0.3");
+        named.endpoint = "vpn.example.org:51820".parse().unwrap();
+        assert!(add_peer(doc, &own, &named).is_ok());
+    }
+
     #[test]
     fn unnamed_peer_takes_the_name() {
         let doc = Document::parse(&format!(
@@ -681,6 +807,7 @@ mod corpus {
                 .parse()
                 .unwrap(),
             address: "172.31.255.1/24".parse().unwrap(),
+            host: Vec::new(),
         }
     }
 
@@ -840,6 +967,7 @@ mod write_properties {
             let own = Own {
                 public_key: "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=".parse().unwrap(),
                 address: "172.31.255.1/24".parse().unwrap(),
+                host: Vec::new(),
             };
             let before = peers(&doc).unwrap();
             prop_assume!(before.iter().all(|p| p.public_key != public_key));
@@ -874,6 +1002,7 @@ mod write_properties {
             let own = Own {
                 public_key: "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=".parse().unwrap(),
                 address: "172.31.255.1/24".parse().unwrap(),
+                host: Vec::new(),
             };
             let mut doc = Document::parse(FILES[file].1).unwrap();
             let entries = peers(&doc).unwrap();

@@ -13,8 +13,8 @@ use crate::device::PresharedKey;
 use crate::error::{Error, Result};
 use crate::plan::error::{PlanError, Tunnel};
 use crate::plan::{
-    AddPeer, Delta, Outcome, Own, add_peer, check_new_peer, find_peer, join_nets, not_found,
-    overlaps,
+    AddPeer, Delta, Outcome, Own, add_peer, check_new_peer, check_routes, find_peer, join_nets,
+    not_found, overlaps, route_refusal, routes,
 };
 use crate::types::{AllowedIps, PeerIp, PeerSelector, WrittenEndpoint, WrittenName, quoted};
 
@@ -175,6 +175,30 @@ fn check_relayed(
     Ok(())
 }
 
+/// Route safety (`plan::routes`): `peer`'s addresses join the relay's
+/// routes, so they may not hold the relay's endpoint (its tunnel would
+/// carry its own packets), any other peer's, the peer's own or this host's.
+fn check_relayed_routes(
+    entries: &[PeerEntry],
+    own: &Own,
+    peer: &Relayed,
+    relay: &PeerEntry,
+) -> Result<()> {
+    let mut needed = routes::Needed::new(&own.host);
+    needed.config_endpoints(entries, |_| false);
+    let endpoint = peer.endpoint.as_ref().and_then(WrittenEndpoint::parsed);
+    needed.endpoint(endpoint.as_ref(), || {
+        format!("the endpoint of peer {}", quoted(peer.display_name()))
+    });
+    let joined = routes::Routes {
+        address: None,
+        nets: &peer.nets,
+        role: routes::Role::Peer,
+    };
+    routes::check(&needed, &[joined])
+        .map_err(|e| route_refusal(e, peer.display_name(), Some(relay.display_name())).into())
+}
+
 /// Route `peer` through the peer `relay_selector` names. A direct
 /// section for it is removed (and kept in the `# Relay` line); a route
 /// through another relay is moved.
@@ -194,6 +218,7 @@ pub fn route_via(
         return Ok((doc.clone(), Vec::new()));
     }
     check_relayed(&entries, own, peer, relay)?;
+    check_relayed_routes(&entries, own, peer, relay)?;
     if entries
         .iter()
         .any(|e| e.public_key == peer.public_key && !e.relayed.is_empty())
@@ -281,6 +306,16 @@ pub fn make_direct(
             own,
             &peer.public_key,
             peer.name.as_ref(),
+            &peer.nets,
+        )?;
+        let endpoint = peer.endpoint.as_ref().and_then(WrittenEndpoint::parsed);
+        check_routes(
+            &remaining,
+            own,
+            &peer.public_key,
+            peer.display_name(),
+            endpoint.as_ref(),
+            None,
             &peer.nets,
         )?;
         if !new_doc.append_block(text) {
@@ -375,6 +410,42 @@ mod tests {
         let doc = add(&doc, "relay", RELAY, "10.15.0.2");
         let doc = add(&doc, "far", FAR, "10.15.0.3");
         add(&doc, "other", OTHER, "10.15.0.4")
+    }
+
+    /// A relayed peer's addresses join the relay's routes: one over the
+    /// relay's endpoint would send the relay's own packets into its tunnel.
+    #[test]
+    fn relayed_addresses_may_not_cover_an_endpoint() {
+        let doc = Document::parse(&format!(
+            "[Interface]\nAddress = 10.15.0.1/24\n[Peer]\n# Name = relay\nPublicKey = {RELAY}\nEndpoint = 192.0.2.2:51820\nAllowedIPs = 10.15.0.2/32\n[Peer]\n# Name = far\nPublicKey = {FAR}\nEndpoint = 198.51.100.3:51820\nAllowedIPs = 10.15.0.3/32, 192.0.2.0/24\n"
+        ))
+        .unwrap();
+        let far = relayed(&doc, "far");
+        let e = route_via(&doc, &own(), &far, &sel("relay")).unwrap_err();
+        assert!(
+            matches!(&e, Error::Plan(PlanError::PeerRouteCovers { peer, net, what, relay: Some(relay), .. })
+                if peer == "far" && net.to_string() == "192.0.2.0/24" && what == "the endpoint of peer \"relay\"" && relay == "relay"),
+            "{e:?}"
+        );
+        // add-peer --via: the request's own endpoint counts too.
+        let new = Relayed {
+            name: Some("new".parse().unwrap()),
+            public_key: OTHER.parse().unwrap(),
+            endpoint: Some("203.0.113.9:51820".parse().unwrap()),
+            nets: vec![
+                "10.15.0.9/32".parse().unwrap(),
+                "203.0.113.0/28".parse().unwrap(),
+            ],
+            section: None,
+        };
+        let e = route_via(&doc, &own(), &new, &sel("relay")).unwrap_err();
+        assert!(
+            matches!(&e, Error::Plan(PlanError::PeerRouteCovers { what, .. }) if what == "the endpoint of peer \"new\""),
+            "{e:?}"
+        );
+        let mut fine = new.clone();
+        fine.nets.truncate(1);
+        assert!(route_via(&doc, &own(), &fine, &sel("relay")).is_ok());
     }
 
     fn relayed(doc: &Document, name: &str) -> Relayed {

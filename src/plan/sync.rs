@@ -26,6 +26,7 @@ use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
 use crate::error::{Error, Result};
 use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner};
+use crate::plan::routes::{self, Needed, Routes, Unsafe};
 use crate::plan::{AddPeer, Delta, Own, join_nets, same_nets};
 use crate::types::{
     AllowedIps, Endpoint, PeerName, PublicKey, WrittenEndpoint, WrittenName, quoted,
@@ -35,20 +36,10 @@ use crate::types::{
 pub const SOURCE_TAG: &str = keys::TAG_SOURCE;
 pub const SOURCE_ROSTER: &str = "roster";
 
-/// What a roster entry may route besides its own address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Role {
-    /// Its extra allowed IPs may not cover any endpoint, this node's
-    /// addresses or default gateway, and may not be a default route.
-    #[default]
-    Peer,
-    /// `subnet_router = true`: its extra allowed IPs may cover endpoints
-    /// and this node's addresses (a LAN routed through it).
-    SubnetRouter,
-    /// `exit_node = true`: as a subnet router, and it may carry
-    /// `0.0.0.0/0` and `::/0` (all of this node's traffic goes through it).
-    ExitNode,
-}
+/// What a roster entry may route besides its own address: the roles of
+/// the route-safety rule (`plan::routes`), which `subnet_router = true` and
+/// `exit_node = true` opt into; only an exit node may carry a default route.
+pub use crate::plan::routes::Role;
 
 /// One validated roster entry.
 #[derive(Clone, Debug)]
@@ -85,9 +76,6 @@ pub struct ThisNode {
     /// The public endpoint this node knows for itself (saved by `install
     /// --endpoint` or from `WGP2P_ENDPOINT`), if any.
     pub endpoint: Option<Endpoint>,
-    /// Addresses a route may not cover unless the entry opts in: this
-    /// node's own addresses and default gateways, each with what it is.
-    pub protected: Vec<(IpAddr, String)>,
 }
 
 /// What the user allowed beyond the default.
@@ -665,82 +653,62 @@ fn check_target(
             }
         }
     }
-    let restricted: HashMap<IpNet, usize> = roster
-        .entries
+    // Route safety (`plan::routes`): the needed addresses are this host's
+    // (in `own.host`, with this node's public endpoint), every entry's
+    // endpoint and those of the config's peers that stay.
+    let mut needed = Needed::new(&me.own.host);
+    for (i, entry) in roster.entries.iter().enumerate() {
+        needed.endpoint(Some(&entry.peer.endpoint), || {
+            format!("the endpoint of {}", roster.label(i))
+        });
+    }
+    let removed: HashSet<PublicKey> = existing
         .iter()
-        .enumerate()
-        .filter(|(i, e)| wanted(i) && e.role == Role::Peer)
-        .flat_map(|(i, e)| {
-            let host = e.peer.peer_ip.host_route();
-            e.peer
-                .extra_allowed_ips
-                .iter()
-                .flat_map(AllowedIps::nets)
-                .filter(move |n| **n != host)
-                .map(move |n| (*n, i))
+        .zip(target_nets)
+        .filter(|(_, nets)| nets.is_none())
+        .flat_map(|(peer, _)| {
+            std::iter::once(peer.public_key).chain(peer.relayed.iter().map(|r| r.public_key))
         })
         .collect();
-    let mut points: Vec<(IpAddr, String)> = me.protected.clone();
-    if let Some(ip) = me.endpoint.as_ref().and_then(Endpoint::ip) {
-        points.push((ip, "this node's public endpoint".to_string()));
-    }
-    for (i, entry) in roster.entries.iter().enumerate() {
-        if let Some(ip) = entry.peer.endpoint.ip() {
-            points.push((ip, format!("the endpoint of {}", roster.label(i))));
-        }
-    }
-    for (p, peer) in existing.iter().enumerate() {
-        if target_nets[p].is_none() {
-            continue;
-        }
-        let endpoint = peer.endpoint.as_ref().and_then(WrittenEndpoint::parsed);
-        if let Some(ip) = endpoint.as_ref().and_then(Endpoint::ip) {
-            points.push((
-                ip,
-                format!("the endpoint of peer {}", quoted(peer.display_name())),
-            ));
-        }
-    }
-    // An entry's own address is a host route of its own: no role lets it
-    // be one of these points.
-    let addresses: HashMap<IpAddr, usize> = roster
+    needed.config_endpoints(existing, |key| {
+        removed.contains(key) || relayed_removed.contains(key)
+    });
+    let checked: Vec<(usize, Vec<IpNet>)> = roster
         .entries
         .iter()
         .enumerate()
         .filter(|(i, _)| wanted(i))
-        .map(|(i, e)| (e.peer.peer_ip.ip(), i))
+        .map(|(i, e)| (i, e.peer.allowed_ips()))
         .collect();
-    for (ip, what) in &points {
-        if let Some(&i) = addresses.get(ip) {
-            return Err(PlanError::AddressIsProtected {
-                entry: roster.label(i),
-                ip: *ip,
-                what: what.clone(),
-            }
-            .into());
+    let routes: Vec<Routes<'_>> = checked
+        .iter()
+        .map(|(i, nets)| Routes {
+            address: Some(roster.entries[*i].peer.peer_ip.host_route()),
+            nets,
+            role: roster.entries[*i].role,
+        })
+        .collect();
+    match routes::check(&needed, &routes) {
+        Ok(()) => Ok(()),
+        Err(Unsafe::Address { peer, ip, what }) => Err(PlanError::AddressIsProtected {
+            entry: roster.label(checked[peer].0),
+            ip,
+            what,
         }
-    }
-    if restricted.is_empty() {
-        return Ok(());
-    }
-    for (ip, what) in &points {
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        for len in 0..=max {
-            let Ok(net) = IpNet::new(*ip, len).map(|n| n.trunc()) else {
-                continue;
-            };
-            if let Some(&i) = restricted.get(&net) {
-                return Err(PlanError::CoversProtected {
-                    entry: roster.label(i),
-                    net,
-                    what: what.clone(),
-                    ip: *ip,
-                }
-                .into());
-            }
+        .into()),
+        Err(Unsafe::Covers {
+            peer,
+            net,
+            ip,
+            what,
+        }) => Err(PlanError::CoversProtected {
+            entry: roster.label(checked[peer].0),
+            net,
+            what,
+            ip,
         }
+        .into()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -220,6 +220,18 @@ fn addresses() -> Vec<Case> {
     cases.push(allowed("192.168.5.0/24,", "192.168.5.0/24,"));
     cases.push(allowed("nope", "nope"));
     cases.push(allowed("0.0.0.0/0", "0.0.0.0/0"));
+    // Routes that would cut a tunnel: bob's address as its own endpoint,
+    // a network over alice's endpoint or this node's public one.
+    cases.push(peer_ip("198.51.100.3"));
+    cases.push(allowed("198.51.100.0/24", "198.51.100.0/24"));
+    cases.push(allowed("203.0.113.0/24", "203.0.113.0/24"));
+    // A device whose address is alice's endpoint.
+    cases.push(provision(
+        "tab",
+        "192.0.2.10:51820",
+        "198.51.100.2/24",
+        "198.51.100.2",
+    ));
     cases
 }
 

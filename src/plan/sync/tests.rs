@@ -34,14 +34,21 @@ fn roster(entries: Vec<RosterEntry>) -> Roster {
 }
 
 fn me() -> ThisNode {
-    ThisNode {
-        own: own(),
-        name: "defiant".parse().unwrap(),
-        endpoint: Some("203.0.113.1:51820".parse().unwrap()),
-        protected: vec![(
+    let mut own = own();
+    own.host = vec![
+        (
             "198.51.100.1".parse().unwrap(),
             "this host's default gateway".into(),
-        )],
+        ),
+        (
+            "203.0.113.1".parse().unwrap(),
+            "this node's public endpoint".into(),
+        ),
+    ];
+    ThisNode {
+        own,
+        name: "defiant".parse().unwrap(),
+        endpoint: Some("203.0.113.1:51820".parse().unwrap()),
     }
 }
 
