@@ -480,13 +480,15 @@ fn add_peer_refuses_routes_that_cut_a_tunnel() {
 }
 
 /// A relayed peer's addresses join the relay's AllowedIPs: one that holds
-/// the relay's endpoint (here written by hand) is refused.
+/// the relay's endpoint (here written by hand) is refused. `relay NAME
+/// direct` checks the networks it brings back, and its advice works.
 #[test]
 fn relay_refuses_addresses_over_the_relays_endpoint() {
     let node = Node::installed();
     add_alice(&node);
     node.wgp2p().args(ADD_BOB).succeeds();
-    let conf = node.conf().replace(
+    let direct = node.conf();
+    let conf = direct.replace(
         "AllowedIPs = 10.15.0.3/32",
         "AllowedIPs = 10.15.0.3/32, 198.51.100.2/31",
     );
@@ -498,6 +500,35 @@ fn relay_refuses_addresses_over_the_relays_endpoint() {
             "address 198.51.100.2/31 of peer \"bob\" covers the endpoint of peer \"alice\" (198.51.100.2)",
         ],
     );
+    // bob via alice with a subnet; then carol, whose endpoint it holds.
+    let mut bob = ADD_BOB.to_vec();
+    bob.extend(["--allowed-ips", "198.18.50.0/24"]);
+    node.write("wg0.conf", &direct);
+    node.wgp2p().args(&bob).succeeds();
+    node.wgp2p()
+        .args(["relay", "bob", "via", "alice"])
+        .succeeds();
+    node.wgp2p()
+        .args([
+            "add-peer",
+            "carol",
+            "198.18.50.7:51820",
+            CAROL_KEY,
+            "10.15.0.4",
+        ])
+        .succeeds();
+    refused_route(
+        &node,
+        &["relay", "bob", "direct"],
+        &[
+            "allowed IP 198.18.50.0/24 of peer \"bob\" covers the endpoint of peer \"carol\" (198.18.50.7)",
+            "`wgp2p remove-peer bob`, then add it again with `--allowed-ips` without it",
+        ],
+    );
+    node.wgp2p().args(["remove-peer", "bob"]).succeeds();
+    let mut again = ADD_BOB.to_vec();
+    again.extend(["--allowed-ips", "198.18.51.0/24"]);
+    node.wgp2p().args(&again).succeeds();
 }
 
 /// What covers no endpoint keeps working: a site-to-site subnet (in

@@ -623,7 +623,7 @@ fn members(doc: &Document) -> Result<Vec<Member>> {
 /// Add an introduced peer: lock, re-read, plan again, commit.
 fn commit_introduction(ctx: &Context, intro: &Introduction) -> Result<&'static str> {
     let (_lock, mut node) = ctx.lock_and_load()?;
-    let own = Own::of(&node)?;
+    let own = crate::commands::host::own(ctx, &node)?;
     let doc = node.take_conf()?;
     match introduce(doc, &own, intro)? {
         Introduced::Known => Ok("already there"),

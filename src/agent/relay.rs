@@ -766,7 +766,7 @@ fn move_to_relay(
 ) -> Result<()> {
     use crate::plan::relay::{Found, as_relayed, locate, route_via};
     let (_lock, node) = ctx.lock_and_load()?;
-    let own = crate::plan::Own::of(&node)?;
+    let own = crate::commands::host::own(ctx, &node)?;
     let doc = node.require_conf()?;
     let entries = crate::config::node::peers(doc)?;
     let record = match (locate(&entries, &PeerSelector::Key(peer)), from) {
@@ -790,7 +790,7 @@ fn move_to_relay(
 fn move_back(ctx: &crate::context::Context, peer: PublicKey, via: PublicKey) -> Result<()> {
     use crate::plan::relay::{Found, locate, make_direct};
     let (_lock, node) = ctx.lock_and_load()?;
-    let own = crate::plan::Own::of(&node)?;
+    let own = crate::commands::host::own(ctx, &node)?;
     let doc = node.require_conf()?;
     let entries = crate::config::node::peers(doc)?;
     match locate(&entries, &PeerSelector::Key(peer)) {

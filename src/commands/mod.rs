@@ -6,7 +6,7 @@ mod completions;
 mod dependencies;
 mod doctor;
 mod export;
-mod host;
+pub(crate) mod host;
 mod import_key;
 mod install;
 mod nat_check;

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner, Tunnel};
+use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner, RoutesOf, Tunnel};
 use crate::types::quoted;
 
 impl fmt::Display for PlanError {
@@ -282,24 +282,32 @@ impl fmt::Display for PlanError {
                 net,
                 ip,
                 what,
-                relay: None,
-            } => write!(
-                f,
-                "allowed IP {net} of peer {} covers {what} ({ip}): wg-quick would route it into the tunnel and cut the tunnel; expected networks that leave {ip} out (`--allowed-ips` replaces the peer's networks)",
-                quoted(peer)
-            ),
-            PlanError::PeerRouteCovers {
-                peer,
-                net,
-                ip,
-                what,
-                relay: Some(relay),
-            } => write!(
-                f,
-                "address {net} of peer {} covers {what} ({ip}): routed via {} it would cut the tunnel; expected addresses that leave {ip} out",
-                quoted(peer),
-                quoted(relay)
-            ),
+                of,
+            } => {
+                match of {
+                    RoutesOf::Via(relay) => write!(
+                        f,
+                        "address {net} of peer {} covers {what} ({ip}): routed via {} it would cut the tunnel; ",
+                        quoted(peer),
+                        quoted(relay)
+                    )?,
+                    RoutesOf::Direct | RoutesOf::Restored => write!(
+                        f,
+                        "allowed IP {net} of peer {} covers {what} ({ip}): wg-quick would route it into the tunnel and cut the tunnel; ",
+                        quoted(peer)
+                    )?,
+                }
+                write!(f, "expected networks that leave {ip} out")?;
+                match of {
+                    RoutesOf::Direct | RoutesOf::Via(_) => {
+                        write!(f, " (add-peer's `--allowed-ips` sets the peer's networks)")
+                    }
+                    RoutesOf::Restored => write!(
+                        f,
+                        " (`wgp2p remove-peer {peer}`, then add it again with `--allowed-ips` without it)"
+                    ),
+                }
+            }
         }
     }
 }
@@ -356,22 +364,31 @@ mod tests {
             address.to_string(),
             "peer \"y\": address 198.51.100.9 is the endpoint of peer \"y\": wg-quick would route it into the tunnel and cut the tunnel; expected a VPN address that is no endpoint and no address of this host"
         );
-        let covers = |relay: Option<&str>| PlanError::PeerRouteCovers {
+        let covers = |of: RoutesOf| PlanError::PeerRouteCovers {
             peer: "bob".into(),
             net: "198.51.100.0/24".parse().unwrap(),
             ip: "198.51.100.2".parse().unwrap(),
             what: "the endpoint of peer \"alice\"".into(),
-            relay: relay.map(str::to_string),
+            of,
         };
         assert_eq!(
-            covers(None).to_string(),
-            "allowed IP 198.51.100.0/24 of peer \"bob\" covers the endpoint of peer \"alice\" (198.51.100.2): wg-quick would route it into the tunnel and cut the tunnel; expected networks that leave 198.51.100.2 out (`--allowed-ips` replaces the peer's networks)"
+            covers(RoutesOf::Direct).to_string(),
+            "allowed IP 198.51.100.0/24 of peer \"bob\" covers the endpoint of peer \"alice\" (198.51.100.2): wg-quick would route it into the tunnel and cut the tunnel; expected networks that leave 198.51.100.2 out (add-peer's `--allowed-ips` sets the peer's networks)"
         );
         assert_eq!(
-            covers(Some("alice")).to_string(),
-            "address 198.51.100.0/24 of peer \"bob\" covers the endpoint of peer \"alice\" (198.51.100.2): routed via \"alice\" it would cut the tunnel; expected addresses that leave 198.51.100.2 out"
+            covers(RoutesOf::Via("alice".into())).to_string(),
+            "address 198.51.100.0/24 of peer \"bob\" covers the endpoint of peer \"alice\" (198.51.100.2): routed via \"alice\" it would cut the tunnel; expected networks that leave 198.51.100.2 out (add-peer's `--allowed-ips` sets the peer's networks)"
         );
-        for refusal in [address, covers(None), covers(Some("alice"))] {
+        assert_eq!(
+            covers(RoutesOf::Restored).to_string(),
+            "allowed IP 198.51.100.0/24 of peer \"bob\" covers the endpoint of peer \"alice\" (198.51.100.2): wg-quick would route it into the tunnel and cut the tunnel; expected networks that leave 198.51.100.2 out (`wgp2p remove-peer bob`, then add it again with `--allowed-ips` without it)"
+        );
+        for refusal in [
+            address,
+            covers(RoutesOf::Direct),
+            covers(RoutesOf::Via("alice".into())),
+            covers(RoutesOf::Restored),
+        ] {
             assert_eq!(Error::from(refusal).code(), 3);
         }
     }

@@ -18,6 +18,17 @@ pub enum Tunnel {
     Relayed,
 }
 
+/// Whose routes a route-safety refusal is about, for its advice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoutesOf {
+    /// A direct peer (`add-peer`, `provision-peer`, an introduction).
+    Direct,
+    /// A peer whose addresses would join this relay's routes.
+    Via(String),
+    /// A relayed peer made direct again (`relay NAME direct`).
+    Restored,
+}
+
 /// Who routes a network a roster entry also routes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteOwner {
@@ -177,13 +188,12 @@ pub enum PlanError {
         ip: IpAddr,
         what: String,
     },
-    /// A peer's network covers an endpoint or an address of this host;
-    /// `relay` is the relay whose routes it would join, if any.
+    /// A peer's network covers an endpoint or an address of this host.
     PeerRouteCovers {
         peer: String,
         net: IpNet,
         ip: IpAddr,
         what: String,
-        relay: Option<String>,
+        of: RoutesOf,
     },
 }

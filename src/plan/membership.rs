@@ -177,7 +177,8 @@ pub enum Introduced {
 /// node's, when the peer is there with another name or address (an
 /// introduction never changes a peer), or on any `add-peer` conflict: the
 /// name taken by another key, the address overlapping another peer's
-/// allowed IPs or this node's address.
+/// allowed IPs or this node's address, or being an endpoint the tunnels
+/// need (`plan::routes`: another peer's, its own, this host's).
 pub fn introduce(mut doc: Document, own: &Own, intro: &Introduction) -> Result<Introduced> {
     let existing = peers(&doc)?;
     let key = intro.public_key;
@@ -201,6 +202,16 @@ pub fn introduce(mut doc: Document, own: &Own, intro: &Introduction) -> Result<I
         &key,
         Some(&WrittenName::from(&intro.name)),
         &[host],
+    )?;
+    crate::plan::check_routes(
+        &existing,
+        own,
+        &key,
+        intro.name.as_str(),
+        intro.endpoint.as_ref(),
+        Some(host),
+        &[host],
+        crate::plan::error::RoutesOf::Direct,
     )?;
     doc.append_peer(&key);
     doc.set_name(&key, intro.name.as_str());
@@ -317,6 +328,15 @@ mod tests {
             ),
             (intro(KEY_B, "voyager", "10.15.0.1"), "own address"),
             (intro(&own_key, "me", "10.15.0.7"), "own key"),
+            // A route to enterprise's endpoint, or to its own, would cut a tunnel.
+            (
+                intro(KEY_B, "voyager", "192.0.2.2"),
+                "is the endpoint of peer \"enterprise\"",
+            ),
+            (
+                intro(KEY_B, "voyager", "192.0.2.3"),
+                "is the endpoint of peer \"voyager\"",
+            ),
         ];
         for (request, expected) in cases {
             let err = introduce(base(), &own(), &request).unwrap_err();

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, peers};
 use crate::error::Result;
-use crate::plan::error::{PlanError, Tunnel};
+use crate::plan::error::{PlanError, RoutesOf, Tunnel};
 use crate::types::{
     AllowedIps, DEFAULT_KEEPALIVE, Endpoint, PeerIp, PeerName, PeerSelector, PrivateKey, PublicKey,
     VpnAddress, WrittenName,
@@ -268,6 +268,10 @@ pub(crate) fn check_new_peer(
 /// addresses or gateway, this node's public endpoint, another peer's
 /// endpoint or its own. `add-peer` has no opt-in (a roster's
 /// `subnet_router = true` is the way to route a LAN that holds one).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the peer's key, name, endpoint and routes, each as its caller holds it"
+)]
 pub(crate) fn check_routes(
     existing: &[PeerEntry],
     own: &Own,
@@ -276,6 +280,7 @@ pub(crate) fn check_routes(
     endpoint: Option<&Endpoint>,
     address: Option<IpNet>,
     nets: &[IpNet],
+    of: RoutesOf,
 ) -> Result<()> {
     let mut needed = routes::Needed::new(&own.host);
     needed.config_endpoints(existing, |k| k == key);
@@ -287,11 +292,11 @@ pub(crate) fn check_routes(
         nets,
         role: routes::Role::Peer,
     };
-    routes::check(&needed, &[checked]).map_err(|e| route_refusal(e, name, None).into())
+    routes::check(&needed, &[checked]).map_err(|e| route_refusal(e, name, of).into())
 }
 
-/// The refusal for unsafe routes of peer `name` (through `relay`, if any).
-pub(crate) fn route_refusal(e: routes::Unsafe, name: &str, relay: Option<&str>) -> PlanError {
+/// The refusal for unsafe routes of peer `name`.
+pub(crate) fn route_refusal(e: routes::Unsafe, name: &str, of: RoutesOf) -> PlanError {
     match e {
         routes::Unsafe::Address { ip, what, .. } => PlanError::PeerAddressIsProtected {
             peer: name.to_string(),
@@ -303,7 +308,7 @@ pub(crate) fn route_refusal(e: routes::Unsafe, name: &str, relay: Option<&str>) 
             net,
             ip,
             what,
-            relay: relay.map(str::to_string),
+            of,
         },
     }
 }
@@ -346,6 +351,7 @@ pub fn add_peer(
         Some(&req.endpoint),
         Some(req.peer_ip.host_route()),
         &nets,
+        RoutesOf::Direct,
     )?;
     let before = new_doc.peer(&key).cloned();
     let (outcome, keepalive) = match known {
@@ -601,7 +607,7 @@ mod tests {
         over_a.extra_allowed_ips = Some("192.0.2.0/24".parse().unwrap());
         assert!(matches!(
             refusal(&over_a),
-            PlanError::PeerRouteCovers { net, what, relay: None, .. }
+            PlanError::PeerRouteCovers { net, what, of: RoutesOf::Direct, .. }
                 if net.to_string() == "192.0.2.0/24" && what.contains("\"enterprise\"")
         ));
         let mut over_gateway = req("voyager", KEY_B, "10.15.0.3");

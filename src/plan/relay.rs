@@ -11,7 +11,7 @@ use crate::config::document::{Document, Section, is_wg_space, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
 use crate::device::PresharedKey;
 use crate::error::{Error, Result};
-use crate::plan::error::{PlanError, Tunnel};
+use crate::plan::error::{PlanError, RoutesOf, Tunnel};
 use crate::plan::{
     AddPeer, Delta, Outcome, Own, add_peer, check_new_peer, check_routes, find_peer, join_nets,
     not_found, overlaps, route_refusal, routes,
@@ -195,8 +195,14 @@ fn check_relayed_routes(
         nets: &peer.nets,
         role: routes::Role::Peer,
     };
-    routes::check(&needed, &[joined])
-        .map_err(|e| route_refusal(e, peer.display_name(), Some(relay.display_name())).into())
+    routes::check(&needed, &[joined]).map_err(|e| {
+        route_refusal(
+            e,
+            peer.display_name(),
+            RoutesOf::Via(relay.display_name().to_string()),
+        )
+        .into()
+    })
 }
 
 /// Route `peer` through the peer `relay_selector` names. A direct
@@ -317,6 +323,7 @@ pub fn make_direct(
             endpoint.as_ref(),
             None,
             &peer.nets,
+            RoutesOf::Restored,
         )?;
         if !new_doc.append_block(text) {
             return Err(bad_relay_line(doc, peer));
@@ -423,7 +430,7 @@ mod tests {
         let far = relayed(&doc, "far");
         let e = route_via(&doc, &own(), &far, &sel("relay")).unwrap_err();
         assert!(
-            matches!(&e, Error::Plan(PlanError::PeerRouteCovers { peer, net, what, relay: Some(relay), .. })
+            matches!(&e, Error::Plan(PlanError::PeerRouteCovers { peer, net, what, of: RoutesOf::Via(relay), .. })
                 if peer == "far" && net.to_string() == "192.0.2.0/24" && what == "the endpoint of peer \"relay\"" && relay == "relay"),
             "{e:?}"
         );
@@ -446,6 +453,38 @@ mod tests {
         let mut fine = new.clone();
         fine.nets.truncate(1);
         assert!(route_via(&doc, &own(), &fine, &sel("relay")).is_ok());
+    }
+
+    /// `relay NAME direct` brings the peer's networks back as its own
+    /// routes: they may not hold an endpoint added meanwhile.
+    #[test]
+    fn direct_again_may_not_cover_an_endpoint() {
+        let doc = Document::parse("[Interface]\nAddress = 10.15.0.1/24\n").unwrap();
+        let doc = add(&doc, "relay", RELAY, "10.15.0.2");
+        let mut far = AddPeer {
+            name: "far".parse().unwrap(),
+            endpoint: "192.0.2.9:51820".parse().unwrap(),
+            public_key: FAR.parse().unwrap(),
+            peer_ip: "10.15.0.3".parse().unwrap(),
+            extra_allowed_ips: Some("198.51.100.0/24".parse().unwrap()),
+            keepalive: None,
+        };
+        let doc = add_peer(doc, &own(), &far).unwrap().0;
+        let (doc, _) = route_via(&doc, &own(), &relayed(&doc, "far"), &sel("relay")).unwrap();
+        // A peer added meanwhile whose endpoint far's subnet holds (only
+        // the routes a change brings are checked: this add is not refused).
+        far.name = "late".parse().unwrap();
+        far.public_key = OTHER.parse().unwrap();
+        far.endpoint = "198.51.100.5:51820".parse().unwrap();
+        far.peer_ip = "10.15.0.5".parse().unwrap();
+        far.extra_allowed_ips = None;
+        let doc = add_peer(doc, &own(), &far).unwrap().0;
+        let e = make_direct(&doc, &own(), &sel("far")).unwrap_err();
+        assert!(
+            matches!(&e, Error::Plan(PlanError::PeerRouteCovers { peer, net, what, of: RoutesOf::Restored, .. })
+                if peer == "far" && net.to_string() == "198.51.100.0/24" && what == "the endpoint of peer \"late\""),
+            "{e:?}"
+        );
     }
 
     fn relayed(doc: &Document, name: &str) -> Relayed {
