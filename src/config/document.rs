@@ -222,8 +222,24 @@ pub struct Where<'a> {
 
 impl std::fmt::Display for Where<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {} {}", self.number, quoted_prefix(self.text))
+        match secret_key(self.text) {
+            // A private or preshared key is never printed, not even in part.
+            Some(key) => write!(
+                f,
+                "line {} {} (its value not shown: a secret)",
+                self.number,
+                quoted_prefix(&format!("{key} = …"))
+            ),
+            None => write!(f, "line {} {}", self.number, quoted_prefix(self.text)),
+        }
     }
+}
+
+/// The key of a `PrivateKey = …` or `PresharedKey = …` line, as written.
+fn secret_key(text: &str) -> Option<&str> {
+    let (key, _) = text.split('#').next()?.split_once('=')?;
+    let key = key.trim_matches(is_wg_space);
+    (wg_key_eq(key, keys::PRIVATE_KEY) || wg_key_eq(key, keys::PRESHARED_KEY)).then_some(key)
 }
 
 /// Classify a line; the spans point into `raw`.

@@ -16,7 +16,7 @@ use crate::config::document::{
 use crate::error::{Error, Result};
 use crate::types::{
     EndpointSpec, InterfaceName, PeerSelector, PrivateKey, PublicKey, VpnAddress, WrittenEndpoint,
-    WrittenName, is_wg_port, quoted_prefix,
+    WrittenName, is_wg_port,
 };
 
 /// Where each file of a node lives.
@@ -573,10 +573,19 @@ fn not_utf8(path: &Path, bytes: &[u8], valid_up_to: usize) -> Error {
         .position(|&b| b == b'\n')
         .map_or(bytes.len(), |i| start + i);
     let line = String::from_utf8_lossy(&bytes[start..end]);
+    let at = Where {
+        number: u32::try_from(number).unwrap_or(u32::MAX),
+        text: line.trim_end_matches('\r'),
+    };
+    // The key file is a secret whole: only its line number is given.
+    let at = if path.file_name().is_some_and(|n| n == "privatekey") {
+        format!("line {number}")
+    } else {
+        at.to_string()
+    };
     Error::BadConfig(format!(
-        "{}: line {number} {} is not valid UTF-8: expected a UTF-8 text file (convert it, e.g. `iconv -f latin1 -t utf-8`)",
+        "{}: {at} is not valid UTF-8: expected a UTF-8 text file (convert it, e.g. `iconv -f latin1 -t utf-8`)",
         path.display(),
-        quoted_prefix(line.trim_end_matches('\r'))
     ))
 }
 

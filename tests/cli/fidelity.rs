@@ -3,7 +3,7 @@
 //! comment blocks, hand-written names with spaces, preshared keys), run
 //! through the commands a user runs.
 
-use super::node::Node;
+use super::node::{Node, conf_value};
 use crate::{ADD_ALICE, ALICE_KEY, BOB_KEY, CAROL_KEY};
 
 const PSK: &str = "FIdH/I/aAmjEtXsQ96tzzZkNRnV2a26clyAqfkUqkwA=";
@@ -363,4 +363,37 @@ fn a_key_in_two_sections_is_one_peer_and_edits_refuse_it() {
             .stderr_has("merge them");
     }
     assert_eq!(node.snapshot().diff(&before), "");
+}
+
+/// A refused `PrivateKey` or `PresharedKey` line was quoted like any
+/// other: 27 characters of the secret on stderr. Its line is named, its
+/// value never shown.
+#[test]
+fn a_refused_secret_line_is_named_never_shown() {
+    let node = Node::installed();
+    let conf = node.conf();
+    let private = conf_value(&conf, "Interface", 0, "PrivateKey").unwrap();
+    let line = conf
+        .lines()
+        .position(|l| l.starts_with("PrivateKey"))
+        .unwrap()
+        + 1;
+    node.write("wg0.conf", &conf.replace(&private, &format!("{private}X")));
+    node.wgp2p()
+        .args(["status"])
+        .fails()
+        .stderr_has(&format!("wg0.conf: line {line} \"PrivateKey = …\""))
+        .never_shows(&private[..8]);
+    let psk = &ALICE_KEY[..40];
+    let (node, text) = node_with(&format!(
+        "\n[Peer]\nPublicKey = {BOB_KEY}\nPresharedKey = {psk}\n"
+    ));
+    node.wgp2p()
+        .args(["status"])
+        .fails()
+        .stderr_has(&format!(
+            "wg0.conf: line {} \"PresharedKey = …\"",
+            text.lines().count()
+        ))
+        .never_shows(&psk[..8]);
 }
