@@ -514,10 +514,13 @@ impl fmt::Display for Endpoint {
 
 /// Whether `value` is a port wg(8) reads: it hands it to getaddrinfo(3)
 /// as a service, which takes any string of digits (glibc keeps the low 16
-/// bits of a bigger number) or a service name from /etc/services (not
-/// modelled: wgp2p refuses names).
+/// bits of a bigger number) or a UDP service name of the services database
+/// (`domain`: looked up as wg does). Such a port is kept as written; only
+/// a number wgp2p would write itself parses into an [`Endpoint`].
 pub(crate) fn is_wg_port(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())
+    !value.is_empty()
+        && (value.bytes().all(|b| b.is_ascii_digit())
+            || crate::system::udp_service_port(value).is_some())
 }
 
 /// Whether wg(8) reads `value` as an endpoint: `[IPv6]:PORT`, or

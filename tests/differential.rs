@@ -121,6 +121,10 @@ fn endpoint() -> impl Strategy<Value = String> {
         // A link-local address with its zone (`lo` exists in the oracle's
         // namespace; wg shows the endpoint without it).
         3 => (1u16.., 1u16..).prop_map(|(a, port)| format!("[fe80::{a:x}%lo]:{port}")),
+        // A UDP service name as port (getaddrinfo: `domain` is 53), and
+        // one the services database does not know (wg refuses it).
+        2 => (1u8..255, prop_oneof![Just("domain"), Just("nosuchsvc")])
+            .prop_map(|(a, port)| format!("192.0.2.{a}:{port}")),
         1 => prop_oneof![
             Just("192.0.2.1".to_string()),
             Just("192.0.2.1:".to_string()),
@@ -244,6 +248,8 @@ fn interface() -> impl Strategy<Value = Vec<String>> {
                 prop_oneof![
                     100 => (1024u16..).prop_map(|p| p.to_string()),
                     1 => Just("x".to_string()),
+                    // A UDP service name: getaddrinfo reads it as its port.
+                    1 => Just("domain".to_string()),
                     1 => Just("70000".to_string()),
                     1 => Just(String::new()),
                 ],
@@ -416,7 +422,11 @@ fn model_peers(json: &str) -> BTreeMap<String, WgPeer> {
                     let host = host.trim_start_matches('[').trim_end_matches(']');
                     let host = host.split('%').next().expect("an address");
                     let ip: IpAddr = host.parse().expect("endpoint address");
-                    SocketAddr::new(ip, port.parse().expect("port"))
+                    let port = match port {
+                        "domain" => 53,
+                        digits => digits.parse().expect("port"),
+                    };
+                    SocketAddr::new(ip, port)
                 })
             });
             let peer = WgPeer {
@@ -509,12 +519,15 @@ fn differential() {
         }
         // wg-quick strip is a shell script: run several at once, then feed
         // each result to the one interface in turn (setconf replaces every
-        // peer, so one interface serves every config).
+        // peer, so one interface serves every config). wg retries a lookup
+        // that failed in a way it deems transient (an unknown service name
+        // as port is one) 15 times over about a minute: its verdict is the
+        // same at the first try, so it gets one.
         let script = format!(
             "cd \"$1\" && chmod 600 c*.conf && \
              ls c*.conf | xargs -P 8 -I{{}} sh -c 'wg-quick strip ./{{}} > {{}}.s 2>/dev/null; echo $? > {{}}.src' && \
              for f in c*.conf; do \
-               if [ \"$(cat $f.src)\" = 0 ] && wg setconf {IFACE} $f.s 2>/dev/null; then \
+               if [ \"$(cat $f.src)\" = 0 ] && WG_ENDPOINT_RESOLUTION_RETRIES=0 wg setconf {IFACE} $f.s 2>/dev/null; then \
                  wg show {IFACE} dump > $f.dump; \
                else echo refused > $f.dump; fi; \
              done"

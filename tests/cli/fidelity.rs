@@ -397,3 +397,41 @@ fn a_refused_secret_line_is_named_never_shown() {
         ))
         .never_shows(&psk[..8]);
 }
+
+/// wg(8) reads a port through getaddrinfo(3), so `Endpoint = HOST:domain`
+/// and `ListenPort = domain` (a UDP service name) are ports to wg: status
+/// refused the file. Now it is read, the endpoint kept as written, and
+/// edits of other peers leave those lines alone; a name the services
+/// database does not know is refused, as wg refuses it.
+#[test]
+fn a_service_name_as_port_is_read_as_wg_reads_it() {
+    if !std::fs::read_to_string("/etc/services").is_ok_and(|s| s.contains("53/udp")) {
+        panic!("/etc/services (netbase) with domain 53/udp is needed: apt-get install netbase");
+    }
+    let (node, text) = node_with(&format!(
+        "\n[Peer]\nPublicKey = {BOB_KEY}\nEndpoint = 198.51.100.3:domain\nAllowedIPs = 10.15.0.3/32\n"
+    ));
+    let out = node.wgp2p().args(["--json", "status"]).succeeds();
+    out.stdout_has("\"198.51.100.3:domain\"");
+    node.wgp2p().args(["export"]).succeeds();
+    node.wgp2p().args(ADD_ALICE).succeeds();
+    let added = node.conf();
+    assert!(
+        added.starts_with(&text),
+        "the hand-written lines stay as they are"
+    );
+    node.wgp2p().args(["remove-peer", "alice"]).succeeds();
+    assert_eq!(node.conf(), text, "add then remove gives the file back");
+
+    let listen = text.replace("ListenPort = 51820", "ListenPort = domain");
+    assert_ne!(listen, text, "the installed config has a ListenPort line");
+    node.write("wg0.conf", &listen);
+    node.wgp2p().args(["status"]).succeeds();
+
+    let unknown = text.replace(":domain", ":nosuchsvc");
+    node.write("wg0.conf", &unknown);
+    node.wgp2p()
+        .args(["status"])
+        .fails()
+        .stderr_has("\"Endpoint = 198.51.100.3:nosuchsvc\"");
+}
