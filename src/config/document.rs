@@ -633,6 +633,18 @@ impl Document {
         let Some(section) = self.sections.get_mut(index) else {
             return;
         };
+        // wg(8) and wg-quick take the last of repeated lines: when that one
+        // already says `value`, the file already means it, and the earlier
+        // lines (a key the owner left there) stay as written.
+        if section
+            .lines
+            .iter()
+            .rev()
+            .find_map(|l| l.value_of(key))
+            .is_some_and(|last| last == value)
+        {
+            return;
+        }
         let mut found = false;
         section.lines.retain_mut(|l| {
             if l.value_of(key).is_none() {

@@ -56,6 +56,26 @@ fn install_adopts_the_private_key_of_a_plain_wg_quick_conf() {
     }
 }
 
+/// Two `PrivateKey` lines: wg takes the last, and install adopts it; the
+/// first (unused) line was deleted, a key lost from disk. Now the file
+/// already says what install would write, so it stays byte for byte.
+#[test]
+fn install_adopts_the_last_of_two_private_keys_and_keeps_both_lines() {
+    let node = Node::new();
+    let conf = PLAIN_CONF.replace(
+        "MTU = 1380\n",
+        &format!("MTU = 1380\nPrivateKey = {PRIV_OTHER}\n"),
+    );
+    node.write("wg0.conf", &conf);
+    node.install("10.15.0.1/24");
+    assert_eq!(
+        node.read("privatekey").trim(),
+        PRIV_OTHER,
+        "wg's key: the last line's"
+    );
+    assert_eq!(node.conf(), conf, "both lines kept, nothing else changed");
+}
+
 #[test]
 fn install_refuses_key_file_and_conf_that_disagree() {
     let node = plain_node();
