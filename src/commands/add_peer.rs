@@ -120,17 +120,14 @@ pub(super) fn report_unchanged(
     what: &str,
 ) -> Result<()> {
     let repaired = super::repair::peers(ctx.device().as_ref(), doc, keys)?;
-    if repaired.is_empty() {
-        crate::outln!("{what} is already configured as given: nothing changed");
-    } else {
-        for text in &repaired {
-            crate::outln!("repaired: {text}");
-        }
-        crate::outln!(
+    super::repair::report(
+        &repaired,
+        &format!("{what} is already configured as given: nothing changed"),
+        &format!(
             "{what} was already in {} but not on the live interface: re-applied live (drift repair, no restart)",
             node.paths.conf_name()
-        );
-    }
+        ),
+    );
     Ok(())
 }
 

@@ -33,16 +33,11 @@ pub fn run(ctx: &Context, argument: Option<&str>) -> Result<()> {
             Some(doc) => super::repair::private_key(ctx.device().as_ref(), doc)?,
             None => Vec::new(),
         };
-        if repaired.is_empty() {
-            crate::outln!("this key is already the node's key: nothing changed");
-        } else {
-            for text in &repaired {
-                crate::outln!("repaired: {text}");
-            }
-            crate::outln!(
-                "this key was already in the node's files but not on the live interface: re-applied live (drift repair, no restart)"
-            );
-        }
+        super::repair::report(
+            &repaired,
+            "this key is already the node's key: nothing changed",
+            "this key was already in the node's files but not on the live interface: re-applied live (drift repair, no restart)",
+        );
         return Ok(());
     }
     // Plan before writing anything: a key that is a peer's is refused.

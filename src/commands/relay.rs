@@ -96,16 +96,13 @@ pub fn run(
         }
         // The config says so already; the device may not (drift).
         let repaired = super::repair::peers(ctx.device().as_ref(), &new_doc, &keys)?;
-        if repaired.is_empty() {
-            crate::outln!("nothing to change: {done}");
-        } else {
-            for text in &repaired {
-                crate::outln!("repaired: {text}");
-            }
-            crate::outln!(
+        super::repair::report(
+            &repaired,
+            &format!("nothing to change: {done}"),
+            &format!(
                 "{done} in {conf_name}; the live interface differed: re-applied live (drift repair, no restart)"
-            );
-        }
+            ),
+        );
         return Ok(());
     }
     change.write(node.paths.conf_name(), new_doc.render());

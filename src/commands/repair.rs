@@ -62,6 +62,20 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
+/// What a command says when its files already held the change: `unchanged`
+/// when the live interface agreed, else each repair it made, then
+/// `reapplied`.
+pub fn report(repaired: &[String], unchanged: &str, reapplied: &str) {
+    if repaired.is_empty() {
+        crate::outln!("{unchanged}");
+        return;
+    }
+    for text in repaired {
+        crate::outln!("repaired: {text}");
+    }
+    crate::outln!("{reapplied}");
+}
+
 /// Repair the drift of the peers `keys` only, for a command that found the
 /// config already as asked (`add-peer`, `relay` run again): re-running a
 /// line re-applies it live when the device differs. Returns what was

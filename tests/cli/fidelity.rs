@@ -27,14 +27,7 @@ fn add(node: &Node, name: &str, endpoint: &str, key: &str, ip: &str, options: &[
 #[test]
 fn a_comment_after_a_peer_header_keeps_the_peers_apart() {
     let (node, _) = node_with("");
-    add(
-        &node,
-        "alice",
-        "198.51.100.2:51820",
-        ALICE_KEY,
-        "10.15.0.2",
-        &[],
-    );
+    node.wgp2p().args(ADD_ALICE).succeeds();
     let laptop = format!("\n[Peer] # laptop\nPublicKey = {BOB_KEY}\nAllowedIPs = 10.15.0.3/32\n");
     let text = format!("{}{laptop}", node.conf());
     node.write("wg0.conf", &text);
@@ -78,14 +71,7 @@ fn an_address_without_prefix_is_read_as_a_host_route() {
     ));
     let out = node.wgp2p().args(["--json", "status"]).succeeds();
     out.stdout_has("\"10.15.0.3/32\"");
-    add(
-        &node,
-        "alice",
-        "198.51.100.2:51820",
-        ALICE_KEY,
-        "10.15.0.2",
-        &[],
-    );
+    node.wgp2p().args(ADD_ALICE).succeeds();
     node.wgp2p()
         .args([
             "add-peer",
@@ -225,14 +211,7 @@ fn a_hand_written_relay_comment_is_only_a_comment() {
     let (node, text) = node_with(&note);
     node.wgp2p().args(["--json", "status"]).succeeds();
     node.wgp2p().args(["export"]).succeeds();
-    add(
-        &node,
-        "alice",
-        "198.51.100.2:51820",
-        ALICE_KEY,
-        "10.15.0.2",
-        &[],
-    );
+    node.wgp2p().args(ADD_ALICE).succeeds();
     node.wgp2p().args(["remove-peer", "alice"]).succeeds();
     assert_eq!(node.conf(), text);
     let broken = text.replace(
@@ -279,16 +258,7 @@ fn a_config_not_in_utf8_is_shown_and_edits_name_its_line() {
         .stdout_has(&problem)
         .stdout_has("iconv");
     let before = node.snapshot();
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
-        .fails()
-        .stderr_has(&problem);
+    node.wgp2p().args(ADD_ALICE).fails().stderr_has(&problem);
     assert_eq!(node.snapshot().diff(&before), "");
 }
 
@@ -307,16 +277,7 @@ fn a_read_only_command_shows_a_config_at_0644() {
     node.wgp2p().args(["export"]).succeeds();
     node.wgp2p().args(["add-peer"]).succeeds();
     node.wgp2p().args(["status"]).succeeds();
-    node.wgp2p()
-        .args([
-            "add-peer",
-            "alice",
-            "198.51.100.2:51820",
-            ALICE_KEY,
-            "10.15.0.2",
-        ])
-        .fails()
-        .stderr_has("chmod 600");
+    node.wgp2p().args(ADD_ALICE).fails().stderr_has("chmod 600");
 }
 
 /// A key in two `[Peer]` sections (a pasted section whose key was not
