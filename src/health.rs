@@ -152,7 +152,25 @@ impl Wanted<'_> {
     }
 }
 
-fn wanted<'a>(doc: &Document, entry: &'a PeerEntry) -> Wanted<'a> {
+/// Each peer's preshared key as wg(8) holds it: the last `PresharedKey`
+/// written for its key (a key in several `[Peer]` sections is one peer;
+/// a later section without the line leaves the key set before).
+fn preshared_keys(doc: &Document) -> HashMap<PublicKey, PresharedKey> {
+    let mut found = HashMap::new();
+    for section in doc.peer_sections() {
+        if let (Some(key), Some(psk)) = (
+            section.public_key(),
+            section
+                .get_last(keys::PRESHARED_KEY)
+                .and_then(PresharedKey::parse),
+        ) {
+            found.insert(key, psk);
+        }
+    }
+    found
+}
+
+fn wanted<'a>(psks: &HashMap<PublicKey, PresharedKey>, entry: &'a PeerEntry) -> Wanted<'a> {
     let endpoint = entry
         .endpoint
         .as_ref()
@@ -161,10 +179,7 @@ fn wanted<'a>(doc: &Document, entry: &'a PeerEntry) -> Wanted<'a> {
             let addr = e.resolve().ok()?;
             Some(Endpoint::from(addr))
         });
-    let preshared_key = doc
-        .peer(&entry.public_key)
-        .and_then(|s| s.get_last(keys::PRESHARED_KEY))
-        .and_then(PresharedKey::parse);
+    let preshared_key = psks.get(&entry.public_key).cloned();
     Wanted {
         entry,
         endpoint,
@@ -301,8 +316,9 @@ pub fn drift(
     }
     let by_key: HashMap<PublicKey, &LivePeer> =
         live.peers.iter().map(|p| (p.public_key, p)).collect();
+    let psks = preshared_keys(doc);
     for entry in entries {
-        let want = wanted(doc, entry);
+        let want = wanted(&psks, entry);
         match by_key.get(&entry.public_key) {
             None => {
                 let mut deltas = vec![want.upsert(true)];
@@ -536,6 +552,26 @@ mod tests {
         let found = kinds(&live);
         assert!(found[0].1.contains("no preshared key live"), "{found:?}");
         assert!(!format!("{found:?}").contains(PSK));
+    }
+
+    /// A key in two `[Peer]` sections is one peer to wg; its preshared key
+    /// is the one the later section writes (the first section's was read:
+    /// drift where there is none, and repair would have cleared the key).
+    #[test]
+    fn a_key_in_two_sections_has_the_later_preshared_key() {
+        let doc = Document::parse(&format!(
+            "[Interface]\nPrivateKey = {OWN_PRIV}\nListenPort = 51820\n\
+             [Peer]\n# Name = a\nPublicKey = {KEY_A}\nEndpoint = 192.0.2.2:51820\nAllowedIPs = 10.15.0.2/32, 10.15.0.4/32\nPersistentKeepalive = 25\n\
+             [Peer]\n# Name = b\nPublicKey = {KEY_B}\nEndpoint = 192.0.2.3:51820\nAllowedIPs = 10.15.0.3/32\n\
+             [Peer]\nPublicKey = {KEY_B}\nPresharedKey = {PSK}\nAllowedIPs = 10.15.0.3/32\n"
+        ))
+        .unwrap();
+        let entries = crate::config::node::peers_as_wg(&doc).unwrap();
+        let found: Vec<String> = drift(&doc, &entries, &equal_live(), SystemTime::now())
+            .into_iter()
+            .map(|d| d.text)
+            .collect();
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]

@@ -336,6 +336,11 @@ impl Section {
     }
 
     /// The last value of `key`: what wg(8) keeps when a key repeats.
+    /// The key of its `PublicKey` line (a `[Peer]`'s identity).
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.key
+    }
+
     pub fn get_last(&self, key: &str) -> Option<&str> {
         self.lines.iter().rev().find_map(|l| l.value_of(key))
     }

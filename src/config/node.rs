@@ -1,5 +1,6 @@
 //! The node's files in the config dir, and the typed view of its peers.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -464,9 +465,12 @@ pub fn peers(doc: &Document) -> Result<Vec<PeerEntry>> {
 /// `AllowedIPs` line). Otherwise `peers`.
 pub fn peers_as_wg(doc: &Document) -> Result<Vec<PeerEntry>> {
     let mut merged: Vec<PeerEntry> = Vec::new();
+    // Where each key's peer is in `merged`: status reads 10,000-peer configs.
+    let mut at: HashMap<PublicKey, usize> = HashMap::new();
     let sections = doc.sections().filter(|s| s.is_peer());
     for (entry, section) in peers(doc)?.into_iter().zip(sections) {
-        let Some(into) = merged.iter_mut().find(|m| m.public_key == entry.public_key) else {
+        let Some(into) = at.get(&entry.public_key).and_then(|&i| merged.get_mut(i)) else {
+            at.insert(entry.public_key, merged.len());
             merged.push(entry);
             continue;
         };
