@@ -570,9 +570,19 @@ impl WrittenEndpoint {
         &self.0
     }
 
-    /// The endpoint, when the text is one wgp2p would write itself.
+    /// The endpoint, when the text is one wgp2p would write itself; a
+    /// service name as port (`HOST:domain`) with the number wg(8) looks up
+    /// for it, so the peer can be set live and compared like any other.
     pub fn parsed(&self) -> Option<Endpoint> {
-        self.0.parse().ok()
+        if let Ok(endpoint) = self.0.parse() {
+            return Some(endpoint);
+        }
+        let (host, port) = self.0.rsplit_once(':')?;
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let number = crate::system::udp_service_port(port)?;
+        format!("{host}:{number}").parse().ok()
     }
 }
 
@@ -901,6 +911,12 @@ mod tests {
         assert_eq!(odd.parsed(), None);
         let dns: WrittenEndpoint = "laptop.lan:51820".parse().unwrap();
         assert_eq!(dns.parsed(), Some("laptop.lan:51820".parse().unwrap()));
+        // A service name as port: kept as written, its number for live use.
+        if std::fs::read_to_string("/etc/services").is_ok_and(|s| s.contains("53/udp")) {
+            let named: WrittenEndpoint = "[2001:db8::1]:domain".parse().unwrap();
+            assert_eq!(named.as_written(), "[2001:db8::1]:domain");
+            assert_eq!(named.parsed(), Some("[2001:db8::1]:53".parse().unwrap()));
+        }
         // An IPv6 address with a zone, as getaddrinfo reads it.
         for scoped in ["[fe80::1%eth0]:51820", "fe80::1%lo:51820", "[fe80::1%2]:1"] {
             let ep: WrittenEndpoint = scoped.parse().unwrap();

@@ -503,3 +503,42 @@ fn import_key_killed_between_renames_then_run_again_sets_the_key_live() {
         .expect_ok("import-key once more");
     assert!(once_more.contains("nothing changed"), "{once_more}");
 }
+
+/// An endpoint written with a UDP service name as port (`HOST:domain`,
+/// which wg(8) resolves through getaddrinfo): status reads it, and repair
+/// sets the peer live *with* that endpoint (port 53), not without one.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn a_peer_at_a_service_name_port_is_repaired_with_its_endpoint() {
+    let lab = Lab::new();
+    let ([a, b, _c], lines) = mesh(&lab);
+    let enterprise = lines[1].public_key();
+    // enterprise now listens on 53/udp, `domain` in /etc/services.
+    wg(&b, &["set", "wg0", "listen-port", "53"]);
+    let conf = a.read_file("/etc/wireguard/wg0.conf");
+    let written = lines[1].endpoint();
+    let (host, _) = written.rsplit_once(':').expect("HOST:PORT");
+    let named = format!("{host}:domain");
+    a.write_file(
+        "/etc/wireguard/wg0.conf",
+        &conf.replace(
+            &format!("Endpoint = {written}"),
+            &format!("Endpoint = {named}"),
+        ),
+    );
+    wg(&a, &["set", "wg0", "peer", enterprise, "remove"]);
+    let out = repair_as_advised(
+        &a,
+        "peer enterprise is in the config but not live",
+        "10.15.0.3",
+    );
+    assert!(out.contains("repaired: peer enterprise"), "{out}");
+    let endpoints = wg(&a, &["show", "wg0", "endpoints"]);
+    assert!(
+        endpoints.contains(&format!("{enterprise}\t{host}:53")),
+        "repair must set the endpoint it resolves from {named}:\n{endpoints}"
+    );
+    assert_pings(&a, "10.15.0.2");
+    assert_no_drift(&a);
+    assert!(a.read_file("/etc/wireguard/wg0.conf").contains(&named));
+}
