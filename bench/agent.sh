@@ -20,12 +20,9 @@
 #    to that answer is one sample. The hosts' old addresses are gone, so
 #    neither can roam to the other: only the agents can heal the tunnel.
 # Everything is removed on exit.
-set -uo pipefail
-export LC_ALL=C
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
+source bench/lib.sh
 
 usage_or_root "$0" "${1:-}"
 IDLE=${AGENT_IDLE_SECS:-180}

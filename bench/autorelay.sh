@@ -20,12 +20,9 @@
 # hand, and the pins and the agents' state are removed, so every run starts
 # from a stale pair the agents have never seen. Everything is removed on
 # exit.
-set -uo pipefail
-export LC_ALL=C
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
+source bench/lib.sh
 
 usage_or_root "$0" "${1:-}"
 RUNS=${AUTORELAY_RUNS:-3}

@@ -18,12 +18,9 @@
 # no relay: the only way is the endpoint the agents learn from P). The run
 # then checks that A's live endpoint for B is B's NAT router. Everything is
 # removed after each run and on exit.
-set -uo pipefail
-export LC_ALL=C
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
+source bench/lib.sh
 
 usage_or_root "$0" "${1:-}"
 RUNS=${HINTS_RUNS:-5}

@@ -16,12 +16,9 @@
 # accepted. Prints figures; asserts nothing about time (a pair that never
 # pings within 120 s, or a removal not spread within 120 s, is reported
 # as such). Everything is removed on exit.
-set -uo pipefail
-export LC_ALL=C
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
+source bench/lib.sh
 
 usage_or_root "$0" "${1:-}"
 HOSTS=${MESH_HOSTS:-10}

@@ -16,6 +16,12 @@
 # must run from a release binary without building the test harness. When
 # the host setup changes in tests/lab/mod.rs, change it here too.
 
+# Every bench script cds to the repository root, then sources this file,
+# which sets what they all run with.
+set -uo pipefail
+export LC_ALL=C
+ROOT=$PWD
+
 LAB_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LAB_PREFIX="wgb$$"
 declare -A LAB_HOLDER=()

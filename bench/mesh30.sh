@@ -13,12 +13,9 @@
 # the machine's MemAvailable drop divided by the host count). Hosts are on
 # one bridge (203.0.113.0/24), config dirs on the machine's disk, VPN
 # 10.15.0.0/24. Everything is removed on exit.
-set -uo pipefail
-export LC_ALL=C
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
+source bench/lib.sh
 
 usage_or_root "$0" "${1:-}"
 HOSTS=${MESH_HOSTS:-30}

@@ -14,12 +14,9 @@
 #    is above the untraced figure of bench/run.sh);
 # 2. with perf, the functions with the most samples (self time) over a loop
 #    of add-peer/remove-peer and of status.
-set -uo pipefail
-export LC_ALL=C
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
+source bench/lib.sh
 
 usage_or_root "$0" "${1:-}"
 command -v strace >/dev/null || die "needs strace (apt-get install --no-install-recommends strace)"

@@ -25,12 +25,9 @@
 # util-linux (nsenter, unshare, setsid), coreutils. Prints Markdown tables
 # on stdout and progress on stderr. It asserts no timing: it fails only when
 # a command it measures fails.
-set -uo pipefail
-export LC_ALL=C
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
+source bench/lib.sh
 
 QUICK=0
 for arg in "$@"; do

@@ -28,12 +28,9 @@
 # /usr/bin/time (package `time`). Prints a Markdown table on stdout and
 # progress on stderr. It asserts no timing: it fails only when a command it
 # measures fails or leaves the wrong number of live peers.
-set -uo pipefail
-export LC_ALL=C
 cd "$(dirname "$0")/.." || exit 1
-ROOT=$PWD
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
+source bench/lib.sh
 
 case ${1:-} in
 -h | --help)

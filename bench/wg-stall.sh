@@ -11,11 +11,9 @@
 # Why it matters: `wg-quick up` runs exactly such a setconf; with SaveConfig
 # (the old script's way) the file is rewritten in wireguard-go's peer order,
 # so a keepalive peer lands anywhere and every restart may stall like this.
-set -uo pipefail
-export LC_ALL=C
 cd "$(dirname "$0")/.." || exit 1
 # shellcheck source=bench/lib.sh
-source "$PWD/bench/lib.sh"
+source bench/lib.sh
 [[ $EUID -eq 0 ]] || die "run as root"
 N=${1:-300}
 trap lab_cleanup EXIT
