@@ -144,11 +144,9 @@ fn route_changes(
     let old = store::current(&node.paths.dir, &name)?
         .as_deref()
         .and_then(spec_of);
-    let new = routing::wanted(&new, &now.covering);
-    let old = old
-        .map(|o| routing::wanted(&o, &now.covering))
-        .unwrap_or_default();
-    let changes = routing::Changes::between(&old, &new, &now);
+    let wanted = routing::wanted(&new, &now);
+    let old = old.map(|o| routing::wanted(&o, &now)).unwrap_or_default();
+    let changes = routing::Changes::between(&old, &wanted, &new, &now);
     if let Some((route, through)) = changes.blocked(&now) {
         return Err(Error::Conflict(format!(
             "route {route} is already there through {through}: `{}` would fail (\"File exists\"), as would `wg-quick up`; expected networks no other interface routes",

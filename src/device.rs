@@ -226,11 +226,40 @@ impl Device for WgDevice {
     }
 
     fn routes(&self) -> Result<Option<Snapshot>> {
-        crate::routing::netlink::snapshot(&self.iface)
+        let Some(backend) = self.backend() else {
+            return Ok(None);
+        };
+        let Some(mut snapshot) = crate::routing::netlink::snapshot(&self.iface)? else {
+            return Ok(None);
+        };
+        let name = self.iface.to_wg()?;
+        let device = guarded_call(&self.iface, "read", DEADLINE, move || {
+            wireguard_control::Device::get(&name, backend)
+        })?;
+        snapshot.fwmark = device.fwmark.filter(|m| *m != 0);
+        Ok(Some(snapshot))
     }
 
+    /// The fwmark first when set (WireGuard's own packets are marked
+    /// before a default route exists), last when cleared.
     fn apply_routes(&self, changes: &Changes) -> Result<()> {
-        crate::routing::netlink::apply(&self.iface, changes)
+        let set_fwmark = |mark: u32| -> Result<()> {
+            let Some(backend) = self.backend() else {
+                return Ok(());
+            };
+            let name = self.iface.to_wg()?;
+            guarded_call(&self.iface, "update", DEADLINE, move || {
+                DeviceUpdate::new().set_fwmark(mark).apply(&name, backend)
+            })
+        };
+        if let Some(mark) = changes.fwmark.filter(|m| *m != 0) {
+            set_fwmark(mark)?;
+        }
+        crate::routing::netlink::apply(&self.iface, changes)?;
+        if changes.fwmark == Some(0) {
+            set_fwmark(0)?;
+        }
+        Ok(())
     }
 }
 

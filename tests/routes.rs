@@ -7,7 +7,7 @@ use wgp2p_lab as lab;
 
 use std::time::Duration;
 
-use lab::{Host, Lab, build_mesh, wg_keypair};
+use lab::{Host, Lab, build_mesh, restart, route_differential, routes_of, wg_keypair};
 
 const PING: Duration = Duration::from_secs(5);
 
@@ -19,23 +19,6 @@ fn route_dev(host: &Host, ip: &str) -> String {
         .nth(1)
         .unwrap_or("")
         .to_string()
-}
-
-/// Every route and rule that mentions the interface or wg-quick's table,
-/// sorted: what a restart must leave as it is.
-pub fn routes_of(host: &Host, iface: &str) -> String {
-    let script = format!(
-        "for f in -4 -6; do ip $f route show table all | grep -w 'dev {iface}' | grep -v ' proto kernel ' ; ip $f rule show | grep -v -e '^0:' -e '^3276[67]:'; done | sort"
-    );
-    host.sh(&script, &[]).all_output()
-}
-
-/// `wg-quick down; up` of the host's config: the oracle.
-pub fn restart(host: &Host, iface: &str) {
-    host.run(&["wg-quick", "down", iface])
-        .expect_ok("wg-quick down");
-    host.run(&["wg-quick", "up", iface])
-        .expect_ok("wg-quick up");
 }
 
 /// Reproduction 1 of "live equals restart": `add-peer --allowed-ips`
@@ -139,4 +122,36 @@ fn add_and_remove_peer_route_live_without_losing_pings() {
     assert_eq!(routes_of(&alpha, "wg0"), live, "routes after repair");
     let again = alpha.wgp2p_ok(&["repair"]);
     assert!(again.contains("nothing to repair"), "{again}");
+}
+
+/// The route differential against wg-quick (docs/behaviour.md, "Live, no
+/// restart"): `WGP2P_ROUTE_SEQUENCES` sequences (default 40) of 8 random
+/// commands and hand edits with repair; zero differences with
+/// `wg-quick down; up`. `WGP2P_ROUTE_SEED` replays one.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn live_routes_equal_wg_quick_down_up() {
+    let lab = Lab::new();
+    let host = lab.public_host("alpha");
+    host.install("10.15.0.1/24", &host.endpoint(51820));
+    let sequences = std::env::var("WGP2P_ROUTE_SEQUENCES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40);
+    let seed = std::env::var("WGP2P_ROUTE_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+    eprintln!("route differential: {sequences} sequences from seed {seed}");
+    let failures = route_differential(&host, seed, sequences, 8);
+    assert!(
+        failures.is_empty(),
+        "{} of {sequences} sequences differ from wg-quick down; up:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

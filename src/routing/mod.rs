@@ -7,8 +7,11 @@
 //! - `Table = off`: no route;
 //! - `Table = N` (a number): `ip route add NET dev IFACE table N`, for
 //!   every network, default routes included;
-//! - `Table = auto` or none: a default route (`/0`) through its own table
-//!   and fwmark rules ([`Wanted::default`], `add_default`); any other
+//! - `Table = auto` or none: a default route (`/0`) `dev IFACE table T`
+//!   where T is the interface's fwmark (`FwMark`, or the first free table
+//!   from 51820, then set as the fwmark), with the rules
+//!   `not fwmark T table T` and `table main suppress_prefixlength 0` of
+//!   its family (`add_default`); any other
 //!   network `ip route add NET dev IFACE`, unless
 //!   `ip route show dev IFACE match NET` already lists a route of the
 //!   main table that covers it (the prefix route of the interface's
@@ -41,6 +44,10 @@ use crate::types::InterfaceName;
 
 /// The main routing table.
 pub const MAIN: u32 = 254;
+
+/// The table wg-quick takes for default routes when no fwmark is set
+/// (the first of 51820, 51821, … with no route in it).
+pub const FIRST_DEFAULT_TABLE: u32 = 51820;
 
 /// What `Table =` says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,23 +189,89 @@ impl fmt::Display for Route {
     }
 }
 
+/// A policy rule of wg-quick's default routes, in one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rule {
+    /// `not fwmark T table T`.
+    NotFwmark { v6: bool, table: u32 },
+    /// `table main suppress_prefixlength 0`.
+    SuppressMain { v6: bool },
+}
+
+impl Rule {
+    fn family(self) -> &'static str {
+        match self {
+            Rule::NotFwmark { v6, .. } | Rule::SuppressMain { v6 } => {
+                if v6 {
+                    "-6"
+                } else {
+                    "-4"
+                }
+            }
+        }
+    }
+
+    /// The command that adds it, as wg-quick runs it.
+    pub fn add_command(self) -> String {
+        match self {
+            Rule::NotFwmark { table, .. } => {
+                format!(
+                    "ip {} rule add not fwmark {table} table {table}",
+                    self.family()
+                )
+            }
+            Rule::SuppressMain { .. } => format!(
+                "ip {} rule add table main suppress_prefixlength 0",
+                self.family()
+            ),
+        }
+    }
+
+    /// The command that deletes it, as wg-quick runs it.
+    pub fn del_command(self) -> String {
+        match self {
+            Rule::NotFwmark { table, .. } => {
+                format!("ip {} rule delete table {table}", self.family())
+            }
+            Rule::SuppressMain { .. } => format!(
+                "ip {} rule delete table main suppress_prefixlength 0",
+                self.family()
+            ),
+        }
+    }
+}
+
 /// What wg-quick would route for a config.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Wanted {
     /// The `dev IFACE` routes.
     pub routes: BTreeSet<Route>,
-    /// The default routes (`/0`) of `Table = auto`, which go through a
-    /// table of their own and fwmark rules; not applied live (see
-    /// docs/behaviour.md, "Live, no restart").
-    pub default: Vec<IpNet>,
+    /// The rules of default routes (`Table = auto` and a `/0`).
+    pub rules: BTreeSet<Rule>,
+    /// The fwmark the default routes need on the device, when the config
+    /// sets none (wg-quick's `wg set IFACE fwmark T`).
+    pub fwmark: Option<u32>,
     /// `Table = NAME`: routes not managed live.
     pub unmanaged: Option<String>,
 }
 
+/// The table of default routes: the config's `FwMark`, else the device's
+/// fwmark, else the first table from 51820 with no route in it.
+pub fn default_table(spec: &Spec, now: &Snapshot) -> u32 {
+    spec.fwmark.or(now.fwmark).unwrap_or_else(|| {
+        let mut table = FIRST_DEFAULT_TABLE;
+        while now.tables.contains(&table) {
+            table += 1;
+        }
+        table
+    })
+}
+
 /// What wg-quick would route for `spec`, on an interface whose main table
-/// holds `covering` (the kernel's routes into it, e.g. the `Address`
-/// prefix routes).
-pub fn wanted(spec: &Spec, covering: &[IpNet]) -> Wanted {
+/// holds `now.covering` (the kernel's routes into it, e.g. the `Address`
+/// prefix routes); default routes go to `default_table`.
+pub fn wanted(spec: &Spec, now: &Snapshot) -> Wanted {
+    let covering = &now.covering;
     let mut out = Wanted::default();
     match &spec.table {
         Table::Off => {}
@@ -211,9 +284,16 @@ pub fn wanted(spec: &Spec, covering: &[IpNet]) -> Wanted {
                 .collect();
         }
         Table::Auto => {
+            let table = default_table(spec, now);
             for &net in &spec.nets {
                 if net.prefix_len() == 0 {
-                    out.default.push(net);
+                    let v6 = net.addr().is_ipv6();
+                    out.routes.insert(Route { table, net });
+                    out.rules.insert(Rule::NotFwmark { v6, table });
+                    out.rules.insert(Rule::SuppressMain { v6 });
+                    if spec.fwmark.is_none() {
+                        out.fwmark = Some(table);
+                    }
                 } else if !covering.iter().any(|c| c.contains(&net)) {
                     out.routes.insert(Route { table: MAIN, net });
                 }
@@ -236,25 +316,50 @@ pub struct Snapshot {
     /// default metric as a route this one could add: adding it would fail
     /// with "File exists".
     pub taken: Vec<(Route, String)>,
+    /// The rules of the shapes wg-quick adds, present now.
+    pub rules: BTreeSet<Rule>,
+    /// Every table that holds a route (to pick a free one).
+    pub tables: BTreeSet<u32>,
+    /// The device's fwmark.
+    pub fwmark: Option<u32>,
 }
 
-/// The difference to apply: delete first, then add.
+/// The difference to apply: the fwmark first, then rules and routes
+/// deleted, then added.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub delete: Vec<Route>,
     pub add: Vec<Route>,
+    pub delete_rules: Vec<Rule>,
+    pub add_rules: Vec<Rule>,
+    /// Set the device's fwmark (0: none).
+    pub fwmark: Option<u32>,
+}
+
+/// The fwmark to set: the one default routes need, or none once no
+/// default route is left and the config sets none (as after a restart).
+fn fwmark_change(spec_fwmark: Option<u32>, new: &Wanted, now: &Snapshot) -> Option<u32> {
+    match (new.fwmark, now.fwmark) {
+        (Some(t), live) if live != Some(t) => Some(t),
+        (None, Some(_)) if spec_fwmark.is_none() && new.rules.is_empty() => Some(0),
+        _ => None,
+    }
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.delete.is_empty() && self.add.is_empty()
+        self.delete.is_empty()
+            && self.add.is_empty()
+            && self.delete_rules.is_empty()
+            && self.add_rules.is_empty()
+            && self.fwmark.is_none()
     }
 
     /// A change of config from `old` to `new`: the routes `old` wanted and
     /// `new` does not go (when present), every route `new` wants and the
     /// kernel lacks comes. Routes nobody asked for (added by hand or by a
     /// `PostUp`) stay: `repair` reports them ([`Changes::repair`]).
-    pub fn between(old: &Wanted, new: &Wanted, now: &Snapshot) -> Changes {
+    pub fn between(old: &Wanted, new: &Wanted, spec: &Spec, now: &Snapshot) -> Changes {
         Changes {
             delete: old
                 .routes
@@ -263,15 +368,40 @@ impl Changes {
                 .copied()
                 .collect(),
             add: new.routes.difference(&now.present).copied().collect(),
+            delete_rules: old
+                .rules
+                .difference(&new.rules)
+                .filter(|r| now.rules.contains(r))
+                .copied()
+                .collect(),
+            add_rules: new.rules.difference(&now.rules).copied().collect(),
+            fwmark: fwmark_change(spec.fwmark, new, now),
         }
     }
 
     /// Everything that differs from what `wanted` routes: missing routes
-    /// come, routes into the interface nobody asked for go.
-    pub fn repair(wanted: &Wanted, now: &Snapshot) -> Changes {
+    /// and rules come, routes into the interface nobody asked for go, and
+    /// so do the rules of the device's fwmark table when no default route
+    /// is wanted (as `wg-quick down` deletes them).
+    pub fn repair(wanted: &Wanted, spec: &Spec, now: &Snapshot) -> Changes {
+        let table = now.fwmark.or(spec.fwmark);
         Changes {
             delete: now.present.difference(&wanted.routes).copied().collect(),
             add: wanted.routes.difference(&now.present).copied().collect(),
+            delete_rules: now
+                .rules
+                .iter()
+                .filter(|r| !wanted.rules.contains(r))
+                .filter(|r| match r {
+                    Rule::NotFwmark { table: t, .. } => Some(*t) == table,
+                    Rule::SuppressMain { v6 } => table.is_some_and(|t| {
+                        now.rules.contains(&Rule::NotFwmark { v6: *v6, table: t })
+                    }),
+                })
+                .copied()
+                .collect(),
+            add_rules: wanted.rules.difference(&now.rules).copied().collect(),
+            fwmark: fwmark_change(spec.fwmark, wanted, now),
         }
     }
 
@@ -291,7 +421,7 @@ pub fn drift(doc: &Document, now: &Snapshot, iface: &InterfaceName) -> (Changes,
     let Ok(spec) = Spec::of(doc) else {
         return (Changes::default(), Vec::new());
     };
-    let wanted = wanted(&spec, &now.covering);
+    let wanted = wanted(&spec, now);
     if wanted.unmanaged.is_some() {
         return (Changes::default(), Vec::new());
     }
@@ -299,7 +429,7 @@ pub fn drift(doc: &Document, now: &Snapshot, iface: &InterfaceName) -> (Changes,
         s.key_values()
             .any(|(k, _, _)| wg_key_eq(k, "PreUp") || wg_key_eq(k, keys::POST_UP))
     });
-    let mut changes = Changes::repair(&wanted, now);
+    let mut changes = Changes::repair(&wanted, &spec, now);
     if hooks {
         changes.delete.clear();
     }
@@ -319,6 +449,27 @@ pub fn drift(doc: &Document, now: &Snapshot, iface: &InterfaceName) -> (Changes,
             r.del_command(iface)
         )
     }));
+    lines.extend(changes.add_rules.iter().map(|r| {
+        format!(
+            "rule of the default route through {iface} is missing: `{}`",
+            r.add_command()
+        )
+    }));
+    lines.extend(changes.delete_rules.iter().map(|r| {
+        format!(
+            "rule of a default route through {iface} that the config no longer has: `{}`",
+            r.del_command()
+        )
+    }));
+    match changes.fwmark {
+        Some(0) => lines.push(format!(
+            "{iface} keeps the fwmark of a default route the config no longer has: `wg set {iface} fwmark off`"
+        )),
+        Some(mark) => lines.push(format!(
+            "{iface} lacks the fwmark its default route needs: `wg set {iface} fwmark {mark}`"
+        )),
+        None => {}
+    }
     (changes, lines)
 }
 
@@ -335,6 +486,13 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn covering(list: &[&str]) -> Snapshot {
+        Snapshot {
+            covering: nets(list),
+            ..Snapshot::default()
+        }
     }
 
     fn routes(w: &Wanted) -> Vec<String> {
@@ -364,27 +522,79 @@ mod tests {
                 "0.0.0.0/0"
             ])
         );
-        let w = wanted(&s, &nets(&["10.15.0.0/24"]));
-        assert_eq!(routes(&w), ["192.168.77.0/24", "fd00:7::/64"]);
-        assert_eq!(w.default, nets(&["0.0.0.0/0"]));
+        let w = wanted(&s, &covering(&["10.15.0.0/24"]));
+        assert_eq!(
+            routes(&w),
+            ["192.168.77.0/24", "fd00:7::/64", "0.0.0.0/0 (table 51820)"]
+        );
+        assert_eq!(
+            w.rules,
+            [
+                Rule::NotFwmark {
+                    v6: false,
+                    table: 51820
+                },
+                Rule::SuppressMain { v6: false }
+            ]
+            .into()
+        );
+        assert_eq!(w.fwmark, Some(51820));
+        assert_eq!(
+            w.rules.iter().map(|r| r.add_command()).collect::<Vec<_>>(),
+            [
+                "ip -4 rule add not fwmark 51820 table 51820",
+                "ip -4 rule add table main suppress_prefixlength 0"
+            ]
+        );
         // Without the prefix route (Address = 10.15.0.1/32) every host route.
-        let w = wanted(&s, &[]);
-        assert_eq!(routes(&w).len(), 4);
+        let w = wanted(&s, &Snapshot::default());
+        assert_eq!(routes(&w).len(), 5);
+        // The table is the config's fwmark, else the device's, else the
+        // first free one from 51820.
+        let busy = Snapshot {
+            tables: [51820, 51821].into(),
+            ..Snapshot::default()
+        };
+        assert_eq!(default_table(&s, &busy), 51822);
+        let marked = Snapshot {
+            fwmark: Some(77),
+            ..busy
+        };
+        assert_eq!(default_table(&s, &marked), 77);
+        let w = wanted(&s, &marked);
+        assert_eq!(w.fwmark, Some(77));
+        let c = Changes::between(&Wanted::default(), &w, &s, &marked);
+        assert_eq!(c.fwmark, None, "the device has it already");
+        // The default route gone: rules deleted, fwmark cleared.
+        let had = Snapshot {
+            rules: w.rules.clone(),
+            present: w.routes.clone(),
+            ..marked.clone()
+        };
+        let none = spec(&conf("", "10.15.0.2/32", "10.15.0.3/32"));
+        let gone = wanted(&none, &had);
+        let c = Changes::between(&w, &gone, &none, &had);
+        assert_eq!(c.delete_rules.len(), 2);
+        assert_eq!(c.fwmark, Some(0));
+        assert_eq!(Changes::repair(&gone, &none, &had).delete_rules.len(), 2);
     }
 
     #[test]
     fn a_numbered_table_takes_every_network_and_off_none() {
         let s = spec(&conf("Table = 1234", "10.15.0.2/32", "0.0.0.0/0"));
-        let w = wanted(&s, &nets(&["10.15.0.0/24"]));
+        let w = wanted(&s, &covering(&["10.15.0.0/24"]));
         assert_eq!(
             routes(&w),
             ["0.0.0.0/0 (table 1234)", "10.15.0.2/32 (table 1234)"]
         );
-        assert!(w.default.is_empty());
+        assert!(w.rules.is_empty() && w.fwmark.is_none());
         let s = spec(&conf("Table = off", "10.15.0.2/32", "192.168.1.0/24"));
-        assert_eq!(wanted(&s, &[]), Wanted::default());
+        assert_eq!(wanted(&s, &Snapshot::default()), Wanted::default());
         let s = spec(&conf("Table = vpn", "10.15.0.2/32", "192.168.1.0/24"));
-        assert_eq!(wanted(&s, &[]).unmanaged.as_deref(), Some("vpn"));
+        assert_eq!(
+            wanted(&s, &Snapshot::default()).unmanaged.as_deref(),
+            Some("vpn")
+        );
         // The last Table of the last [Interface] wins, as in wg-quick.
         let text = format!(
             "{}[Interface]\nTable = 7\n",
@@ -428,10 +638,11 @@ mod tests {
             present: [route("192.168.77.0/24"), route("192.168.5.0/24")].into(),
             ..Snapshot::default()
         };
-        let c = Changes::between(&old, &new, &now);
+        let s = spec(&conf("", "10.15.0.2/32", "10.15.0.3/32"));
+        let c = Changes::between(&old, &new, &s, &now);
         assert_eq!(c.delete, [route("192.168.77.0/24")]);
         assert_eq!(c.add, [route("192.168.78.0/24"), route("192.168.79.0/24")]);
-        let r = Changes::repair(&new, &now);
+        let r = Changes::repair(&new, &s, &now);
         assert_eq!(
             r.delete,
             [route("192.168.5.0/24"), route("192.168.77.0/24")]

@@ -18,10 +18,11 @@ use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleHeader, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_request::netlink_request_rtnl;
 
-use super::{Changes, MAIN, Route, Snapshot};
+use super::{Changes, MAIN, Route, Rule, Snapshot};
 use crate::error::{Error, Result};
 use crate::types::InterfaceName;
 
@@ -106,6 +107,85 @@ fn default_priority(net: &IpNet) -> u32 {
     if net.addr().is_ipv4() { 0 } else { 1024 }
 }
 
+fn dump_rules(family: AddressFamily) -> io::Result<Vec<RuleMessage>> {
+    let mut request = RuleMessage::default();
+    request.header.family = family;
+    let answers = netlink_request_rtnl(
+        RouteNetlinkMessage::GetRule(request),
+        Some(NLM_F_REQUEST | NLM_F_DUMP),
+    )?;
+    Ok(answers
+        .into_iter()
+        .filter_map(|m| match m.payload {
+            netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRule(r)) => {
+                Some(r)
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// A rule of one of wg-quick's two shapes, else `None`.
+fn rule_of(message: &RuleMessage, v6: bool) -> Option<Rule> {
+    let h = &message.header;
+    if h.action != RuleAction::ToTable || h.dst_len != 0 || h.src_len != 0 || h.tos != 0 {
+        return None;
+    }
+    let mut table = u32::from(h.table);
+    let (mut fwmark, mut mask, mut suppress) = (None, None, None);
+    for attribute in &message.attributes {
+        match attribute {
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::FwMark(m) => fwmark = Some(*m),
+            RuleAttribute::FwMask(m) => mask = Some(*m),
+            // The kernel sends both always, all ones meaning unset.
+            RuleAttribute::SuppressPrefixLen(p) => suppress = (*p != u32::MAX).then_some(*p),
+            RuleAttribute::SuppressIfGroup(g) if *g == u32::MAX => {}
+            RuleAttribute::Priority(_) | RuleAttribute::Protocol(_) => {}
+            // Any other selector (iif, uid, ports…) is not wg-quick's.
+            _ => return None,
+        }
+    }
+    let invert = h.flags.contains(RuleFlags::Invert);
+    match (fwmark, suppress) {
+        (Some(mark), None) if invert && mark == table && mask.is_none_or(|m| m == u32::MAX) => {
+            Some(Rule::NotFwmark { v6, table })
+        }
+        (None, Some(0)) if !invert && table == MAIN => Some(Rule::SuppressMain { v6 }),
+        _ => None,
+    }
+}
+
+fn rule_message(rule: Rule) -> RuleMessage {
+    let (v6, table) = match rule {
+        Rule::NotFwmark { v6, table } => (v6, table),
+        Rule::SuppressMain { v6 } => (v6, MAIN),
+    };
+    let mut m = RuleMessage::default();
+    m.header = RuleHeader {
+        family: if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        },
+        table: u8::try_from(table).unwrap_or(0),
+        action: RuleAction::ToTable,
+        ..RuleHeader::default()
+    };
+    if table > 255 {
+        m.header.table = 0;
+    }
+    m.attributes.push(RuleAttribute::Table(table));
+    match rule {
+        Rule::NotFwmark { table, .. } => {
+            m.header.flags = RuleFlags::Invert;
+            m.attributes.push(RuleAttribute::FwMark(table));
+        }
+        Rule::SuppressMain { .. } => m.attributes.push(RuleAttribute::SuppressPrefixLen(0)),
+    }
+    m
+}
+
 /// The routes into `iface` the kernel holds, or `None` when it does not
 /// exist.
 pub fn snapshot(iface: &InterfaceName) -> Result<Option<Snapshot>> {
@@ -116,7 +196,13 @@ pub fn snapshot(iface: &InterfaceName) -> Result<Option<Snapshot>> {
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let routes = dump(family)
             .map_err(|e| Error::System(format!("reading the routes of {iface} (netlink): {e}")))?;
+        let rules = dump_rules(family)
+            .map_err(|e| Error::System(format!("reading the routing rules (netlink): {e}")))?;
+        let v6 = family == AddressFamily::Inet6;
+        out.rules
+            .extend(rules.iter().filter_map(|r| rule_of(r, v6)));
         for route in routes.iter().filter_map(seen) {
+            out.tables.insert(route.table);
             if route.kind != RouteType::Unicast || route.tos != 0 || route.source_len != 0 {
                 continue;
             }
@@ -198,8 +284,11 @@ fn message(route: &Route, index: u32) -> RouteMessage {
     m
 }
 
-/// Delete then add, in order; the first failure stops and is returned
-/// with the command that failed.
+/// Rules and routes, in the order that never sends WireGuard's own
+/// packets into the tunnel: rules deleted before their default route,
+/// routes added before the rules that lead to them (the fwmark, set by
+/// the caller, comes before both). The first failure stops and is
+/// returned with the command that failed.
 pub fn apply(iface: &InterfaceName, changes: &Changes) -> Result<()> {
     if changes.is_empty() {
         return Ok(());
@@ -209,6 +298,16 @@ pub fn apply(iface: &InterfaceName, changes: &Changes) -> Result<()> {
             "interface {iface} went down during the change: expected it up"
         ))
     })?;
+    for rule in &changes.delete_rules {
+        match netlink_request_rtnl(
+            RouteNetlinkMessage::DelRule(rule_message(*rule)),
+            Some(NLM_F_REQUEST | NLM_F_ACK),
+        ) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(failed(&rule.del_command(), &e)),
+        }
+    }
     for route in &changes.delete {
         match netlink_request_rtnl(
             RouteNetlinkMessage::DelRoute(message(route, index)),
@@ -227,6 +326,24 @@ pub fn apply(iface: &InterfaceName, changes: &Changes) -> Result<()> {
         ) {
             Ok(_) => {}
             Err(e) => return Err(failed(&route.add_command(iface), &e)),
+        }
+    }
+    if changes
+        .add_rules
+        .iter()
+        .any(|r| matches!(r, Rule::NotFwmark { v6: false, .. }))
+    {
+        // wg-quick's `sysctl -q net.ipv4.conf.all.src_valid_mark=1`.
+        let path = "/proc/sys/net/ipv4/conf/all/src_valid_mark";
+        std::fs::write(path, "1")
+            .map_err(|e| Error::System(format!("cannot set {path} to 1: {e}")))?;
+    }
+    for rule in &changes.add_rules {
+        if let Err(e) = netlink_request_rtnl(
+            RouteNetlinkMessage::NewRule(rule_message(*rule)),
+            Some(NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL),
+        ) {
+            return Err(failed(&rule.add_command(), &e));
         }
     }
     Ok(())

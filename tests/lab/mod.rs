@@ -45,11 +45,13 @@
 
 mod cleanup;
 mod host;
+mod routes;
 mod stun;
 mod wgp2p;
 
 pub use cleanup::{Census, census, exclusive};
 pub use host::{CmdOutput, Host};
+pub use routes::{restart, route_differential, routes_of};
 pub use stun::StunServer;
 pub use wgp2p::{AddPeerLine, WGP2P, add_peer_lines, build_mesh, exchange, shell_words};
 
