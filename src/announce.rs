@@ -5,17 +5,42 @@ use std::net::IpAddr;
 use crate::config::node::{Node, listen_port};
 use crate::context::Context;
 use crate::discover;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::types::{Endpoint, EndpointSpec, Host, PeerName, PublicKey};
 
 /// The default port when neither `--port` nor the config gives one.
 pub const DEFAULT_PORT: u16 = 51820;
 
-/// The listen port: `--port`/`WG_PORT`, else the config's, else 51820.
-pub fn effective_port(ctx: &Context, node: &Node) -> u16 {
-    ctx.port
-        .or_else(|| node.conf.as_ref().and_then(listen_port))
+/// The port this node listens on: the config's `ListenPort`, else 51820
+/// (what `install` writes).
+pub fn listen_port_of(node: &Node) -> u16 {
+    node.conf
+        .as_ref()
+        .and_then(listen_port)
         .unwrap_or(DEFAULT_PORT)
+}
+
+/// The listen port a command prints or installs: `--port`/`WG_PORT`,
+/// else the config's, else 51820. `--port` means one thing for every
+/// command: the port in the config. `install` writes it; any other
+/// command refuses a `--port` that differs from the config's `ListenPort`,
+/// rather than print a line with a port this node does not listen on.
+pub fn effective_port(ctx: &Context, node: &Node) -> Result<u16> {
+    let written = node.conf.as_ref().and_then(listen_port);
+    match (ctx.port, written) {
+        (Some(asked), Some(port)) if asked != port => {
+            let install = node.address.map_or_else(
+                || format!("--port {asked} install ADDRESS"),
+                |a| format!("--port {asked} install {a}"),
+            );
+            Err(Error::Conflict(format!(
+                "--port/WG_PORT {asked} differs from ListenPort {port} in {}, the port this node listens on: expected no --port (or {port}) here; to move the node to port {asked}, run `{}`",
+                node.paths.conf().display(),
+                ctx.command(&install)
+            )))
+        }
+        (asked, written) => Ok(asked.or(written).unwrap_or(DEFAULT_PORT)),
+    }
 }
 
 /// The name other nodes will know this one by: the host name, made into a
@@ -98,7 +123,7 @@ pub struct OwnLine {
 /// This node's own line.
 pub fn own_line(ctx: &Context, node: &Node) -> Result<OwnLine> {
     let (key, address) = node.require_identity()?;
-    let port = effective_port(ctx, node);
+    let port = effective_port(ctx, node)?;
     let endpoint = endpoint_text(ctx, node, port)?;
     let name = host_name();
     Ok(OwnLine {

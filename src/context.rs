@@ -60,6 +60,22 @@ impl Context {
         })
     }
 
+    /// `wgp2p ARGS` as the user must type it for this node: with
+    /// `--interface` and `--config-dir` when they are not the defaults,
+    /// for advice that works when run as printed.
+    pub fn command(&self, args: &str) -> String {
+        let mut line = String::from("wgp2p");
+        if self.paths.iface.as_str() != "wg0" {
+            line.push_str(&format!(" --interface {}", self.paths.iface));
+        }
+        if self.paths.dir != std::path::Path::new("/etc/wireguard") {
+            line.push_str(&format!(" --config-dir {}", self.paths.dir.display()));
+        }
+        line.push(' ');
+        line.push_str(args);
+        line
+    }
+
     pub fn device(&self) -> Box<dyn Device> {
         match self.service_kind {
             Kind::None => Box::new(Offline),

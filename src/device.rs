@@ -219,10 +219,39 @@ impl Device for WgDevice {
             )));
         };
         let name = self.iface.to_wg()?;
+        // A port change: the new port must be free before the device is
+        // asked (wireguard-go closes its socket before it binds the new
+        // one), and a refused change puts the old port back.
+        let new_port = deltas.iter().rev().find_map(|d| match d {
+            Delta::SetListenPort(p) => Some(*p),
+            _ => None,
+        });
+        let old_port = match new_port {
+            Some(port) => {
+                let read_name = name;
+                let live = guarded_call(&self.iface, "read", DEADLINE, move || {
+                    wireguard_control::Device::get(&read_name, backend)
+                })?;
+                if live.listen_port != Some(port) {
+                    crate::system::require_free_port(port, &self.iface)?;
+                }
+                live.listen_port.filter(|p| *p != port && *p != 0)
+            }
+            None => None,
+        };
         let deadline = update_deadline(deltas);
-        guarded_call(&self.iface, "update", deadline, move || {
-            update.apply(&name, backend)
-        })
+        let update_name = name;
+        let result = guarded_call(&self.iface, "update", deadline, move || {
+            update.apply(&update_name, backend)
+        });
+        if let (Err(Error::System(_)), Some(old)) = (&result, old_port) {
+            let _ = guarded_call(&self.iface, "update", DEADLINE, move || {
+                DeviceUpdate::new()
+                    .set_listen_port(old)
+                    .apply(&name, backend)
+            });
+        }
+        result
     }
 
     fn routes(&self) -> Result<Option<Snapshot>> {

@@ -155,3 +155,89 @@ fn live_routes_equal_wg_quick_down_up() {
         failures.join("\n")
     );
 }
+
+/// Holds UDP `port` on `host` with a process of its own until killed.
+fn hold_port(host: &Host, port: u16) -> std::process::Child {
+    let script = format!(
+        "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', {port}))\nprint('bound', flush=True)\ntime.sleep(120)\n"
+    );
+    let mut child = host.spawn(&["python3", "-c", &script]);
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("the holder starts");
+    assert_eq!(line.trim(), "bound");
+    child
+}
+
+/// Reproduction 3 of "live equals restart": a port change to a busy port
+/// is refused before the device is asked, naming the holder; the tunnel
+/// keeps its port and the file is unchanged. A fresh install on a busy
+/// port says who holds it instead of wg-quick's cleanup line.
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn a_busy_port_is_refused_before_the_device_is_touched() {
+    let lab = Lab::new();
+    let alpha = lab.public_host("alpha");
+    let bravo = lab.public_host("bravo");
+    let lines = build_mesh(&[(&alpha, "10.15.0.1/24"), (&bravo, "10.15.0.2/24")]);
+    assert!(alpha.ping("10.15.0.2", PING));
+    let conf = alpha.read_file("/etc/wireguard/wg0.conf");
+    let mut holder = hold_port(&alpha, 51999);
+    let out = alpha.wgp2p(&[
+        "--port",
+        "51999",
+        "install",
+        "10.15.0.1/24",
+        "--endpoint",
+        &alpha.endpoint(51999),
+    ]);
+    let text = out.all_output();
+    assert!(!out.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "port 51999 is held by python3 (pid {})",
+            holder.id()
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ERROR -98") && !text.contains("invalid input"),
+        "{text}"
+    );
+    assert_eq!(
+        alpha.read_file("/etc/wireguard/wg0.conf"),
+        conf,
+        "file unchanged"
+    );
+    let port = alpha
+        .run(&["wg", "show", "wg0", "listen-port"])
+        .expect_ok("wg show");
+    assert_eq!(port.trim(), "51820", "the tunnel keeps its port");
+    assert!(alpha.ping("10.15.0.2", PING), "the tunnel still works");
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    // A fresh install on a busy default port.
+    let charlie = lab.public_host("charlie");
+    let mut holder = hold_port(&charlie, 51820);
+    let out = charlie.wgp2p(&[
+        "install",
+        "10.15.0.3/24",
+        "--endpoint",
+        &charlie.endpoint(51820),
+    ]);
+    let text = out.all_output();
+    assert!(!out.success(), "{text}");
+    assert!(text.contains("port 51820 is held by python3"), "{text}");
+    assert!(!text.contains("ip link delete"), "{text}");
+    assert!(
+        !charlie
+            .run(&["test", "-e", "/etc/wireguard/wg0.conf"])
+            .success(),
+        "no file written"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    drop(lines);
+}

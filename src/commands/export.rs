@@ -13,7 +13,7 @@ use crate::types::EndpointSpec;
 pub fn run(ctx: &Context, given: Option<&EndpointSpec>) -> Result<()> {
     let (_lock, node) = ctx.lock_and_show()?;
     let (key, address) = node.require_identity()?;
-    let port = announce::effective_port(ctx, &node);
+    let port = announce::effective_port(ctx, &node)?;
     let endpoint = match given {
         Some(given) => given.with_default_port(port),
         None => announce::public_endpoint(ctx, &node, port)?.ok_or_else(|| {

@@ -28,7 +28,7 @@ pub fn own(ctx: &Context, node: &Node) -> Result<Own> {
 /// This node's public endpoint when one is given (saved by `install
 /// --endpoint` or in `WGP2P_ENDPOINT`), with the listen port by default.
 pub fn public_endpoint(ctx: &Context, node: &Node) -> Result<Option<Endpoint>> {
-    let port = announce::effective_port(ctx, node);
+    let port = announce::listen_port_of(node);
     Ok(announce::given_endpoint(ctx, node)?.map(|e| e.with_default_port(port)))
 }
 

@@ -33,7 +33,7 @@ pub fn run(
     store::ensure_dir(&ctx.paths.dir)?;
     let (_lock, node) = ctx.lock_and_load_repairing()?;
     check_address(&node, &address)?;
-    let port = announce::effective_port(ctx, &node);
+    let port = ctx.port.unwrap_or_else(|| announce::listen_port_of(&node));
     let device = ctx.device();
     // Everything that can refuse is asked before a file is written.
     let live = device.live()?;
@@ -80,6 +80,9 @@ pub fn run(
             );
         }
         None => {
+            if ctx.service_kind != Kind::None {
+                crate::system::require_free_port(port, &ctx.paths.iface)?;
+            }
             commit_change(&node, &change, &[], device.as_ref())?;
             start(ctx)?;
         }

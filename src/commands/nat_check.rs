@@ -17,7 +17,7 @@ pub fn run(ctx: &Context, given: &[String]) -> Result<()> {
     // Probe from the WireGuard port itself when it is free (interface
     // down); the module falls back to another port and says so otherwise.
     let port = match Node::load(ctx.paths.clone()) {
-        Ok(node) => announce::effective_port(ctx, &node),
+        Ok(node) => announce::effective_port(ctx, &node)?,
         Err(_) => ctx.port.unwrap_or(announce::DEFAULT_PORT),
     };
     let report = discover::nat_check(&servers, Some(port), discover::BUDGET);

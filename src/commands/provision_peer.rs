@@ -55,7 +55,7 @@ pub fn run(ctx: &Context, request: &Request) -> Result<()> {
     };
     // The line we print must succeed here: check it against the rules now.
     plan::add_peer(doc.clone(), &own, &add)?;
-    let port = announce::effective_port(ctx, &node);
+    let port = announce::effective_port(ctx, &node)?;
     let own_endpoint = announce::endpoint_text(ctx, &node, port)?;
     let mut peers = vec![ConfPeer {
         name: announce::host_name().to_string(),

@@ -13,6 +13,14 @@ pub fn start(ctx: &Context) -> Result<()> {
         crate::outln!("{} is already up", ctx.paths.iface);
         return Ok(());
     }
+    if ctx.service_kind != Kind::None
+        && let Some(port) = node
+            .conf
+            .as_ref()
+            .and_then(crate::config::node::listen_port)
+    {
+        crate::system::require_free_port(port, &ctx.paths.iface)?;
+    }
     ctx.print_service_note();
     ctx.service().start()?;
     crate::outln!("{} is up ({})", ctx.paths.iface, ctx.service().describe());

@@ -423,3 +423,45 @@ fn add_peer_warns_when_allowed_ips_cover_public_space() {
         .stderr_has("warning: --allowed-ips 8.8.8.0/24 covers public addresses");
     assert!(node.conf().contains("8.8.8.0/24"), "{}", node.conf());
 }
+
+/// `--port`/`WG_PORT` means the config's ListenPort for every command: a
+/// line printed with another port would announce a port this node does
+/// not listen on, so it is refused with the install command that moves
+/// the port, and that command works as printed.
+#[test]
+fn a_port_the_config_does_not_listen_on_is_refused_not_printed() {
+    let node = Node::installed();
+    let before = node.snapshot();
+    for args in [vec!["add-peer"], vec!["export"]] {
+        let out = node.wgp2p().args(&args).env("WG_PORT", "51999").fails();
+        assert_eq!(out.code, Some(3), "{out}");
+        out.stderr_has("--port/WG_PORT 51999 differs from ListenPort 51820");
+        assert!(!out.stdout.contains("51999"), "{out}");
+    }
+    assert_eq!(node.snapshot().diff(&before), "", "nothing changed");
+    let out = node
+        .wgp2p()
+        .args(["export"])
+        .env("WG_PORT", "51999")
+        .fails();
+    let advice = out
+        .stderr
+        .split('`')
+        .nth(1)
+        .expect("a command in backticks")
+        .to_string();
+    let words: Vec<&str> = advice.split_whitespace().collect();
+    assert_eq!(words[0], "wgp2p", "{advice}");
+    assert!(words.contains(&"--config-dir"), "{advice}");
+    node.wgp2p().args(&words[1..]).succeeds();
+    assert!(
+        node.conf().contains("ListenPort = 51999\n"),
+        "{}",
+        node.conf()
+    );
+    node.wgp2p()
+        .args(["add-peer"])
+        .env("WG_PORT", "51999")
+        .succeeds()
+        .stdout_has(":51999 ");
+}
