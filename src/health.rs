@@ -128,6 +128,10 @@ pub enum DriftKind {
 /// A configured peer as the live interface should hold it.
 struct Wanted<'a> {
     entry: &'a PeerEntry,
+    /// Its networks as wg holds them after `wg setconf`: masked, each
+    /// once, without those a later `[Peer]` also writes (wg moves an
+    /// address to the last peer given it).
+    nets: Vec<IpNet>,
     /// The configured endpoint, resolved; `None` when there is none or a
     /// DNS name does not resolve now.
     endpoint: Option<Endpoint>,
@@ -139,7 +143,7 @@ impl Wanted<'_> {
         Delta::UpsertPeer {
             public_key: self.entry.public_key,
             endpoint: self.endpoint.clone().filter(|_| with_endpoint),
-            allowed_ips: self.entry.allowed_ips.clone(),
+            allowed_ips: self.nets.clone(),
             keepalive: self.entry.keepalive.filter(|k| *k > 0),
         }
     }
@@ -170,7 +174,35 @@ fn preshared_keys(doc: &Document) -> HashMap<PublicKey, PresharedKey> {
     found
 }
 
-fn wanted<'a>(psks: &HashMap<PublicKey, PresharedKey>, entry: &'a PeerEntry) -> Wanted<'a> {
+/// Each entry's networks as wg holds them (see [`Wanted::nets`]), by
+/// index into `entries`.
+fn held_nets(entries: &[PeerEntry]) -> Vec<Vec<IpNet>> {
+    let mut owner: HashMap<IpNet, usize> = HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        for net in &entry.allowed_ips {
+            owner.insert(net.trunc(), i);
+        }
+    }
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let mut nets: Vec<IpNet> = Vec::new();
+            for net in entry.allowed_ips.iter().map(IpNet::trunc) {
+                if owner.get(&net) == Some(&i) && !nets.contains(&net) {
+                    nets.push(net);
+                }
+            }
+            nets
+        })
+        .collect()
+}
+
+fn wanted<'a>(
+    psks: &HashMap<PublicKey, PresharedKey>,
+    entry: &'a PeerEntry,
+    nets: Vec<IpNet>,
+) -> Wanted<'a> {
     let endpoint = entry
         .endpoint
         .as_ref()
@@ -182,6 +214,7 @@ fn wanted<'a>(psks: &HashMap<PublicKey, PresharedKey>, entry: &'a PeerEntry) -> 
     let preshared_key = psks.get(&entry.public_key).cloned();
     Wanted {
         entry,
+        nets,
         endpoint,
         preshared_key,
     }
@@ -219,11 +252,11 @@ fn peer_differences(
     let entry = want.entry;
     let mut what = Vec::new();
     let mut set_endpoint = false;
-    if sorted(&live.allowed_ips) != sorted(&entry.allowed_ips) {
+    if sorted(&live.allowed_ips) != sorted(&want.nets) {
         what.push(format!(
             "allowed IPs {} live, {} in the config",
             nets_text(&live.allowed_ips),
-            nets_text(&entry.allowed_ips)
+            nets_text(&want.nets)
         ));
     }
     if live.keepalive.filter(|k| *k > 0) != entry.keepalive.filter(|k| *k > 0) {
@@ -282,8 +315,7 @@ pub fn drift(
 ) -> Vec<Drift> {
     let mut found = Vec::new();
     if let Some(key) = doc
-        .interface()
-        .and_then(|s| s.get_last(keys::PRIVATE_KEY))
+        .interface_value(keys::PRIVATE_KEY)
         .and_then(|k| k.parse::<PrivateKey>().ok())
         && live.public_key != Some(key.public_key())
     {
@@ -317,8 +349,9 @@ pub fn drift(
     let by_key: HashMap<PublicKey, &LivePeer> =
         live.peers.iter().map(|p| (p.public_key, p)).collect();
     let psks = preshared_keys(doc);
-    for entry in entries {
-        let want = wanted(&psks, entry);
+    let held = held_nets(entries);
+    for (entry, nets) in entries.iter().zip(held) {
+        let want = wanted(&psks, entry, nets);
         match by_key.get(&entry.public_key) {
             None => {
                 let mut deltas = vec![want.upsert(true)];
@@ -572,6 +605,62 @@ mod tests {
             .map(|d| d.text)
             .collect();
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// Reproduction 5 of "live equals restart": values wg normalises were
+    /// permanent drift (repair "repaired" them every time).
+    #[test]
+    fn allowed_ips_are_compared_as_wg_holds_them() {
+        // Host bits set (wg masks 10.15.0.9/24 to 10.15.0.0/24), and
+        // 10.15.0.3/32 in two peers (wg gives it to the later section).
+        let doc = Document::parse(&format!(
+            "[Interface]\nPrivateKey = {OWN_PRIV}\nListenPort = 51820\n\
+             [Peer]\n# Name = a\nPublicKey = {KEY_A}\nEndpoint = 192.0.2.2:51820\nAllowedIPs = 10.15.0.2/32, 10.15.0.4/32, 10.15.0.3/32\nPersistentKeepalive = 25\n\
+             [Peer]\n# Name = b\nPublicKey = {KEY_B}\nPresharedKey = {PSK}\nEndpoint = 192.0.2.3:51820\nAllowedIPs = 10.15.0.3/32, 10.16.0.9/24, 10.16.0.0/24\n"
+        ))
+        .unwrap();
+        let entries = peers(&doc).unwrap();
+        let mut live = equal_live();
+        live.peers[0].allowed_ips = vec![
+            "10.15.0.3/32".parse().unwrap(),
+            "10.16.0.0/24".parse().unwrap(),
+        ];
+        let found = drift(&doc, &entries, &live, SystemTime::now());
+        assert!(found.is_empty(), "{found:?}");
+        // A real difference is repaired with the nets wg would hold.
+        live.peers[1].allowed_ips = vec!["10.15.0.2/32".parse().unwrap()];
+        let found = drift(&doc, &entries, &live, SystemTime::now());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            matches!(&found[0].deltas[0], Delta::UpsertPeer { allowed_ips, .. }
+                if allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>() == ["10.15.0.2/32", "10.15.0.4/32"]),
+            "{found:?}"
+        );
+    }
+
+    /// Reproduction 4: with two `[Interface]` sections wg uses the last
+    /// PrivateKey; drift compares with that one (repair no longer
+    /// switches the live key).
+    #[test]
+    fn the_last_interface_section_wins() {
+        let other = "aJdPQgAHqqG+jLdvCsKmVkHa6q9ohLiP3AdpR5ZjRWk=";
+        let doc = Document::parse(&format!(
+            "[Interface]\nPrivateKey = {other}\nListenPort = 51999\n[Interface]\nPrivateKey = {OWN_PRIV}\nListenPort = 51820\n"
+        ))
+        .unwrap();
+        let live = LiveDevice {
+            public_key: Some(OWN_PRIV.parse::<PrivateKey>().unwrap().public_key()),
+            ..LiveDevice::with_peers(vec![])
+        };
+        let found = drift(&doc, &[], &live, SystemTime::now());
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(crate::config::node::listen_port(&doc), Some(51820));
+        let e = crate::config::node::check_keys_unique(&doc).unwrap_err();
+        assert!(
+            e.to_string().contains("line 5 \"PrivateKey = …\"")
+                && e.to_string().contains("line 2 has it in another"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub fn conf_key(node: &Node) -> Result<Option<PrivateKey>> {
     let Some(value) = node
         .conf
         .as_ref()
-        .and_then(|doc| doc.interface()?.get_last(keys::PRIVATE_KEY))
+        .and_then(|doc| doc.interface_value(keys::PRIVATE_KEY))
     else {
         return Ok(None);
     };

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use crate::config::{self, document::Document};
 use crate::context::Context;
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::health;
 use crate::routing;
 use crate::types::PublicKey;
@@ -60,8 +60,31 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
         device.apply(&health::repair_deltas(&drifts))?;
     }
     device.apply_routes(&routes)?;
-    for text in texts {
+    // Verified, not assumed: what still differs after the repair is said
+    // as such, never as "repaired".
+    let after: Vec<String> = match device.live()? {
+        Some(live) => health::drift(doc, &entries, &live, SystemTime::now())
+            .into_iter()
+            .map(|d| d.text)
+            .collect(),
+        None => Vec::new(),
+    };
+    let after_routes = match device.routes()? {
+        Some(now) => routing::drift(doc, &now, &ctx.paths.iface).1,
+        None => Vec::new(),
+    };
+    let remaining: Vec<&String> = after.iter().chain(&after_routes).collect();
+    for text in texts.filter(|t| !remaining.contains(t)) {
         crate::outln!("repaired: {text}");
+    }
+    if !remaining.is_empty() {
+        let lines: Vec<&str> = remaining.iter().map(|t| t.as_str()).collect();
+        return Err(Error::System(format!(
+            "{} still differs from {} after the repair (the device did not take it): {}",
+            ctx.paths.iface,
+            node.paths.conf_name(),
+            lines.join("; ")
+        )));
     }
     crate::outln!(
         "{} now matches {} (live, no restart)",

@@ -579,6 +579,17 @@ impl Document {
         self.interface_index().and_then(|i| self.sections.get(i))
     }
 
+    /// The value of `key` as wg and wg-quick read it: the last line of it
+    /// over every `[Interface]` section (a second `[Interface]` header
+    /// continues the first, later lines win).
+    pub fn interface_value(&self, key: &str) -> Option<&str> {
+        self.sections
+            .iter()
+            .rev()
+            .filter(|s| s.is_interface())
+            .find_map(|s| s.get_last(key))
+    }
+
     pub fn peer_sections(&self) -> impl Iterator<Item = &Section> {
         self.sections.iter().filter(|s| s.is_peer())
     }

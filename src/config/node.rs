@@ -518,12 +518,43 @@ pub fn check_keys_unique(doc: &Document) -> Result<()> {
         }
         seen.push((key, at.number));
     }
+    check_interface_unique(doc)
+}
+
+/// Refuse, for an edit, a config whose `[Interface]` keys that take one
+/// value are written in two `[Interface]` sections: wg and wg-quick read
+/// the last, and an edit of the first would change nothing. The error
+/// names both lines.
+fn check_interface_unique(doc: &Document) -> Result<()> {
+    let single = [keys::PRIVATE_KEY, keys::LISTEN_PORT, keys::FW_MARK, "Table"];
+    let mut first: Vec<(&str, u32)> = Vec::new();
+    for (i, section) in doc.sections().filter(|s| s.is_interface()).enumerate() {
+        for (k, _, at) in section.key_values() {
+            let Some(key) = single.iter().find(|s| wg_key_eq(k, s)) else {
+                continue;
+            };
+            match first.iter().find(|(seen, _)| seen == key) {
+                Some((_, line)) if i > 0 => {
+                    return Err(refused(
+                        doc,
+                        &at,
+                        &format!(
+                            "{key} in one [Interface] section: line {line} has it in another, and wg reads this one; merge the [Interface] sections into one"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None if i == 0 => first.push((key, at.number)),
+                None => {}
+            }
+        }
+    }
     Ok(())
 }
 
 /// The `ListenPort` of `[Interface]`, if written.
 pub fn listen_port(doc: &Document) -> Option<u16> {
-    squeeze(doc.interface()?.get_last(keys::LISTEN_PORT)?)
+    squeeze(doc.interface_value(keys::LISTEN_PORT)?)
         .parse()
         .ok()
 }

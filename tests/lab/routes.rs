@@ -190,6 +190,15 @@ pub fn route_differential(host: &Host, seed: u64, sequences: usize, steps: usize
                 out.all_output().trim().replace('\n', "\n     ")
             );
         }
+        // Live state converges: a repair, then nothing left to repair
+        // (values wg normalises are no drift).
+        let first = host.wgp2p(&["repair"]).all_output();
+        let second = host.wgp2p(&["repair"]).all_output();
+        if !second.contains("nothing to repair") {
+            failures.push(format!(
+                "sequence {sequence} (seed {seed}): repair does not converge:\n{log}\nrepair:\n{first}\nrepair again:\n{second}"
+            ));
+        }
         let live = routes_of(host, "wg0");
         if std::env::var_os("WGP2P_ROUTE_VERBOSE").is_some() {
             eprintln!("sequence {sequence} (seed {seed}):\n{log}routes:\n{live}");
