@@ -541,20 +541,69 @@ fn is_endpoint(value: &str) -> bool {
     };
     let host_ok = host.parse::<IpAddr>().is_ok()
         || is_scoped_ipv6(host)
+        || inet_aton(host).is_some()
         || (!host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<Host>().is_ok());
     host_ok && is_wg_port(port)
 }
 
+/// An IPv4 address in one of the numeric forms getaddrinfo(3) (and so
+/// wg(8)) reads besides the dotted quad, as inet_aton(3) does: one to
+/// four parts, each decimal, `0` octal or `0x` hex, the last filling the
+/// bytes left (`3221225986` and `192.0.514` are 192.0.2.2).
+pub fn inet_aton(text: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let value = if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            if hex.is_empty() {
+                0
+            } else {
+                u32::from_str_radix(hex, 16).ok()?
+            }
+        } else if part.len() > 1 && part.starts_with('0') {
+            u32::from_str_radix(&part[1..], 8).ok()?
+        } else if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            part.parse::<u32>().ok()?
+        } else {
+            return None;
+        };
+        values.push(value);
+    }
+    let (last, head) = values.split_last()?;
+    if head.iter().any(|v| *v > 255) {
+        return None;
+    }
+    let rest_bits = 8 * (4 - head.len());
+    if rest_bits < 32 && u64::from(*last) >= 1u64 << rest_bits {
+        return None;
+    }
+    let mut address: u32 = 0;
+    for (i, v) in head.iter().enumerate() {
+        address |= v << (24 - 8 * i);
+    }
+    Some(std::net::Ipv4Addr::from(address | last))
+}
+
 /// An IPv6 address with a zone, `fe80::1%eth0` (getaddrinfo, which wg(8)
-/// uses, reads the zone as an interface name or index).
+/// uses, reads the zone as an interface index, or as the name of an
+/// interface that exists on this host: `%nosuchif` fails there as here).
 fn is_scoped_ipv6(host: &str) -> bool {
     host.split_once('%').is_some_and(|(addr, zone)| {
         addr.parse::<std::net::Ipv6Addr>().is_ok()
             && (1..=15).contains(&zone.len())
-            && zone
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_=+.-".contains(&b))
+            && (zone.bytes().all(|b| b.is_ascii_digit()) || interface_exists(zone))
     })
+}
+
+fn interface_exists(name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated name; the call only reads it.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
 /// A peer's `Endpoint` as written in a config, whitespace removed as
@@ -578,6 +627,9 @@ impl WrittenEndpoint {
             return Some(endpoint);
         }
         let (host, port) = self.0.rsplit_once(':')?;
+        if let Some(ip) = inet_aton(host) {
+            return format!("{ip}:{port}").parse().ok();
+        }
         if port.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -832,6 +884,32 @@ impl FromStr for AllowedIps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reproduction 6 of "live equals restart": what wg reads and wgp2p
+    /// did not, and what wgp2p read and wg refuses.
+    #[test]
+    fn endpoints_are_read_as_getaddrinfo_reads_them() {
+        let v4 = |t: &str| inet_aton(t).map(|a| a.to_string());
+        assert_eq!(v4("3221225986").as_deref(), Some("192.0.2.2"));
+        assert_eq!(v4("192.0.514").as_deref(), Some("192.0.2.2"));
+        assert_eq!(v4("0xc0.0.2.02").as_deref(), Some("192.0.2.2"));
+        assert_eq!(v4("4294967296"), None);
+        assert_eq!(v4("1.2.3.4.5"), None);
+        assert_eq!(v4("256.1.1.1"), None);
+        assert_eq!(v4("1.2.3.08"), None);
+        let written: WrittenEndpoint = "3221225986:51820".parse().unwrap();
+        assert_eq!(
+            written.parsed().map(|e| e.to_string()).as_deref(),
+            Some("192.0.2.2:51820")
+        );
+        assert!("[fe80::1%lo]:51820".parse::<WrittenEndpoint>().is_ok());
+        assert!("[fe80::1%2]:51820".parse::<WrittenEndpoint>().is_ok());
+        assert!(
+            "[fe80::1%nosuchif]:51820"
+                .parse::<WrittenEndpoint>()
+                .is_err()
+        );
+    }
 
     const KEY: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
     const PRIV: &str = "SGb+ojrRNDuMePufwtIYhXzA//k6wF3R21tEBgKlzlM=";

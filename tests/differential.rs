@@ -107,11 +107,15 @@ fn allowed_ip(i: u8, long: bool) -> impl Strategy<Value = String> {
 }
 
 fn allowed_ips(i: u8, long: bool) -> impl Strategy<Value = String> {
-    (
-        prop::collection::vec(allowed_ip(i, long), 1..4),
-        prop_oneof![Just(","), Just(", "), Just(" , ")],
-    )
-        .prop_map(|(ips, sep)| ips.join(sep))
+    prop_oneof![
+        60 => (
+            prop::collection::vec(allowed_ip(i, long), 1..4),
+            prop_oneof![Just(","), Just(", "), Just(" , ")],
+        )
+            .prop_map(|(ips, sep)| ips.join(sep)),
+        // Nothing after `=`: wg refuses the line.
+        1 => Just(String::new()),
+    ]
 }
 
 fn endpoint() -> impl Strategy<Value = String> {
@@ -129,6 +133,14 @@ fn endpoint() -> impl Strategy<Value = String> {
             Just("192.0.2.1".to_string()),
             Just("192.0.2.1:".to_string()),
             Just("[2001:db8::1]".to_string()),
+        ],
+        // IPv4 in inet_aton's other forms (getaddrinfo reads them), and a
+        // zone naming no interface (getaddrinfo fails on it).
+        2 => prop_oneof![
+            Just("3221225986:51820".to_string()),
+            Just("192.0.514:51820".to_string()),
+            Just("[fe80::1%nosuchif]:51820".to_string()),
+            Just("[fe80::1%1]:51820".to_string()),
         ],
     ]
 }
@@ -417,7 +429,23 @@ fn model_peers(json: &str) -> BTreeMap<String, WgPeer> {
         .enumerate()
         .map(|(i, r)| {
             let endpoint = r["endpoint"].as_str().map(|e| {
-                e.parse::<SocketAddr>().unwrap_or_else(|_| {
+                // wg shows an endpoint without its zone.
+                let unzoned = |mut a: SocketAddr| {
+                    if let SocketAddr::V6(v6) = &mut a {
+                        v6.set_scope_id(0);
+                    }
+                    a
+                };
+                e.parse::<SocketAddr>().map(unzoned).unwrap_or_else(|_| {
+                    // inet_aton's forms (3221225986:51820): what wg's
+                    // getaddrinfo makes of them.
+                    if !e.contains('%')
+                        && let Some(addr) = std::net::ToSocketAddrs::to_socket_addrs(e)
+                            .ok()
+                            .and_then(|mut a| a.next())
+                    {
+                        return addr;
+                    }
                     let (host, port) = e.rsplit_once(':').expect("host:port");
                     let host = host.trim_start_matches('[').trim_end_matches(']');
                     let host = host.split('%').next().expect("an address");

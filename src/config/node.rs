@@ -364,8 +364,14 @@ fn peer_entry(doc: &Document, section: &Section) -> Result<PeerEntry> {
                 .map_err(|_| refused(doc, &at, "HOST:PORT or [IPv6]:PORT"))?;
             endpoint = Some(written);
         } else if wg_key_eq(key, keys::ALLOWED_IPS) {
+            // wg(8) refuses a key with nothing after `=` (no route is
+            // written by leaving the line out).
             if value.is_empty() {
-                continue;
+                return Err(refused(
+                    doc,
+                    &at,
+                    "addresses after AllowedIPs = (wg refuses it empty: remove the line instead)",
+                ));
             }
             for entry in value.split(',') {
                 let net = allowed_ip(entry).ok_or_else(|| {
@@ -754,6 +760,17 @@ mod tests {
 
     const K1: &str = "DD5yKRfzExcV5+kDnTroDgCU15latdMjiQ59j1hEuk8=";
     const K2: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
+    #[test]
+    fn an_empty_allowed_ips_is_refused_as_wg_refuses_it() {
+        let doc = Document::parse(&format!(
+            "[Interface]\n[Peer]\nPublicKey = {K1}\nAllowedIPs =\n"
+        ))
+        .unwrap();
+        let e = peers(&doc).unwrap_err();
+        assert!(e.to_string().contains("line 4"), "{e}");
+        assert!(e.to_string().contains("wg refuses it empty"), "{e}");
+    }
 
     #[test]
     fn reads_peers_with_names() {

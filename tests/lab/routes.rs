@@ -202,6 +202,11 @@ pub fn route_differential(host: &Host, seed: u64, sequences: usize, steps: usize
         let live = routes_of(host, "wg0");
         if std::env::var_os("WGP2P_ROUTE_VERBOSE").is_some() {
             eprintln!("sequence {sequence} (seed {seed}):\n{log}routes:\n{live}");
+        } else {
+            eprintln!(
+                "route differential: sequence {sequence} done, {} routes and rules",
+                live.lines().count()
+            );
         }
         let conf = host.read_file(conf_path);
         let restarted = host.run(&["wg-quick", "down", "wg0"]);
