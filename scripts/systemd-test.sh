@@ -59,7 +59,7 @@ rm -f "$root/tmp/wgp2p.deb"
 chroot "$root" wgp2p --version
 
 # The test binaries that hold systemd_ct_ scenarios.
-targets=(systemd)
+targets=(systemd readme)
 mapfile -t bins < <(cargo test --locked --no-run "${targets[@]/#/--test=}" --message-format=json |
   python3 -c 'import json, sys
 for line in sys.stdin:
@@ -75,7 +75,7 @@ for bin in "${bins[@]}"; do
 done
 [ "$expected" -gt 0 ] || fail "no systemd_ct_ test found"
 
-export WGP2P_SYSTEMD_ROOT=$root
+export WGP2P_SYSTEMD_ROOT=$root WGP2P_DEB=$(readlink -f "$deb")
 log=$work/log
 : >"$log"
 status=0

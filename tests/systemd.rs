@@ -72,6 +72,22 @@ fn agent_cmdline(c: &Container) -> String {
         .to_string()
 }
 
+/// Waits until the agent runs with a command line ending in `tail`
+/// (a restart is asynchronous), and says what ran when it does not.
+fn assert_agent_runs_with(c: &Container, tail: &str) {
+    let mut last = String::new();
+    let ran = lab::wait_until(Duration::from_secs(30), || {
+        last = agent_cmdline(c);
+        last.ends_with(tail)
+    });
+    assert!(
+        ran,
+        "the agent on {} runs as {last:?}, expected \"… {tail}\":\n{}",
+        c.name(),
+        c.run(&["journalctl", "--no-pager", "-n", "30", "-u", AGENT])
+    );
+}
+
 fn public_key(c: &Container) -> String {
     c.ok(&["cat", "/etc/wireguard/publickey"])
         .trim()
@@ -198,17 +214,12 @@ fn systemd_ct_agent_options_disable_twice_and_uninstall_leave_nothing_enabled() 
         "60",
     ]);
     assert_unit(&host, AGENT, "enabled", "active");
-    let cmdline = agent_cmdline(&host);
-    assert!(
-        cmdline.ends_with("agent --interval 30 --auto-relay --relay-after 60"),
-        "{cmdline}"
-    );
+    assert_agent_runs_with(&host, "agent --interval 30 --auto-relay --relay-after 60");
     let status = host.ok(&["wgp2p", "status"]);
     assert!(status.contains("auto-relay after 1m 0s"), "{status}");
     // Enabled again without options: the agent restarts with the defaults.
     host.ok(&["wgp2p", "agent", "enable"]);
-    let cmdline = agent_cmdline(&host);
-    assert!(cmdline.ends_with("agent --interval 30"), "{cmdline}");
+    assert_agent_runs_with(&host, "agent --interval 30");
 
     for _ in 0..2 {
         let out = host.ok(&["wgp2p", "agent", "disable"]);
@@ -253,6 +264,7 @@ fn systemd_ct_a_source_install_writes_its_unit_and_removing_leaves_none() {
     assert_unit(&host, AGENT, "enabled", "active");
     let fragment = host.ok(&["systemctl", "show", "-P", "FragmentPath", AGENT]);
     assert_eq!(fragment.trim(), WRITTEN_UNIT);
+    assert_agent_runs_with(&host, "agent --interval 30");
     assert!(agent_cmdline(&host).starts_with("/usr/local/bin/wgp2p --interface wg0 agent"));
     host.ok(&["/usr/local/bin/wgp2p", "uninstall"]);
     assert!(

@@ -249,6 +249,19 @@ impl Container {
         wait_until(timeout, || self.run(&["ping", "-c1", "-W1", ip]).success())
     }
 
+    /// Copies the host file `from` into the directory `dir` of the
+    /// container (a path relative to its root), keeping its name.
+    ///
+    /// # Panics
+    ///
+    /// When the copy fails.
+    pub fn copy_in(&self, from: &Path, dir: &str) {
+        let name = from.file_name().expect("a file to copy in");
+        let to = self.dir.join("merged").join(dir).join(name);
+        std::fs::copy(from, &to)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+    }
+
     /// The container's console so far (for failure messages).
     #[must_use]
     pub fn console(&self) -> String {
