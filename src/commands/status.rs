@@ -117,7 +117,7 @@ fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::Agen
             .and_then(|e| e.name.as_ref().map(ToString::to_string));
     }
     if let Some(auto) = &mut view.auto_relay {
-        auto.complete(entries, &crate::agent::relay::read_pins(&ctx.paths));
+        auto.complete(entries, &crate::config::pins::read(&ctx.paths));
     }
     view
 }
