@@ -1,20 +1,30 @@
 //! `wgp2p agent`: a long-running loop that keeps the mesh healthy.
 //!
-//! It is not a second program: each pass observes (the config file, the
-//! live device, DNS, this host's own addresses), turns what it sees into the same kind of change the
-//! CLI makes, and applies it under the same config lock, taking the lock
-//! only for the change itself. Each pass also says `hello` to every peer
-//! whose agent was heard lately (to the others at most every
-//! [`DISCOVER_EVERY`]) over the agents' protocol (`protocol`, `link`), and runs
-//! membership (`membership`: peers introduced to and removed from the mesh,
-//! docs/membership.md).
+//! It is not a second program: it is the CLI's pipeline in a loop. Each
+//! step is one pass:
 //!
-//! Between passes the loop waits on one channel of [`Event`]s: a signal
-//! (SIGTERM/SIGINT, taken by a thread of its own with `sigtimedwait`) ends
-//! it at once, cleanly (exit 0); a message from a peer's agent (from the
-//! link's receive thread) is handled as it comes; every second the config's
-//! stamp is looked at, so a peer added or removed by hand is announced at
-//! once. No lock is held while it waits. No async runtime: a few threads, blocking calls with deadlines.
+//! 1. **observe** once ([`snapshot::Snapshot`]): the config parsed once,
+//!    the device dumped once, this host's addresses, the DNS names
+//!    resolved (off the lock, with a deadline), the time;
+//! 2. **decide**: each feature is pure decisions on the snapshot and its
+//!    own memory, returning [`action::Action`]s: DNS endpoints
+//!    (`endpoints`), greetings (`greet`), introductions (`hints`),
+//!    membership (`membership`, docs/membership.md), auto-relay (`relay`);
+//!    messages from peers' agents since the last step are inputs here;
+//! 3. **execute** ([`execute`]): one executor sends, pokes, makes live-only
+//!    changes through one `apply_live` under the config lock (waited for
+//!    with a deadline) and config changes through plan + commit;
+//! 4. **settle and save**: what became of each change goes back to the
+//!    feature that asked for it; the state file is written.
+//!
+//! A full pass runs every `--interval`. Between passes the loop waits on
+//! one channel of [`Event`]s: a signal (SIGTERM/SIGINT, taken by a thread
+//! of its own with `sigtimedwait`) ends it at once, cleanly (exit 0); a
+//! message from a peer's agent starts a step at once (on the last snapshot
+//! for a `hello` or a `seen`, on a fresh look for a `record`); every second
+//! the config's stamp is looked at, so a peer added or removed by hand is
+//! announced at once. No lock is held while it waits. No async runtime: a
+//! few threads, blocking calls with deadlines.
 
 pub mod action;
 pub mod endpoints;
@@ -478,22 +488,21 @@ impl Agent {
                 message: self.hello(snap),
             });
         }
-        // Introductions, for the peers that are live.
-        if snap.live.is_some() {
-            let views = hints::views(snap, |k| self.heard(k, snap.unix));
-            let decided = if full {
-                self.knowledge
-                    .hints
-                    .pass(&views, snap.now, snap.mono, self.interval, snap.unix)
-            } else if self.knowledge.hints.due().is_some_and(|d| d <= snap.mono) {
-                self.knowledge
-                    .hints
-                    .tick(&views, snap.now, snap.mono, self.interval)
-            } else {
-                Vec::new()
-            };
-            actions.extend(hints::to_actions(snap, self.interval, decided));
-        }
+        // Introductions, for the peers that are live (a tick that is due
+        // runs also with the interface down, so it is not due again at once).
+        let views = hints::views(snap, |k| self.heard(k, snap.unix));
+        let decided = if full && snap.live.is_some() {
+            self.knowledge
+                .hints
+                .pass(&views, snap.now, snap.mono, self.interval, snap.unix)
+        } else if self.knowledge.hints.due().is_some_and(|d| d <= snap.mono) {
+            self.knowledge
+                .hints
+                .tick(&views, snap.now, snap.mono, self.interval)
+        } else {
+            Vec::new()
+        };
+        actions.extend(hints::to_actions(snap, self.interval, decided));
         // Membership: what the config changed, the accepted events to apply.
         match self.membership.pass(snap, log) {
             Ok(decided) => actions.extend(decided),
