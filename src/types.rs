@@ -677,6 +677,10 @@ impl VpnAddress {
     pub fn host_route(&self) -> IpNet {
         IpNet::from(self.0.addr())
     }
+    /// The VPN network this address is in, e.g. `10.15.0.0/24`.
+    pub fn network(&self) -> IpNet {
+        self.0.trunc()
+    }
 }
 
 impl FromStr for VpnAddress {
