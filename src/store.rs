@@ -702,6 +702,14 @@ impl Change {
         self.ops.is_empty()
     }
 
+    /// What the change writes last into `name`, if it writes it.
+    pub fn written(&self, name: &str) -> Option<&[u8]> {
+        self.ops.iter().rev().find_map(|op| match op {
+            Op::Write(n, bytes) if n == name => Some(bytes.as_slice()),
+            _ => None,
+        })
+    }
+
     /// The names this change writes or removes, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.ops.iter().map(|op| match op {
