@@ -1,12 +1,12 @@
 //! The agent's side of membership (docs/membership.md): it keeps the
 //! membership book, says what this node's config changed (a peer added by
 //! hand becomes an introduction, one removed a removal), takes in the
-//! records peers send, and applies the accepted ones to the config through
-//! plan -> commit under the config lock.
+//! records peers send, and decides which accepted ones to apply to the
+//! config (the executor plans and commits them under the config lock).
 //!
 //! Transport-agnostic: every handler returns the records to send, each
-//! with the WireGuard key of the peer it goes to; the loop sends them as
-//! `record` messages to that peer's agent.
+//! with the WireGuard key of the peer it goes to; the executor sends them
+//! as `record` messages to that peer's agent.
 //!
 //! The book is kept in `<iface>.membership.json` (0600), so a restarted
 //! agent loses nothing: pins, events (a replay of an old record stays
@@ -19,17 +19,15 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::Log;
-use crate::commit::commit;
+use super::action::{Action, Commit, Outcome};
+use super::snapshot::Snapshot;
 use crate::config::document::Document;
-use crate::config::node::{Node, Paths, peers};
-use crate::context::Context;
+use crate::config::node::{Paths, peers};
 use crate::error::Result;
 use crate::membership::book::{Book, Member, Offer, Pin};
 use crate::membership::record::{Change, Record, SignKey, SigningIdentity, WireRecord};
 use crate::plan::Own;
-use crate::plan::membership::{
-    Introduced, Introduction, Policy, introduce, is_introduced, remove_introduced,
-};
+use crate::plan::membership::{Introduced, Introduction, Policy, introduce, is_introduced};
 use crate::types::PublicKey;
 
 /// The membership file's format version.
@@ -154,8 +152,6 @@ pub struct Membership {
     said: HashSet<(PublicKey, u64, Said)>,
     /// Offers by outcome (`status --json`).
     pub counters: BTreeMap<&'static str, u64>,
-    /// The config was changed since [`Membership::take_changed`] last asked.
-    changed: bool,
     /// The counters the saved book had when this agent started.
     saved_counters: BTreeMap<String, u64>,
 }
@@ -235,11 +231,6 @@ impl Membership {
         all
     }
 
-    /// Whether an applied event changed the config since the last call.
-    pub fn take_changed(&mut self) -> bool {
-        std::mem::take(&mut self.changed)
-    }
-
     fn count(&mut self, what: &'static str) {
         *self.counters.entry(what).or_default() += 1;
     }
@@ -303,12 +294,12 @@ impl Membership {
         sent
     }
 
-    /// A `record` from peer `from`. A new event is kept, forwarded as it
+    /// A `record` from peer `from`. A new event is kept and forwarded as it
     /// came (its signature lets every member check it, whoever relays it)
-    /// to every other peer, and applied when the policy accepts its signer.
+    /// to every other peer; the next decision ([`Membership::apply`])
+    /// applies it when the policy accepts its signer.
     pub fn on_record(
         &mut self,
-        ctx: &Context,
         from: PublicKey,
         wire: &WireRecord,
         now: u64,
@@ -331,7 +322,6 @@ impl Membership {
         if outcome != Offer::New && outcome != Offer::Revouched {
             return Vec::new();
         }
-        self.apply(ctx, log);
         if outcome == Offer::Revouched {
             return Vec::new();
         }
@@ -430,15 +420,15 @@ impl Membership {
         }
     }
 
-    /// One pass: read the config, turn what a human changed into events
-    /// (sent to every peer), and apply the accepted events.
-    pub fn pass(&mut self, ctx: &Context, log: &Log, now: u64) -> Result<Vec<Outgoing>> {
-        let node = Node::load(ctx.paths.clone())?;
-        let Some(private) = node.private_key.as_ref() else {
+    /// One pass: from the config, turn what a human changed into events
+    /// (sent to every peer), and decide which accepted events to apply.
+    pub fn pass(&mut self, snap: &Snapshot, log: &Log) -> Result<Vec<Action>> {
+        let now = snap.unix_ms;
+        let Some(private) = snap.node.private_key.as_ref() else {
             return Ok(Vec::new());
         };
         let me = SigningIdentity::derive(private);
-        let doc = node.require_conf()?;
+        let doc = snap.node.require_conf()?;
         self.policy = Policy::of(doc);
         let members = members(doc)?;
         self.peers = members.iter().map(|m| m.key).collect();
@@ -449,8 +439,7 @@ impl Membership {
         }
         self.identity = Some(me);
         self.retry_pending(now);
-        self.apply(ctx, log);
-        Ok(made
+        let outgoing: Vec<Outgoing> = made
             .iter()
             .map(|r| {
                 (
@@ -458,24 +447,35 @@ impl Membership {
                     WireRecord::from_record(r),
                 )
             })
-            .collect())
+            .collect();
+        let mut actions = self.sends(outgoing);
+        actions.extend(self.apply(snap));
+        Ok(actions)
     }
 
-    /// Apply every accepted event the config does not reflect yet, each as
-    /// its own plan -> commit under the config lock. A refusal is logged
-    /// once per event and changes nothing.
-    pub fn apply(&mut self, ctx: &Context, log: &Log) {
-        let node = match Node::load(ctx.paths.clone()) {
-            Ok(node) => node,
-            Err(_) => return,
-        };
-        let (Ok(own), Some(doc)) = (Own::of(&node), node.conf.as_ref()) else {
-            return;
+    /// The records to send, as actions: one message per record, to every
+    /// peer its [`To`] names.
+    pub fn sends(&self, outgoing: Vec<Outgoing>) -> Vec<Action> {
+        outgoing
+            .into_iter()
+            .map(|(to, wire)| Action::Send {
+                to: self.recipients(&to).collect(),
+                message: super::protocol::Message::Record(Box::new(wire)),
+            })
+            .collect()
+    }
+
+    /// Every accepted event the config does not reflect yet, as a commit
+    /// (each its own plan -> commit under the config lock). An event whose
+    /// refusal was logged is tried again, but its refusal is not said again.
+    pub fn apply(&mut self, snap: &Snapshot) -> Vec<Action> {
+        let (Ok(own), Some(doc)) = (Own::of(&snap.node), snap.node.conf.as_ref()) else {
+            return Vec::new();
         };
         let policy = Policy::of(doc);
         self.policy = policy.clone();
         if !policy.enabled() {
-            return;
+            return Vec::new();
         }
         let mut records: Vec<Record> = self
             .book
@@ -485,13 +485,13 @@ impl Membership {
             .cloned()
             .collect();
         records.sort_by_key(|r| r.event.at);
-        let Ok(existing) = peers(doc) else {
-            return;
-        };
+        let existing = &snap.entries;
+        let mut actions = Vec::new();
         for record in records {
             let subject = record.event.subject;
             let present = existing.iter().any(|p| p.public_key == subject);
-            let result = match &record.event.change {
+            let at = record.event.at;
+            match &record.event.change {
                 Change::Intro(intro) => {
                     let introduction = Introduction {
                         public_key: subject,
@@ -501,58 +501,73 @@ impl Membership {
                         introducer: self.label(&record.event.origin, doc),
                     };
                     match introduce(doc.clone(), &own, &introduction) {
-                        Ok(Introduced::Known) => continue,
+                        Ok(Introduced::Known) => {}
                         Ok(Introduced::Add(..)) => {
-                            commit_introduction(ctx, &introduction).map(|applied| {
-                                format!(
-                                    "added peer {} {} at {} (introduced by {}; {applied})",
-                                    introduction.name,
-                                    subject,
-                                    introduction.address,
-                                    introduction.introducer
-                                )
-                            })
+                            actions.push(Action::Commit(Commit::Introduce { introduction, at }));
                         }
-                        Err(e) => Err(e),
+                        Err(e) => {
+                            if self.said.insert((subject, at, Said::Introduction)) {
+                                actions.push(Action::Log(format!(
+                                    "membership: introduction of {subject} by {} refused: {e}",
+                                    introduction.introducer
+                                )));
+                            }
+                        }
                     }
                 }
-                Change::Removal if !present => continue,
+                Change::Removal if !present => {}
                 Change::Removal => {
                     if !is_introduced(doc, &subject)
-                        && self
-                            .said
-                            .contains(&(subject, record.event.at, Said::Removal))
+                        && self.said.contains(&(subject, at, Said::Removal))
                     {
                         continue;
                     }
-                    commit_removal(ctx, &subject).map(|(name, applied)| {
-                        format!(
-                            "removed peer {name} {subject} (removal by {}; {applied})",
-                            self.label(&record.event.origin, doc)
-                        )
-                    })
-                }
-            };
-            match result {
-                Ok(line) => {
-                    self.changed = true;
-                    log.line(&format!("membership: {line}"));
-                }
-                Err(e) => {
-                    let (said, what) = if record.event.is_removal() {
-                        (Said::Removal, "removal")
-                    } else {
-                        (Said::Introduction, "introduction")
-                    };
-                    if self.said.insert((subject, record.event.at, said)) {
-                        log.line(&format!(
-                            "membership: {what} of {subject} by {} refused: {e}",
-                            self.label(&record.event.origin, doc)
-                        ));
-                    }
+                    actions.push(Action::Commit(Commit::Remove {
+                        key: subject,
+                        at,
+                        by: self.label(&record.event.origin, doc),
+                    }));
                 }
             }
         }
+        actions
+    }
+
+    /// The log line of what became of a membership commit (a refusal is
+    /// said once per event); `None` for an action that is not membership's.
+    pub fn settled(&mut self, action: &Action, outcome: &Result<Outcome>) -> Option<String> {
+        let Action::Commit(commit) = action else {
+            return None;
+        };
+        let (subject, at, said, what, by) = match commit {
+            Commit::Introduce { introduction, at } => (
+                introduction.public_key,
+                *at,
+                Said::Introduction,
+                "introduction",
+                introduction.introducer.as_str(),
+            ),
+            Commit::Remove { key, at, by } => (*key, *at, Said::Removal, "removal", by.as_str()),
+            Commit::Relay { .. } | Commit::Direct { .. } => return None,
+        };
+        let line = match (outcome, commit) {
+            (Ok(Outcome::Stale), _) => return None,
+            (Ok(Outcome::Done { detail, .. }), Commit::Introduce { introduction, .. }) => format!(
+                "added peer {} {subject} at {} (introduced by {}; {detail})",
+                introduction.name, introduction.address, introduction.introducer
+            ),
+            (Ok(Outcome::Done { detail, name }), _) => format!(
+                "removed peer {} {subject} (removal by {by}; {detail})",
+                name.clone().unwrap_or_else(|| subject.to_string())
+            ),
+            (Err(e), _) => {
+                if !self.said.insert((subject, at, said)) {
+                    return None;
+                }
+                format!("{what} of {subject} by {by} refused: {e}")
+            }
+        };
+        Some(format!("membership: {line}"))
     }
 
     /// How the `# Source` tag and the log name a member: its name in the
@@ -620,39 +635,17 @@ fn members(doc: &Document) -> Result<Vec<Member>> {
     Ok(members)
 }
 
-/// Add an introduced peer: lock, re-read, plan again, commit.
-fn commit_introduction(ctx: &Context, intro: &Introduction) -> Result<&'static str> {
-    let (_lock, mut node) = ctx.lock_and_load()?;
-    let own = crate::commands::host::own(ctx, &node)?;
-    let doc = node.take_conf()?;
-    match introduce(doc, &own, intro)? {
-        Introduced::Known => Ok("already there"),
-        Introduced::Add(new_doc, delta) => {
-            Ok(commit(&node, &new_doc, &[delta], ctx.device().as_ref())?.describe())
-        }
-    }
-}
-
-/// Remove an introduced peer: lock, re-read, plan again, commit.
-fn commit_removal(ctx: &Context, key: &PublicKey) -> Result<(String, &'static str)> {
-    let (_lock, mut node) = ctx.lock_and_load()?;
-    let doc = node.take_conf()?;
-    match remove_introduced(doc, key)? {
-        None => Ok((key.to_string(), "already gone")),
-        Some((new_doc, delta, name)) => Ok((
-            name,
-            commit(&node, &new_doc, &[delta], ctx.device().as_ref())?.describe(),
-        )),
-    }
-}
-
 /// A mesh of agents in memory: real config dirs (temp dirs, the `none`
 /// service, so commits change files only), records and hellos passed
 /// between nodes that have each other as peers (as the tunnel would).
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::Env;
+    use crate::agent::execute;
+    use crate::agent::protocol::Message;
+    use crate::agent::snapshot::{Scope, Snapshot};
+    use crate::commit::commit;
+    use crate::context::{Context, Env};
     use crate::store::Change;
     use crate::types::PrivateKey;
 
@@ -731,8 +724,8 @@ mod tests {
             extra_allowed_ips: None,
             keepalive: None,
         };
-        let (new_doc, delta, _) = crate::plan::add_peer(doc, &own, &request).unwrap();
-        commit(&loaded, &new_doc, &[delta], node.ctx.device().as_ref()).unwrap();
+        let (new_doc, deltas, _) = crate::plan::add_peer(doc, &own, &request).unwrap();
+        commit(&loaded, &new_doc, &deltas, node.ctx.device().as_ref()).unwrap();
     }
 
     fn remove(node: &Node, other: &Node) {
@@ -772,6 +765,37 @@ mod tests {
             .collect()
     }
 
+    /// One step as the agent's loop runs it: observe, `decide`, carry out
+    /// the commits (and settle them); the records to send, one per peer.
+    fn step(
+        n: &mut Node,
+        now: u64,
+        decide: impl FnOnce(&mut Membership, &Snapshot) -> Vec<Action>,
+    ) -> Vec<(PublicKey, WireRecord)> {
+        let mut snap = Snapshot::observe(&n.ctx, Scope::Quick).unwrap();
+        snap.unix_ms = now;
+        let actions = decide(&mut n.agent, &snap);
+        let log = Log::new(false);
+        let mut out = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send {
+                    to,
+                    message: Message::Record(wire),
+                } => out.extend(to.into_iter().map(|p| (p, (*wire).clone()))),
+                Action::Commit(c) => {
+                    let outcome = execute::commit_one(&n.ctx, &c, &HashMap::new());
+                    if let Some(line) = n.agent.settled(&Action::Commit(c), &outcome) {
+                        log.line(&line);
+                    }
+                }
+                Action::Log(line) => log.line(&line),
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// Passes, hellos and records until nothing is sent any more. Returns
     /// the rounds it took.
     fn run(nodes: &mut [Node], now: &mut u64) -> usize {
@@ -780,8 +804,8 @@ mod tests {
             *now += RESEND_EVERY_MS + 1;
             let mut queue: Vec<(usize, PublicKey, WireRecord)> = Vec::new();
             for (i, n) in nodes.iter_mut().enumerate() {
-                let out = n.agent.pass(&n.ctx, &log, *now).unwrap();
-                for (to, wire) in each_peer(&n.agent, out) {
+                let out = step(n, *now, |agent, snap| agent.pass(snap, &log).unwrap());
+                for (to, wire) in out {
                     queue.push((i, to, wire));
                 }
             }
@@ -813,10 +837,9 @@ mod tests {
                 sent += 1;
                 let from_key = nodes[from].key;
                 let target = &mut nodes[j];
-                let out = target
-                    .agent
-                    .on_record(&target.ctx, from_key, &wire, *now, &log);
-                let out = each_peer(&target.agent, out);
+                let out = target.agent.on_record(from_key, &wire, *now, &log);
+                let mut out = each_peer(&target.agent, out);
+                out.extend(step(target, *now, |agent, snap| agent.apply(snap)));
                 queue.extend(out.into_iter().map(|(to, w)| (j, to, w)));
             }
             if sent == 0 {
@@ -993,17 +1016,18 @@ mod tests {
         let m2 = nodes[1].key;
         for attack in &attacks {
             let target = &mut nodes[0];
-            target.agent.on_record(&target.ctx, m2, attack, now, &log);
+            target.agent.on_record(m2, attack, now, &log);
+            step(target, now, |agent, snap| agent.apply(snap));
         }
         assert_eq!(conf(&nodes[0]), before);
         // A bad signature and a route claim do not even reach the book.
         let mut bad = forged(stranger, "evil", "10.15.0.9", false);
         bad.at += 1;
         let target = &mut nodes[0];
-        target.agent.on_record(&target.ctx, m2, &bad, now, &log);
+        target.agent.on_record(m2, &bad, now, &log);
         let mut wide = forged(stranger, "evil", "10.15.0.9", false);
         wide.ip = Some("10.15.0.0/24".into());
-        target.agent.on_record(&target.ctx, m2, &wide, now, &log);
+        target.agent.on_record(m2, &wide, now, &log);
         assert_eq!(target.agent.counters.get("bad_signature"), Some(&1));
         assert_eq!(target.agent.counters.get("malformed"), Some(&1));
         assert_eq!(conf(&nodes[0]), before);

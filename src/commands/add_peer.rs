@@ -74,16 +74,11 @@ fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<(
             )
         }
         None => {
-            let (new_doc, delta, outcome) = plan::add_peer(doc, &own, request)?;
+            let (new_doc, deltas, outcome) = plan::add_peer(doc, &own, request)?;
             let verb = if outcome == Outcome::Added {
                 "added"
             } else {
                 "updated"
-            };
-            let deltas = if outcome == Outcome::Unchanged {
-                vec![]
-            } else {
-                vec![delta]
             };
             (new_doc, deltas, format!("{verb} peer {name}"))
         }

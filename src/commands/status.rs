@@ -7,11 +7,11 @@ use std::time::SystemTime;
 
 use crate::config::node::PeerEntry;
 use crate::context::Context;
-use crate::device::{LiveDevice, LivePeer};
 use crate::error::{Error, Result};
 use crate::health::{self, Drift, DriftKind};
 use crate::output::{self, Health, PeerStatus, StatusReport};
 use crate::types::PublicKey;
+use crate::wg::{LiveDevice, LivePeer};
 
 pub fn run(ctx: &Context, check: bool) -> Result<()> {
     let (node, _) = crate::config::node::Node::load_to_show(ctx.paths.clone())?;
@@ -117,7 +117,7 @@ fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::Agen
             .and_then(|e| e.name.as_ref().map(ToString::to_string));
     }
     if let Some(auto) = &mut view.auto_relay {
-        auto.complete(entries, &crate::agent::relay::read_pins(&ctx.paths));
+        auto.complete(entries, &crate::config::pins::read(&ctx.paths));
     }
     view
 }

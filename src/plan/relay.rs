@@ -9,14 +9,14 @@ use ipnet::IpNet;
 
 use crate::config::document::{Document, Section, is_wg_space, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
-use crate::device::PresharedKey;
 use crate::error::{Error, Result};
 use crate::plan::error::{PlanError, RoutesOf, Tunnel};
 use crate::plan::{
-    AddPeer, Delta, Outcome, Own, add_peer, check_new_peer, check_routes, find_peer, join_nets,
-    not_found, overlaps, route_refusal, routes,
+    AddPeer, Own, add_peer, check_new_peer, check_routes, find_peer, join_nets, not_found,
+    overlaps, route_refusal, routes,
 };
 use crate::types::{AllowedIps, PeerIp, PeerSelector, WrittenEndpoint, WrittenName, quoted};
+use crate::wg::{Delta, PresharedKey};
 
 /// Where a peer sits in the config.
 #[derive(Clone, Copy)]
@@ -205,6 +205,33 @@ fn check_relayed_routes(
     })
 }
 
+/// A peer moved onto a relay: the new config, the live change, and the
+/// peer's record as the relay's section now keeps it.
+pub struct Moved {
+    pub doc: Document,
+    pub deltas: Vec<Delta>,
+    pub peer: Relayed,
+}
+
+/// `relay PEER via RELAY`, the one move `wgp2p relay` and the agent's
+/// auto-relay both make: the peer, direct or relayed by another, goes via
+/// `relay`.
+pub fn move_via(
+    doc: &Document,
+    own: &Own,
+    selector: &PeerSelector,
+    relay: &PeerSelector,
+) -> Result<Moved> {
+    let entries = peers(doc)?;
+    let peer = match locate(&entries, selector) {
+        Some(Found::Direct(entry)) => as_relayed(doc, entry),
+        Some(Found::Relayed { peer, .. }) => peer.clone(),
+        None => return Err(not_found(doc, selector).into()),
+    };
+    let (doc, deltas) = route_via(doc, own, &peer, relay)?;
+    Ok(Moved { doc, deltas, peer })
+}
+
 /// Route `peer` through the peer `relay_selector` names. A direct
 /// section for it is removed (and kept in the `# Relay` line); a route
 /// through another relay is moved.
@@ -368,10 +395,8 @@ pub fn make_direct(
         extra_allowed_ips: Some(AllowedIps::from(rest.to_vec())),
         keepalive: None,
     };
-    let (direct_doc, delta, outcome) = add_peer(new_doc, own, &request)?;
-    if outcome != Outcome::Unchanged {
-        deltas.push(delta);
-    }
+    let (direct_doc, delta, _) = add_peer(new_doc, own, &request)?;
+    deltas.extend(delta);
     Ok((direct_doc, deltas, name))
 }
 
