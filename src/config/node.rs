@@ -795,7 +795,7 @@ mod tests {
     #[test]
     fn an_address_without_prefix_is_a_host_route() {
         let doc = Document::parse(&format!(
-            "[Peer]\nPublicKey = {K1}\nAllowedIPs = 10.15.0.2\nallowed ips = fd00::2 , 10.9.0.0/16 # lan\nAllowedIPs =\n"
+            "[Peer]\nPublicKey = {K1}\nAllowedIPs = 10.15.0.2\nallowed ips = fd00::2 , 10.9.0.0/16 # lan\n"
         ))
         .unwrap();
         let nets: Vec<String> = peers(&doc).unwrap()[0]
