@@ -202,17 +202,22 @@ pub fn route_differential(host: &Host, seed: u64, sequences: usize, steps: usize
         let live = routes_of(host, "wg0");
         if std::env::var_os("WGP2P_ROUTE_VERBOSE").is_some() {
             eprintln!("sequence {sequence} (seed {seed}):\n{log}routes:\n{live}");
-        } else {
-            eprintln!(
-                "route differential: sequence {sequence} done, {} routes and rules",
-                live.lines().count()
-            );
         }
         let conf = host.read_file(conf_path);
         let restarted = host.run(&["wg-quick", "down", "wg0"]);
         let up = host.run(&["wg-quick", "up", "wg0"]);
         let after = routes_of(host, "wg0");
-        if !restarted.success() || !up.success() || live != after {
+        let equal = restarted.success() && up.success() && live == after;
+        eprintln!(
+            "route differential: sequence {sequence}: {} routes and rules, {}",
+            live.lines().count(),
+            if equal {
+                "equal after wg-quick down; up"
+            } else {
+                "DIFFERENT after wg-quick down; up"
+            }
+        );
+        if !equal {
             failures.push(format!(
                 "sequence {sequence} (seed {seed}):\n{log}\nconfig:\n{conf}\nlive:\n{live}\nafter wg-quick down; up:\n{after}\n{}",
                 up.all_output()
