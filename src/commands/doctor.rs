@@ -48,6 +48,9 @@ struct Facts {
     /// Routes into the interface that differ from what `wg-quick up`
     /// makes (`routing::drift`), each with its command.
     route_drifts: Vec<String>,
+    /// Introduced peers that route outside the VPN network (route safety
+    /// by address space), each with its fix.
+    space_findings: Vec<String>,
     now: SystemTime,
     /// AllowedIPs that provisioned devices route through this node, beyond its own address.
     routed_through_us: Vec<IpNet>,
@@ -113,6 +116,10 @@ fn gather(ctx: &Context) -> Result<(Facts, Vec<String>)> {
         (Some(doc), Some(live)) => health::drift(doc, &entries, live, now),
         _ => Vec::new(),
     };
+    let space_findings = match (&node.conf, node.address) {
+        (Some(doc), Some(address)) => introduced_outside(doc, &entries, address, ctx),
+        _ => Vec::new(),
+    };
     let route_drifts = match (&node.conf, &live) {
         (Some(doc), Some(_)) => match ctx.device().routes()? {
             Some(routes) => crate::routing::drift(doc, &routes, &ctx.paths.iface).1,
@@ -144,6 +151,7 @@ fn gather(ctx: &Context) -> Result<(Facts, Vec<String>)> {
         live,
         drifts,
         route_drifts,
+        space_findings,
         now,
     };
     Ok((facts, edits_refuse))
@@ -278,8 +286,42 @@ fn forwarding_findings(f: &Facts, out: &mut Vec<String>) {
     }
 }
 
+/// Route safety by address space (`plan::routes::space`) of the peers
+/// introductions added: a member may introduce only addresses inside the
+/// VPN network. One line per such peer, with the command that removes it.
+fn introduced_outside(
+    doc: &Document,
+    entries: &[PeerEntry],
+    address: crate::types::VpnAddress,
+    ctx: &Context,
+) -> Vec<String> {
+    let vpn = [address.network()];
+    entries
+        .iter()
+        .filter(|e| crate::plan::membership::is_introduced(doc, &e.public_key))
+        .filter_map(|e| {
+            let outside: Vec<String> = e
+                .allowed_ips
+                .iter()
+                .filter(|n| !crate::plan::routes::space(crate::plan::routes::Role::Peer, &vpn, n))
+                .map(ToString::to_string)
+                .collect();
+            (!outside.is_empty()).then(|| {
+                format!(
+                    "introduced peer {} routes {} outside the VPN network {}: an introduction may claim only addresses inside it; remove it: `{}`",
+                    e.display_name(),
+                    outside.join(", "),
+                    vpn[0],
+                    ctx.command(&format!("remove-peer {}", e.public_key))
+                )
+            })
+        })
+        .collect()
+}
+
 fn findings(f: &Facts) -> Vec<String> {
     let mut out = Vec::new();
+    out.extend(f.space_findings.iter().cloned());
     tool_findings(f, &mut out);
     interface_findings(f, &mut out);
     peer_findings(f, &mut out);
@@ -363,6 +405,7 @@ mod tests {
             config_port: listen_port(doc),
             drifts: health::drift(doc, &entries, &live, now),
             route_drifts: Vec::new(),
+            space_findings: Vec::new(),
             entries,
             live: Some(live),
             routed_through_us: vec![],

@@ -111,3 +111,25 @@ fn an_interrupted_change_is_named_and_its_advice_completes_it() {
     assert_eq!(node.public_key(), wgp2p_lab::wg_pubkey(NEW));
     assert!(node.conf().contains(&format!("PrivateKey = {NEW}")));
 }
+
+/// Route safety by address space: a peer an introduction added that
+/// routes outside the VPN network is a finding, and its advice removes it.
+#[test]
+fn an_introduced_peer_outside_the_vpn_network_is_a_finding() {
+    let node = Node::installed();
+    let conf = node.conf();
+    node.write(
+        "wg0.conf",
+        &format!(
+            "{conf}\n[Peer]\n# Name = eve\n# Source = introduced by bob\nPublicKey = {}\nAllowedIPs = 10.15.0.9/32, 192.168.5.0/24\n",
+            super::super::CAROL_KEY
+        ),
+    );
+    let found = node.wgp2p().args(["doctor"]).fails();
+    let command = advice(&found.stdout, "introduced peer eve routes 192.168.5.0/24");
+    assert_eq!(command[0], "wgp2p");
+    node.wgp2p().args(&command[1..]).succeeds();
+    let after = node.wgp2p().args(["doctor"]).output();
+    assert!(!after.stdout.contains("introduced peer"), "{after}");
+    assert!(!node.conf().contains("# Name = eve"));
+}

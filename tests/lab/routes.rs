@@ -104,7 +104,7 @@ pub fn route_differential(host: &Host, seed: u64, sequences: usize, steps: usize
         let mut log = String::new();
         for _ in 0..steps {
             let slot = &slots[rng.below(slots.len())];
-            let (what, out) = match rng.below(20) {
+            let (what, out) = match rng.below(21) {
                 0..=6 => {
                     let mut args = vec![
                         "add-peer".to_string(),
@@ -160,6 +160,51 @@ pub fn route_differential(host: &Host, seed: u64, sequences: usize, steps: usize
                     (
                         format!("edit: AllowedIPs = {net} in [Peer] #{at}; repair"),
                         host.wgp2p(&["repair"]),
+                    )
+                }
+                17 => {
+                    // A roster of some slots, with roles: a subnet router
+                    // with private networks, an exit node with a default
+                    // route, plain members; `sync --adopt` takes over the
+                    // peers added by hand.
+                    let mut roster = String::new();
+                    let mut exit_taken = false;
+                    let chosen: Vec<&Slot> = slots.iter().filter(|_| rng.below(2) == 0).collect();
+                    for slot in chosen {
+                        let _ = write!(
+                            roster,
+                            "[[peer]]\nname = \"{}\"\nendpoint = \"198.51.100.{}:51820\"\npublic_key = \"{}\"\naddress = \"{}\"\n",
+                            slot.name,
+                            10 + rng.below(50),
+                            slot.key,
+                            slot.ip
+                        );
+                        match rng.below(3) {
+                            0 => {
+                                let net = rng.pick(&[
+                                    "192.168.1.0/24",
+                                    "172.16.5.0/24",
+                                    "fd00:1::/64",
+                                    "10.20.0.0/16",
+                                ]);
+                                let _ = write!(
+                                    roster,
+                                    "allowed_ips = [\"{net}\"]\nsubnet_router = true\n"
+                                );
+                            }
+                            1 if !exit_taken => {
+                                exit_taken = true;
+                                let net = rng.pick(&["0.0.0.0/0", "::/0"]);
+                                let _ =
+                                    write!(roster, "allowed_ips = [\"{net}\"]\nexit_node = true\n");
+                            }
+                            _ => {}
+                        }
+                    }
+                    host.write_file("/root/roster.toml", &roster);
+                    (
+                        format!("sync roster:\n{roster}"),
+                        host.wgp2p(&["sync", "/root/roster.toml", "--adopt"]),
                     )
                 }
                 _ => {
