@@ -18,8 +18,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::Log;
 use super::action::{Action, Commit, Outcome};
+use super::log::Log;
 use super::snapshot::Snapshot;
 use crate::config::document::Document;
 use crate::config::node::{Paths, peers};
@@ -28,6 +28,7 @@ use crate::membership::book::{Book, Member, Offer, Pin};
 use crate::membership::record::{Change, Record, SignKey, SigningIdentity, WireRecord};
 use crate::plan::Own;
 use crate::plan::membership::{Introduced, Introduction, Policy, introduce, is_introduced};
+use crate::status::MembershipView;
 use crate::types::PublicKey;
 
 /// The membership file's format version.
@@ -76,28 +77,6 @@ struct Saved {
     /// Records taken in, by outcome, since the book was made.
     #[serde(default)]
     counters: BTreeMap<String, u64>,
-}
-
-/// The book as `status` shows it (`status --json`: `agent.membership`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct MembershipView {
-    /// Members the book has an introduction of.
-    pub members: usize,
-    /// Keys the book has a removal of.
-    pub removals: usize,
-    /// Signing keys pinned.
-    pub pinned: usize,
-    /// Records taken in, by outcome (`new`, `duplicate`, `stale`,
-    /// `bad_signature`, …), since the book was made.
-    pub records: BTreeMap<String, u64>,
-}
-
-/// Whether a counter of [`MembershipView::records`] counts refusals.
-pub fn is_refusal(what: &str) -> bool {
-    !matches!(
-        what,
-        "new" | "duplicate" | "revouched" | "unknown_signer" | "pinned"
-    )
 }
 
 /// What the agent's book holds, read without changing anything.
@@ -210,7 +189,10 @@ impl Membership {
             present: self.book.present.iter().map(ToString::to_string).collect(),
             counters: self.all_counters(),
         };
-        super::state::replace_json(&path(paths), "the membership book", &saved)
+        let text = serde_json::to_string_pretty(&saved).map_err(|e| {
+            crate::error::Error::System(format!("cannot write the membership book: {e}"))
+        })?;
+        crate::store::replace_unlocked(&path(paths), text.as_bytes())
     }
 
     /// What this node's `hello` carries: its signing key and the digest of

@@ -9,7 +9,8 @@ use crate::config::node::PeerEntry;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::health::{self, Drift, DriftKind};
-use crate::output::{self, Health, PeerStatus, StatusReport};
+use crate::output;
+use crate::status::{Health, PeerStatus, StatusReport};
 use crate::types::PublicKey;
 use crate::wg::{LiveDevice, LivePeer};
 
@@ -95,7 +96,7 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
 }
 
 /// The agent's state, with peer names from the config.
-fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::AgentView {
+fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::status::AgentView {
     let mut view = crate::agent::state::observe(&ctx.paths);
     let entry = |key: &str| entries.iter().find(|e| e.public_key.to_string() == key);
     for learned in &mut view.learned_endpoints {
