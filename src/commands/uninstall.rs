@@ -36,6 +36,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
         files.extend([node::PRIVATE_KEY.into(), node::PUBLIC_KEY.into()]);
     }
     files.extend(crate::agent::state::file_names(&paths.iface));
+    files.push(crate::agent::unit::env_file(&paths.iface));
     let provisioned = store::provisioned_files(&paths.dir)?;
     let present: Vec<String> = files
         .iter()
@@ -58,7 +59,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
     if running || ctx.service_kind == Kind::Systemd {
         ctx.service().stop_and_disable()?;
     }
-    crate::commands::agent::disable_if_installed(ctx)?;
+    crate::commands::agent::disable_for_uninstall(ctx)?;
     let mut change = Change::new();
     let mut removed = Vec::new();
     for file in &present {
