@@ -237,10 +237,18 @@ pub fn run(
     let _running = state::Running::claim(&ctx.paths)?;
     let (events, inbox) = mpsc::channel::<Event>();
     signals.forward(events.clone())?;
-    let mut talk = Talk::new(events, interval, membership::Membership::load(&ctx.paths));
-    let mut knowledge = state::load(&ctx.paths)
-        .map(|s| Knowledge::from_state(&s))
-        .unwrap_or_default();
+    let mut talk = Talk::new(
+        events,
+        interval,
+        membership::Membership::load(&ctx.paths, log),
+    );
+    let mut knowledge = match state::load(&ctx.paths) {
+        Ok(state) => state.map(|s| Knowledge::from_state(&s)).unwrap_or_default(),
+        Err(e) => {
+            log.line(&format!("the agent state is not read: {e}; it is rebuilt"));
+            Knowledge::default()
+        }
+    };
     log.line(&format!(
         "started for {} (pid {}), a pass every {} s",
         ctx.paths.iface,
@@ -443,7 +451,7 @@ impl Talk {
             }
         }
         self.relay = node.conf.as_ref().is_some_and(crate::plan::hooks::enabled);
-        let hello = self.hello();
+        let hellos = self.membership.hellos();
         let (now, unix_now) = (Instant::now(), state::unix_now());
         for (key, to) in &self.agents {
             let heard = knowledge.agent_heard(key, unix_now, HEARD_WITHIN).is_some();
@@ -453,7 +461,7 @@ impl Talk {
                 }
                 self.discovered.insert(*key, now);
             }
-            self.send(*to, &hello);
+            self.send(*to, &self.hello_with(hellos.as_ref(), key));
         }
         self.discovered
             .retain(|key, _| self.agents.contains_key(key));
@@ -558,7 +566,7 @@ impl Talk {
                             // A packet for the peer makes WireGuard start a
                             // handshake through the new endpoint now.
                             if let Some(address) = self.agents.get(&peer) {
-                                self.send(*address, &self.hello());
+                                self.send(*address, &self.hello(&peer));
                             }
                             log.line(&format!(
                                 "peer {}: trying endpoint {} (from {from}{seen})",
@@ -648,14 +656,22 @@ impl Talk {
         Ok(true)
     }
 
-    /// This node's `hello`: whether it relays, and membership's signing key
-    /// and book digest.
-    fn hello(&self) -> protocol::Message {
-        let (sk, members) = self.membership.hello();
+    /// This node's `hello` to `peer`: whether it relays, and the digest of
+    /// its membership book for that peer.
+    fn hello(&self, peer: &PublicKey) -> protocol::Message {
+        self.hello_with(self.membership.hellos().as_ref(), peer)
+    }
+
+    /// The same, with the book's digests computed once for many peers.
+    fn hello_with(
+        &self,
+        hellos: Option<&membership::Hellos>,
+        peer: &PublicKey,
+    ) -> protocol::Message {
         protocol::Message::Hello {
             relay: self.relay,
-            sk,
-            members,
+            sk: None,
+            members: hellos.map(|h| h.to(peer)),
         }
     }
 
@@ -708,7 +724,7 @@ impl Talk {
         if let Some(link) = &self.link {
             link.set_senders(link::Senders::from_config(&entries));
         }
-        let hello = self.hello();
+        let hellos = self.membership.hellos();
         for entry in &entries {
             self.names
                 .insert(entry.public_key, entry.display_name().to_string());
@@ -716,7 +732,7 @@ impl Talk {
                 continue;
             };
             if self.agents.insert(entry.public_key, to).is_none() {
-                self.send(to, &hello);
+                self.send(to, &self.hello_with(hellos.as_ref(), &entry.public_key));
             }
         }
         let keys: std::collections::HashSet<PublicKey> =
@@ -745,7 +761,7 @@ impl Talk {
             } => {
                 let outgoing = self.membership.on_hello(
                     incoming.from,
-                    sk.as_deref(),
+                    sk.is_some(),
                     members.as_deref(),
                     unix_ms(),
                     log,
@@ -769,7 +785,7 @@ impl Talk {
                 if (newly_heard || !outgoing.is_empty())
                     && let Some(address) = self.agents.get(&incoming.from)
                 {
-                    self.send(*address, &self.hello());
+                    self.send(*address, &self.hello(&incoming.from));
                 }
                 self.send_records(outgoing);
                 if before.is_none_or(|b| b.relay != relay) {

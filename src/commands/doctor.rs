@@ -49,6 +49,10 @@ struct Facts {
     /// AllowedIPs that provisioned devices route through this node, beyond its own address.
     routed_through_us: Vec<IpNet>,
     ip_forward: bool,
+    /// Membership problems: unreadable `# Trust` lines, a book moved aside.
+    membership: Vec<String>,
+    /// Devices provisioned here (their stale advice speaks of the device).
+    devices: Vec<crate::config::node::Device>,
 }
 
 fn unit_enabled(unit: &str) -> bool {
@@ -91,6 +95,28 @@ fn provisioned_routes(node: &Node) -> Vec<IpNet> {
     routes
 }
 
+/// The introduction policy's problems (a `# Trust` line that cannot be
+/// read: nobody is trusted) and a membership book the agent moved aside.
+fn membership_problems(ctx: &Context, node: &Node) -> Vec<String> {
+    let mut out = node
+        .conf
+        .as_ref()
+        .map(|doc| crate::plan::membership::Policy::of(doc).problems())
+        .unwrap_or_default();
+    let aside = ctx
+        .paths
+        .dir
+        .join(crate::agent::membership::aside_name(&ctx.paths.iface));
+    if std::fs::symlink_metadata(&aside).is_ok() {
+        out.push(format!(
+            "the agent found its membership book unreadable and moved it aside to {}; it started a new one (its peers are announced again): read it if you want, then delete it (`rm {}`)",
+            aside.display(),
+            aside.display()
+        ));
+    }
+    out
+}
+
 /// The facts, and what in the config an edit would refuse although
 /// wg-quick runs it (each with its fix).
 fn gather(ctx: &Context) -> Result<(Facts, Vec<String>)> {
@@ -131,6 +157,8 @@ fn gather(ctx: &Context) -> Result<(Facts, Vec<String>)> {
         entries,
         routed_through_us: provisioned_routes(&node),
         ip_forward: forward.trim() == "1",
+        membership: membership_problems(ctx, &node),
+        devices: crate::config::node::provisioned_devices(&ctx.paths),
         live,
         drifts,
         now,
@@ -223,7 +251,16 @@ fn peer_findings(f: &Facts, out: &mut Vec<String>) {
             .find(|p| p.public_key == entry.public_key)
             .and_then(|p| health::handshake_age(p, f.now));
         if !health::is_fresh(age) {
-            out.push(stale_finding(entry, age, &candidates, &f.own_name));
+            match f.devices.iter().find(|d| d.key == entry.public_key) {
+                Some(device) => out.push(format!(
+                    "peer {} is stale ({}): it is a device provisioned here: has it imported {}/{}, and is it online?",
+                    entry.display_name(),
+                    health::stale_reason(age),
+                    crate::store::PROVISIONED,
+                    device.file
+                )),
+                None => out.push(stale_finding(entry, age, &candidates, &f.own_name)),
+            }
         }
     }
 }
@@ -267,6 +304,7 @@ fn forwarding_findings(f: &Facts, out: &mut Vec<String>) {
 fn findings(f: &Facts) -> Vec<String> {
     let mut out = Vec::new();
     tool_findings(f, &mut out);
+    out.extend(f.membership.iter().cloned());
     interface_findings(f, &mut out);
     peer_findings(f, &mut out);
     forwarding_findings(f, &mut out);
@@ -347,6 +385,8 @@ mod tests {
             own_name: "defiant".into(),
             installed: true,
             config_port: listen_port(doc),
+            membership: Vec::new(),
+            devices: Vec::new(),
             drifts: health::drift(doc, &entries, &live, now),
             entries,
             live: Some(live),

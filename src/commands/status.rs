@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
             .map(|text| format!("{text}: {}", health::REPAIR))
             .collect(),
         peers: view.rows(),
-        agent: agent_view(ctx, &entries),
+        agent: agent_view(ctx, &entries)?,
     };
     if let Some(auto) = &report.agent.auto_relay {
         for row in &mut report.peers {
@@ -95,8 +95,11 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
 }
 
 /// The agent's state, with peer names from the config.
-fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::AgentView {
-    let mut view = crate::agent::state::observe(&ctx.paths);
+fn agent_view(
+    ctx: &Context,
+    entries: &[PeerEntry],
+) -> crate::error::Result<crate::agent::state::AgentView> {
+    let mut view = crate::agent::state::observe(&ctx.paths)?;
     let entry = |key: &str| entries.iter().find(|e| e.public_key.to_string() == key);
     for learned in &mut view.learned_endpoints {
         let own = entry(&learned.public_key);
@@ -119,7 +122,7 @@ fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::Agen
     if let Some(auto) = &mut view.auto_relay {
         auto.complete(entries, &crate::agent::relay::read_pins(&ctx.paths));
     }
-    view
+    Ok(view)
 }
 
 /// What the rows are made of.
