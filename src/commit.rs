@@ -6,6 +6,7 @@ use crate::config::node::Node;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::plan::Delta;
+use crate::routing;
 use crate::store::{self, Change};
 
 /// Where a change took effect.
@@ -77,6 +78,13 @@ pub fn commit_change(
         }
     }
     let dir = &node.paths.dir;
+    // The routes the change moves, and whether the kernel can take them,
+    // before anything is written.
+    let routes = if live {
+        route_changes(node, change, device)?
+    } else {
+        None
+    };
     let undo = if live {
         store::undo_of(dir, change)?
     } else {
@@ -87,13 +95,67 @@ pub fn commit_change(
         return Ok(Applied::FileOnly);
     }
     match device.apply(deltas) {
-        Ok(()) => Ok(Applied::Live),
-        Err(unknown @ Error::LiveUnknown(_)) => Err(unknown),
+        Ok(()) => {}
+        Err(unknown @ Error::LiveUnknown(_)) => return Err(unknown),
         Err(device_error) => {
             store::apply(dir, &undo)?;
-            Err(device_error)
+            return Err(device_error);
         }
     }
+    // Routes last: a new network is routed once its peer holds it, an old
+    // one unrouted once no peer does.
+    if let Some(routes) = routes {
+        device.apply_routes(&routes).map_err(|e| {
+            Error::LiveUnknown(format!(
+                "{} and the peers changed, but not every route: {e}",
+                node.paths.conf_name()
+            ))
+        })?;
+    }
+    Ok(Applied::Live)
+}
+
+/// The routes `wg-quick up` makes for the config `change` writes that it
+/// does not make for the config it replaces, and those it no longer
+/// makes (`routing::Changes::between`); `None` when the change leaves the
+/// config alone or the device has no routes. Refused (nothing written)
+/// when another interface holds a route the change needs: `wg-quick up`
+/// would fail on it the same way.
+fn route_changes(
+    node: &Node,
+    change: &Change,
+    device: &dyn Device,
+) -> Result<Option<routing::Changes>> {
+    let name = node.paths.conf_name();
+    let Some(new_text) = change.written(&name) else {
+        return Ok(None);
+    };
+    let Some(now) = device.routes()? else {
+        return Ok(None);
+    };
+    let spec_of = |bytes: &[u8]| {
+        Document::parse(&String::from_utf8_lossy(bytes))
+            .ok()
+            .and_then(|doc| routing::Spec::of(&doc).ok())
+    };
+    let Some(new) = spec_of(new_text) else {
+        return Ok(None);
+    };
+    let old = store::current(&node.paths.dir, &name)?
+        .as_deref()
+        .and_then(spec_of);
+    let new = routing::wanted(&new, &now.covering);
+    let old = old
+        .map(|o| routing::wanted(&o, &now.covering))
+        .unwrap_or_default();
+    let changes = routing::Changes::between(&old, &new, &now);
+    if let Some((route, through)) = changes.blocked(&now) {
+        return Err(Error::Conflict(format!(
+            "route {route} is already there through {through}: `{}` would fail (\"File exists\"), as would `wg-quick up`; expected networks no other interface routes",
+            route.add_command(&node.paths.iface)
+        )));
+    }
+    Ok((!changes.is_empty()).then_some(changes))
 }
 
 #[cfg(test)]

@@ -93,7 +93,12 @@ impl Context {
     /// The dir's entries are checked first (no links, our owner, modes
     /// 0600/0700), and a change a killed run left half made is completed.
     pub fn lock_and_load(&self) -> Result<(DirLock, Node)> {
-        self.lock_checked(false)
+        self.lock_checked(false, None)
+    }
+
+    /// As `lock_and_load`, waiting at most `wait` for the lock (the agent).
+    pub fn lock_and_load_within(&self, wait: std::time::Duration) -> Result<(DirLock, Node)> {
+        self.lock_checked(false, Some(wait))
     }
 
     /// Lock the config dir and read the node for a command that only shows
@@ -114,7 +119,7 @@ impl Context {
     /// As `lock_and_load`, setting wrong modes right instead of refusing
     /// them (`install`).
     pub fn lock_and_load_repairing(&self) -> Result<(DirLock, Node)> {
-        self.lock_checked(true)
+        self.lock_checked(true, None)
     }
 
     /// A change that a killed run left half made (its journal is still
@@ -144,11 +149,18 @@ impl Context {
         }
     }
 
-    fn lock_checked(&self, repair: bool) -> Result<(DirLock, Node)> {
+    fn lock_checked(
+        &self,
+        repair: bool,
+        wait: Option<std::time::Duration>,
+    ) -> Result<(DirLock, Node)> {
         if !self.paths.dir.is_dir() {
             return Err(crate::config::node::not_installed(&self.paths));
         }
-        let lock = store::lock(&self.paths.dir)?;
+        let lock = match wait {
+            Some(wait) => store::lock_within(&self.paths.dir, wait)?,
+            None => store::lock(&self.paths.dir)?,
+        };
         let files = self.paths.own_files();
         let names: Vec<&str> = files.iter().map(String::as_str).collect();
         if let Some(finding) = store::check_modes(&self.paths.dir, &names, repair)?.first() {

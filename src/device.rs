@@ -24,6 +24,7 @@ use wireguard_control::{AllowedIp, Backend, DeviceUpdate, PeerConfigBuilder};
 
 use crate::error::{Error, Result};
 use crate::plan::Delta;
+use crate::routing::{Changes, Snapshot};
 use crate::types::{InterfaceName, PublicKey};
 
 /// A peer as the live interface reports it, normalised (no keepalive and no
@@ -107,6 +108,15 @@ pub trait Device {
     fn live(&self) -> Result<Option<LiveDevice>>;
     /// Apply changes in one device call; only called when the interface is up.
     fn apply(&self, deltas: &[Delta]) -> Result<()>;
+    /// The routes into the interface (`crate::routing`), `None` when it
+    /// is down or has no routes to manage (a fake).
+    fn routes(&self) -> Result<Option<Snapshot>> {
+        Ok(None)
+    }
+    /// Delete then add routes into the interface; only called when up.
+    fn apply_routes(&self, _changes: &Changes) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A device that is always down: `WGP2P_SERVICE=none` (files only).
@@ -213,6 +223,14 @@ impl Device for WgDevice {
         guarded_call(&self.iface, "update", deadline, move || {
             update.apply(&name, backend)
         })
+    }
+
+    fn routes(&self) -> Result<Option<Snapshot>> {
+        crate::routing::netlink::snapshot(&self.iface)
+    }
+
+    fn apply_routes(&self, changes: &Changes) -> Result<()> {
+        crate::routing::netlink::apply(&self.iface, changes)
     }
 }
 

@@ -15,6 +15,7 @@ mod membership;
 mod output;
 mod plan;
 mod roster;
+mod routing;
 mod service;
 mod store;
 mod system;

@@ -415,6 +415,34 @@ pub fn lock(dir: &Path) -> Result<DirLock> {
     Ok(DirLock { _dir: fd })
 }
 
+/// As [`lock`], waiting at most `wait` for another run to release the
+/// lock (the agent: a pass never waits on a stuck command for ever). The
+/// lock is tried every few milliseconds until the deadline.
+pub fn lock_within(dir: &Path, wait: std::time::Duration) -> Result<DirLock> {
+    let fd = open_dir(dir)?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        // SAFETY: valid fd; flock has no memory effects.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break;
+        }
+        let e = last_os_error();
+        if e.kind() != ErrorKind::Interrupted && e.kind() != ErrorKind::WouldBlock {
+            return Err(Error::io("lock", dir, e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::System(format!(
+                "another wgp2p run held the lock of {} for more than {} s: expected it to finish; trying again later",
+                dir.display(),
+                wait.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    recover(dir)?;
+    Ok(DirLock { _dir: fd })
+}
+
 /// Replay a journal left by a killed run, then sweep temp files.
 fn recover(dir: &Path) -> Result<()> {
     let fd = open_dir(dir)?;
@@ -725,6 +753,14 @@ impl Change {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// What the change writes last into `name`, if it writes it.
+    pub fn written(&self, name: &str) -> Option<&[u8]> {
+        self.ops.iter().rev().find_map(|op| match op {
+            Op::Write(n, bytes) if n == name => Some(bytes.as_slice()),
+            _ => None,
+        })
     }
 
     /// The names this change writes or removes, in order.

@@ -677,8 +677,7 @@ impl VpnAddress {
     pub fn host_route(&self) -> IpNet {
         IpNet::from(self.0.addr())
     }
-    /// The VPN's network: this address's prefix (10.15.0.0/24 for
-    /// 10.15.0.1/24).
+    /// The VPN network this address is in, e.g. `10.15.0.0/24`.
     pub fn network(&self) -> IpNet {
         self.0.trunc()
     }

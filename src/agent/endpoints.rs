@@ -12,10 +12,12 @@
 //! Everything here is pure: what was observed goes in, what to do comes
 //! out, so every case is unit-tested without DNS, devices or time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::action::{Action, Live};
+use super::snapshot::Snapshot;
 use crate::config::node::PeerEntry;
 use crate::plan::Delta;
 use crate::types::{Endpoint, Host, PublicKey, WrittenEndpoint};
@@ -166,6 +168,90 @@ impl Memory {
     pub fn insert(&mut self, key: PublicKey, configured: String, addresses: Vec<SocketAddr>) {
         self.last.insert(key, (configured, addresses));
     }
+}
+
+/// The configured peers whose endpoint is a DNS name: key, endpoint text
+/// as written, the endpoint.
+pub fn watched(entries: &[PeerEntry]) -> Vec<(PublicKey, String, Endpoint)> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let endpoint = dns_endpoint(e)?;
+            let configured = e.endpoint.as_ref()?.as_written().to_string();
+            Some((e.public_key, configured, endpoint))
+        })
+        .collect()
+}
+
+/// One pass over the DNS endpoints (a full pass: it needs what the names
+/// resolve to): a live change for each peer whose endpoint moves, and a
+/// log line when a name stops resolving or resolves again (`unresolved`
+/// remembers which did not). `trying`: peers whose introduced endpoint is
+/// being tried, left alone now.
+pub fn decide_pass(
+    snap: &Snapshot,
+    memory: &mut Memory,
+    unresolved: &mut HashSet<PublicKey>,
+    trying: impl Fn(&PublicKey) -> bool,
+) -> Vec<Action> {
+    let watched = watched(&snap.entries);
+    memory.retain(|key| watched.iter().any(|(k, ..)| k == key));
+    unresolved.retain(|key| watched.iter().any(|(k, ..)| k == key));
+    let mut actions = Vec::new();
+    for (key, configured, endpoint) in watched {
+        // A configured peer that is not live is drift, for `repair`.
+        let Some(peer) = snap.live_peer(&key) else {
+            continue;
+        };
+        if trying(&key) {
+            continue;
+        }
+        let seen = Observation {
+            public_key: key,
+            configured: configured.clone(),
+            resolved: snap
+                .resolved
+                .get(&endpoint.to_string())
+                .cloned()
+                .unwrap_or_default(),
+            live_endpoint: peer.endpoint,
+            handshake_age: peer
+                .last_handshake
+                .map(|t| snap.now.duration_since(t).unwrap_or_default()),
+        };
+        let name = snap.name(&key);
+        // Said when a name stops resolving and when it resolves again.
+        let failing = seen.resolved.is_empty();
+        if failing && unresolved.insert(key) {
+            actions.push(Action::Log(format!(
+                "peer {name}: cannot resolve {configured}: keeping its endpoint"
+            )));
+        } else if !failing && unresolved.remove(&key) {
+            actions.push(Action::Log(format!(
+                "peer {name}: {configured} resolves again"
+            )));
+        }
+        let decision = decide(&seen, memory.last(&seen));
+        memory.record(&seen);
+        if let Some(refresh) = decision {
+            actions.push(Action::Live(Live::Endpoint(refresh)));
+        }
+    }
+    actions
+}
+
+/// The log line of a refresh made live.
+pub fn describe(name: &str, refresh: &Refresh) -> String {
+    let previous = refresh
+        .previous
+        .map(|p| format!(" (was {p})"))
+        .unwrap_or_default();
+    format!(
+        "peer {name}: endpoint {} now {}{previous}: {}",
+        refresh.configured,
+        refresh.address,
+        refresh.reason.describe()
+    )
 }
 
 #[cfg(test)]

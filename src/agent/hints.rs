@@ -31,7 +31,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::action;
 use super::endpoints::STALE_AFTER;
+use super::snapshot::Snapshot;
 use crate::types::PublicKey;
 
 /// How long answers to a round of `where` are collected before the first
@@ -435,6 +437,105 @@ fn next_try(peer: PublicKey, chase: &mut Chase, now: SystemTime, mono: Instant) 
         started: mono,
     });
     Some(Action::Try { peer, offer })
+}
+
+/// The configured peers that are live, as introductions see them;
+/// `heard`: whether a peer's agent was heard lately.
+pub fn views(snap: &Snapshot, heard: impl Fn(&PublicKey) -> bool) -> Vec<PeerView> {
+    snap.entries
+        .iter()
+        .filter_map(|e| {
+            let peer = snap.live_peer(&e.public_key)?;
+            Some(PeerView {
+                key: e.public_key,
+                configured: e
+                    .endpoint
+                    .as_ref()
+                    .and_then(|w| w.as_written().parse().ok()),
+                live_endpoint: peer.endpoint,
+                last_handshake: peer.last_handshake,
+                agent_heard: heard(&e.public_key),
+            })
+        })
+        .collect()
+}
+
+/// What introductions decided, as the executor's actions; `interval`: the
+/// agent's.
+pub fn to_actions(
+    snap: &Snapshot,
+    interval: Duration,
+    decided: Vec<Action>,
+) -> Vec<action::Action> {
+    let name = |k: &PublicKey| snap.name(k);
+    let from =
+        |k: Option<PublicKey>| k.map_or("the config".to_string(), |k| format!("peer {}", name(&k)));
+    let mut out = Vec::new();
+    for decision in decided {
+        match decision {
+            Action::Ask { about, to } => {
+                let asked: Vec<String> = to.iter().map(name).collect();
+                out.push(action::Action::Log(format!(
+                    "peer {}: stale: asked {} peer(s) where they see it ({})",
+                    name(&about),
+                    to.len(),
+                    asked.join(", ")
+                )));
+                out.push(action::Action::Send {
+                    to,
+                    message: super::protocol::Message::Where {
+                        key: super::protocol::Key(about),
+                    },
+                });
+            }
+            Action::Try { peer, offer } => {
+                out.push(action::Action::Live(action::Live::Hint { peer, offer }));
+            }
+            Action::Kept {
+                peer,
+                address,
+                from: by,
+            } => out.push(action::Action::Log(format!(
+                "peer {}: endpoint {address} (from {}) completed a handshake: kept live, the config is unchanged",
+                name(&peer),
+                from(by)
+            ))),
+            Action::GaveUp { peer, offer } => out.push(action::Action::Log(format!(
+                "peer {}: no handshake through {} within {} s",
+                name(&peer),
+                offer.endpoint,
+                try_for(interval).as_secs()
+            ))),
+        }
+    }
+    out
+}
+
+/// Check an endpoint to try against the config and the device under the
+/// lock: only a peer that is still configured, live and stale is touched
+/// (`None`: it is not; a handshake may have come since the pass), and only
+/// its live endpoint changes.
+pub fn try_deltas(
+    entries: &[crate::config::node::PeerEntry],
+    live: &crate::device::LiveDevice,
+    peer: PublicKey,
+    address: SocketAddr,
+    now: SystemTime,
+) -> Option<Vec<crate::plan::Delta>> {
+    if !entries.iter().any(|e| e.public_key == peer) {
+        return None;
+    }
+    let still_stale = live.peers.iter().any(|p| {
+        p.public_key == peer
+            && p.last_handshake
+                .is_none_or(|t| now.duration_since(t).unwrap_or_default() > STALE_AFTER)
+    });
+    still_stale.then(|| {
+        vec![crate::plan::Delta::SetEndpoint {
+            public_key: peer,
+            address,
+        }]
+    })
 }
 
 #[cfg(test)]

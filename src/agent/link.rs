@@ -247,12 +247,6 @@ impl Link {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
-    /// Send `message` to `to` (a peer's agent: its VPN address and
-    /// [`AGENT_PORT`], or the source of a request).
-    pub fn send(&self, to: SocketAddr, message: &Message) -> io::Result<()> {
-        send(&self.socket, to, message)
-    }
-
     /// Send a datagram [`protocol::encode`] made (one message for many
     /// peers is encoded once).
     pub fn send_datagram(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {

@@ -1,8 +1,8 @@
 //! The agent's side of membership (docs/membership.md): it keeps the
 //! membership book, says what this node's config changed (a peer added by
 //! hand becomes an introduction, one removed a removal), takes in the
-//! records its peers send, and applies the accepted ones to the config
-//! through plan -> commit under the config lock.
+//! records its peers send, and decides which accepted ones to apply to the
+//! config (the executor plans and commits them under the config lock).
 //!
 //! Who may do what is one rule, `plan::membership::authority`: a copy
 //! counts only when signed by the peer that sent it, one of this node's
@@ -12,8 +12,8 @@
 //! on), so trust goes hop by hop and never further than each node allows.
 //!
 //! Transport-agnostic: every handler returns the records to send, each
-//! with the peers it goes to; the loop sends them as `record` messages to
-//! those peers' agents.
+//! with the peers it goes to; the executor sends them as `record` messages
+//! to those peers' agents.
 //!
 //! The book is kept in `<iface>.membership.json` (0600), so a restarted
 //! agent loses nothing: its own events and the ones it accepted (a replay
@@ -28,17 +28,16 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::Log;
-use crate::commit::commit;
+use super::action::{Action, Commit, Outcome};
+use super::snapshot::Snapshot;
 use crate::config::document::Document;
-use crate::config::node::{Node, Paths, peers};
-use crate::context::Context;
+use crate::config::node::{Paths, peers};
 use crate::error::Result;
 use crate::membership::book::{Book, Member, Offer};
 use crate::membership::record::{Change, Malformed, Record, SigningIdentity, WireRecord};
 use crate::plan::Own;
 use crate::plan::membership::{
-    Introduced, Introduction, Kind, Policy, Refusal, Standing, authority, introduce,
-    remove_introduced, standing,
+    Introduced, Introduction, Kind, Policy, Refusal, Standing, authority, introduce, standing,
 };
 use crate::types::PublicKey;
 
@@ -208,8 +207,6 @@ pub struct Membership {
     pub counters: BTreeMap<&'static str, u64>,
     /// Per direct peer: what it brought.
     per_peer: BTreeMap<PublicKey, PeerCounts>,
-    /// The config was changed since [`Membership::take_changed`] last asked.
-    changed: bool,
     /// The counters the saved book had when this agent started.
     saved_counters: BTreeMap<String, u64>,
 }
@@ -331,11 +328,6 @@ impl Membership {
         all
     }
 
-    /// Whether an applied event changed the config since the last call.
-    pub fn take_changed(&mut self) -> bool {
-        std::mem::take(&mut self.changed)
-    }
-
     fn count(&mut self, what: &'static str) {
         *self.counters.entry(what).or_default() += 1;
     }
@@ -396,17 +388,17 @@ impl Membership {
         sent
     }
 
-    /// A `record` from direct peer `from`. An accepted new event is kept,
-    /// applied, and vouched for: signed by this node and sent to every
-    /// other peer.
+    /// A `record` from direct peer `from`. An accepted new event is kept
+    /// and vouched for: signed by this node and sent to every other peer;
+    /// the next step's [`Membership::apply`] applies it.
     pub fn on_record(
         &mut self,
-        ctx: &Context,
+        snap: &Snapshot,
         from: PublicKey,
         wire: &WireRecord,
-        now: u64,
         log: &Log,
     ) -> Vec<Outgoing> {
+        let now = snap.unix_ms;
         self.per_peer.entry(from).or_default().records += 1;
         let record = match wire.to_record() {
             Ok(record) => record,
@@ -448,11 +440,10 @@ impl Membership {
             return Vec::new();
         }
         let event = record.event.clone();
-        let outcome = self.offer(ctx, record, from, now, log);
+        let outcome = self.offer(snap, record, from, log);
         if outcome != Offer::New {
             return Vec::new();
         }
-        self.apply(ctx, log);
         let Some(me) = &self.identity else {
             return Vec::new();
         };
@@ -501,14 +492,8 @@ impl Membership {
     /// by the authority rule and, for an introduction, by the config's own
     /// rules (an introduction the config refuses is not kept, so it is
     /// never vouched for); say what was refused.
-    fn offer(
-        &mut self,
-        ctx: &Context,
-        record: Record,
-        from: PublicKey,
-        now: u64,
-        log: &Log,
-    ) -> Offer {
+    fn offer(&mut self, snap: &Snapshot, record: Record, from: PublicKey, log: &Log) -> Offer {
+        let now = snap.unix_ms;
         let subject = record.event.subject;
         let at = record.event.at;
         let said = if record.event.is_removal() {
@@ -516,11 +501,8 @@ impl Membership {
         } else {
             Said::Record
         };
-        let node = Node::load(ctx.paths.clone()).ok();
-        let own = node
-            .as_ref()
-            .and_then(|n| crate::commands::host::own(ctx, n).ok());
-        let doc = node.as_ref().and_then(|n| n.conf.as_ref());
+        let own = Own::of(&snap.node).ok();
+        let doc = snap.node.conf.as_ref();
         let mut planned: Option<String> = None;
         let rule = |r: &Record| -> std::result::Result<(), Refusal> {
             let (Some(own), Some(doc)) = (own.as_ref(), doc) else {
@@ -565,18 +547,18 @@ impl Membership {
     }
 
     /// One pass: read the config, turn what a human changed into events
-    /// (sent to every peer), and apply the accepted events.
-    pub fn pass(&mut self, ctx: &Context, log: &Log, now: u64) -> Result<Vec<Outgoing>> {
-        let node = Node::load(ctx.paths.clone())?;
-        let Some(private) = node.private_key.as_ref() else {
+    /// (sent to every peer), and decide the accepted events to apply.
+    pub fn pass(&mut self, snap: &Snapshot, log: &Log) -> Result<Vec<Action>> {
+        let now = snap.unix_ms;
+        let Some(private) = snap.node.private_key.as_ref() else {
             return Ok(Vec::new());
         };
         let me = SigningIdentity::of(private);
-        let doc = node.require_conf()?;
+        let doc = snap.node.require_conf()?;
         self.policy = Policy::of(doc);
-        let lone = lone_devices(&ctx.paths);
+        let lone = lone_devices(&snap.node.paths);
         let members = members(doc, &lone)?;
-        self.peers = peers(doc)?.iter().map(|p| p.public_key).collect();
+        self.peers = snap.entries.iter().map(|p| p.public_key).collect();
         self.book.retain_budgets(&self.peers);
         let direct = &self.peers;
         self.per_peer.retain(|k, _| direct.contains(k));
@@ -587,8 +569,7 @@ impl Membership {
             log.line(&describe_own(record, doc));
         }
         self.identity = Some(me);
-        self.apply(ctx, log);
-        Ok(made
+        let outgoing: Vec<Outgoing> = made
             .iter()
             .map(|r| {
                 (
@@ -596,23 +577,32 @@ impl Membership {
                     WireRecord::from_record(r),
                 )
             })
-            .collect())
+            .collect();
+        let mut actions = self.sends(outgoing);
+        actions.extend(self.apply(snap));
+        Ok(actions)
     }
 
-    /// Apply every accepted event the config does not reflect yet, each as
-    /// its own plan -> commit under the config lock, the authority rule
-    /// checked again against the config of now. A refusal is logged once
-    /// per event and changes nothing.
-    pub fn apply(&mut self, ctx: &Context, log: &Log) {
-        let node = match Node::load(ctx.paths.clone()) {
-            Ok(node) => node,
-            Err(_) => return,
+    /// The records to send, as actions (one datagram to each recipient).
+    pub fn sends(&self, outgoing: Vec<Outgoing>) -> Vec<Action> {
+        outgoing
+            .into_iter()
+            .map(|(to, wire)| Action::Send {
+                to: self.recipients(&to).collect(),
+                message: super::protocol::Message::Record(Box::new(wire)),
+            })
+            .collect()
+    }
+
+    /// The accepted events the config does not reflect yet, each as its
+    /// own commit (planned again under the lock by the executor), the
+    /// authority rule checked again against the config of this snapshot.
+    /// A refusal is logged once per event and changes nothing.
+    pub fn apply(&mut self, snap: &Snapshot) -> Vec<Action> {
+        let (Ok(own), Some(doc)) = (Own::of(&snap.node), snap.node.conf.as_ref()) else {
+            return Vec::new();
         };
-        let (Ok(own), Some(doc)) = (Own::of(&node), node.conf.as_ref()) else {
-            return;
-        };
-        let policy = Policy::of(doc);
-        self.policy = policy.clone();
+        self.policy = Policy::of(doc);
         let mut records: Vec<Record> = self
             .book
             .events
@@ -621,11 +611,11 @@ impl Membership {
             .cloned()
             .collect();
         records.sort_by_key(|r| r.event.at);
-        let Ok(existing) = peers(doc) else {
-            return;
-        };
+        let existing = &snap.entries;
+        let mut actions = Vec::new();
         for record in records {
             let subject = record.event.subject;
+            let at = record.event.at;
             let present = existing.iter().any(|p| p.public_key == subject);
             if record.event.is_removal() && !present {
                 continue;
@@ -633,55 +623,75 @@ impl Membership {
             if judge(doc, &own, &record).is_err() {
                 continue;
             }
-            let result = match introduction_of(&record, doc) {
+            match introduction_of(&record, doc) {
                 Some(introduction) => match introduce(doc.clone(), &own, &introduction) {
-                    Ok(Introduced::Known) => continue,
+                    Ok(Introduced::Known) => {}
                     Ok(Introduced::Add(..)) => {
-                        commit_introduction(ctx, &introduction).map(|applied| {
-                            format!(
-                                "added peer {} {} at {} (introduced by {}; {applied})",
-                                introduction.name,
-                                subject,
-                                introduction.address,
+                        actions.push(Action::Commit(Commit::Introduce { introduction, at }));
+                    }
+                    Err(e) => {
+                        if self.remember((subject, at, Said::Introduction)) {
+                            actions.push(Action::Log(format!(
+                                "membership: introduction of {subject} by {} refused: {e}",
                                 introduction.introducer_name
-                            )
-                        })
+                            )));
+                        }
                     }
-                    Err(e) => Err(e),
                 },
-                None => commit_removal(ctx, &subject).map(|(name, applied)| {
-                    format!(
-                        "removed peer {name} {subject} (removal by {}; {applied})",
-                        label(&record.by, doc)
-                    )
-                }),
-            };
-            match result {
-                Ok(line) => {
-                    self.changed = true;
-                    log.line(&format!("membership: {line}"));
-                }
-                Err(e) => {
-                    let (said, what) = if record.event.is_removal() {
-                        (Said::Removal, "removal")
-                    } else {
-                        (Said::Introduction, "introduction")
-                    };
-                    if self.remember((subject, record.event.at, said)) {
-                        log.line(&format!(
-                            "membership: {what} of {subject} by {} refused: {e}",
-                            label(&record.by, doc)
-                        ));
-                    }
-                }
+                None => actions.push(Action::Commit(Commit::Remove {
+                    key: subject,
+                    at,
+                    signer: record.by,
+                    by: label(&record.by, doc),
+                })),
             }
         }
+        actions
+    }
+
+    /// What became of a commit this feature asked for: the log line, and
+    /// a refusal remembered so it is said once.
+    pub fn settled(&mut self, action: &Action, outcome: &Result<Outcome>) -> Option<String> {
+        let Action::Commit(commit) = action else {
+            return None;
+        };
+        let (subject, at, said, what, by) = match commit {
+            Commit::Introduce { introduction, at } => (
+                introduction.public_key,
+                *at,
+                Said::Introduction,
+                "introduction",
+                introduction.introducer_name.as_str(),
+            ),
+            Commit::Remove { key, at, by, .. } => {
+                (*key, *at, Said::Removal, "removal", by.as_str())
+            }
+            Commit::Relay { .. } | Commit::Direct { .. } => return None,
+        };
+        let line = match (outcome, commit) {
+            (Ok(Outcome::Stale), _) => return None,
+            (Ok(Outcome::Done { detail, .. }), Commit::Introduce { introduction, .. }) => format!(
+                "added peer {} {subject} at {} (introduced by {}; {detail})",
+                introduction.name, introduction.address, introduction.introducer_name
+            ),
+            (Ok(Outcome::Done { detail, name }), _) => format!(
+                "removed peer {} {subject} (removal by {by}; {detail})",
+                name.clone().unwrap_or_else(|| subject.to_string())
+            ),
+            (Err(e), _) => {
+                if !self.remember((subject, at, said)) {
+                    return None;
+                }
+                format!("{what} of {subject} by {by} refused: {e}")
+            }
+        };
+        Some(format!("membership: {line}"))
     }
 }
 
 /// The authority rule (`plan::membership::authority`) for `record`
 /// against this node's config `doc`.
-fn judge(doc: &Document, own: &Own, record: &Record) -> std::result::Result<(), Refusal> {
+pub fn judge(doc: &Document, own: &Own, record: &Record) -> std::result::Result<(), Refusal> {
     let policy = Policy::of(doc);
     let is_peer = doc.peer(&record.by).is_some();
     let kind = if record.event.is_removal() {
@@ -778,39 +788,14 @@ fn members(doc: &Document, lone: &HashSet<PublicKey>) -> Result<Vec<Member>> {
     Ok(members)
 }
 
-/// Add an introduced peer: lock, re-read, plan again, commit.
-fn commit_introduction(ctx: &Context, intro: &Introduction) -> Result<&'static str> {
-    let (_lock, mut node) = ctx.lock_and_load()?;
-    let own = crate::commands::host::own(ctx, &node)?;
-    let doc = node.take_conf()?;
-    match introduce(doc, &own, intro)? {
-        Introduced::Known => Ok("already there"),
-        Introduced::Add(new_doc, delta) => {
-            Ok(commit(&node, &new_doc, &[delta], ctx.device().as_ref())?.describe())
-        }
-    }
-}
-
-/// Remove an introduced peer: lock, re-read, plan again, commit.
-fn commit_removal(ctx: &Context, key: &PublicKey) -> Result<(String, &'static str)> {
-    let (_lock, mut node) = ctx.lock_and_load()?;
-    let doc = node.take_conf()?;
-    match remove_introduced(doc, key)? {
-        None => Ok((key.to_string(), "already gone")),
-        Some((new_doc, delta, name)) => Ok((
-            name,
-            commit(&node, &new_doc, &[delta], ctx.device().as_ref())?.describe(),
-        )),
-    }
-}
-
-/// A mesh of agents in memory: real config dirs (temp dirs, the `none`
-/// service, so commits change files only), records and hellos passed
-/// between nodes that have each other as peers (as the tunnel would).
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::Env;
+    use crate::agent::execute;
+    use crate::agent::protocol::Message;
+    use crate::agent::snapshot::{Scope, Snapshot};
+    use crate::commit::commit;
+    use crate::context::{Context, Env};
     use crate::store::Change;
     use crate::types::PrivateKey;
 
@@ -930,8 +915,40 @@ mod tests {
             .collect()
     }
 
-    /// Passes, hellos and records until nothing is sent any more. Returns
-    /// the rounds it took.
+    /// One step as the agent's loop runs it: observe, `decide`, carry out
+    /// the commits (and settle them); the records to send, one per peer.
+    fn step(
+        n: &mut Node,
+        now: u64,
+        decide: impl FnOnce(&mut Membership, &Snapshot) -> Vec<Action>,
+    ) -> Vec<(PublicKey, WireRecord)> {
+        let mut snap = Snapshot::observe(&n.ctx, Scope::Quick).unwrap();
+        snap.unix_ms = now;
+        let actions = decide(&mut n.agent, &snap);
+        let log = Log::new(false);
+        let mut out = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send {
+                    to,
+                    message: Message::Record(wire),
+                } => out.extend(to.into_iter().map(|p| (p, (*wire).clone()))),
+                Action::Commit(c) => {
+                    let outcome = execute::commit_one(&n.ctx, &c, &HashMap::new());
+                    if let Some(line) = n.agent.settled(&Action::Commit(c), &outcome) {
+                        log.line(&line);
+                    }
+                }
+                Action::Log(line) => log.line(&line),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Passes, hellos and records until nothing is sent any more, or (nodes
+    /// whose policies differ keep books that differ, and resend) nothing
+    /// changed for 3 rounds. Returns the rounds it took.
     fn run(nodes: &mut [Node], now: &mut u64) -> usize {
         let log = Log::new(false);
         let mut seen: Vec<(String, String)> = Vec::new();
@@ -940,8 +957,8 @@ mod tests {
             *now += RESEND_EVERY_MS + 1;
             let mut queue: Vec<(usize, PublicKey, WireRecord)> = Vec::new();
             for (i, n) in nodes.iter_mut().enumerate() {
-                let out = n.agent.pass(&n.ctx, &log, *now).unwrap();
-                for (to, wire) in each_peer(&n.agent, out) {
+                let out = step(n, *now, |agent, snap| agent.pass(snap, &log).unwrap());
+                for (to, wire) in out {
                     queue.push((i, to, wire));
                 }
             }
@@ -972,14 +989,13 @@ mod tests {
                 sent += 1;
                 let from_key = nodes[from].key;
                 let target = &mut nodes[j];
-                let out = target
-                    .agent
-                    .on_record(&target.ctx, from_key, &wire, *now, &log);
-                let out = each_peer(&target.agent, out);
+                let mut out = step(target, *now, |agent, snap| {
+                    let out = agent.on_record(snap, from_key, &wire, &log);
+                    agent.sends(out)
+                });
+                out.extend(step(target, *now, |agent, snap| agent.apply(snap)));
                 queue.extend(out.into_iter().map(|(to, w)| (j, to, w)));
             }
-            // Settled: nothing sent, or (nodes whose policies differ keep
-            // books that differ, and resend) nothing changed for 3 rounds.
             let now_seen: Vec<(String, String)> = nodes
                 .iter()
                 .map(|n| {
@@ -1329,18 +1345,26 @@ mod tests {
         ];
         let m2 = nodes[1].key;
         for attack in &attacks {
-            let target = &mut nodes[0];
-            target.agent.on_record(&target.ctx, m2, attack, now, &log);
+            step(&mut nodes[0], now, |agent, snap| {
+                let out = agent.on_record(snap, m2, attack, &log);
+                let mut actions = agent.sends(out);
+                actions.extend(agent.apply(snap));
+                actions
+            });
         }
         assert_eq!(conf(&nodes[0]), before);
         // A bad signature and a route claim do not even reach the book.
         let mut bad = forged(stranger, "evil", "10.15.0.9", false);
         bad.at += 1;
-        let target = &mut nodes[0];
-        target.agent.on_record(&target.ctx, m2, &bad, now, &log);
         let mut wide = forged(stranger, "evil", "10.15.0.9", false);
         wide.ip = Some("10.15.0.0/24".into());
-        target.agent.on_record(&target.ctx, m2, &wide, now, &log);
+        for wire in [&bad, &wide] {
+            step(&mut nodes[0], now, |agent, snap| {
+                agent.on_record(snap, m2, wire, &log);
+                Vec::new()
+            });
+        }
+        let target = &nodes[0];
         assert_eq!(target.agent.counters.get("bad_signature"), Some(&1));
         assert_eq!(target.agent.counters.get("malformed"), Some(&1));
         assert_eq!(conf(&nodes[0]), before);

@@ -38,7 +38,7 @@
 //!   or its agent stopped saying `relay: true`) moves to another candidate,
 //!   if there is one.
 //! - A peer a human placed with `wgp2p relay NAME via R|direct` is pinned
-//!   (listed in [`RELAY_PINS`]): the agent never moves it, and forgets what
+//!   (listed in `relay-pins` (`config::pins`)): the agent never moves it, and forgets what
 //!   it had done with it. A relayed peer the agent did not relay itself (by
 //!   hand, or by an edit) is never moved back by the agent either.
 //!
@@ -50,14 +50,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::action::{Action, Commit, Live, Outcome};
+use super::snapshot::Snapshot;
+use crate::config::document::Document;
+use crate::device::LiveDevice;
 use crate::error::{Error, Result};
 use crate::health::STALE_AFTER_SECS;
+use crate::plan::{Delta, Own};
 use crate::types::{PeerSelector, PublicKey};
-
-/// The file in the config dir listing the peers a human placed with
-/// `wgp2p relay`: one public key per line (the rest of a line, and lines
-/// starting with `#`, are comments).
-pub use crate::config::node::RELAY_PINS;
 
 /// `--relay-after SECS`: 1 to 3600.
 pub fn parse_after(s: &str) -> Result<Duration> {
@@ -68,35 +68,6 @@ pub fn parse_after(s: &str) -> Result<Duration> {
             crate::types::quoted(s)
         ))),
     }
-}
-
-/// The pinned peers' keys in the text of [`RELAY_PINS`]; a line whose
-/// first word is not a key is a comment.
-pub fn parse_pins(text: &str) -> BTreeSet<PublicKey> {
-    text.lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
-/// The text of [`RELAY_PINS`] with `key` added (`name` as a comment); the
-/// same text when it is there already.
-pub fn add_pin(text: &str, key: &PublicKey, name: &str) -> String {
-    if parse_pins(text).contains(key) {
-        return text.to_string();
-    }
-    let mut out = if text.is_empty() {
-        "# Peers placed by hand with `wgp2p relay`: `wgp2p agent --auto-relay` never moves them.\n# Delete a line to let the agent look after that peer again.\n".to_string()
-    } else {
-        text.to_string()
-    };
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out.push_str(&key.to_string());
-    out.push(' ');
-    out.extend(name.chars().filter(|c| !c.is_control()));
-    out.push('\n');
-    out
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +110,7 @@ pub struct Observations {
     /// Peers whose agent said `relay: true` in its latest `hello`, heard
     /// recently.
     pub relays: BTreeSet<PublicKey>,
-    /// Peers a human placed ([`RELAY_PINS`]).
+    /// Peers a human placed (`relay-pins` (`config::pins`)).
     pub pinned: BTreeSet<PublicKey>,
 }
 
@@ -573,47 +544,29 @@ impl Memory {
 // after re-reading the config: a peer that changed since the pass looked
 // at it is left as it is.
 
-/// The keepalive that arms a direct probe: WireGuard sends one at once
-/// (which starts a handshake) when a peer's keepalive goes from off to on.
-const PROBE_KEEPALIVE: u16 = 25;
-
-/// The peers a human placed, from [`RELAY_PINS`] in the config dir (none
-/// when it is missing or unreadable).
-pub fn read_pins(paths: &crate::config::node::Paths) -> BTreeSet<PublicKey> {
-    std::fs::read_to_string(paths.dir.join(RELAY_PINS))
-        .map(|t| parse_pins(&t))
-        .unwrap_or_default()
-}
-
 /// What this pass sees of every configured peer, direct or relayed.
-pub fn observe(
-    entries: &[crate::config::node::PeerEntry],
-    live: &crate::device::LiveDevice,
-    now: std::time::SystemTime,
-) -> Vec<Peer> {
+pub fn observe(entries: &[crate::config::node::PeerEntry], snap: &Snapshot) -> Vec<Peer> {
     use crate::health::handshake_age;
-    let by_key: std::collections::HashMap<PublicKey, &crate::device::LivePeer> =
-        live.peers.iter().map(|p| (p.public_key, p)).collect();
     let mut peers = Vec::new();
     for entry in entries {
-        let live_peer = by_key.get(&entry.public_key);
+        let live_peer = snap.live_peer(&entry.public_key);
         peers.push(Peer {
             key: entry.public_key,
             route: Route::Direct,
-            handshake_age: live_peer.and_then(|p| handshake_age(p, now)),
+            handshake_age: live_peer.and_then(|p| handshake_age(p, snap.now)),
             live: live_peer.is_some(),
             relays_others: !entry.relayed.is_empty(),
         });
         for relayed in &entry.relayed {
             // Only a live entry without AllowedIPs is a probe; one with
             // AllowedIPs is drift, for `repair`.
-            let probe = by_key
-                .get(&relayed.public_key)
+            let probe = snap
+                .live_peer(&relayed.public_key)
                 .filter(|p| p.allowed_ips.is_empty());
             peers.push(Peer {
                 key: relayed.public_key,
                 route: Route::Via(entry.public_key),
-                handshake_age: probe.and_then(|p| handshake_age(p, now)),
+                handshake_age: probe.and_then(|p| handshake_age(p, snap.now)),
                 live: probe.is_some(),
                 relays_others: false,
             });
@@ -635,98 +588,116 @@ pub fn name_of(entries: &[crate::config::node::PeerEntry], key: &PublicKey) -> S
     key.to_string()
 }
 
-/// One pass of the auto-relay: observe, decide, carry out. `relays`: the
-/// peers whose agent said `relay: true` lately.
-pub fn pass(
-    ctx: &crate::context::Context,
+/// One pass of the auto-relay, as actions: `relays` are the peers whose
+/// agent said `relay: true` lately. The live device must be up (the
+/// caller skips the pass otherwise).
+pub fn decide_pass(
+    snap: &Snapshot,
     memory: &mut Memory,
     relays: BTreeSet<PublicKey>,
     settings: Settings,
-    log: &super::Log,
-) -> Result<()> {
-    let node = crate::config::node::Node::load(ctx.paths.clone())?;
-    let entries = node.peers()?;
-    let Some(live) = ctx.device().live()? else {
-        return Ok(());
-    };
-    let now = super::state::unix_now();
+) -> Vec<Action> {
     let seen = Observations {
-        now,
-        peers: observe(&entries, &live, std::time::SystemTime::now()),
+        now: snap.unix,
+        peers: observe(&snap.entries, snap),
         relays,
-        pinned: read_pins(&ctx.paths),
+        pinned: snap.pins.clone(),
     };
-    let decisions = decide(&seen, memory, settings);
+    let mut actions = Vec::new();
     let mut pokes = Vec::new();
-    for decision in &decisions {
-        let name = |k: &PublicKey| name_of(&entries, k);
-        let done = match *decision {
-            Decision::Poke(key) => {
-                pokes.extend(vpn_address(&entries, &key));
-                continue;
+    for decision in decide(&seen, memory, settings) {
+        match decision {
+            Decision::Poke(key) => pokes.extend(vpn_address(&snap.entries, &key)),
+            Decision::Relay { peer, via, from } => {
+                actions.push(Action::Commit(Commit::Relay { peer, via, from }));
             }
-            Decision::Relay { peer, via, from } => move_to_relay(ctx, peer, via, from).map(|()| {
-                if let Some(a) = memory.relayed.get_mut(&peer) {
-                    a.probed_at = now;
-                }
-                match from {
-                    None => format!(
-                        "peer {}: no direct handshake for longer than {} s: now relayed via {} (auto-relay; a direct probe runs)",
-                        name(&peer),
-                        settings.after.as_secs(),
-                        name(&via)
-                    ),
-                    Some(old) => format!(
-                        "peer {}: relay {} is no longer healthy: now relayed via {} (auto-relay)",
-                        name(&peer),
-                        name(&old),
-                        name(&via)
-                    ),
-                }
-            }),
-            Decision::Direct { peer, via } => move_back(ctx, peer, via).map(|()| {
-                format!(
-                    "peer {}: the direct probe made a handshake: direct again (was relayed via {} by the agent)",
-                    name(&peer),
-                    name(&via)
-                )
-            }),
-            Decision::Probe(peer) => {
-                let result = arm_probe(ctx, peer);
-                if result.is_ok() {
-                    continue;
-                }
-                result.map(|()| String::new())
+            Decision::Direct { peer, via } => {
+                actions.push(Action::Commit(Commit::Direct { peer, via }));
             }
-            Decision::Released(peer) => Ok(format!(
+            Decision::Probe(peer) => actions.push(Action::Live(Live::ArmProbe(peer))),
+            Decision::DropProbe(peer) => actions.push(Action::Live(Live::DropProbe(peer))),
+            Decision::Released(peer) => actions.push(Action::Log(format!(
                 "peer {}: placed by hand with `wgp2p relay`: the auto-relay leaves it alone from now on",
-                name(&peer)
-            )),
-            Decision::DropProbe(peer) => match drop_probe(ctx, peer) {
-                Ok(false) => continue,
-                done => done.map(|_| {
-                    format!(
-                        "peer {}: not the agent's to move: its direct probe is removed",
-                        name(&peer)
-                    )
-                }),
-            },
-        };
-        match done {
-            Ok(text) => log.line(&text),
-            Err(e) => {
-                memory.failed(decision, now);
-                log.line(&format!(
-                    "peer {}: auto-relay: {e}",
-                    name(&decision_peer(decision))
-                ));
-            }
+                snap.name(&peer)
+            ))),
         }
     }
     if !pokes.is_empty() {
-        super::roam::poke(&pokes);
+        actions.push(Action::Poke(pokes));
     }
-    Ok(())
+    actions
+}
+
+/// What the auto-relay learns from what became of its action: the log
+/// line, and its memory put back when the action failed. `None` for an
+/// action that is not the auto-relay's.
+pub fn settled(
+    snap: &Snapshot,
+    memory: &mut Memory,
+    settings: Settings,
+    action: &Action,
+    outcome: &Result<Outcome>,
+) -> Option<Option<String>> {
+    let name = |k: &PublicKey| snap.name(k);
+    let decision = match action {
+        Action::Commit(Commit::Relay { peer, via, from }) => Decision::Relay {
+            peer: *peer,
+            via: *via,
+            from: *from,
+        },
+        Action::Commit(Commit::Direct { peer, via }) => Decision::Direct {
+            peer: *peer,
+            via: *via,
+        },
+        Action::Live(Live::ArmProbe(peer)) => Decision::Probe(*peer),
+        Action::Live(Live::DropProbe(peer)) => Decision::DropProbe(*peer),
+        _ => return None,
+    };
+    let line = match (outcome, decision) {
+        (Err(e), _) => {
+            memory.failed(&decision, snap.unix);
+            format!("peer {}: auto-relay: {e}", name(&decision_peer(&decision)))
+        }
+        (Ok(Outcome::Stale), Decision::DropProbe(_) | Decision::Probe(_)) => return Some(None),
+        (Ok(Outcome::Stale), _) => {
+            memory.failed(&decision, snap.unix);
+            format!(
+                "peer {}: auto-relay: {}",
+                name(&decision_peer(&decision)),
+                changed_meanwhile()
+            )
+        }
+        (Ok(Outcome::Done { .. }), Decision::Relay { peer, via, from }) => {
+            if let Some(a) = memory.relayed.get_mut(&peer) {
+                a.probed_at = snap.unix;
+            }
+            match from {
+                None => format!(
+                    "peer {}: no direct handshake for longer than {} s: now relayed via {} (auto-relay; a direct probe runs)",
+                    name(&peer),
+                    settings.after.as_secs(),
+                    name(&via)
+                ),
+                Some(old) => format!(
+                    "peer {}: relay {} is no longer healthy: now relayed via {} (auto-relay)",
+                    name(&peer),
+                    name(&old),
+                    name(&via)
+                ),
+            }
+        }
+        (Ok(Outcome::Done { .. }), Decision::Direct { peer, via }) => format!(
+            "peer {}: the direct probe made a handshake: direct again (was relayed via {} by the agent)",
+            name(&peer),
+            name(&via)
+        ),
+        (Ok(Outcome::Done { .. }), Decision::DropProbe(peer)) => format!(
+            "peer {}: not the agent's to move: its direct probe is removed",
+            name(&peer)
+        ),
+        (Ok(Outcome::Done { .. }), _) => return Some(None),
+    };
+    Some(Some(line))
 }
 
 fn decision_peer(decision: &Decision) -> PublicKey {
@@ -756,55 +727,60 @@ fn changed_meanwhile() -> Error {
     Error::Conflict("changed in the config since the pass began: left as it is".into())
 }
 
-/// `relay PEER via VIA`, as the CLI does it, when the peer is still where
-/// the pass saw it (direct, or via `from`); then the direct probe.
-fn move_to_relay(
-    ctx: &crate::context::Context,
+/// `relay PEER via VIA` as the CLI plans it (`plan::relay::move_via`),
+/// when the peer is still where the pass saw it (direct, or via `from`)
+/// and not pinned; the peer's direct probe is armed in the same device
+/// call, so it is part of the commit (and of its rollback).
+pub fn plan_relay(
+    doc: &Document,
+    own: &Own,
+    pins: &BTreeSet<PublicKey>,
     peer: PublicKey,
     via: PublicKey,
     from: Option<PublicKey>,
-) -> Result<()> {
-    use crate::plan::relay::{Found, as_relayed, locate, route_via};
-    let (_lock, node) = ctx.lock_and_load()?;
-    let own = crate::commands::host::own(ctx, &node)?;
-    let doc = node.require_conf()?;
+) -> Result<(Document, Vec<Delta>)> {
+    use crate::plan::relay::{Found, locate};
     let entries = crate::config::node::peers(doc)?;
-    let record = match (locate(&entries, &PeerSelector::Key(peer)), from) {
-        (Some(Found::Direct(entry)), None) => as_relayed(doc, entry),
-        (Some(Found::Relayed { via: at, peer: r }), Some(old)) if at.public_key == old => r.clone(),
+    match (locate(&entries, &PeerSelector::Key(peer)), from) {
+        (Some(Found::Direct(_)), None) => {}
+        (Some(Found::Relayed { via: at, .. }), Some(old)) if at.public_key == old => {}
         _ => return Err(changed_meanwhile()),
-    };
-    if read_pins(&node.paths).contains(&peer) {
+    }
+    if pins.contains(&peer) {
         return Err(changed_meanwhile());
     }
-    let (new_doc, deltas) = route_via(doc, &own, &record, &PeerSelector::Key(via))?;
-    let device = ctx.device();
-    crate::commit::commit(&node, &new_doc, &deltas, device.as_ref())?;
-    device.apply(&probe_deltas(&record, None))?;
-    device.apply(&probe_deltas(&record, Some(PROBE_KEEPALIVE)))
+    let moved =
+        crate::plan::relay::move_via(doc, own, &PeerSelector::Key(peer), &PeerSelector::Key(via))?;
+    let mut deltas = moved.deltas;
+    deltas.extend(probe_deltas(&moved.peer, None));
+    deltas.extend(probe_deltas(&moved.peer, Some(PROBE_KEEPALIVE)));
+    Ok((moved.doc, deltas))
 }
 
-/// `relay PEER direct`, as the CLI does it, when the peer is still relayed
-/// via `via`. The restored peer replaces the probe in place, keeping the
-/// session its handshake made.
-fn move_back(ctx: &crate::context::Context, peer: PublicKey, via: PublicKey) -> Result<()> {
+/// `relay PEER direct` as the CLI plans it, when the peer is still relayed
+/// via `via` and not pinned. The restored peer replaces the probe in
+/// place, keeping the session its handshake made.
+pub fn plan_direct(
+    doc: &Document,
+    own: &Own,
+    pins: &BTreeSet<PublicKey>,
+    peer: PublicKey,
+    via: PublicKey,
+) -> Result<(Document, Vec<Delta>)> {
     use crate::plan::relay::{Found, locate, make_direct};
-    let (_lock, node) = ctx.lock_and_load()?;
-    let own = crate::commands::host::own(ctx, &node)?;
-    let doc = node.require_conf()?;
     let entries = crate::config::node::peers(doc)?;
     match locate(&entries, &PeerSelector::Key(peer)) {
         Some(Found::Relayed { via: at, .. }) if at.public_key == via => {}
         _ => return Err(changed_meanwhile()),
     }
-    if read_pins(&node.paths).contains(&peer) {
+    if pins.contains(&peer) {
         return Err(changed_meanwhile());
     }
-    let (new_doc, mut deltas, _) = make_direct(doc, &own, &PeerSelector::Key(peer))?;
+    let (new_doc, mut deltas, _) = make_direct(doc, own, &PeerSelector::Key(peer))?;
     // The endpoint the probe's handshake went through stays: it may have
     // been learned by roaming, and the configured one may not work.
     for delta in &mut deltas {
-        if let crate::plan::Delta::UpsertPeer {
+        if let Delta::UpsertPeer {
             public_key,
             endpoint,
             ..
@@ -814,17 +790,17 @@ fn move_back(ctx: &crate::context::Context, peer: PublicKey, via: PublicKey) -> 
             *endpoint = None;
         }
     }
-    crate::commit::commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
-    Ok(())
+    Ok((new_doc, deltas))
 }
+
+/// The keepalive that arms a direct probe: WireGuard sends one at once
+/// (which starts a handshake) when a peer's keepalive goes from off to on.
+const PROBE_KEEPALIVE: u16 = 25;
 
 /// The live entry of a relayed peer's direct probe: its endpoint and
 /// preshared key, no AllowedIPs.
-fn probe_deltas(
-    record: &crate::config::node::Relayed,
-    keepalive: Option<u16>,
-) -> Vec<crate::plan::Delta> {
-    use crate::config::document::{Document, keys};
+fn probe_deltas(record: &crate::config::node::Relayed, keepalive: Option<u16>) -> Vec<Delta> {
+    use crate::config::document::keys;
     let preshared_key = record
         .section
         .as_deref()
@@ -835,7 +811,7 @@ fn probe_deltas(
                 .and_then(|s| s.get_last(keys::PRESHARED_KEY))
                 .and_then(crate::device::PresharedKey::parse)
         });
-    let mut deltas = vec![crate::plan::Delta::UpsertPeer {
+    let mut deltas = vec![Delta::UpsertPeer {
         public_key: record.public_key,
         endpoint: record
             .endpoint
@@ -845,7 +821,7 @@ fn probe_deltas(
         keepalive,
     }];
     if preshared_key.is_some() {
-        deltas.push(crate::plan::Delta::SetPresharedKey {
+        deltas.push(Delta::SetPresharedKey {
             public_key: record.public_key,
             key: preshared_key,
         });
@@ -853,59 +829,51 @@ fn probe_deltas(
     deltas
 }
 
-/// The relayed record of `peer`, when the config still relays it.
-fn relayed_record(
-    node: &crate::config::node::Node,
+/// (Re-)arm the direct probe of a relayed peer, checked against the config
+/// and the device under the lock: keepalive off, then on (one device
+/// call), which makes WireGuard send a keepalive, and so try a handshake,
+/// at once.
+pub fn arm_probe(
+    entries: &[crate::config::node::PeerEntry],
+    live: &LiveDevice,
     peer: PublicKey,
-) -> Result<crate::config::node::Relayed> {
+) -> Result<Option<Vec<Delta>>> {
     use crate::plan::relay::{Found, locate};
-    let entries = node.peers()?;
-    match locate(&entries, &PeerSelector::Key(peer)) {
-        Some(Found::Relayed { peer: r, .. }) => Ok(r.clone()),
-        _ => Err(changed_meanwhile()),
-    }
-}
-
-/// (Re-)arm the direct probe: keepalive off, then on, which makes
-/// WireGuard send a keepalive (and so try a handshake) at once.
-fn arm_probe(ctx: &crate::context::Context, peer: PublicKey) -> Result<()> {
-    let (_lock, node) = ctx.lock_and_load()?;
-    let record = relayed_record(&node, peer)?;
-    let device = ctx.device();
+    let record = match locate(entries, &PeerSelector::Key(peer)) {
+        Some(Found::Relayed { peer: r, .. }) => r,
+        _ => return Err(changed_meanwhile()),
+    };
     // A live entry with AllowedIPs is not a probe: drift, for `repair`.
-    let live = device.live()?;
-    if live.as_ref().is_some_and(|l| {
-        l.peers
-            .iter()
-            .any(|p| p.public_key == peer && !p.allowed_ips.is_empty())
-    }) {
+    if live
+        .peers
+        .iter()
+        .any(|p| p.public_key == peer && !p.allowed_ips.is_empty())
+    {
         return Err(Error::Conflict(
             "relayed in the config but live with a direct tunnel: left for `wgp2p repair`".into(),
         ));
     }
-    device.apply(&probe_deltas(&record, None))?;
-    device.apply(&probe_deltas(&record, Some(PROBE_KEEPALIVE)))
+    let mut deltas = probe_deltas(record, None);
+    deltas.extend(probe_deltas(record, Some(PROBE_KEEPALIVE)));
+    Ok(Some(deltas))
 }
 
 /// Remove the direct probe of a relayed peer that is not the agent's, or
-/// of a peer no longer in the config.
-fn drop_probe(ctx: &crate::context::Context, peer: PublicKey) -> Result<bool> {
+/// of a peer no longer in the config (`None`: there is no probe).
+pub fn drop_probe(
+    entries: &[crate::config::node::PeerEntry],
+    live: &LiveDevice,
+    peer: PublicKey,
+) -> Result<Option<Vec<Delta>>> {
     use crate::plan::relay::{Found, locate};
-    let (_lock, node) = ctx.lock_and_load()?;
-    let entries = node.peers()?;
-    if let Some(Found::Direct(_)) = locate(&entries, &PeerSelector::Key(peer)) {
+    if let Some(Found::Direct(_)) = locate(entries, &PeerSelector::Key(peer)) {
         return Err(changed_meanwhile());
     }
-    let device = ctx.device();
-    let is_probe = device.live()?.is_some_and(|l| {
-        l.peers
-            .iter()
-            .any(|p| p.public_key == peer && p.allowed_ips.is_empty())
-    });
-    if is_probe {
-        device.apply(&[crate::plan::Delta::RemovePeer(peer)])?;
-    }
-    Ok(is_probe)
+    let is_probe = live
+        .peers
+        .iter()
+        .any(|p| p.public_key == peer && p.allowed_ips.is_empty());
+    Ok(is_probe.then(|| vec![Delta::RemovePeer(peer)]))
 }
 
 #[cfg(test)]
@@ -1244,18 +1212,6 @@ mod tests {
             settings(),
         );
         assert_eq!(memory, Memory::default());
-    }
-
-    #[test]
-    fn pins_file() {
-        let b = key(KEY_B);
-        let text = add_pin("", &b, "bob");
-        assert!(text.starts_with("# "), "{text}");
-        assert!(text.ends_with(&format!("{KEY_B} bob\n")), "{text}");
-        assert_eq!(add_pin(&text, &b, "bob"), text);
-        let text = add_pin(&text, &key(KEY_A), "a\nb");
-        assert_eq!(parse_pins(&text), [key(KEY_A), b].into());
-        assert_eq!(parse_pins("garbage\n# x\n"), BTreeSet::new());
     }
 
     #[test]

@@ -97,6 +97,7 @@ fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<(
         }
     };
     note_dropped_prefix(request);
+    warn_public_space(request, &own);
     if deltas.is_empty() {
         // The config holds the line already; the device may not (drift).
         let mut keys = vec![request.public_key];
@@ -142,6 +143,28 @@ pub(super) fn report_unchanged(
         ),
     );
     Ok(())
+}
+
+/// `--allowed-ips` typed by the admin may route public space (the admin
+/// decides), but it is said: every address of it goes to that peer
+/// (`plan::routes::covers_public`).
+fn warn_public_space(request: &AddPeer, own: &plan::Own) {
+    let vpn = [own.address.network()];
+    let public: Vec<String> = request
+        .extra_allowed_ips
+        .iter()
+        .flat_map(|a| a.nets())
+        .filter(|n| crate::plan::routes::covers_public(&vpn, n))
+        .map(ToString::to_string)
+        .collect();
+    if !public.is_empty() {
+        eprintln!(
+            "warning: --allowed-ips {} covers public addresses (outside {} and the private ranges): traffic of this host to them goes to peer {} through the tunnel",
+            public.join(","),
+            vpn[0],
+            request.name
+        );
+    }
 }
 
 fn note_dropped_prefix(request: &AddPeer) {

@@ -45,6 +45,9 @@ struct Facts {
     live: Option<LiveDevice>,
     /// Differences between the config and the live interface (`health`).
     drifts: Vec<Drift>,
+    /// Routes into the interface that differ from what `wg-quick up`
+    /// makes (`routing::drift`), each with its command.
+    route_drifts: Vec<String>,
     now: SystemTime,
     /// AllowedIPs that provisioned devices route through this node, beyond its own address.
     routed_through_us: Vec<IpNet>,
@@ -136,6 +139,13 @@ fn gather(ctx: &Context) -> Result<(Facts, Vec<String>)> {
         (Some(doc), Some(live)) => health::drift(doc, &entries, live, now),
         _ => Vec::new(),
     };
+    let route_drifts = match (&node.conf, &live) {
+        (Some(doc), Some(_)) => match ctx.device().routes()? {
+            Some(routes) => crate::routing::drift(doc, &routes, &ctx.paths.iface).1,
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
     let facts = Facts {
         has_wg: on_path("wg"),
         has_wg_quick: on_path("wg-quick"),
@@ -161,6 +171,7 @@ fn gather(ctx: &Context) -> Result<(Facts, Vec<String>)> {
         devices: crate::config::node::provisioned_devices(&ctx.paths),
         live,
         drifts,
+        route_drifts,
         now,
     };
     Ok((facts, edits_refuse))
@@ -237,6 +248,9 @@ fn peer_findings(f: &Facts, out: &mut Vec<String>) {
             }
             _ => format!("{}: run {}", drift.text, health::REPAIR),
         });
+    }
+    for line in &f.route_drifts {
+        out.push(format!("{line}, or run {}", health::REPAIR));
     }
     let drifted: HashSet<_> = f.drifts.iter().filter_map(|d| d.key).collect();
     let candidates = health::relay_candidates(&f.entries, live, f.now);
@@ -388,6 +402,7 @@ mod tests {
             membership: Vec::new(),
             devices: Vec::new(),
             drifts: health::drift(doc, &entries, &live, now),
+            route_drifts: Vec::new(),
             entries,
             live: Some(live),
             routed_through_us: vec![],

@@ -264,6 +264,14 @@ impl fmt::Display for PlanError {
                 f,
                 "{entry}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (README, \"Growing the mesh: export and sync\")"
             ),
+            PlanError::OutsideSpace {
+                entry,
+                net,
+                allowed,
+            } => write!(
+                f,
+                "{entry}: allowed IP {net} is outside what it may route: expected {allowed} (README, \"Growing the mesh: export and sync\")"
+            ),
             PlanError::CoversProtected {
                 entry,
                 net,

@@ -7,7 +7,6 @@ use crate::config::document::Document;
 use crate::config::node::{Node, RELAY_PINS, peers, read_entry};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::plan;
 use crate::plan::relay::{self, Found};
 use crate::store::Change;
 use crate::types::PeerSelector;
@@ -47,20 +46,18 @@ pub fn run(
     let (new_doc, deltas, done, keys) = match relay_name {
         Some(relay_name) => {
             let entries = peers(doc)?;
-            let peer = match relay::locate(&entries, selector) {
-                Some(Found::Direct(entry)) => relay::as_relayed(doc, entry),
-                Some(Found::Relayed { peer, .. }) => peer.clone(),
-                None => return Err(plan::not_found(doc, selector).into()),
-            };
-            let (new_doc, deltas) = relay::route_via(doc, &own, &peer, relay_name)?;
-            let mut keys = vec![peer.public_key];
+            let moved = relay::move_via(doc, &own, selector, relay_name)?;
+            let mut keys = vec![moved.peer.public_key];
             if let Some(Found::Direct(relay)) = relay::locate(&entries, relay_name) {
                 keys.push(relay.public_key);
             }
             (
-                new_doc,
-                deltas,
-                format!("peer {} now goes via {relay_name}", peer.display_name()),
+                moved.doc,
+                moved.deltas,
+                format!(
+                    "peer {} now goes via {relay_name}",
+                    moved.peer.display_name()
+                ),
                 keys,
             )
         }
@@ -122,6 +119,6 @@ fn pin(node: &Node, doc: &Document, selector: &PeerSelector) -> Result<Option<St
     };
     let path = node.paths.dir.join(RELAY_PINS);
     let old = read_entry(&path)?.unwrap_or_default();
-    let new = crate::agent::relay::add_pin(&old, &key, &name);
+    let new = crate::config::pins::add(&old, &key, &name);
     Ok((new != old).then_some(new))
 }

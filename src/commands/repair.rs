@@ -10,6 +10,7 @@ use crate::context::Context;
 use crate::device::Device;
 use crate::error::Result;
 use crate::health;
+use crate::routing;
 use crate::types::PublicKey;
 
 pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
@@ -35,7 +36,11 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
     };
     let entries = node.peers()?;
     let drifts = health::drift(doc, &entries, &live, SystemTime::now());
-    if drifts.is_empty() {
+    let (routes, route_lines) = match device.routes()? {
+        Some(now) => routing::drift(doc, &now, &ctx.paths.iface),
+        None => (routing::Changes::default(), Vec::new()),
+    };
+    if drifts.is_empty() && routes.is_empty() {
         crate::outln!(
             "nothing to repair: {} is as {} says",
             ctx.paths.iface,
@@ -43,16 +48,20 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<()> {
         );
         return Ok(());
     }
+    let texts = drifts.iter().map(|d| &d.text).chain(&route_lines);
     if dry_run {
-        for d in &drifts {
-            crate::outln!("would repair: {}", d.text);
+        for text in texts {
+            crate::outln!("would repair: {text}");
         }
         crate::outln!("dry run: nothing changed");
         return Ok(());
     }
-    device.apply(&health::repair_deltas(&drifts))?;
-    for d in &drifts {
-        crate::outln!("repaired: {}", d.text);
+    if !drifts.is_empty() {
+        device.apply(&health::repair_deltas(&drifts))?;
+    }
+    device.apply_routes(&routes)?;
+    for text in texts {
+        crate::outln!("repaired: {text}");
     }
     crate::outln!(
         "{} now matches {} (live, no restart)",

@@ -120,7 +120,7 @@ fn agent_view(
             .and_then(|e| e.name.as_ref().map(ToString::to_string));
     }
     if let Some(auto) = &mut view.auto_relay {
-        auto.complete(entries, &crate::agent::relay::read_pins(&ctx.paths));
+        auto.complete(entries, &crate::config::pins::read(&ctx.paths));
     }
     Ok(view)
 }

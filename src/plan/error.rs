@@ -153,6 +153,13 @@ pub enum PlanError {
     },
     /// A default route from an entry that is not an exit node.
     DefaultRoute { entry: String, net: IpNet },
+    /// An address or network outside the space the entry's role may
+    /// claim (`plan::routes::space`); `allowed` says what it may.
+    OutsideSpace {
+        entry: String,
+        net: IpNet,
+        allowed: String,
+    },
     /// `trust` of this node's own key.
     TrustOwnKey { key: PublicKey },
     /// `untrust` of a member no trust line names.

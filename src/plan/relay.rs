@@ -205,6 +205,33 @@ fn check_relayed_routes(
     })
 }
 
+/// A peer moved onto a relay: the new config, the live change, and the
+/// peer's record as the relay's section now keeps it.
+pub struct Moved {
+    pub doc: Document,
+    pub deltas: Vec<Delta>,
+    pub peer: Relayed,
+}
+
+/// `relay PEER via RELAY`, the one move `wgp2p relay` and the agent's
+/// auto-relay both make: the peer, direct or relayed by another, goes via
+/// `relay`.
+pub fn move_via(
+    doc: &Document,
+    own: &Own,
+    selector: &PeerSelector,
+    relay: &PeerSelector,
+) -> Result<Moved> {
+    let entries = peers(doc)?;
+    let peer = match locate(&entries, selector) {
+        Some(Found::Direct(entry)) => as_relayed(doc, entry),
+        Some(Found::Relayed { peer, .. }) => peer.clone(),
+        None => return Err(not_found(doc, selector).into()),
+    };
+    let (doc, deltas) = route_via(doc, own, &peer, relay)?;
+    Ok(Moved { doc, deltas, peer })
+}
+
 /// Route `peer` through the peer `relay_selector` names. A direct
 /// section for it is removed (and kept in the `# Relay` line); a route
 /// through another relay is moved.

@@ -26,6 +26,14 @@
 //!
 //! The check is linear: each needed address looks up its at most 129
 //! enclosing prefixes in a map of the checked networks.
+//!
+//! A second rule, [`space`], bounds what a member may claim by address
+//! space rather than by shape: without a role only addresses inside the
+//! VPN network, a subnet router only private ranges (RFC 1918, ULA) too,
+//! an exit node anything. A set of narrow networks that together cover
+//! the internet (0.0.0.0/1 + 128.0.0.0/1, or a hundred smaller pieces)
+//! is public space, whatever its shape, and is refused like a default
+//! route.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -47,6 +55,56 @@ pub enum Role {
     /// `exit_node = true`: as a subnet router (and, for sync, it may carry
     /// `0.0.0.0/0` and `::/0`).
     ExitNode,
+}
+
+/// The private ranges a subnet router may route: RFC 1918 and IPv6
+/// unique local addresses (RFC 4193).
+pub const PRIVATE: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
+
+/// What a role may claim, for messages: `"inside the VPN network 10.15.0.0/24"`.
+pub fn allowed_space(role: Role, vpn: &[IpNet]) -> String {
+    let vpn: Vec<String> = vpn.iter().map(|n| n.trunc().to_string()).collect();
+    let vpn = if vpn.is_empty() {
+        "the VPN network".to_string()
+    } else {
+        format!("the VPN network {}", vpn.join(", "))
+    };
+    match role {
+        Role::Peer => format!(
+            "addresses inside {vpn} (a member with `subnet_router = true` may also route private ranges, one with `exit_node = true` public space)"
+        ),
+        Role::SubnetRouter => format!(
+            "addresses inside {vpn} or a private range ({}); public space needs `exit_node = true`",
+            PRIVATE.join(", ")
+        ),
+        Role::ExitNode => "any address".to_string(),
+    }
+}
+
+/// Whether `net` is inside the space `role` may claim: for
+/// [`Role::Peer`] inside one of `vpn` (this node's VPN networks), for
+/// [`Role::SubnetRouter`] also inside a private range ([`PRIVATE`]), for
+/// [`Role::ExitNode`] anywhere. A network is inside a range when the
+/// range contains it whole (a /7 that holds 10.0.0.0/8 is not private).
+pub fn space(role: Role, vpn: &[IpNet], net: &IpNet) -> bool {
+    let inside = |outer: &IpNet| outer.trunc().contains(&net.trunc());
+    match role {
+        Role::ExitNode => true,
+        Role::SubnetRouter => {
+            vpn.iter().any(inside)
+                || PRIVATE
+                    .iter()
+                    .filter_map(|p| p.parse::<IpNet>().ok())
+                    .any(|p| inside(&p))
+        }
+        Role::Peer => vpn.iter().any(inside),
+    }
+}
+
+/// Whether `net` holds an address outside every private range and `vpn`:
+/// the networks `add-peer --allowed-ips` warns about.
+pub fn covers_public(vpn: &[IpNet], net: &IpNet) -> bool {
+    !space(Role::SubnetRouter, vpn, net)
 }
 
 /// An address the mesh needs reachable outside the tunnel.
@@ -268,6 +326,52 @@ mod tests {
         assert!(one("10.15.0.2/32", "0.0.0.0/0, ::/0", Role::Peer).is_ok());
         assert!(one("10.15.0.2/32", "10.15.0.2/32, fd00::/8", Role::Peer).is_ok());
         assert!(check(&Needed::default(), &[]).is_ok());
+    }
+
+    #[test]
+    fn space_is_by_address_not_by_shape() {
+        let vpn = nets("10.15.0.0/24, fd15::/64");
+        let net = |t: &str| t.parse::<IpNet>().unwrap();
+        for inside in [
+            "10.15.0.7/32",
+            "10.15.0.0/25",
+            "10.15.0.9/24",
+            "fd15::2/128",
+        ] {
+            assert!(space(Role::Peer, &vpn, &net(inside)), "{inside}");
+        }
+        for outside in [
+            "10.16.0.0/24",
+            "10.15.0.0/23",
+            "192.168.77.0/24",
+            "0.0.0.0/1",
+            "fd16::/64",
+        ] {
+            assert!(!space(Role::Peer, &vpn, &net(outside)), "{outside}");
+        }
+        for private in [
+            "192.168.77.0/24",
+            "10.0.0.0/8",
+            "172.20.0.0/16",
+            "fd00:1::/48",
+        ] {
+            assert!(space(Role::SubnetRouter, &vpn, &net(private)), "{private}");
+            assert!(!covers_public(&vpn, &net(private)), "{private}");
+        }
+        // Pieces of the internet, however narrow, and ranges wider than a private one.
+        for public in [
+            "0.0.0.0/1",
+            "128.0.0.0/1",
+            "8.8.8.0/24",
+            "10.0.0.0/7",
+            "2000::/3",
+            "::/0",
+        ] {
+            assert!(!space(Role::SubnetRouter, &vpn, &net(public)), "{public}");
+            assert!(covers_public(&vpn, &net(public)), "{public}");
+            assert!(space(Role::ExitNode, &vpn, &net(public)), "{public}");
+        }
+        assert!(allowed_space(Role::Peer, &vpn).contains("10.15.0.0/24, fd15::/64"));
     }
 
     #[test]

@@ -689,7 +689,7 @@ fn check_target(
         })
         .collect();
     match routes::check(&needed, &routes) {
-        Ok(()) => Ok(()),
+        Ok(()) => space_of_entries(roster, me, &wanted),
         Err(Unsafe::Address { peer, ip, what }) => Err(PlanError::AddressIsProtected {
             entry: roster.label(checked[peer].0),
             ip,
@@ -709,6 +709,29 @@ fn check_target(
         }
         .into()),
     }
+}
+
+/// Route safety by address space (`plan::routes::space`): each entry's
+/// address and networks lie in the space its role may claim.
+fn space_of_entries(
+    roster: &Roster,
+    me: &ThisNode,
+    wanted: &impl Fn(&usize) -> bool,
+) -> Result<()> {
+    let vpn = [me.own.address.network()];
+    for (i, entry) in roster.entries.iter().enumerate().filter(|(i, _)| wanted(i)) {
+        for net in entry.peer.allowed_ips() {
+            if !routes::space(entry.role, &vpn, &net) {
+                return Err(PlanError::OutsideSpace {
+                    entry: roster.label(i),
+                    net,
+                    allowed: routes::allowed_space(entry.role, &vpn),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -396,3 +396,30 @@ fn a_service_name_as_port_is_read_as_wg_reads_it() {
         .fails()
         .stderr_has("\"Endpoint = 198.51.100.3:nosuchsvc\"");
 }
+
+/// `--allowed-ips` typed by the admin may route public space, but says so;
+/// a LAN or the VPN network is said nothing about.
+#[test]
+fn add_peer_warns_when_allowed_ips_cover_public_space() {
+    let node = Node::installed();
+    let args = |nets: &str| {
+        vec![
+            "add-peer".to_string(),
+            "alice".into(),
+            "198.51.100.2:51820".into(),
+            ALICE_KEY.into(),
+            "10.15.0.2".into(),
+            "--allowed-ips".into(),
+            nets.into(),
+        ]
+    };
+    node.wgp2p()
+        .args(args("192.168.50.0/24,fd00:7::/64"))
+        .succeeds()
+        .stderr_is_empty();
+    node.wgp2p()
+        .args(args("192.168.50.0/24,8.8.8.0/24"))
+        .succeeds()
+        .stderr_has("warning: --allowed-ips 8.8.8.0/24 covers public addresses");
+    assert!(node.conf().contains("8.8.8.0/24"), "{}", node.conf());
+}

@@ -379,8 +379,19 @@ fn routes_may_not_cover_endpoints_or_defaults() {
         "{e:?}"
     );
 
-    // Opting in: a subnet router may cover endpoints, an exit node may be a default route.
-    let router = with_extra(wide, "203.0.113.0/25", Role::SubnetRouter);
+    // Opting in: only an exit node may route public space (and cover the
+    // endpoints in it), or be a default route.
+    let router = with_extra(wide.clone(), "203.0.113.0/25", Role::SubnetRouter);
+    let e = err(
+        &base(),
+        &roster(vec![router, entry("voyager", 3, "10.15.0.3")]),
+    );
+    assert!(
+        matches!(&e, PlanError::OutsideSpace { net, allowed, .. }
+            if net.to_string() == "203.0.113.0/25" && allowed.contains("private range")),
+        "{e:?}"
+    );
+    let router = with_extra(wide, "203.0.113.0/25", Role::ExitNode);
     assert!(
         run(
             &base(),
@@ -416,7 +427,7 @@ fn routes_may_not_cover_endpoints_or_defaults() {
     let fine = with_extra(
         entry("enterprise", 2, "10.15.0.2"),
         "192.168.7.0/24",
-        Role::Peer,
+        Role::SubnetRouter,
     );
     assert!(run(&base(), &roster(vec![fine])).is_ok());
 }
@@ -521,8 +532,61 @@ fn planning_is_linear_enough_for_big_rosters() {
         })
         .collect();
     let big = roster(entries);
-    let first = run(&base(), &big).unwrap();
+    let mut me = me();
+    me.own.address = "10.16.0.1/16".parse().unwrap();
+    let run = |doc: &Document| plan(doc, &me, &big, Options::default());
+    let first = run(&base()).unwrap();
     assert_eq!(first.changes.len(), 5000);
-    let again = run(&first.doc, &big).unwrap();
+    let again = run(&first.doc).unwrap();
     assert!(again.changes.is_empty());
+}
+
+#[test]
+fn a_member_without_a_role_claims_only_the_vpn_network() {
+    // A LAN needs `subnet_router = true`.
+    let lan = with_extra(
+        entry("enterprise", 2, "10.15.0.2"),
+        "192.168.77.0/24",
+        Role::Peer,
+    );
+    let e = err(&base(), &roster(vec![lan]));
+    assert!(
+        matches!(&e, PlanError::OutsideSpace { net, allowed, .. }
+            if net.to_string() == "192.168.77.0/24" && allowed.contains("10.15.0.0/24")),
+        "{e:?}"
+    );
+    // The default route split into 108 narrow pieces, none over a needed
+    // address (this host's gateway 198.51.100.1, the endpoints in
+    // 203.0.113.0/24): public space all the same.
+    let protected: Vec<IpNet> = ["198.51.100.1/32", "203.0.113.0/24"]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let mut pieces: Vec<IpNet> = vec!["0.0.0.0/0".parse().unwrap()];
+    let mut done: Vec<IpNet> = Vec::new();
+    while let Some(net) = pieces.pop() {
+        if protected.iter().any(|p| net.contains(p) && net != *p) {
+            if let Ok(halves) = net.subnets(net.prefix_len() + 1) {
+                pieces.extend(halves);
+            }
+        } else if !protected.contains(&net) {
+            done.push(net);
+        }
+    }
+    // 10.15.0.0/24 must stay this node's own: leave out what holds it.
+    done.retain(|n| !n.contains(&"10.15.0.0/24".parse::<IpNet>().unwrap()));
+    assert!(done.len() > 30, "{}", done.len());
+    let text: Vec<String> = done.iter().map(ToString::to_string).collect();
+    let split = with_extra(
+        entry("enterprise", 2, "10.15.0.2"),
+        &text.join(", "),
+        Role::Peer,
+    );
+    let e = err(&base(), &roster(vec![split.clone()]));
+    assert!(matches!(e, PlanError::OutsideSpace { .. }), "{e:?}");
+    // A subnet router neither.
+    let mut router = split;
+    router.role = Role::SubnetRouter;
+    let e = err(&base(), &roster(vec![router]));
+    assert!(matches!(e, PlanError::OutsideSpace { .. }), "{e:?}");
 }
