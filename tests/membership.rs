@@ -519,3 +519,170 @@ fn a_host_behind_a_members_routed_subnet_is_not_that_member() {
         .unwrap_or_default();
     assert_eq!(bravo_heard["relay"], false, "{heard}");
 }
+
+/// How long the soak runs: `WGP2P_SOAK_SECS` (bench/soak.sh sets 600, the
+/// issue's 10 minutes), else 30 s in the test suite.
+fn soak_secs() -> u64 {
+    std::env::var("WGP2P_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30)
+}
+
+/// The agent's resident memory, in kB, from /proc.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The soak: bravo, a member alpha trusts, sends introductions of new
+/// members at its full datagram budget (20 a second) for the soak's
+/// length; alpha takes 60 a minute and no more, its book never fills
+/// (bravo's share is a quarter of it), its agent's memory stays at most
+/// 10 MB, and at the end a genuine newcomer introduced by charlie joins
+/// within 60 s. The figures are printed (BENCHMARKS.md has the 10-minute
+/// run of bench/soak.sh).
+#[test]
+#[ignore = "lab: needs root, network namespaces and the lab packages"]
+fn a_member_at_its_full_budget_neither_fills_the_book_nor_bloats_the_agent() {
+    let lab = Lab::new();
+    let hosts: Vec<Host> = ["alpha", "bravo", "charlie"]
+        .iter()
+        .map(|n| lab.public_host(n))
+        .collect();
+    let install16 = |host: &Host, i: usize| {
+        let stdout = host.wgp2p_ok(&[
+            "install",
+            &format!("10.15.0.{}/16", i + 1),
+            "--endpoint",
+            &host.endpoint(51820),
+            "--accept-introductions",
+        ]);
+        lab::add_peer_lines(&stdout).remove(0)
+    };
+    let lines: Vec<AddPeerLine> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| install16(h, i))
+        .collect();
+    exchange(hosts.iter(), &lines);
+    let agents: Vec<Agent> = hosts.iter().map(Agent::start).collect();
+    let (alpha, bravo, charlie) = (&hosts[0], &hosts[1], &hosts[2]);
+    let settled = wait_until(CONVERGE, || {
+        status_json(alpha)["agent"]["membership"]["members"].as_u64() >= Some(2)
+    });
+    assert!(settled, "alpha's book never settled");
+    let pid = status_json(alpha)["agent"]["pid"]
+        .as_u64()
+        .expect("the agent's pid") as u32;
+    let baseline_kb = rss_kb(pid).expect("the agent's memory");
+
+    // bravo's datagrams: one new member each, 20 a second.
+    let secs = soak_secs();
+    let evil = Forger::new(&bravo.read_file("/etc/wireguard/privatekey"));
+    let count = secs * 20;
+    let now = unix_ms();
+    let datagrams: Vec<String> = (0..count)
+        .map(|i| {
+            let ip = format!("10.15.{}.{}", 1 + i / 250, 1 + i % 250);
+            let name = format!("soak{i}");
+            evil.record(
+                &lab::attacker::random_key(),
+                Some(&Intro {
+                    name: &name,
+                    ip: ip.parse().expect("an address"),
+                    endpoint: None,
+                }),
+                now + i,
+            )
+        })
+        .collect();
+    bravo.write_file("/run/soak", &(datagrams.join("\n") + "\n"));
+    let mut sender = bravo.spawn(&[
+        "bash",
+        "-c",
+        r#"while IFS= read -r line; do printf %s "$line" > /dev/udp/10.15.0.1/51871; sleep 0.05; done < /run/soak"#,
+    ]);
+    let started = Instant::now();
+    let mut peak_kb = 0;
+    while sender.try_wait().expect("the sender").is_none() {
+        peak_kb = peak_kb.max(rss_kb(pid).unwrap_or(0));
+        assert!(
+            started.elapsed() < Duration::from_secs(secs * 3 + 60),
+            "the sender did not finish"
+        );
+        thread::sleep(Duration::from_secs(1));
+    }
+    let sent_for = started.elapsed();
+    thread::sleep(Duration::from_secs(5));
+    peak_kb = peak_kb.max(rss_kb(pid).unwrap_or(0));
+    let status = status_json(alpha);
+    let bravo_counts = status["agent"]["membership"]["peers"][lines[1].public_key()].clone();
+    let members = status["agent"]["membership"]["members"]
+        .as_u64()
+        .unwrap_or(0);
+    let new = bravo_counts["new"].as_u64().unwrap_or(0);
+    let minutes = sent_for.as_secs_f64() / 60.0;
+    // The newcomer, introduced by charlie.
+    let newcomer = lab.public_host("delta");
+    let stdout = newcomer.wgp2p_ok(&[
+        "install",
+        "10.15.0.4/16",
+        "--endpoint",
+        &newcomer.endpoint(51820),
+        "--accept-introductions",
+    ]);
+    let line = lab::add_peer_lines(&stdout).remove(0);
+    let _delta_agent = Agent::start(&newcomer);
+    let joining = Instant::now();
+    newcomer.add_peer(&lines[2]);
+    charlie.add_peer(&line);
+    let joined = wait_until(CONVERGE, || alpha.ping("10.15.0.4", Duration::from_secs(1)));
+    let join_secs = joining.elapsed().as_secs_f64();
+    peak_kb = peak_kb.max(rss_kb(pid).unwrap_or(0));
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    eprintln!(
+        "soak: {count} datagrams from one member in {:.0} s; alpha took {new} new members ({:.0} a minute), book {members} members, bravo's share {} of {}; agent RSS {:.1} MB before, peak {:.1} MB ({build} build); a newcomer joined in {join_secs:.1} s",
+        sent_for.as_secs_f64(),
+        new as f64 / minutes.max(1.0 / 60.0),
+        bravo_counts["kept"],
+        4096 / 4,
+        baseline_kb as f64 / 1024.0,
+        peak_kb as f64 / 1024.0
+    );
+    assert!(
+        joined,
+        "the newcomer did not join within 60 s:\n{}",
+        agents[0].log()
+    );
+    // The bound is the release binary's (bench/soak.sh builds it); a debug
+    // binary maps far more code, so there only the growth is bounded.
+    if cfg!(debug_assertions) {
+        assert!(
+            peak_kb <= baseline_kb + 4 * 1024,
+            "agent RSS grew from {baseline_kb} kB to {peak_kb} kB"
+        );
+    } else {
+        assert!(peak_kb <= 10 * 1024, "agent RSS peaked at {peak_kb} kB");
+    }
+    let records = &status["agent"]["membership"]["records"];
+    assert_eq!(records["full"].as_u64().unwrap_or(0), 0, "{status}");
+    assert!(members < 4096, "{status}");
+    // At most 60 a minute (and the minute the sending began in).
+    let minute_budget = 60.0 * (minutes.ceil() + 1.0);
+    assert!(
+        (new as f64) <= minute_budget,
+        "{new} new in {minutes:.1} min: {status}"
+    );
+    assert!(new >= 1, "{status}");
+}

@@ -370,12 +370,22 @@ impl Membership {
         if last != 0 && now.saturating_sub(last) < RESEND_EVERY_MS {
             return Vec::new();
         }
-        let all: Vec<Record> = self
+        // This node's own events first: they are the members its admin
+        // added, what a newcomer needs before anything else.
+        let mut all: Vec<Record> = self
             .book
             .vouch_all(me)
             .into_iter()
             .filter(|r| r.event.subject != from)
             .collect();
+        let own: Vec<PublicKey> = self
+            .book
+            .events
+            .values()
+            .filter(|r| r.by == me.wg_key())
+            .map(|r| r.event.subject)
+            .collect();
+        all.sort_by_key(|r| !own.contains(&r.event.subject));
         let start = if start >= all.len() { 0 } else { start };
         let sent: Vec<Outgoing> = all
             .iter()

@@ -521,4 +521,44 @@ mod tests {
         );
         assert!(stale.contains("more than 180 s"), "{stale}");
     }
+
+    /// A stale device provisioned here runs no wgp2p: its advice speaks of
+    /// the device and its conf, never of running wgp2p or relaying on it;
+    /// the policy's and the book's problems are findings.
+    #[test]
+    fn a_stale_provisioned_device_is_asked_about_its_conf() {
+        let doc = conf(&[
+            ("a", KEY_A, "10.15.0.2/32"),
+            ("phone", KEY_B, "10.15.0.3/32"),
+        ]);
+        let mut f = facts(
+            &doc,
+            LiveDevice::with_peers(vec![
+                live_peer(KEY_A, "10.15.0.2/32", 1),
+                live_peer(KEY_B, "10.15.0.3/32", 500),
+            ]),
+        );
+        f.devices = vec![crate::config::node::Device {
+            key: KEY_B.parse().unwrap(),
+            file: "phone.conf".into(),
+            mesh: false,
+        }];
+        f.membership = vec!["the line `# Trust = x` of [Interface] cannot be read".into()];
+        let found = findings(&f);
+        let stale = found
+            .iter()
+            .find(|l| l.starts_with("peer phone is stale"))
+            .expect("stale finding");
+        assert!(
+            stale.ends_with(
+                "it is a device provisioned here: has it imported provisioned-peers/phone.conf, and is it online?"
+            ),
+            "{stale}"
+        );
+        assert!(!stale.contains("relay"), "{stale}");
+        assert!(
+            found.iter().any(|l| l.contains("`# Trust = x`")),
+            "{found:#?}"
+        );
+    }
 }

@@ -51,6 +51,20 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
         peers: view.rows(),
         agent: agent_view(ctx, &entries)?,
     };
+    // A stale device provisioned here runs no wgp2p: the advice speaks of
+    // the device and its conf.
+    let devices = crate::config::node::provisioned_devices(&ctx.paths);
+    for row in &mut report.peers {
+        if row.health == Health::Stale
+            && let Some(device) = devices.iter().find(|d| d.key.to_string() == row.public_key)
+        {
+            row.note = Some(format!(
+                "stale: it is a device provisioned here: has it imported {}/{}, and is it online?",
+                crate::store::PROVISIONED,
+                device.file
+            ));
+        }
+    }
     if let Some(auto) = &report.agent.auto_relay {
         for row in &mut report.peers {
             row.auto_relay = auto

@@ -119,6 +119,16 @@ impl Forger {
     }
 }
 
+/// A fresh public key (32 random bytes, base64) for a member that exists
+/// only in a forged record.
+#[must_use]
+pub fn random_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    bytes[0] |= 1;
+    BASE64.encode(bytes)
+}
+
 /// Send `datagram` from `host` (its route to `to` picks the source: the
 /// VPN address through wg0 for a member, its LAN address for a host
 /// behind one) to the agent at `to`.
