@@ -5,9 +5,9 @@ use crate::config::document::Document;
 use crate::config::node::Node;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::plan::Delta;
 use crate::routing;
 use crate::store::{self, Change};
+use crate::wg::Delta;
 
 /// Where a change took effect.
 #[derive(Debug, PartialEq, Eq)]
@@ -162,7 +162,7 @@ fn route_changes(
 mod tests {
     use super::*;
     use crate::config::node::Paths;
-    use crate::device::LiveDevice;
+    use crate::wg::LiveDevice;
     use std::cell::RefCell;
 
     /// A device that is up and records (or refuses, or times out on) deltas.
@@ -211,7 +211,7 @@ mod tests {
             refuse: true,
             ..FakeDevice::default()
         };
-        let err = commit(&node, &new_doc, &[Delta::None], &device).unwrap_err();
+        let err = commit(&node, &new_doc, &[], &device).unwrap_err();
         assert_eq!(err.to_string(), "device says no");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("wg0.conf")).unwrap(),
@@ -253,7 +253,7 @@ mod tests {
             refuse: true,
             ..FakeDevice::default()
         };
-        commit_change(&node, &change, &[Delta::None], &device).unwrap_err();
+        commit_change(&node, &change, &[], &device).unwrap_err();
         let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).ok();
         assert_eq!(read("wg0.conf").as_deref(), Some("[Interface]\n# old\n"));
         assert_eq!(read("privatekey").as_deref(), Some("old key\n"));
@@ -269,7 +269,7 @@ mod tests {
             time_out: true,
             ..FakeDevice::default()
         };
-        let err = commit(&node, &new_doc, &[Delta::None], &device).unwrap_err();
+        let err = commit(&node, &new_doc, &[], &device).unwrap_err();
         assert!(
             err.to_string()
                 .ends_with("the live state is unknown: run `wgp2p repair`"),

@@ -13,7 +13,6 @@
 //!   existence is checked first, and a down interface is never touched.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc;
@@ -23,82 +22,9 @@ use ipnet::IpNet;
 use wireguard_control::{AllowedIp, Backend, DeviceUpdate, PeerConfigBuilder};
 
 use crate::error::{Error, Result};
-use crate::plan::Delta;
 use crate::routing::{Changes, Snapshot};
 use crate::types::{InterfaceName, PublicKey};
-
-/// A peer as the live interface reports it, normalised (no keepalive and no
-/// preshared key read as `None`, not as zero).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LivePeer {
-    pub public_key: PublicKey,
-    pub endpoint: Option<SocketAddr>,
-    pub allowed_ips: Vec<IpNet>,
-    pub last_handshake: Option<SystemTime>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub keepalive: Option<u16>,
-    pub preshared_key: Option<PresharedKey>,
-}
-
-/// A peer's preshared key, as the config and the device hold it. Its
-/// `Debug` hides the key and its bytes are wiped on drop; the all-zero
-/// key means "none" to WireGuard and is never a value of this type.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PresharedKey([u8; 32]);
-
-impl PresharedKey {
-    /// From the config's base64 text or the device's bytes; `None` for
-    /// malformed text and for the all-zero key.
-    pub fn parse(text: &str) -> Option<PresharedKey> {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .ok()?;
-        Self::from_bytes(<[u8; 32]>::try_from(bytes.as_slice()).ok()?)
-    }
-
-    fn from_bytes(bytes: [u8; 32]) -> Option<PresharedKey> {
-        (bytes != [0; 32]).then_some(PresharedKey(bytes))
-    }
-
-    fn to_wg(&self) -> wireguard_control::Key {
-        wireguard_control::Key(self.0)
-    }
-}
-
-impl std::fmt::Debug for PresharedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PresharedKey(hidden)")
-    }
-}
-
-impl Drop for PresharedKey {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LiveDevice {
-    pub backend: &'static str,
-    pub public_key: Option<PublicKey>,
-    pub listen_port: Option<u16>,
-    pub peers: Vec<LivePeer>,
-}
-
-#[cfg(test)]
-impl LiveDevice {
-    /// A userspace interface on port 51820 with `peers`, for unit tests.
-    pub fn with_peers(peers: Vec<LivePeer>) -> LiveDevice {
-        LiveDevice {
-            backend: "userspace",
-            public_key: None,
-            listen_port: Some(51820),
-            peers,
-        }
-    }
-}
+use crate::wg::{Delta, LiveDevice, LivePeer, PresharedKey};
 
 /// What commands need of a live interface.
 pub trait Device {
@@ -305,7 +231,6 @@ pub fn device_update(deltas: &[Delta]) -> Result<Option<DeviceUpdate>> {
         .chain(deltas.iter().filter(has_keepalive));
     for delta in ordered {
         update = match delta {
-            Delta::None => continue,
             Delta::UpsertPeer {
                 public_key,
                 endpoint,
@@ -334,7 +259,7 @@ pub fn device_update(deltas: &[Delta]) -> Result<Option<DeviceUpdate>> {
             Delta::SetPresharedKey { public_key, key } => {
                 let peer = PeerConfigBuilder::new(&public_key.to_wg());
                 update.add_peer(match key {
-                    Some(key) => peer.set_preshared_key(key.to_wg()),
+                    Some(key) => peer.set_preshared_key(wireguard_control::Key(*key.as_bytes())),
                     None => peer.unset_preshared_key(),
                 })
             }
@@ -424,7 +349,7 @@ mod tests {
 
     #[test]
     fn big_updates_get_a_longer_deadline() {
-        assert_eq!(update_deadline(&[Delta::None]), DEADLINE);
+        assert_eq!(update_deadline(&[]), DEADLINE);
         let key = PublicKey::from_bytes([1; 32]);
         let upsert = Delta::UpsertPeer {
             public_key: key,
@@ -456,7 +381,7 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("192.0.2.1:51820"), "{shown}");
-        assert!(device_update(&[Delta::None]).unwrap().is_none());
+        assert!(device_update(&[]).unwrap().is_none());
         let remove = Delta::RemovePeer(KEY.parse().unwrap());
         let both = device_update(&[Delta::SetListenPort(1), remove])
             .unwrap()

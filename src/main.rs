@@ -20,6 +20,7 @@ mod service;
 mod store;
 mod system;
 mod types;
+mod wg;
 
 use std::process::ExitCode;
 

@@ -19,8 +19,8 @@ use std::time::Duration;
 use super::action::{Action, Live};
 use super::snapshot::Snapshot;
 use crate::config::node::PeerEntry;
-use crate::plan::Delta;
 use crate::types::{Endpoint, Host, PublicKey, WrittenEndpoint};
+use crate::wg::Delta;
 
 /// A peer whose latest handshake is older than this (or missing) is stale:
 /// the threshold of wireguard-tools' `contrib/reresolve-dns`.

@@ -27,9 +27,9 @@ use crate::commit::commit;
 use crate::context::Context;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::plan::Delta;
 use crate::plan::membership::{Introduced, introduce, remove_introduced};
 use crate::types::{Endpoint, Host, PublicKey};
+use crate::wg::Delta;
 
 /// The longest the agent waits for the config lock (a command holding it
 /// longer makes the change wait for the next pass).

@@ -517,11 +517,11 @@ pub fn to_actions(
 /// its live endpoint changes.
 pub fn try_deltas(
     entries: &[crate::config::node::PeerEntry],
-    live: &crate::device::LiveDevice,
+    live: &crate::wg::LiveDevice,
     peer: PublicKey,
     address: SocketAddr,
     now: SystemTime,
-) -> Option<Vec<crate::plan::Delta>> {
+) -> Option<Vec<crate::wg::Delta>> {
     if !entries.iter().any(|e| e.public_key == peer) {
         return None;
     }
@@ -531,7 +531,7 @@ pub fn try_deltas(
                 .is_none_or(|t| now.duration_since(t).unwrap_or_default() > STALE_AFTER)
     });
     still_stale.then(|| {
-        vec![crate::plan::Delta::SetEndpoint {
+        vec![crate::wg::Delta::SetEndpoint {
             public_key: peer,
             address,
         }]

@@ -884,8 +884,8 @@ mod tests {
             extra_allowed_ips: None,
             keepalive: None,
         };
-        let (new_doc, delta, _) = crate::plan::add_peer(doc, &own, &request).unwrap();
-        commit(&loaded, &new_doc, &[delta], node.ctx.device().as_ref()).unwrap();
+        let (new_doc, deltas, _) = crate::plan::add_peer(doc, &own, &request).unwrap();
+        commit(&loaded, &new_doc, &deltas, node.ctx.device().as_ref()).unwrap();
     }
 
     fn remove(node: &Node, other: &Node) {
@@ -1289,8 +1289,8 @@ mod tests {
                 extra_allowed_ips: None,
                 keepalive: None,
             };
-            let (new_doc, delta, _) = crate::plan::add_peer(doc, &own, &request).unwrap();
-            commit(&loaded, &new_doc, &[delta], nodes[0].ctx.device().as_ref()).unwrap();
+            let (new_doc, deltas, _) = crate::plan::add_peer(doc, &own, &request).unwrap();
+            commit(&loaded, &new_doc, &deltas, nodes[0].ctx.device().as_ref()).unwrap();
         }
         run(&mut nodes, &mut now);
         let m2 = conf(&nodes[1]);

@@ -53,11 +53,12 @@ use serde::{Deserialize, Serialize};
 use super::action::{Action, Commit, Live, Outcome};
 use super::snapshot::Snapshot;
 use crate::config::document::Document;
-use crate::device::LiveDevice;
 use crate::error::{Error, Result};
 use crate::health::STALE_AFTER_SECS;
-use crate::plan::{Delta, Own};
+use crate::plan::Own;
 use crate::types::{PeerSelector, PublicKey};
+use crate::wg::Delta;
+use crate::wg::LiveDevice;
 
 /// `--relay-after SECS`: 1 to 3600.
 pub fn parse_after(s: &str) -> Result<Duration> {
@@ -809,7 +810,7 @@ fn probe_deltas(record: &crate::config::node::Relayed, keepalive: Option<u16>) -
             doc.peer_sections()
                 .next()
                 .and_then(|s| s.get_last(keys::PRESHARED_KEY))
-                .and_then(crate::device::PresharedKey::parse)
+                .and_then(crate::wg::PresharedKey::parse)
         });
     let mut deltas = vec![Delta::UpsertPeer {
         public_key: record.public_key,

@@ -7,7 +7,7 @@
 use std::ffi::CStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
-use crate::device::LiveDevice;
+use crate::wg::LiveDevice;
 
 /// The discard port: the packet only has to leave through the tunnel.
 const DISCARD_PORT: u16 = 9;
@@ -99,8 +99,8 @@ pub fn poke(targets: &[IpAddr]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::LivePeer;
     use crate::plan::fixtures::{KEY_A, KEY_B};
+    use crate::wg::LivePeer;
 
     #[test]
     fn first_pass_is_no_change() {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::node::{Node, PeerEntry};
 use crate::context::Context;
-use crate::device::{LiveDevice, LivePeer};
 use crate::error::Result;
 use crate::types::{Endpoint, Host, PublicKey};
+use crate::wg::{LiveDevice, LivePeer};
 
 /// The longest DNS resolution may take before the pass goes on without
 /// what is still unresolved.

@@ -82,16 +82,11 @@ fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<(
                     .find(|t| t.starts_with(plan::membership::INTRODUCED_BY))
                     .map(str::to_string)
             });
-            let (new_doc, delta, outcome) = plan::add_peer(doc, &own, request)?;
+            let (new_doc, deltas, outcome) = plan::add_peer(doc, &own, request)?;
             let verb = if outcome == Outcome::Added {
                 "added"
             } else {
                 "updated"
-            };
-            let deltas = if outcome == Outcome::Unchanged {
-                vec![]
-            } else {
-                vec![delta]
             };
             (new_doc, deltas, format!("{verb} peer {name}"))
         }

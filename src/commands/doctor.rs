@@ -10,12 +10,12 @@ use ipnet::IpNet;
 use crate::config::document::Document;
 use crate::config::node::{Node, PeerEntry, check_keys_unique, listen_port, peers};
 use crate::context::Context;
-use crate::device::LiveDevice;
 use crate::error::{Error, Result};
 use crate::health::{self, Drift, DriftKind};
 use crate::plan::overlaps;
 use crate::service::Kind;
 use crate::system::on_path;
+use crate::wg::LiveDevice;
 
 /// What doctor looks at, gathered once.
 #[allow(
@@ -351,7 +351,7 @@ pub fn run(ctx: &Context) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::LivePeer;
+    use crate::wg::LivePeer;
     use std::time::Duration;
 
     use crate::plan::fixtures::{KEY_A, KEY_B};

@@ -12,12 +12,13 @@ use crate::commit::commit_change;
 use crate::config::document::{Document, keys};
 use crate::config::node::{Node, Paths};
 use crate::context::Context;
-use crate::device::LiveDevice;
 use crate::error::{Error, Result};
-use crate::plan::{self, Delta};
+use crate::plan;
 use crate::service::Kind;
 use crate::store::{self, Change};
 use crate::types::{EndpointSpec, PrivateKey, PublicKey, VpnAddress};
+use crate::wg::Delta;
+use crate::wg::LiveDevice;
 
 #[allow(
     clippy::single_match_else,

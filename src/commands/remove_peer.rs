@@ -5,9 +5,10 @@
 use crate::commit::commit;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::plan;
 use crate::plan::error::PlanError;
-use crate::plan::{self, Delta};
 use crate::types::{PeerSelector, PublicKey};
+use crate::wg::Delta;
 
 pub fn run(ctx: &Context, selector: &PeerSelector) -> Result<()> {
     ctx.require_root("remove-peer")?;

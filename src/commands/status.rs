@@ -7,11 +7,11 @@ use std::time::SystemTime;
 
 use crate::config::node::PeerEntry;
 use crate::context::Context;
-use crate::device::{LiveDevice, LivePeer};
 use crate::error::{Error, Result};
 use crate::health::{self, Drift, DriftKind};
 use crate::output::{self, Health, PeerStatus, StatusReport};
 use crate::types::PublicKey;
+use crate::wg::{LiveDevice, LivePeer};
 
 pub fn run(ctx: &Context, check: bool) -> Result<()> {
     let (node, _) = crate::config::node::Node::load_to_show(ctx.paths.clone())?;

@@ -19,8 +19,9 @@ use crate::config::document::{Document, keys};
 use crate::config::node::peers;
 use crate::error::Result;
 use crate::plan::error::PlanError;
-use crate::plan::{Delta, Own, check_new_peer, find_peer};
+use crate::plan::{Own, check_new_peer, find_peer};
 use crate::types::{DEFAULT_KEEPALIVE, Endpoint, PeerName, PeerSelector, PublicKey, WrittenName};
+use crate::wg::Delta;
 
 /// The start of the `# Source` tag of an introduced peer.
 pub const INTRODUCED_BY: &str = "introduced by";

@@ -19,35 +19,7 @@ use crate::types::{
     AllowedIps, DEFAULT_KEEPALIVE, Endpoint, PeerIp, PeerName, PeerSelector, PrivateKey, PublicKey,
     VpnAddress, WrittenName,
 };
-
-/// The smallest change to apply to a live interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Delta {
-    /// Nothing to change live.
-    None,
-    /// Add a peer or update it in place; its allowed IPs are replaced as a whole.
-    UpsertPeer {
-        public_key: PublicKey,
-        endpoint: Option<Endpoint>,
-        allowed_ips: Vec<IpNet>,
-        keepalive: Option<u16>,
-    },
-    RemovePeer(PublicKey),
-    /// Set (or, with `None`, unset) a peer's preshared key: drift repair,
-    /// and a peer whose section comes back (`relay NAME direct`).
-    SetPresharedKey {
-        public_key: PublicKey,
-        key: Option<crate::device::PresharedKey>,
-    },
-    /// Point a live peer at another address and change nothing else (the
-    /// agent's endpoint refresh: the config keeps the DNS name).
-    SetEndpoint {
-        public_key: PublicKey,
-        address: std::net::SocketAddr,
-    },
-    SetPrivateKey(PrivateKey),
-    SetListenPort(u16),
-}
+use crate::wg::Delta;
 
 /// This node as the rules need it.
 pub struct Own {
@@ -328,7 +300,7 @@ pub fn add_peer(
     mut new_doc: Document,
     own: &Own,
     req: &AddPeer,
-) -> Result<(Document, Delta, Outcome)> {
+) -> Result<(Document, Vec<Delta>, Outcome)> {
     let existing = peers(&new_doc)?;
     let key = req.public_key;
     let known = existing.iter().find(|p| p.public_key == key);
@@ -382,7 +354,7 @@ pub fn add_peer(
         new_doc.set_peer(&key, keys::PERSISTENT_KEEPALIVE, &secs.to_string());
     }
     if before.is_some() && new_doc.peer(&key) == before.as_ref() {
-        return Ok((new_doc, Delta::None, Outcome::Unchanged));
+        return Ok((new_doc, Vec::new(), Outcome::Unchanged));
     }
     let delta = Delta::UpsertPeer {
         public_key: key,
@@ -390,7 +362,7 @@ pub fn add_peer(
         allowed_ips: nets,
         keepalive: keepalive.filter(|k| *k > 0),
     };
-    Ok((new_doc, delta, outcome))
+    Ok((new_doc, vec![delta], outcome))
 }
 
 /// The direct peer `selector` names.
@@ -524,14 +496,16 @@ mod tests {
         let text = doc.render();
         assert!(text.contains("PostUp = echo up\n"));
         assert!(text.contains(&format!("[Peer]\n# Name = enterprise\nPublicKey = {KEY_A}\nEndpoint = 192.0.2.2:51820\nAllowedIPs = 10.15.0.2/32\nPersistentKeepalive = 25\n")), "{text}");
-        match delta {
-            Delta::UpsertPeer {
-                allowed_ips,
-                keepalive,
-                ..
-            } => {
-                assert_eq!(join_nets(&allowed_ips), "10.15.0.2/32");
-                assert_eq!(keepalive, Some(25));
+        match delta.as_slice() {
+            [
+                Delta::UpsertPeer {
+                    allowed_ips,
+                    keepalive,
+                    ..
+                },
+            ] => {
+                assert_eq!(join_nets(allowed_ips), "10.15.0.2/32");
+                assert_eq!(*keepalive, Some(25));
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -541,7 +515,7 @@ mod tests {
     fn same_request_twice_is_unchanged() {
         let (_, delta, outcome) =
             add_peer(with_a(), &own(), &req("enterprise", KEY_A, "10.15.0.2")).unwrap();
-        assert_eq!((delta, outcome), (Delta::None, Outcome::Unchanged));
+        assert_eq!((delta, outcome), (Vec::new(), Outcome::Unchanged));
     }
 
     #[test]
@@ -717,7 +691,7 @@ mod tests {
         assert!(text.contains("PersistentKeepalive = 10\n"), "{text}");
         assert!(text.contains("Endpoint = 192.0.2.99:51820\n"), "{text}");
         assert!(
-            matches!(delta, Delta::UpsertPeer { keepalive: Some(10), ref allowed_ips, .. } if allowed_ips.len() == 2)
+            matches!(delta.as_slice(), [Delta::UpsertPeer { keepalive: Some(10), allowed_ips, .. }] if allowed_ips.len() == 2)
         );
         // A new address replaces the old one, the subnet stays.
         let moved = req("enterprise", KEY_A, "10.15.0.7");

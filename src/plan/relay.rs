@@ -9,14 +9,14 @@ use ipnet::IpNet;
 
 use crate::config::document::{Document, Section, is_wg_space, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
-use crate::device::PresharedKey;
 use crate::error::{Error, Result};
 use crate::plan::error::{PlanError, RoutesOf, Tunnel};
 use crate::plan::{
-    AddPeer, Delta, Outcome, Own, add_peer, check_new_peer, check_routes, find_peer, join_nets,
-    not_found, overlaps, route_refusal, routes,
+    AddPeer, Own, add_peer, check_new_peer, check_routes, find_peer, join_nets, not_found,
+    overlaps, route_refusal, routes,
 };
 use crate::types::{AllowedIps, PeerIp, PeerSelector, WrittenEndpoint, WrittenName, quoted};
+use crate::wg::{Delta, PresharedKey};
 
 /// Where a peer sits in the config.
 #[derive(Clone, Copy)]
@@ -395,10 +395,8 @@ pub fn make_direct(
         extra_allowed_ips: Some(AllowedIps::from(rest.to_vec())),
         keepalive: None,
     };
-    let (direct_doc, delta, outcome) = add_peer(new_doc, own, &request)?;
-    if outcome != Outcome::Unchanged {
-        deltas.push(delta);
-    }
+    let (direct_doc, delta, _) = add_peer(new_doc, own, &request)?;
+    deltas.extend(delta);
     Ok((direct_doc, deltas, name))
 }
 

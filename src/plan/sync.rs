@@ -27,10 +27,11 @@ use crate::config::node::{PeerEntry, Relayed, peers};
 use crate::error::{Error, Result};
 use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner};
 use crate::plan::routes::{self, Needed, Routes, Unsafe};
-use crate::plan::{AddPeer, Delta, Own, join_nets, same_nets};
+use crate::plan::{AddPeer, Own, join_nets, same_nets};
 use crate::types::{
     AllowedIps, Endpoint, PeerName, PublicKey, WrittenEndpoint, WrittenName, quoted,
 };
+use crate::wg::Delta;
 
 /// The tag that marks a peer as the roster's: `# Source = roster`.
 pub const SOURCE_TAG: &str = keys::TAG_SOURCE;
