@@ -50,6 +50,10 @@ for f in /usr/share/bash-completion/completions/wgp2p /usr/share/zsh/vendor-comp
   /usr/share/fish/vendor_completions.d/wgp2p.fish; do
   grep -q "add-peer" "$f" || fail "$f is missing or does not complete add-peer"
 done
+unit=/lib/systemd/system/wgp2p-agent@.service
+grep -qx 'ExecStart=/usr/bin/wgp2p --interface %i agent $WGP2P_AGENT_ARGS' "$unit" ||
+  fail "$unit is missing or does not run /usr/bin/wgp2p"
+[ "$(stat -c %a "$unit")" = 644 ] || fail "$unit is not mode 644"
 [ -s /usr/share/doc/wgp2p/copyright ] || fail "no copyright file"
 grep -q "GNU LESSER GENERAL PUBLIC LICENSE" /usr/share/doc/wgp2p/copyright || fail "the copyright file lacks the license"
 bash -c 'source /usr/share/bash-completion/completions/wgp2p && complete -p wgp2p' >/dev/null ||

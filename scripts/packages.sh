@@ -17,6 +17,10 @@ RUNTIME_PACKAGES=(wireguard-tools wireguard-go iproute2)
 # `systemd-analyze verify` of the agent's unit (tests/agent.rs).
 TEST_PACKAGES=("${RUNTIME_PACKAGES[@]}" iputils-ping iptables coturn util-linux procps strace systemd)
 
+# For scripts/systemd-test.sh: systemd-nspawn boots the containers,
+# debootstrap builds their Debian root.
+SYSTEMD_TEST_PACKAGES=(systemd-container debootstrap)
+
 # ensure_packages PKG...: installs the packages that are not installed yet
 # with apt-get (needs root); does nothing where apt-get does not exist.
 ensure_packages() {

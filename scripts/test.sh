@@ -17,6 +17,10 @@
 #    with the WireGuard module in a VM (it installs QEMU and a kernel image
 #    when missing). WGP2P_KERNEL_VM=0 leaves them to a separate run of that
 #    script (.ci/run times it as a stage of its own).
+# 5. The systemd tests (tests/systemd.rs, tests/readme.rs, ignored with
+#    "systemd: runs in the containers…") through scripts/systemd-test.sh,
+#    which boots containers with systemd as PID 1. WGP2P_SYSTEMD=0 leaves
+#    them to a separate run of that script (.ci/run times it as a stage).
 # Extra arguments go to both `cargo test` runs (e.g. `--test mesh`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +70,10 @@ ignored=$(sum_results "$log" ignored)
 # tests/kernel.rs runs only inside the VM of scripts/kernel-test.sh (step 4).
 in_vm=$(grep -c "ignored, kernel: runs inside the VM" "$log" || true)
 ignored=$((ignored - in_vm))
+# tests/systemd.rs and tests/readme.rs run in scripts/systemd-test.sh's
+# containers (step 5).
+in_ct=$(grep -c "ignored, systemd: runs in the containers" "$log" || true)
+ignored=$((ignored - in_ct))
 
 not_run=0
 blocker=$(lab_blocker)
@@ -73,7 +81,7 @@ if [ "$ignored" -eq 0 ]; then
   echo "== $passed tests passed, none ignored"
 elif [ -z "$blocker" ]; then
   start=$SECONDS
-  cargo test --locked "$@" -- --ignored --skip kernel_vm_ --test-threads=4 2>&1 | tee "$log"
+  cargo test --locked "$@" -- --ignored --skip kernel_vm_ --skip systemd_ct_ --test-threads=4 2>&1 | tee "$log"
   echo "== wall time of the lab (ignored) tests: $((SECONDS - start))s"
   ran=$(sum_results "$log" passed)
   echo "== $passed tests passed, then $ran of the $ignored ignored (root and lab) tests passed"
@@ -97,6 +105,20 @@ if [ "$in_vm" -gt 0 ]; then
   else
     echo "== $in_vm kernel tests not run: they need root and a VM (scripts/kernel-test.sh)"
     not_run=$((not_run + in_vm))
+  fi
+fi
+
+if [ "$in_ct" -gt 0 ]; then
+  if [ "${WGP2P_SYSTEMD:-1}" = 0 ]; then
+    echo "== $in_ct systemd tests left to scripts/systemd-test.sh (WGP2P_SYSTEMD=0)"
+  elif [ -z "$blocker" ]; then
+    start=$SECONDS
+    ./scripts/systemd-test.sh
+    echo "== wall time of the systemd tests: $((SECONDS - start))s"
+    echo "== $in_ct systemd tests passed in containers (scripts/systemd-test.sh)"
+  else
+    echo "== $in_ct systemd tests not run: they need root and systemd-nspawn (scripts/systemd-test.sh)"
+    not_run=$((not_run + in_ct))
   fi
 fi
 

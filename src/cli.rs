@@ -221,13 +221,13 @@ pub struct AddPeerArgs {
 #[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
     /// Seconds between two passes (1 to 3600)
-    #[arg(long, default_value = "30", value_parser = agent_interval, value_name = "SECS")]
+    #[arg(long, global = true, default_value = "30", value_parser = agent_interval, value_name = "SECS")]
     pub interval: std::time::Duration,
     /// Route a peer without a direct handshake through a relay-enabled peer, and back when the direct path works again
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub auto_relay: bool,
     /// With --auto-relay: seconds a peer is stale before it is relayed (1 to 3600)
-    #[arg(long, default_value = "120", value_parser = relay_after, value_name = "SECS", requires = "auto_relay")]
+    #[arg(long, global = true, default_value = "120", value_parser = relay_after, value_name = "SECS", requires = "auto_relay")]
     pub relay_after: std::time::Duration,
     #[command(subcommand)]
     pub action: Option<AgentAction>,
@@ -243,9 +243,9 @@ fn agent_interval(s: &str) -> Result<std::time::Duration, crate::error::Error> {
 
 #[derive(Debug, Subcommand)]
 pub enum AgentAction {
-    /// Install the systemd unit wgp2p-agent@.service, enable and start it for this interface
+    /// Enable and (re)start the systemd unit wgp2p-agent@IFACE with these options (written to IFACE.agent.env)
     Enable,
-    /// Stop this interface's agent unit and no longer start it
+    /// Stop this interface's agent unit, no longer start it, remove its options
     Disable,
 }
 

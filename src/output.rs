@@ -115,7 +115,7 @@ impl Health {
     }
 }
 
-/// `status --json`: field names are stable and documented in the README.
+/// `status --json`: field names are stable and documented in docs/json.md.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub interface: String,

@@ -702,7 +702,7 @@ fn a_peer_without_an_agent_is_not_greeted_every_pass() {
 #[ignore = "lab: needs root, network namespaces and the lab packages"]
 fn the_agent_unit_is_one_systemd_accepts() {
     let template = include_str!("../contrib/wgp2p-agent@.service");
-    let shipped = "ExecStart=/usr/local/bin/wgp2p ";
+    let shipped = "ExecStart=/usr/bin/wgp2p ";
     assert!(template.contains(shipped), "{template}");
     let unit = template.replace(shipped, &format!("ExecStart={} ", WGP2P.as_str()));
     let dir = tempfile::tempdir().expect("a temp dir");

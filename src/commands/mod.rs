@@ -41,7 +41,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
             }
             install::run(ctx, address, endpoint.as_ref(), accept_introductions)?;
             if with_agent {
-                agent::enable(ctx)?;
+                agent::enable(ctx, crate::agent::unit::Options::default())?;
             }
             Ok(())
         }

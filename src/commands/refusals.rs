@@ -262,7 +262,7 @@ impl fmt::Display for PlanError {
             ),
             PlanError::DefaultRoute { entry, net } => write!(
                 f,
-                "{entry}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (README, \"Growing the mesh: export and sync\")"
+                "{entry}: allowed IP {net} would send all of this node's traffic to it: expected `exit_node = true` in the entry to make it an exit node (docs/roster.md, \"Growing the mesh: export and sync\")"
             ),
             PlanError::OutsideSpace {
                 entry,
@@ -270,7 +270,7 @@ impl fmt::Display for PlanError {
                 allowed,
             } => write!(
                 f,
-                "{entry}: allowed IP {net} is outside what it may route: expected {allowed} (README, \"Growing the mesh: export and sync\")"
+                "{entry}: allowed IP {net} is outside what it may route: expected {allowed} (docs/roster.md, \"Growing the mesh: export and sync\")"
             ),
             PlanError::CoversProtected {
                 entry,
@@ -279,7 +279,7 @@ impl fmt::Display for PlanError {
                 ip,
             } => write!(
                 f,
-                "{entry}: allowed IP {net} covers {what} ({ip}): routing it into the tunnel would cut the tunnel; expected a network without it, or `subnet_router = true` in the entry (README, \"Growing the mesh: export and sync\")"
+                "{entry}: allowed IP {net} covers {what} ({ip}): routing it into the tunnel would cut the tunnel; expected a network without it, or `subnet_router = true` in the entry (docs/roster.md, \"Growing the mesh: export and sync\")"
             ),
             PlanError::AddressIsProtected { entry, ip, what } => write!(
                 f,
@@ -407,8 +407,8 @@ mod tests {
     }
 
     #[test]
-    fn route_refusals_name_a_readme_section_that_exists() {
-        let readme = include_str!("../../README.md");
+    fn route_refusals_name_a_docs_section_that_exists() {
+        let page = include_str!("../../docs/roster.md");
         let refusals = [
             PlanError::DefaultRoute {
                 entry: "r.toml entry #1 (\"a\")".into(),
@@ -424,13 +424,13 @@ mod tests {
         for refusal in refusals {
             let text = refusal.to_string();
             let section = text
-                .split("(README, \"")
+                .split("(docs/roster.md, \"")
                 .nth(1)
                 .and_then(|rest| rest.split('"').next())
-                .unwrap_or_else(|| panic!("no README section named in: {text}"));
+                .unwrap_or_else(|| panic!("no docs/roster.md section named in: {text}"));
             assert!(
-                readme.contains(&format!("\n## {section}\n")),
-                "README has no section {section:?}: {text}"
+                page.contains(&format!("\n## {section}\n")),
+                "docs/roster.md has no section {section:?}: {text}"
             );
         }
     }

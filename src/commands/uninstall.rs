@@ -36,6 +36,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
         files.extend([node::PRIVATE_KEY.into(), node::PUBLIC_KEY.into()]);
     }
     files.extend(crate::agent::state::file_names(&paths.iface));
+    files.push(crate::agent::unit::env_file(&paths.iface));
     let provisioned = store::provisioned_files(&paths.dir)?;
     let present: Vec<String> = files
         .iter()
@@ -56,7 +57,7 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
     }
     // The agent goes first, systemd's or not: one that kept running would
     // take the vanished peers for removals and announce them to the mesh.
-    crate::commands::agent::disable_if_installed(ctx)?;
+    crate::commands::agent::disable_for_uninstall(ctx)?;
     let stopped =
         crate::agent::state::stop_running(paths, std::time::Duration::from_secs(10), "uninstall")?;
     let running = ctx.device().is_up()?;

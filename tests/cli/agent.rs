@@ -219,7 +219,7 @@ fn agent_enable_needs_systemd_and_changes_nothing() {
         let out = node.wgp2p().args(["agent", action]).fails();
         assert_eq!(out.code, Some(3), "{out}");
         out.stderr_has("systemd does not run wg0 here");
-        out.stderr_has("README");
+        out.stderr_has("docs/agent.md");
     }
     assert_eq!(node.snapshot().diff(&before), "");
 }

@@ -45,11 +45,13 @@
 
 pub mod attacker;
 mod cleanup;
+mod container;
 mod host;
 mod stun;
 mod wgp2p;
 
 pub use cleanup::{Census, census, exclusive};
+pub use container::Container;
 pub use host::{CmdOutput, Host};
 pub use stun::StunServer;
 pub use wgp2p::{AddPeerLine, WGP2P, add_peer_lines, build_mesh, exchange, shell_words};
@@ -164,6 +166,15 @@ impl Lab {
     /// A host on the public segment with 203.0.113.N/24 and `fd00:203::N/64`
     /// and no default route: it reaches only the public segment.
     pub fn public_host(&self, name: &str) -> Host {
+        let (ns, v4) = self.public_netns();
+        let v6 = public_v6(v4.octets()[3]);
+        let holder = self.start_holder(&ns, name);
+        Host::new(name, &ns, holder, IpAddr::V4(v4), IpAddr::V4(v4), Some(v6))
+    }
+
+    /// A namespace on the public segment with 203.0.113.N/24 and
+    /// `fd00:203::N/64` on `eth0`: its name and IPv4 address.
+    fn public_netns(&self) -> (String, Ipv4Addr) {
         let octet = self.next_public_octet();
         let v4 = Ipv4Addr::new(203, 0, 113, octet);
         let v6 = public_v6(octet);
@@ -174,8 +185,7 @@ impl Lab {
         // nodad: the address is usable at once instead of after DAD (~1 s).
         in_ns(&ns, &format!("ip addr add {v6}/64 dev eth0 nodad"));
         in_ns(&ns, "ip link set eth0 up");
-        let holder = self.start_holder(&ns, name);
-        Host::new(name, &ns, holder, IpAddr::V4(v4), IpAddr::V4(v4), Some(v6))
+        (ns, v4)
     }
 
     /// A host on its own LAN 10.200.K.0/24 (the host is .2) behind a router
