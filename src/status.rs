@@ -152,19 +152,33 @@ pub struct MembershipView {
     pub members: usize,
     /// Keys the book has a removal of.
     pub removals: usize,
-    /// Signing keys pinned.
-    pub pinned: usize,
     /// Records taken in, by outcome (`new`, `duplicate`, `stale`,
-    /// `bad_signature`, …), since the book was made.
+    /// `bad_signature`, `not_trusted`, …), since the book was made.
     pub records: BTreeMap<String, u64>,
+    /// Per direct peer (its key): records, accepted, refused, flood, and
+    /// its share of the book.
+    pub peers: BTreeMap<String, PeerCounts>,
 }
 
 /// Whether a counter of [`MembershipView::records`] counts refusals.
 pub fn is_refusal(what: &str) -> bool {
-    !matches!(
-        what,
-        "new" | "duplicate" | "revouched" | "unknown_signer" | "pinned"
-    )
+    !matches!(what, "new" | "duplicate")
+}
+
+/// What one direct peer brought: counted per peer, so one member's
+/// flood shows as its own (`status --json`: `agent.membership.peers`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCounts {
+    /// `record` messages received from it.
+    pub records: u64,
+    /// New events of its accepted.
+    pub new: u64,
+    /// Its records refused (any reason).
+    pub refused: u64,
+    /// Its new events refused past its budget a minute.
+    pub flood: u64,
+    /// Subjects whose kept copy it signed (its share of the book).
+    pub kept: usize,
 }
 
 /// The auto-relay as `status` shows it (`status --json`: the agent's
