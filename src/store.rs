@@ -234,6 +234,59 @@ fn read_at(dir: BorrowedFd, dir_path: &Path, name: &str) -> Result<Option<Vec<u8
     Ok(Some(bytes))
 }
 
+/// The one reader of the agent's state files (`<iface>.agent.json`,
+/// `<iface>.membership.json`): a regular file of ours in `path`'s dir,
+/// never a symbolic link, opened without blocking (a FIFO or a device is
+/// refused, never opened for reading), and at most `cap` bytes. `None`
+/// when it does not exist. Every refusal is a `BadConfig` (exit 6) that
+/// names the file and what is expected.
+pub fn read_state(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Error::Invalid(format!(
+            "{} is not a file path",
+            path.display()
+        )));
+    };
+    if !parent.exists() {
+        return Ok(None);
+    }
+    let name = name.to_string_lossy();
+    let dir = open_dir(parent)?;
+    let fd = match open_at(
+        dir.as_fd(),
+        &name,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        0,
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse_link(path)),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let st = fstat(fd.as_fd()).map_err(|e| Error::io("stat", path, e))?;
+    check_stat(path, &st, false)?;
+    let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
+    if size > cap {
+        return Err(too_big(path, size, cap));
+    }
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    if bytes.len() as u64 > cap {
+        return Err(too_big(path, bytes.len() as u64, cap));
+    }
+    Ok(Some(bytes))
+}
+
+fn too_big(path: &Path, size: u64, cap: u64) -> Error {
+    Error::BadConfig(format!(
+        "{} is {size} bytes: expected at most {cap} (the agent rewrites it; move it away)",
+        path.display()
+    ))
+}
+
 /// Whether a top-level entry may be a symbolic link that is written
 /// through: a wg-quick config only.
 fn may_be_link(name: &str) -> bool {
@@ -528,6 +581,34 @@ fn replace_at(dir: BorrowedFd, dir_path: &Path, name: &str, contents: &[u8]) -> 
         return Err(Error::io("replace", &target, e));
     }
     sync_fd(dir, dir_path)
+}
+
+/// The temp file through which [`replace_unlocked`] replaces the file
+/// `name` (for `uninstall`, which removes one a killed writer left).
+pub fn unlocked_temp_name(name: &str) -> String {
+    format!(".{name}.tmp")
+}
+
+/// Replace the file at `path` with `contents` without the config lock, by
+/// its one writer (the agent's state and book): a 0600 temp file
+/// [`unlocked_temp_name`] beside it (never through a link), then a rename,
+/// so a reader sees the old file or the new one. Not fsynced: what it
+/// holds is rebuilt if a crash loses it.
+pub fn replace_unlocked(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = path.with_file_name(unlocked_temp_name(&name));
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .map_err(|e| Error::io("create", &temp, e))?;
+    file.write_all(contents)
+        .map_err(|e| Error::io("write", &temp, e))?;
+    fs::rename(&temp, path).map_err(|e| Error::io("replace", path, e))
 }
 
 /// Replace `dir/name` atomically, `name` being a top-level entry or one

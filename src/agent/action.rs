@@ -2,12 +2,11 @@
 //! [`Action`]s and the executor (`execute`) carries them out, in one place.
 //! Nothing here does anything.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use super::endpoints::Refresh;
-use super::hints::Offer;
 use super::protocol::Message;
 use crate::plan::membership::Introduction;
+use crate::status::Reason;
 use crate::types::PublicKey;
 
 /// One thing to do.
@@ -62,9 +61,15 @@ pub enum Commit {
     Direct { peer: PublicKey, via: PublicKey },
     /// Membership: add an introduced peer; `at`: the event's time.
     Introduce { introduction: Introduction, at: u64 },
-    /// Membership: remove an introduced peer; `at` and `by` (who removed
-    /// it, for the log): the event's.
-    Remove { key: PublicKey, at: u64, by: String },
+    /// Membership: remove an introduced peer; `at`: the event's time,
+    /// `signer`: the peer whose copy was accepted (the authority rule is
+    /// checked again under the lock), `by`: how the log names it.
+    Remove {
+        key: PublicKey,
+        at: u64,
+        signer: PublicKey,
+        by: String,
+    },
 }
 
 /// What became of a live change or a commit.
@@ -84,4 +89,25 @@ impl Outcome {
     pub fn done(detail: &'static str) -> Outcome {
         Outcome::Done { detail, name: None }
     }
+}
+
+/// One endpoint change to make live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refresh {
+    pub public_key: PublicKey,
+    /// The configured endpoint the address was resolved from.
+    pub configured: String,
+    pub address: SocketAddr,
+    pub previous: Option<SocketAddr>,
+    pub reason: Reason,
+}
+
+/// An endpoint reported for a stale peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub endpoint: SocketAddr,
+    /// Seconds since the reporter's latest handshake with the peer.
+    pub handshake_secs: Option<u64>,
+    /// Who reported it; `None`: the config's own endpoint.
+    pub from: Option<PublicKey>,
 }

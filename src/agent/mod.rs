@@ -32,6 +32,7 @@ pub mod execute;
 pub mod greet;
 pub mod hints;
 pub mod link;
+pub mod log;
 pub mod membership;
 pub mod protocol;
 pub mod relay;
@@ -41,7 +42,6 @@ pub mod state;
 pub mod unit;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,6 +50,8 @@ use crate::error::{Error, Result};
 use crate::types::PublicKey;
 
 use action::{Action, Live, Outcome};
+use execute::Event;
+pub use log::Log;
 use snapshot::{Scope, Snapshot};
 use state::Knowledge;
 
@@ -62,55 +64,6 @@ pub fn parse_interval(s: &str) -> Result<Duration> {
             crate::types::quoted(s)
         ))),
     }
-}
-
-/// One line per action on stderr. Under systemd (`JOURNAL_STREAM` set) the
-/// journal stamps each line, so none is added; elsewhere each line starts
-/// with the UTC time.
-pub struct Log {
-    timestamps: bool,
-}
-
-impl Log {
-    pub fn new(under_journald: bool) -> Log {
-        Log {
-            timestamps: !under_journald,
-        }
-    }
-
-    pub fn line(&self, message: &str) {
-        let stamp = if self.timestamps {
-            format!("{} ", utc_stamp(SystemTime::now()))
-        } else {
-            String::new()
-        };
-        // A closed stderr must not stop the agent: the error is dropped.
-        let _ = writeln!(std::io::stderr(), "{stamp}wgp2p agent: {message}");
-    }
-}
-
-/// `2026-12-01T05:40:07Z`.
-fn utc_stamp(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days.cast_signed() + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 /// SIGTERM and SIGINT, blocked in every thread and taken synchronously.
@@ -194,15 +147,6 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// What the loop waits for between passes.
-#[derive(Debug)]
-pub enum Event {
-    /// SIGTERM or SIGINT: stop.
-    Signal(i32),
-    /// A message from a peer's agent (authenticated, rate-limited, decoded).
-    Message(link::Incoming),
-}
-
 /// A peer's agent counts as heard while its latest `hello` is at most this
 /// old: the staleness threshold of endpoints, so a peer with the longest
 /// interval (3600 s is allowed, 30 s the default) is not forgotten between
@@ -241,7 +185,7 @@ pub fn run(
     let _running = state::Running::claim(&ctx.paths)?;
     let (events, inbox) = mpsc::channel::<Event>();
     signals.forward(events.clone())?;
-    let mut agent = Agent::new(ctx, interval, auto_relay, execute::Wire::new(events));
+    let mut agent = Agent::new(ctx, interval, auto_relay, execute::Wire::new(events), log);
     log.line(&format!(
         "started for {} (pid {}), a pass every {} s",
         ctx.paths.iface,
@@ -381,14 +325,20 @@ impl Agent {
         interval: Duration,
         auto_relay: Option<relay::Settings>,
         wire: execute::Wire,
+        log: &Log,
     ) -> Agent {
+        let knowledge = match state::load(&ctx.paths) {
+            Ok(state) => state.map(|s| Knowledge::from_state(&s)).unwrap_or_default(),
+            Err(e) => {
+                log.line(&format!("the agent state is not read: {e}; it is rebuilt"));
+                Knowledge::default()
+            }
+        };
         Agent {
             interval,
             auto_relay,
-            knowledge: state::load(&ctx.paths)
-                .map(|s| Knowledge::from_state(&s))
-                .unwrap_or_default(),
-            membership: membership::Membership::load(&ctx.paths),
+            knowledge,
+            membership: membership::Membership::load(&ctx.paths, log),
             greetings: greet::Greetings::default(),
             wire,
             last_problem: None,
@@ -410,15 +360,35 @@ impl Agent {
         self.knowledge.agent_heard(key, now, HEARD_WITHIN).is_some()
     }
 
-    /// This node's `hello`: whether it relays, and membership's signing
-    /// key and book digest.
-    fn hello(&self, snap: &Snapshot) -> protocol::Message {
-        let (sk, members) = self.membership.hello();
+    /// This node's `hello` to `peer`: whether it relays, and the digest of
+    /// its membership book for that peer.
+    fn hello(&self, snap: &Snapshot, peer: &PublicKey) -> protocol::Message {
+        self.hello_with(snap, self.membership.hellos().as_ref(), peer)
+    }
+
+    /// The same, with the book's digests computed once for many peers.
+    fn hello_with(
+        &self,
+        snap: &Snapshot,
+        hellos: Option<&membership::Hellos>,
+        peer: &PublicKey,
+    ) -> protocol::Message {
         protocol::Message::Hello {
             relay: snap.relays(),
-            sk,
-            members,
+            sk: None,
+            members: hellos.map(|h| h.to(peer)),
         }
+    }
+
+    /// A `hello` to each of `to`, each with its own digest.
+    fn hellos_to(&self, snap: &Snapshot, to: Vec<PublicKey>) -> Vec<Action> {
+        let hellos = self.membership.hellos();
+        to.into_iter()
+            .map(|peer| Action::Send {
+                to: vec![peer],
+                message: self.hello_with(snap, hellos.as_ref(), &peer),
+            })
+            .collect()
     }
 
     /// Every feature's decisions on one snapshot, in order: this host's
@@ -482,12 +452,7 @@ impl Agent {
         } else {
             self.greetings.newcomers(snap)
         };
-        if !to.is_empty() {
-            actions.push(Action::Send {
-                to,
-                message: self.hello(snap),
-            });
-        }
+        actions.extend(self.hellos_to(snap, to));
         // Introductions, for the peers that are live (a tick that is due
         // runs also with the interface down, so it is not due again at once).
         let views = hints::views(snap, |k| self.heard(k, snap.unix));
@@ -538,7 +503,7 @@ impl Agent {
             } => {
                 let outgoing = self.membership.on_hello(
                     incoming.from,
-                    sk.as_deref(),
+                    sk.is_some(),
                     members.as_deref(),
                     snap.unix_ms,
                     log,
@@ -560,16 +525,14 @@ impl Agent {
                 if greet::answer(before, snap.unix, HEARD_WITHIN, !outgoing.is_empty()) {
                     actions.push(Action::Send {
                         to: vec![incoming.from],
-                        message: self.hello(snap),
+                        message: self.hello(snap, &incoming.from),
                     });
                 }
                 actions.extend(self.membership.sends(outgoing));
                 actions
             }
             protocol::Message::Record(ref wire) => {
-                let outgoing = self
-                    .membership
-                    .on_record(incoming.from, wire, snap.unix_ms, log);
+                let outgoing = self.membership.on_record(snap, incoming.from, wire, log);
                 self.membership.sends(outgoing)
             }
             // Answered by the receive thread; never delivered.
@@ -671,7 +634,7 @@ impl Agent {
                             // handshake through the new endpoint now.
                             follow.push(Action::Send {
                                 to: vec![*peer],
-                                message: self.hello(snap),
+                                message: self.hello(snap, peer),
                             });
                             let from = offer.from.map_or("the config".to_string(), |k| {
                                 format!("peer {}", snap.name(&k))
@@ -717,14 +680,6 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_stamps() {
-        let at = |secs| utc_stamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_796_103_607), "2026-12-01T05:40:07Z");
-    }
 
     #[test]
     fn intervals() {

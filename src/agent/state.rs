@@ -9,9 +9,8 @@
 //!   its message counters). It is rebuilt if lost; a restarted agent reads
 //!   it so that a name that moved while it was down is still noticed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -19,9 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::endpoints::{Memory, Reason, Refresh};
+use super::action::Refresh;
+use super::endpoints::Memory;
+pub use super::greet::Heard;
 use crate::config::node::Paths;
 use crate::error::{Error, Result};
+use crate::status::{AgentHeardView, AgentView, LearnedEndpoint, LinkStatus, Reason, RelayView};
 use crate::types::PublicKey;
 
 /// The state file's format version.
@@ -42,24 +44,24 @@ pub fn file_names(iface: &crate::types::InterfaceName) -> [String; 5] {
     let state = format!("{iface}.agent.json");
     let book = super::membership::file_name(iface);
     [
-        temp_name(&state),
-        temp_name(&book),
+        crate::store::unlocked_temp_name(&state),
+        crate::store::unlocked_temp_name(&book),
         state,
         format!("{iface}.agent.lock"),
         book,
     ]
 }
 
-/// Remove the agent's files; missing ones are fine.
+/// Remove the agent's files but its lock (the running agent holds it: a
+/// lock is never deleted while held); missing ones are fine.
 pub fn remove_files(paths: &Paths) {
+    let lock = lock_path(paths);
     for name in file_names(&paths.iface) {
-        let _ = std::fs::remove_file(paths.dir.join(name));
+        let file = paths.dir.join(name);
+        if file != lock {
+            let _ = std::fs::remove_file(file);
+        }
     }
-}
-
-/// The temp file through which [`replace_json`] replaces the file `name`.
-fn temp_name(name: &str) -> String {
-    format!(".{name}.tmp")
 }
 
 /// Proof that this process is the interface's one agent; dropping it
@@ -84,7 +86,10 @@ impl Running {
         match file.try_lock() {
             Ok(()) => Ok(Running { _file: file }),
             Err(TryLockError::WouldBlock) => {
-                let pid = load(paths).map(|s| format!(" (pid {})", s.pid));
+                let pid = load(paths)
+                    .ok()
+                    .flatten()
+                    .map(|s| format!(" (pid {})", s.pid));
                 Err(Error::Conflict(format!(
                     "an agent already runs for {}{}: expected one agent per interface",
                     paths.iface,
@@ -96,12 +101,84 @@ impl Running {
     }
 }
 
-/// Whether an agent holds the interface's agent lock right now.
+/// Whether an agent holds the interface's agent lock right now. The lock
+/// is opened without following a link and without blocking (a FIFO
+/// planted there cannot hang `status`), and only a regular file counts.
 pub fn is_running(paths: &Paths) -> bool {
-    let Ok(file) = File::open(lock_path(paths)) else {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(lock_path(paths))
+    else {
         return false;
     };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+}
+
+/// The PID of the agent that holds the lock now (from its state file),
+/// when one runs.
+pub fn running_pid(paths: &Paths) -> Option<u32> {
+    if !is_running(paths) {
+        return None;
+    }
+    load(paths).ok().flatten().map(|s| s.pid)
+}
+
+/// Whether process `pid` is a `wgp2p … agent` (its command line says so):
+/// a PID read from a file is never signalled on faith.
+fn is_agent_process(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|b| *b == 0);
+    let is_wgp2p = args
+        .next()
+        .and_then(|a| Path::new(std::str::from_utf8(a).ok()?).file_name())
+        .is_some_and(|n| n.to_string_lossy().starts_with("wgp2p"));
+    is_wgp2p && args.any(|a| a == b"agent")
+}
+
+/// Stop the interface's running agent before its files go (`uninstall`):
+/// SIGTERM to the PID its state file names, when that process is a wgp2p
+/// agent, then wait (at most `wait`) until it has let go of its lock.
+/// `Ok(None)`: none ran; `Ok(Some(pid))`: stopped. An agent that cannot be
+/// stopped is an error naming it, and nothing was changed.
+pub fn stop_running(paths: &Paths, wait: Duration, command: &str) -> Result<Option<u32>> {
+    if !is_running(paths) {
+        return Ok(None);
+    }
+    let refuse = |pid: Option<u32>| {
+        let pid_text = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        let how = pid.map_or_else(
+            || "stop it".to_string(),
+            |p| format!("stop it (`kill {p}`)"),
+        );
+        Error::Conflict(format!(
+            "an agent runs for {}{pid_text} and could not be stopped: {how}, then run `wgp2p {command}` again; nothing was changed",
+            paths.iface
+        ))
+    };
+    let Some(pid) = running_pid(paths).filter(|p| is_agent_process(*p)) else {
+        return Err(refuse(running_pid(paths)));
+    };
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return Err(refuse(Some(pid)));
+    };
+    // SAFETY: kill(2) with a PID checked above to be a wgp2p agent.
+    if unsafe { libc::kill(raw, libc::SIGTERM) } != 0 {
+        return Err(refuse(Some(pid)));
+    }
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if !is_running(paths) {
+            return Ok(Some(pid));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(refuse(Some(pid)))
 }
 
 /// An endpoint the agent set live.
@@ -154,31 +231,11 @@ pub struct IntroducedState {
     pub introduced: super::hints::Introduced,
 }
 
-/// What this agent heard from a peer's agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heard {
-    /// Unix seconds of its latest `hello`.
-    pub at: u64,
-    /// Whether it said it relays (`relay-enable`).
-    pub relay: bool,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentHeard {
     pub public_key: String,
     #[serde(flatten)]
     pub heard: Heard,
-}
-
-/// The agents' socket: where it listens (`None`: not open, e.g. the
-/// interface is down) and the datagrams it accepted and dropped, by reason.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkStatus {
-    pub listening: Option<SocketAddr>,
-    pub accepted: u64,
-    /// Dropped datagrams by reason (`protocol::DropReason::name`), since
-    /// the agent started.
-    pub dropped: BTreeMap<String, u64>,
 }
 
 pub fn unix_now() -> u64 {
@@ -314,11 +371,19 @@ impl Knowledge {
     }
 }
 
-/// The saved state, if there is a readable one of this version.
-pub fn load(paths: &Paths) -> Option<State> {
-    let text = std::fs::read_to_string(state_path(paths)).ok()?;
-    let state: State = serde_json::from_str(&text).ok()?;
-    (state.version == VERSION).then_some(state)
+/// The largest state file read ([`crate::store::read_state`]).
+pub const STATE_CAP: u64 = 32 << 20;
+
+/// The saved state, if there is a readable one of this version. A state
+/// file that is not a regular file of ours (a link, a FIFO, a device) or
+/// is too big is an error (exit 6); one that does not parse is `None`
+/// (the agent rebuilds it).
+pub fn load(paths: &Paths) -> Result<Option<State>> {
+    let Some(bytes) = crate::store::read_state(&state_path(paths), STATE_CAP)? else {
+        return Ok(None);
+    };
+    let state: Option<State> = serde_json::from_slice(&bytes).ok();
+    Ok(state.filter(|s| s.version == VERSION))
 }
 
 /// Replace the state file (0600, temp file and rename: a reader sees the
@@ -328,96 +393,30 @@ pub fn save(paths: &Paths, state: &State) -> Result<()> {
 }
 
 /// Replace one of the agent's files in the config dir with `value` as
-/// JSON: a 0600 temp file `.NAME.tmp` beside it (never through a
-/// symlink), then a rename, so a reader sees the old file or the new one.
-/// Not fsynced: the agent's files are rebuilt or sent again if a crash
-/// loses them.
+/// JSON (`store::replace_unlocked`: temp file `.NAME.tmp`, rename; not
+/// fsynced, the agent's files are rebuilt or sent again if a crash loses
+/// them).
 pub fn replace_json(path: &Path, what: &str, value: &impl Serialize) -> Result<()> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = path.with_file_name(temp_name(&name));
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::System(format!("cannot write {what}: {e}")))?;
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temp)
-        .map_err(|e| Error::io("create", &temp, e))?;
-    file.write_all(text.as_bytes())
-        .map_err(|e| Error::io("write", &temp, e))?;
-    std::fs::rename(&temp, path).map_err(|e| Error::io("replace", path, e))
-}
-
-/// The agent as `status` and `doctor` report it (`status --json`: the
-/// `agent` object).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct AgentView {
-    /// Whether an agent holds the interface's agent lock now.
-    pub running: bool,
-    /// PID of the running agent.
-    pub pid: Option<u32>,
-    /// Since the end of the last pass of the running (or last) agent.
-    pub last_pass_secs_ago: Option<u64>,
-    pub interval_secs: Option<u64>,
-    /// Endpoints the agent set live, one per peer.
-    pub learned_endpoints: Vec<LearnedEndpoint>,
-    /// Peers whose agents it heard.
-    pub agents_heard: Vec<AgentHeardView>,
-    /// Its socket and message counters.
-    pub link: LinkStatus,
-    /// `--auto-relay`: `None` when the (last) agent ran without it.
-    pub auto_relay: Option<super::relay::View>,
-    /// What its membership book holds (docs/membership.md), when it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub membership: Option<super::membership::MembershipView>,
-}
-
-/// A peer's agent as this agent heard it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AgentHeardView {
-    /// The peer's name, filled in by `status` from the config.
-    pub peer: Option<String>,
-    pub public_key: String,
-    pub secs_ago: u64,
-    pub relay: bool,
-}
-
-/// An endpoint the agent set live, and where it came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LearnedEndpoint {
-    /// The peer's name, filled in by `status` from the config.
-    pub peer: Option<String>,
-    pub public_key: String,
-    pub address: SocketAddr,
-    /// `dns`: resolved from the configured endpoint; `peer NAME`: reported
-    /// by that peer (introductions) and kept because it completed a
-    /// handshake.
-    pub source: String,
-    /// The key of the peer that reported it (source `peer NAME`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// The configured endpoint it was resolved from (source `dns`), or the
-    /// one the config keeps (source `peer`: empty when none).
-    pub configured: String,
-    pub reason: Reason,
-    pub secs_ago: u64,
+    crate::store::replace_unlocked(path, text.as_bytes())
 }
 
 /// Read what the agent left in the config dir, without changing anything.
-pub fn observe(paths: &Paths) -> AgentView {
+pub fn observe(paths: &Paths) -> Result<AgentView> {
     let running = is_running(paths);
-    let Some(state) = load(paths) else {
-        return AgentView {
+    let membership = super::membership::observe(paths)?;
+    let Some(state) = load(paths)? else {
+        return Ok(AgentView {
             running,
+            membership,
             ..AgentView::default()
-        };
+        });
     };
     let now = unix_now();
-    AgentView {
+    Ok(AgentView {
         running,
-        membership: super::membership::observe(paths),
+        membership,
         pid: running.then_some(state.pid),
         last_pass_secs_ago: Some(now.saturating_sub(state.last_pass)),
         interval_secs: Some(state.interval_secs),
@@ -473,8 +472,8 @@ pub fn observe(paths: &Paths) -> AgentView {
         auto_relay: state
             .auto_relay
             .filter(|a| a.enabled)
-            .map(|a| super::relay::View::of(&a, now)),
-    }
+            .map(|a| RelayView::of(&a, now)),
+    })
 }
 
 #[cfg(test)]
@@ -520,7 +519,7 @@ mod tests {
         knowledge.learn(&refresh, 1000);
         let state = knowledge.to_state(42, Duration::from_secs(30), 2000);
         save(&paths, &state).unwrap();
-        let loaded = load(&paths).unwrap();
+        let loaded = load(&paths).unwrap().unwrap();
         assert_eq!(loaded, state);
         let rebuilt = Knowledge::from_state(&loaded);
         assert_eq!(rebuilt.memory, knowledge.memory);
@@ -530,7 +529,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // Nobody holds the lock: status says not running, but still shows
         // what the last agent learned.
-        let view = observe(&paths);
+        let view = observe(&paths).unwrap();
         assert!(!view.running && view.pid.is_none());
         let learned = &view.learned_endpoints[0];
         assert_eq!(learned.public_key, KEY_A);
@@ -562,7 +561,7 @@ mod tests {
         );
         let state = knowledge.to_state(42, Duration::from_secs(30), 2000);
         save(&paths, &state).unwrap();
-        let loaded = load(&paths).unwrap();
+        let loaded = load(&paths).unwrap().unwrap();
         assert_eq!(loaded, state);
         let rebuilt = Knowledge::from_state(&loaded);
         assert_eq!(rebuilt.hints.learned, knowledge.hints.learned);
@@ -575,7 +574,7 @@ mod tests {
             })
         );
         assert_eq!(rebuilt.agent_heard(&b, 2001, Duration::from_secs(5)), None);
-        let view = observe(&paths);
+        let view = observe(&paths).unwrap();
         let learned = &view.learned_endpoints[0];
         assert_eq!(learned.source, format!("peer {KEY_B}"));
         assert_eq!(learned.from.as_deref(), Some(KEY_B));
@@ -592,7 +591,7 @@ mod tests {
             r#"{"version":1,"pid":7,"interval_secs":30,"last_pass":5,"peers":[]}"#,
         )
         .unwrap();
-        let state = load(&paths).unwrap();
+        let state = load(&paths).unwrap().unwrap();
         assert!(state.agents.is_empty() && state.introduced.is_empty());
         assert_eq!(state.link, LinkStatus::default());
     }
@@ -602,7 +601,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths(dir.path());
         std::fs::write(state_path(&paths), "{ not json").unwrap();
-        assert_eq!(load(&paths), None);
-        assert_eq!(observe(&paths), AgentView::default());
+        assert_eq!(load(&paths).unwrap(), None);
+        assert_eq!(observe(&paths).unwrap(), AgentView::default());
+    }
+
+    /// A FIFO, a link or a huge file in place of a state file is refused
+    /// at once (exit 6, naming it), never read: `status` cannot hang.
+    #[test]
+    fn a_state_file_that_is_no_regular_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let fifo = std::ffi::CString::new(state_path(&paths).to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = load(&paths).unwrap_err();
+        assert_eq!(err.code(), 6, "{err}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert_eq!(observe(&paths).unwrap_err().code(), 6);
+        std::fs::remove_file(state_path(&paths)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", state_path(&paths)).unwrap();
+        let err = load(&paths).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::remove_file(state_path(&paths)).unwrap();
+        let big = std::fs::File::create(state_path(&paths)).unwrap();
+        big.set_len(STATE_CAP + 1).unwrap();
+        let err = load(&paths).unwrap_err();
+        assert!(err.to_string().contains("expected at most"), "{err}");
+        // The lock as a FIFO: no agent runs, and nothing blocks.
+        let lock = std::ffi::CString::new(lock_path(&paths).to_str().unwrap()).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::mkfifo(lock.as_ptr(), 0o600) }, 0);
+        assert!(!is_running(&paths));
     }
 }

@@ -2,7 +2,6 @@
 //! the smallest live change (`Delta`). Every conflict rule lives here, so it
 //! is tested without root, files or devices.
 
-pub mod error;
 pub mod hooks;
 pub mod membership;
 pub mod relay;
@@ -14,7 +13,7 @@ use ipnet::IpNet;
 use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, peers};
 use crate::error::Result;
-use crate::plan::error::{PlanError, RoutesOf, Tunnel};
+use crate::error::plan::{PlanError, RoutesOf, Tunnel};
 use crate::types::{
     AllowedIps, DEFAULT_KEEPALIVE, Endpoint, PeerIp, PeerName, PeerSelector, PrivateKey, PublicKey,
     VpnAddress, WrittenName,
@@ -342,6 +341,11 @@ pub fn add_peer(
     };
     new_doc.set_name(&key, req.name.as_str());
     new_doc.set_peer(&key, keys::ENDPOINT, &req.endpoint.to_string());
+    // The admin's word wins: a line pasted by hand makes an introduced
+    // peer the admin's, out of reach of any member's removal.
+    new_doc.remove_tags(&key, keys::TAG_SOURCE, |v| {
+        v.starts_with(membership::INTRODUCED_BY)
+    });
     if let Some(secs) = req
         .keepalive
         .or(before.is_none().then(|| req.keepalive_or_default()))
