@@ -638,14 +638,18 @@ impl WrittenEndpoint {
             return Some(endpoint);
         }
         let (host, port) = self.0.rsplit_once(':')?;
-        if let Some(ip) = inet_aton(host) {
-            return format!("{ip}:{port}").parse().ok();
-        }
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let number = crate::sys::udp_service_port(port)?;
-        format!("{host}:{number}").parse().ok()
+        // An IPv4 host in inet_aton's other forms, and/or a service name
+        // as port: both as getaddrinfo reads them.
+        let aton = inet_aton(host).map(|ip| ip.to_string());
+        let number = if port.bytes().all(|b| b.is_ascii_digit()) {
+            aton.as_ref()?;
+            port.to_string()
+        } else {
+            crate::sys::udp_service_port(port)?.to_string()
+        };
+        format!("{}:{number}", aton.as_deref().unwrap_or(host))
+            .parse()
+            .ok()
     }
 }
 
@@ -913,6 +917,13 @@ mod tests {
             written.parsed().map(|e| e.to_string()).as_deref(),
             Some("192.0.2.2:51820")
         );
+        let named: WrittenEndpoint = "203.0.113.2:domain".parse().unwrap();
+        if std::fs::read_to_string("/etc/services").is_ok_and(|s| s.contains("53/udp")) {
+            assert_eq!(
+                named.parsed().map(|e| e.to_string()).as_deref(),
+                Some("203.0.113.2:53")
+            );
+        }
         assert!("[fe80::1%lo]:51820".parse::<WrittenEndpoint>().is_ok());
         assert!("[fe80::1%2]:51820".parse::<WrittenEndpoint>().is_ok());
         assert!(
