@@ -201,10 +201,10 @@ pub fn route_differential(host: &Host, seed: u64, sequences: usize, steps: usize
                             _ => {}
                         }
                     }
-                    host.write_file("/root/roster.toml", &roster);
+                    host.write_file("/run/wgp2p-roster.toml", &roster);
                     (
                         format!("sync roster:\n{roster}"),
-                        host.wgp2p(&["sync", "/root/roster.toml", "--adopt"]),
+                        host.wgp2p(&["sync", "/run/wgp2p-roster.toml", "--adopt"]),
                     )
                 }
                 _ => {
