@@ -38,6 +38,7 @@ use crate::membership::record::{Change, Malformed, Record, SigningIdentity, Wire
 use crate::plan::Own;
 use crate::plan::membership::{
     Introduced, Introduction, Kind, Policy, Refusal, Standing, authority, introduce, standing,
+    with_resolved_endpoints,
 };
 use crate::types::PublicKey;
 
@@ -131,9 +132,11 @@ pub struct MembershipView {
     pub peers: BTreeMap<String, PeerCounts>,
 }
 
-/// Whether a counter of [`MembershipView::records`] counts refusals.
+/// Whether a counter of [`MembershipView::records`] counts refusals
+/// worth showing (a record about this node itself is refused as a matter
+/// of course: every member announces its peers).
 pub fn is_refusal(what: &str) -> bool {
-    !matches!(what, "new" | "duplicate")
+    !matches!(what, "new" | "duplicate" | "own_key")
 }
 
 /// What the agent's book holds, read without changing anything. A book
@@ -511,7 +514,9 @@ impl Membership {
         } else {
             Said::Record
         };
-        let own = Own::of(&snap.node).ok();
+        let own = Own::of(&snap.node)
+            .ok()
+            .map(|own| with_resolved_endpoints(own, &snap.resolved));
         let doc = snap.node.conf.as_ref();
         let mut planned: Option<String> = None;
         let rule = |r: &Record| -> std::result::Result<(), Refusal> {
@@ -612,6 +617,7 @@ impl Membership {
         let (Ok(own), Some(doc)) = (Own::of(&snap.node), snap.node.conf.as_ref()) else {
             return Vec::new();
         };
+        let own = with_resolved_endpoints(own, &snap.resolved);
         self.policy = Policy::of(doc);
         let mut records: Vec<Record> = self
             .book
