@@ -574,10 +574,10 @@ mod tests {
             membership: Some(crate::agent::membership::MembershipView {
                 members: 11,
                 removals: 1,
-                pinned: 10,
                 records: [("new".to_string(), 30), ("bad_signature".to_string(), 1)]
                     .into_iter()
                     .collect(),
+                peers: std::collections::BTreeMap::new(),
             }),
         };
         assert_eq!(

@@ -234,6 +234,59 @@ fn read_at(dir: BorrowedFd, dir_path: &Path, name: &str) -> Result<Option<Vec<u8
     Ok(Some(bytes))
 }
 
+/// The one reader of the agent's state files (`<iface>.agent.json`,
+/// `<iface>.membership.json`): a regular file of ours in `path`'s dir,
+/// never a symbolic link, opened without blocking (a FIFO or a device is
+/// refused, never opened for reading), and at most `cap` bytes. `None`
+/// when it does not exist. Every refusal is a `BadConfig` (exit 6) that
+/// names the file and what is expected.
+pub fn read_state(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Error::Invalid(format!(
+            "{} is not a file path",
+            path.display()
+        )));
+    };
+    if !parent.exists() {
+        return Ok(None);
+    }
+    let name = name.to_string_lossy();
+    let dir = open_dir(parent)?;
+    let fd = match open_at(
+        dir.as_fd(),
+        &name,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        0,
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse_link(path)),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let st = fstat(fd.as_fd()).map_err(|e| Error::io("stat", path, e))?;
+    check_stat(path, &st, false)?;
+    let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
+    if size > cap {
+        return Err(too_big(path, size, cap));
+    }
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    if bytes.len() as u64 > cap {
+        return Err(too_big(path, bytes.len() as u64, cap));
+    }
+    Ok(Some(bytes))
+}
+
+fn too_big(path: &Path, size: u64, cap: u64) -> Error {
+    Error::BadConfig(format!(
+        "{} is {size} bytes: expected at most {cap} (the agent rewrites it; move it away)",
+        path.display()
+    ))
+}
+
 /// Whether a top-level entry may be a symbolic link that is written
 /// through: a wg-quick config only.
 fn may_be_link(name: &str) -> bool {

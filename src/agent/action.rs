@@ -62,9 +62,15 @@ pub enum Commit {
     Direct { peer: PublicKey, via: PublicKey },
     /// Membership: add an introduced peer; `at`: the event's time.
     Introduce { introduction: Introduction, at: u64 },
-    /// Membership: remove an introduced peer; `at` and `by` (who removed
-    /// it, for the log): the event's.
-    Remove { key: PublicKey, at: u64, by: String },
+    /// Membership: remove an introduced peer; `at`: the event's time,
+    /// `signer`: the peer whose copy was accepted (the authority rule is
+    /// checked again under the lock), `by`: how the log names it.
+    Remove {
+        key: PublicKey,
+        at: u64,
+        signer: PublicKey,
+        by: String,
+    },
 }
 
 /// What became of a live change or a commit.

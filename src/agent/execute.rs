@@ -410,8 +410,27 @@ pub fn commit_one(
                 }
             }
         }
-        Commit::Remove { key, .. } => {
+        Commit::Remove { key, signer, .. } => {
+            // Who may remove it is decided again on the config of now: a
+            // peer re-pasted by hand since is the admin's.
+            let own = crate::plan::Own::of(&node)?;
             let doc = node.take_conf()?;
+            let standing = crate::plan::membership::standing(&doc, &own.public_key, key);
+            let policy = crate::plan::membership::Policy::of(&doc);
+            let is_peer = doc.peer(signer).is_some();
+            if let Err(refusal) = crate::plan::membership::authority(
+                &policy,
+                signer,
+                is_peer,
+                crate::plan::membership::Kind::Removal,
+                key,
+                &standing,
+            ) {
+                return Err(crate::error::Error::Conflict(format!(
+                    "removal of {key} by {signer} refused: {}",
+                    refusal.why()
+                )));
+            }
             match remove_introduced(doc, key)? {
                 None => Ok(Outcome::Done {
                     detail: "already gone",

@@ -304,6 +304,12 @@ impl Hints {
                 known.handshake_secs = handshake_secs;
                 known.from = Some(from);
             }
+        } else if let Some(own) = chase.offers.iter_mut().find(|o| o.from == Some(from)) {
+            // One offer per answering peer: a peer that answers again with
+            // another endpoint replaces its own offer, so the offers stay
+            // bounded by the peers asked.
+            own.endpoint = endpoint;
+            own.handshake_secs = handshake_secs;
         } else {
             chase.offers.push(Offer {
                 endpoint,
@@ -686,6 +692,34 @@ mod tests {
         world.peers[0].live_endpoint = Some(addr("198.51.100.3:4001"));
         world.pass(&mut hints);
         assert!(hints.learned.is_empty());
+    }
+
+    /// A peer that answers again and again with new endpoints keeps one
+    /// offer: the offers stay bounded by the peers asked.
+    #[test]
+    fn a_peer_answering_many_endpoints_keeps_one_offer() {
+        let mut world = World::new();
+        let mut hints = Hints::default();
+        world.until_asked(&mut hints);
+        for port in 1000..3000 {
+            hints.seen(
+                key(KEY_B),
+                key(KEY_A),
+                Some(addr(&format!("198.51.100.2:{port}"))),
+                Some(60),
+            );
+        }
+        hints.seen(
+            key(KEY_C),
+            key(KEY_A),
+            Some(addr("198.51.100.3:4000")),
+            Some(3),
+        );
+        assert_eq!(hints.chases[&key(KEY_A)].offers.len(), 2);
+        assert_eq!(
+            hints.chases[&key(KEY_A)].offers[1],
+            offer("198.51.100.2:2999", 60, KEY_B)
+        );
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! [`AGENT_PORT`], bound to the WireGuard interface (`SO_BINDTODEVICE`), so
 //! only datagrams that came through the tunnel reach it.
 //!
-//! A datagram counts only when its source address lies inside a configured
-//! peer's AllowedIPs (the most specific match names the peer): WireGuard's
-//! cryptokey routing has then authenticated that peer as the sender. A
-//! peer reached through a relay is not heard at all: its address is in the
-//! relay's section, but only the relay's key was checked, and its words
-//! must not pass for the relay's (a relayed peer's `hello` saying
-//! `relay: false` would unmake the relay a relay candidate). Each sender
+//! A datagram counts only when its source address is a configured peer's
+//! own VPN host address (the first host address of its AllowedIPs, where
+//! its agent listens): WireGuard's cryptokey routing has then
+//! authenticated that peer as the sender, and the address is the member
+//! itself, not a host of a subnet it routes (a site's LAN, an exit node's
+//! default route), whose words must never pass for the member's. A peer
+//! reached through a relay is not heard at all: its address is in the
+//! relay's section, but only the relay's key was checked. Each sender
 //! has a token bucket ([`RATE_PER_SEC`], burst [`BURST`]); every datagram
 //! dropped is counted by its [`DropReason`].
 //!
@@ -24,8 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use ipnet::IpNet;
 
 use super::protocol::{self, AGENT_PORT, DropReason, MAX_DATAGRAM, Message};
 use crate::config::node::PeerEntry;
@@ -48,35 +47,28 @@ pub struct Incoming {
     pub message: Message,
 }
 
-/// Who may send: each configured peer's AllowedIPs.
+/// Who may send: each configured peer from its own VPN host address
+/// only, the address its agent is sent to ([`agent_address`]). Never from
+/// the peer's other AllowedIPs: a routed subnet or a default route holds
+/// hosts that are not the member (a laptop on a site's LAN), and WireGuard
+/// authenticates only that the packet came through the member's tunnel.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Senders {
-    routes: Vec<(IpNet, PublicKey)>,
+    hosts: HashMap<IpAddr, PublicKey>,
 }
 
 impl Senders {
     pub fn from_config(entries: &[PeerEntry]) -> Senders {
-        let mut routes: Vec<(IpNet, PublicKey)> = entries
+        let hosts = entries
             .iter()
-            .flat_map(|e| {
-                e.allowed_ips
-                    .iter()
-                    .filter(|net| !e.relayed.iter().any(|r| r.nets.contains(net)))
-                    .map(|net| (net.trunc(), e.public_key))
-            })
+            .filter_map(|e| Some((canonical(agent_address(e)?.ip()), e.public_key)))
             .collect();
-        // Most specific first, so the first match is the one WireGuard uses.
-        routes.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
-        Senders { routes }
+        Senders { hosts }
     }
 
     /// The peer a datagram from `ip` came from, if any.
     pub fn sender_of(&self, ip: IpAddr) -> Option<PublicKey> {
-        let ip = canonical(ip);
-        self.routes
-            .iter()
-            .find(|(net, _)| net.contains(&ip))
-            .map(|(_, key)| *key)
+        self.hosts.get(&canonical(ip)).copied()
     }
 }
 
@@ -468,17 +460,19 @@ mod tests {
     const HELLO: &[u8] = br#"{"v":1,"t":"hello","relay":false}"#;
 
     #[test]
-    fn the_sender_is_the_peer_whose_allowed_ips_hold_the_source() {
-        // A routes a whole LAN, B one address inside it: the most specific
-        // route wins, as in WireGuard.
+    fn the_sender_is_the_peer_whose_own_vpn_address_is_the_source() {
+        // A routes a whole LAN (a site gateway) and B is an exit node: a
+        // host on A's LAN, or anywhere behind B, is not A or B.
         let senders = Senders::from_config(&[
             entry(KEY_A, &["10.15.0.2/32", "192.168.5.0/24"]),
-            entry(KEY_B, &["10.15.0.3/32", "192.168.5.7/32", "fd00:15::3/128"]),
+            entry(KEY_B, &["10.15.0.3/32", "0.0.0.0/0", "::/0"]),
         ]);
         let key = |k: &str| Some(k.parse::<PublicKey>().unwrap());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(senders.sender_of(ip("10.15.0.2")), key(KEY_A));
-        assert_eq!(senders.sender_of(ip("192.168.5.9")), key(KEY_A));
+        assert_eq!(senders.sender_of(ip("192.168.5.9")), None);
+        assert_eq!(senders.sender_of(ip("198.51.100.9")), None);
+        assert_eq!(senders.sender_of(ip("fd00:15::3")), None);
         // A peer relayed through A is not heard as A.
         let mut relay = entry(KEY_A, &["10.15.0.2/32", "10.15.0.9/32"]);
         relay.relayed.push(crate::config::node::Relayed {
@@ -491,8 +485,7 @@ mod tests {
         let relayed = Senders::from_config(&[relay]);
         assert_eq!(relayed.sender_of(ip("10.15.0.2")), key(KEY_A));
         assert_eq!(relayed.sender_of(ip("10.15.0.9")), None);
-        assert_eq!(senders.sender_of(ip("192.168.5.7")), key(KEY_B));
-        assert_eq!(senders.sender_of(ip("fd00:15::3")), key(KEY_B));
+        assert_eq!(senders.sender_of(ip("10.15.0.3")), key(KEY_B));
         assert_eq!(senders.sender_of(ip("::ffff:10.15.0.3")), key(KEY_B));
         // Outside every AllowedIPs: nobody, so the datagram is dropped.
         assert_eq!(senders.sender_of(ip("10.15.0.9")), None);
@@ -597,7 +590,7 @@ mod tests {
         let link = match Link::open(
             "lo",
             "127.0.0.1".parse().unwrap(),
-            Senders::from_config(&[entry(KEY_A, &["127.0.0.0/8"])]),
+            Senders::from_config(&[entry(KEY_A, &["127.0.0.2/32"])]),
             Arc::clone(&counters),
             lookup,
             tx,

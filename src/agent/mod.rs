@@ -241,7 +241,7 @@ pub fn run(
     let _running = state::Running::claim(&ctx.paths)?;
     let (events, inbox) = mpsc::channel::<Event>();
     signals.forward(events.clone())?;
-    let mut agent = Agent::new(ctx, interval, auto_relay, execute::Wire::new(events));
+    let mut agent = Agent::new(ctx, interval, auto_relay, execute::Wire::new(events), log);
     log.line(&format!(
         "started for {} (pid {}), a pass every {} s",
         ctx.paths.iface,
@@ -381,14 +381,20 @@ impl Agent {
         interval: Duration,
         auto_relay: Option<relay::Settings>,
         wire: execute::Wire,
+        log: &Log,
     ) -> Agent {
+        let knowledge = match state::load(&ctx.paths) {
+            Ok(state) => state.map(|s| Knowledge::from_state(&s)).unwrap_or_default(),
+            Err(e) => {
+                log.line(&format!("the agent state is not read: {e}; it is rebuilt"));
+                Knowledge::default()
+            }
+        };
         Agent {
             interval,
             auto_relay,
-            knowledge: state::load(&ctx.paths)
-                .map(|s| Knowledge::from_state(&s))
-                .unwrap_or_default(),
-            membership: membership::Membership::load(&ctx.paths),
+            knowledge,
+            membership: membership::Membership::load(&ctx.paths, log),
             greetings: greet::Greetings::default(),
             wire,
             last_problem: None,
@@ -410,15 +416,35 @@ impl Agent {
         self.knowledge.agent_heard(key, now, HEARD_WITHIN).is_some()
     }
 
-    /// This node's `hello`: whether it relays, and membership's signing
-    /// key and book digest.
-    fn hello(&self, snap: &Snapshot) -> protocol::Message {
-        let (sk, members) = self.membership.hello();
+    /// This node's `hello` to `peer`: whether it relays, and the digest of
+    /// its membership book for that peer.
+    fn hello(&self, snap: &Snapshot, peer: &PublicKey) -> protocol::Message {
+        self.hello_with(snap, self.membership.hellos().as_ref(), peer)
+    }
+
+    /// The same, with the book's digests computed once for many peers.
+    fn hello_with(
+        &self,
+        snap: &Snapshot,
+        hellos: Option<&membership::Hellos>,
+        peer: &PublicKey,
+    ) -> protocol::Message {
         protocol::Message::Hello {
             relay: snap.relays(),
-            sk,
-            members,
+            sk: None,
+            members: hellos.map(|h| h.to(peer)),
         }
+    }
+
+    /// A `hello` to each of `to`, each with its own digest.
+    fn hellos_to(&self, snap: &Snapshot, to: Vec<PublicKey>) -> Vec<Action> {
+        let hellos = self.membership.hellos();
+        to.into_iter()
+            .map(|peer| Action::Send {
+                to: vec![peer],
+                message: self.hello_with(snap, hellos.as_ref(), &peer),
+            })
+            .collect()
     }
 
     /// Every feature's decisions on one snapshot, in order: this host's
@@ -482,12 +508,7 @@ impl Agent {
         } else {
             self.greetings.newcomers(snap)
         };
-        if !to.is_empty() {
-            actions.push(Action::Send {
-                to,
-                message: self.hello(snap),
-            });
-        }
+        actions.extend(self.hellos_to(snap, to));
         // Introductions, for the peers that are live (a tick that is due
         // runs also with the interface down, so it is not due again at once).
         let views = hints::views(snap, |k| self.heard(k, snap.unix));
@@ -538,7 +559,7 @@ impl Agent {
             } => {
                 let outgoing = self.membership.on_hello(
                     incoming.from,
-                    sk.as_deref(),
+                    sk.is_some(),
                     members.as_deref(),
                     snap.unix_ms,
                     log,
@@ -560,16 +581,14 @@ impl Agent {
                 if greet::answer(before, snap.unix, HEARD_WITHIN, !outgoing.is_empty()) {
                     actions.push(Action::Send {
                         to: vec![incoming.from],
-                        message: self.hello(snap),
+                        message: self.hello(snap, &incoming.from),
                     });
                 }
                 actions.extend(self.membership.sends(outgoing));
                 actions
             }
             protocol::Message::Record(ref wire) => {
-                let outgoing = self
-                    .membership
-                    .on_record(incoming.from, wire, snap.unix_ms, log);
+                let outgoing = self.membership.on_record(snap, incoming.from, wire, log);
                 self.membership.sends(outgoing)
             }
             // Answered by the receive thread; never delivered.
@@ -671,7 +690,7 @@ impl Agent {
                             // handshake through the new endpoint now.
                             follow.push(Action::Send {
                                 to: vec![*peer],
-                                message: self.hello(snap),
+                                message: self.hello(snap, peer),
                             });
                             let from = offer.from.map_or("the config".to_string(), |k| {
                                 format!("peer {}", snap.name(&k))

@@ -61,8 +61,9 @@ pub enum Message {
         /// This node has run `relay-enable` (it forwards between peers).
         #[serde(default)]
         relay: bool,
-        /// This node's membership signing key (docs/membership.md): the
-        /// receiver pins it for the sender (trust on first use).
+        /// Sent only by agents of the first membership format (a derived
+        /// signing key): its presence tells that the sender's records
+        /// will be refused (docs/membership.md). Never sent now.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sk: Option<String>,
         /// A digest of this node's membership book: a receiver whose own
@@ -288,17 +289,16 @@ mod tests {
             proptest::option::of("[a-z][a-z0-9-]{0,63}"),
             proptest::option::of("10\\.15\\.[0-9]{1,3}\\.[0-9]{1,3}"),
             proptest::option::of("[a-z0-9.-]{1,253}:[0-9]{1,5}"),
-            (any_key(), any::<u64>(), any_key(), "[A-Za-z0-9+/]{86}=="),
+            (any::<u64>(), any_key(), "[A-Za-z0-9+/]{86}=="),
         )
             .prop_map(
-                |(removal, key, name, ip, endpoint, (origin, at, by, sig))| WireRecord {
+                |(removal, key, name, ip, endpoint, (at, by, sig))| WireRecord {
                     op: if removal { Op::Removal } else { Op::Intro },
                     key: key.0.to_string(),
                     name,
                     ip,
                     endpoint,
-                    sk: None,
-                    origin: origin.0.to_string(),
+                    f: crate::membership::record::FORMAT,
                     at,
                     by: by.0.to_string(),
                     sig,

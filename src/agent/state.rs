@@ -50,10 +50,15 @@ pub fn file_names(iface: &crate::types::InterfaceName) -> [String; 5] {
     ]
 }
 
-/// Remove the agent's files; missing ones are fine.
+/// Remove the agent's files but its lock (the running agent holds it: a
+/// lock is never deleted while held); missing ones are fine.
 pub fn remove_files(paths: &Paths) {
+    let lock = lock_path(paths);
     for name in file_names(&paths.iface) {
-        let _ = std::fs::remove_file(paths.dir.join(name));
+        let file = paths.dir.join(name);
+        if file != lock {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
@@ -84,7 +89,10 @@ impl Running {
         match file.try_lock() {
             Ok(()) => Ok(Running { _file: file }),
             Err(TryLockError::WouldBlock) => {
-                let pid = load(paths).map(|s| format!(" (pid {})", s.pid));
+                let pid = load(paths)
+                    .ok()
+                    .flatten()
+                    .map(|s| format!(" (pid {})", s.pid));
                 Err(Error::Conflict(format!(
                     "an agent already runs for {}{}: expected one agent per interface",
                     paths.iface,
@@ -96,12 +104,84 @@ impl Running {
     }
 }
 
-/// Whether an agent holds the interface's agent lock right now.
+/// Whether an agent holds the interface's agent lock right now. The lock
+/// is opened without following a link and without blocking (a FIFO
+/// planted there cannot hang `status`), and only a regular file counts.
 pub fn is_running(paths: &Paths) -> bool {
-    let Ok(file) = File::open(lock_path(paths)) else {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(lock_path(paths))
+    else {
         return false;
     };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+}
+
+/// The PID of the agent that holds the lock now (from its state file),
+/// when one runs.
+pub fn running_pid(paths: &Paths) -> Option<u32> {
+    if !is_running(paths) {
+        return None;
+    }
+    load(paths).ok().flatten().map(|s| s.pid)
+}
+
+/// Whether process `pid` is a `wgp2p … agent` (its command line says so):
+/// a PID read from a file is never signalled on faith.
+fn is_agent_process(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|b| *b == 0);
+    let is_wgp2p = args
+        .next()
+        .and_then(|a| Path::new(std::str::from_utf8(a).ok()?).file_name())
+        .is_some_and(|n| n.to_string_lossy().starts_with("wgp2p"));
+    is_wgp2p && args.any(|a| a == b"agent")
+}
+
+/// Stop the interface's running agent before its files go (`uninstall`):
+/// SIGTERM to the PID its state file names, when that process is a wgp2p
+/// agent, then wait (at most `wait`) until it has let go of its lock.
+/// `Ok(None)`: none ran; `Ok(Some(pid))`: stopped. An agent that cannot be
+/// stopped is an error naming it, and nothing was changed.
+pub fn stop_running(paths: &Paths, wait: Duration, command: &str) -> Result<Option<u32>> {
+    if !is_running(paths) {
+        return Ok(None);
+    }
+    let refuse = |pid: Option<u32>| {
+        let pid_text = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        let how = pid.map_or_else(
+            || "stop it".to_string(),
+            |p| format!("stop it (`kill {p}`)"),
+        );
+        Error::Conflict(format!(
+            "an agent runs for {}{pid_text} and could not be stopped: {how}, then run `wgp2p {command}` again; nothing was changed",
+            paths.iface
+        ))
+    };
+    let Some(pid) = running_pid(paths).filter(|p| is_agent_process(*p)) else {
+        return Err(refuse(running_pid(paths)));
+    };
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return Err(refuse(Some(pid)));
+    };
+    // SAFETY: kill(2) with a PID checked above to be a wgp2p agent.
+    if unsafe { libc::kill(raw, libc::SIGTERM) } != 0 {
+        return Err(refuse(Some(pid)));
+    }
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if !is_running(paths) {
+            return Ok(Some(pid));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(refuse(Some(pid)))
 }
 
 /// An endpoint the agent set live.
@@ -314,11 +394,19 @@ impl Knowledge {
     }
 }
 
-/// The saved state, if there is a readable one of this version.
-pub fn load(paths: &Paths) -> Option<State> {
-    let text = std::fs::read_to_string(state_path(paths)).ok()?;
-    let state: State = serde_json::from_str(&text).ok()?;
-    (state.version == VERSION).then_some(state)
+/// The largest state file read ([`crate::store::read_state`]).
+pub const STATE_CAP: u64 = 32 << 20;
+
+/// The saved state, if there is a readable one of this version. A state
+/// file that is not a regular file of ours (a link, a FIFO, a device) or
+/// is too big is an error (exit 6); one that does not parse is `None`
+/// (the agent rebuilds it).
+pub fn load(paths: &Paths) -> Result<Option<State>> {
+    let Some(bytes) = crate::store::read_state(&state_path(paths), STATE_CAP)? else {
+        return Ok(None);
+    };
+    let state: Option<State> = serde_json::from_slice(&bytes).ok();
+    Ok(state.filter(|s| s.version == VERSION))
 }
 
 /// Replace the state file (0600, temp file and rename: a reader sees the
@@ -406,18 +494,20 @@ pub struct LearnedEndpoint {
 }
 
 /// Read what the agent left in the config dir, without changing anything.
-pub fn observe(paths: &Paths) -> AgentView {
+pub fn observe(paths: &Paths) -> Result<AgentView> {
     let running = is_running(paths);
-    let Some(state) = load(paths) else {
-        return AgentView {
+    let membership = super::membership::observe(paths)?;
+    let Some(state) = load(paths)? else {
+        return Ok(AgentView {
             running,
+            membership,
             ..AgentView::default()
-        };
+        });
     };
     let now = unix_now();
-    AgentView {
+    Ok(AgentView {
         running,
-        membership: super::membership::observe(paths),
+        membership,
         pid: running.then_some(state.pid),
         last_pass_secs_ago: Some(now.saturating_sub(state.last_pass)),
         interval_secs: Some(state.interval_secs),
@@ -474,7 +564,7 @@ pub fn observe(paths: &Paths) -> AgentView {
             .auto_relay
             .filter(|a| a.enabled)
             .map(|a| super::relay::View::of(&a, now)),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -520,7 +610,7 @@ mod tests {
         knowledge.learn(&refresh, 1000);
         let state = knowledge.to_state(42, Duration::from_secs(30), 2000);
         save(&paths, &state).unwrap();
-        let loaded = load(&paths).unwrap();
+        let loaded = load(&paths).unwrap().unwrap();
         assert_eq!(loaded, state);
         let rebuilt = Knowledge::from_state(&loaded);
         assert_eq!(rebuilt.memory, knowledge.memory);
@@ -530,7 +620,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // Nobody holds the lock: status says not running, but still shows
         // what the last agent learned.
-        let view = observe(&paths);
+        let view = observe(&paths).unwrap();
         assert!(!view.running && view.pid.is_none());
         let learned = &view.learned_endpoints[0];
         assert_eq!(learned.public_key, KEY_A);
@@ -562,7 +652,7 @@ mod tests {
         );
         let state = knowledge.to_state(42, Duration::from_secs(30), 2000);
         save(&paths, &state).unwrap();
-        let loaded = load(&paths).unwrap();
+        let loaded = load(&paths).unwrap().unwrap();
         assert_eq!(loaded, state);
         let rebuilt = Knowledge::from_state(&loaded);
         assert_eq!(rebuilt.hints.learned, knowledge.hints.learned);
@@ -575,7 +665,7 @@ mod tests {
             })
         );
         assert_eq!(rebuilt.agent_heard(&b, 2001, Duration::from_secs(5)), None);
-        let view = observe(&paths);
+        let view = observe(&paths).unwrap();
         let learned = &view.learned_endpoints[0];
         assert_eq!(learned.source, format!("peer {KEY_B}"));
         assert_eq!(learned.from.as_deref(), Some(KEY_B));
@@ -592,7 +682,7 @@ mod tests {
             r#"{"version":1,"pid":7,"interval_secs":30,"last_pass":5,"peers":[]}"#,
         )
         .unwrap();
-        let state = load(&paths).unwrap();
+        let state = load(&paths).unwrap().unwrap();
         assert!(state.agents.is_empty() && state.introduced.is_empty());
         assert_eq!(state.link, LinkStatus::default());
     }
@@ -602,7 +692,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths(dir.path());
         std::fs::write(state_path(&paths), "{ not json").unwrap();
-        assert_eq!(load(&paths), None);
-        assert_eq!(observe(&paths), AgentView::default());
+        assert_eq!(load(&paths).unwrap(), None);
+        assert_eq!(observe(&paths).unwrap(), AgentView::default());
+    }
+
+    /// A FIFO, a link or a huge file in place of a state file is refused
+    /// at once (exit 6, naming it), never read: `status` cannot hang.
+    #[test]
+    fn a_state_file_that_is_no_regular_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let fifo = std::ffi::CString::new(state_path(&paths).to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = load(&paths).unwrap_err();
+        assert_eq!(err.code(), 6, "{err}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert_eq!(observe(&paths).unwrap_err().code(), 6);
+        std::fs::remove_file(state_path(&paths)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", state_path(&paths)).unwrap();
+        let err = load(&paths).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::remove_file(state_path(&paths)).unwrap();
+        let big = std::fs::File::create(state_path(&paths)).unwrap();
+        big.set_len(STATE_CAP + 1).unwrap();
+        let err = load(&paths).unwrap_err();
+        assert!(err.to_string().contains("expected at most"), "{err}");
+        // The lock as a FIFO: no agent runs, and nothing blocks.
+        let lock = std::ffi::CString::new(lock_path(&paths).to_str().unwrap()).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::mkfifo(lock.as_ptr(), 0o600) }, 0);
+        assert!(!is_running(&paths));
     }
 }

@@ -57,6 +57,8 @@ fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<(
     let own = super::host::own(ctx, &node)?;
     let doc = node.take_conf()?;
     let name = &request.name;
+    // The `# Source` tag of an introduced peer this line takes over.
+    let mut adopted: Option<String> = None;
     let (new_doc, deltas, done) = match via {
         Some(relay_name) => {
             let peer = Relayed {
@@ -74,6 +76,12 @@ fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<(
             )
         }
         None => {
+            adopted = doc.peer(&request.public_key).and_then(|s| {
+                s.tags(crate::config::document::keys::TAG_SOURCE)
+                    .into_iter()
+                    .find(|t| t.starts_with(plan::membership::INTRODUCED_BY))
+                    .map(str::to_string)
+            });
             let (new_doc, deltas, outcome) = plan::add_peer(doc, &own, request)?;
             let verb = if outcome == Outcome::Added {
                 "added"
@@ -96,6 +104,11 @@ fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<(
     }
     let applied = commit(&node, &new_doc, &deltas, ctx.device().as_ref())?;
     crate::outln!("{done} ({})", applied.describe());
+    if let Some(tag) = adopted {
+        crate::outln!(
+            "peer {name} was {tag}: it is now yours, as if added by hand (no member's removal takes it; only `wgp2p remove-peer {name}` here does)"
+        );
+    }
     Ok(())
 }
 

@@ -52,6 +52,10 @@ struct Facts {
     /// AllowedIPs that provisioned devices route through this node, beyond its own address.
     routed_through_us: Vec<IpNet>,
     ip_forward: bool,
+    /// Membership problems: unreadable `# Trust` lines, a book moved aside.
+    membership: Vec<String>,
+    /// Devices provisioned here (their stale advice speaks of the device).
+    devices: Vec<crate::config::node::Device>,
 }
 
 fn unit_enabled(unit: &str) -> bool {
@@ -92,6 +96,28 @@ fn provisioned_routes(node: &Node) -> Vec<IpNet> {
         }
     }
     routes
+}
+
+/// The introduction policy's problems (a `# Trust` line that cannot be
+/// read: nobody is trusted) and a membership book the agent moved aside.
+fn membership_problems(ctx: &Context, node: &Node) -> Vec<String> {
+    let mut out = node
+        .conf
+        .as_ref()
+        .map(|doc| crate::plan::membership::Policy::of(doc).problems())
+        .unwrap_or_default();
+    let aside = ctx
+        .paths
+        .dir
+        .join(crate::agent::membership::aside_name(&ctx.paths.iface));
+    if std::fs::symlink_metadata(&aside).is_ok() {
+        out.push(format!(
+            "the agent found its membership book unreadable and moved it aside to {}; it started a new one (its peers are announced again): read it if you want, then delete it (`rm {}`)",
+            aside.display(),
+            aside.display()
+        ));
+    }
+    out
 }
 
 /// The facts, and what in the config an edit would refuse although
@@ -141,6 +167,8 @@ fn gather(ctx: &Context) -> Result<(Facts, Vec<String>)> {
         entries,
         routed_through_us: provisioned_routes(&node),
         ip_forward: forward.trim() == "1",
+        membership: membership_problems(ctx, &node),
+        devices: crate::config::node::provisioned_devices(&ctx.paths),
         live,
         drifts,
         route_drifts,
@@ -237,7 +265,16 @@ fn peer_findings(f: &Facts, out: &mut Vec<String>) {
             .find(|p| p.public_key == entry.public_key)
             .and_then(|p| health::handshake_age(p, f.now));
         if !health::is_fresh(age) {
-            out.push(stale_finding(entry, age, &candidates, &f.own_name));
+            match f.devices.iter().find(|d| d.key == entry.public_key) {
+                Some(device) => out.push(format!(
+                    "peer {} is stale ({}): it is a device provisioned here: has it imported {}/{}, and is it online?",
+                    entry.display_name(),
+                    health::stale_reason(age),
+                    crate::store::PROVISIONED,
+                    device.file
+                )),
+                None => out.push(stale_finding(entry, age, &candidates, &f.own_name)),
+            }
         }
     }
 }
@@ -281,6 +318,7 @@ fn forwarding_findings(f: &Facts, out: &mut Vec<String>) {
 fn findings(f: &Facts) -> Vec<String> {
     let mut out = Vec::new();
     tool_findings(f, &mut out);
+    out.extend(f.membership.iter().cloned());
     interface_findings(f, &mut out);
     peer_findings(f, &mut out);
     forwarding_findings(f, &mut out);
@@ -361,6 +399,8 @@ mod tests {
             own_name: "defiant".into(),
             installed: true,
             config_port: listen_port(doc),
+            membership: Vec::new(),
+            devices: Vec::new(),
             drifts: health::drift(doc, &entries, &live, now),
             route_drifts: Vec::new(),
             entries,
@@ -480,5 +520,45 @@ mod tests {
             "{stale}"
         );
         assert!(stale.contains("more than 180 s"), "{stale}");
+    }
+
+    /// A stale device provisioned here runs no wgp2p: its advice speaks of
+    /// the device and its conf, never of running wgp2p or relaying on it;
+    /// the policy's and the book's problems are findings.
+    #[test]
+    fn a_stale_provisioned_device_is_asked_about_its_conf() {
+        let doc = conf(&[
+            ("a", KEY_A, "10.15.0.2/32"),
+            ("phone", KEY_B, "10.15.0.3/32"),
+        ]);
+        let mut f = facts(
+            &doc,
+            LiveDevice::with_peers(vec![
+                live_peer(KEY_A, "10.15.0.2/32", 1),
+                live_peer(KEY_B, "10.15.0.3/32", 500),
+            ]),
+        );
+        f.devices = vec![crate::config::node::Device {
+            key: KEY_B.parse().unwrap(),
+            file: "phone.conf".into(),
+            mesh: false,
+        }];
+        f.membership = vec!["the line `# Trust = x` of [Interface] cannot be read".into()];
+        let found = findings(&f);
+        let stale = found
+            .iter()
+            .find(|l| l.starts_with("peer phone is stale"))
+            .expect("stale finding");
+        assert!(
+            stale.ends_with(
+                "it is a device provisioned here: has it imported provisioned-peers/phone.conf, and is it online?"
+            ),
+            "{stale}"
+        );
+        assert!(!stale.contains("relay"), "{stale}");
+        assert!(
+            found.iter().any(|l| l.contains("`# Trust = x`")),
+            "{found:#?}"
+        );
     }
 }

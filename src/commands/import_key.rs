@@ -40,6 +40,21 @@ pub fn run(ctx: &Context, argument: Option<&str>) -> Result<()> {
         );
         return Ok(());
     }
+    // A running agent signs the mesh's membership records with the node's
+    // key: it must not see the identity change under it.
+    if let Some(pid) = crate::agent::state::running_pid(&node.paths) {
+        return Err(Error::Conflict(format!(
+            "an agent runs for {} (pid {pid}): stop it first (`kill {pid}`, or `systemctl stop {}` where systemd runs it), then run `wgp2p import-key` again; nothing was changed",
+            node.paths.iface,
+            crate::agent::unit::instance(&node.paths.iface)
+        )));
+    }
+    if crate::agent::state::is_running(&node.paths) {
+        return Err(Error::Conflict(format!(
+            "an agent runs for {}: stop it first, then run `wgp2p import-key` again; nothing was changed",
+            node.paths.iface
+        )));
+    }
     // Plan before writing anything: a key that is a peer's is refused.
     let mut change = Change::new();
     let mut deltas = Vec::new();

@@ -250,6 +250,11 @@ impl fmt::Display for PlanError {
                     crate::plan::join_nets(nets)
                 )
             }
+            PlanError::IntroductionOutsideVpn { peer, ip, network } => write!(
+                f,
+                "address {ip} of introduced peer {} is not a host of this VPN's network {network}: expected one host address inside it (an introduction never routes anything else into the tunnel)",
+                quoted(peer)
+            ),
             PlanError::NotIntroduced { peer } => write!(
                 f,
                 "peer {} was not added by an introduction (by hand, a roster or provisioning): only `wgp2p remove-peer {peer}` here removes it",

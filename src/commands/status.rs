@@ -49,8 +49,22 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
             .map(|text| format!("{text}: {}", health::REPAIR))
             .collect(),
         peers: view.rows(),
-        agent: agent_view(ctx, &entries),
+        agent: agent_view(ctx, &entries)?,
     };
+    // A stale device provisioned here runs no wgp2p: the advice speaks of
+    // the device and its conf.
+    let devices = crate::config::node::provisioned_devices(&ctx.paths);
+    for row in &mut report.peers {
+        if row.health == Health::Stale
+            && let Some(device) = devices.iter().find(|d| d.key.to_string() == row.public_key)
+        {
+            row.note = Some(format!(
+                "stale: it is a device provisioned here: has it imported {}/{}, and is it online?",
+                crate::store::PROVISIONED,
+                device.file
+            ));
+        }
+    }
     if let Some(auto) = &report.agent.auto_relay {
         for row in &mut report.peers {
             row.auto_relay = auto
@@ -95,8 +109,11 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
 }
 
 /// The agent's state, with peer names from the config.
-fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::AgentView {
-    let mut view = crate::agent::state::observe(&ctx.paths);
+fn agent_view(
+    ctx: &Context,
+    entries: &[PeerEntry],
+) -> crate::error::Result<crate::agent::state::AgentView> {
+    let mut view = crate::agent::state::observe(&ctx.paths)?;
     let entry = |key: &str| entries.iter().find(|e| e.public_key.to_string() == key);
     for learned in &mut view.learned_endpoints {
         let own = entry(&learned.public_key);
@@ -119,7 +136,7 @@ fn agent_view(ctx: &Context, entries: &[PeerEntry]) -> crate::agent::state::Agen
     if let Some(auto) = &mut view.auto_relay {
         auto.complete(entries, &crate::config::pins::read(&ctx.paths));
     }
-    view
+    Ok(view)
 }
 
 /// What the rows are made of.

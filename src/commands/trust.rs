@@ -30,6 +30,7 @@ fn list(ctx: &Context) -> Result<()> {
         let value = serde_json::json!({
             "accept_introductions": policy.accept,
             "trusted": trusted,
+            "unreadable": policy.unreadable,
         });
         let text = serde_json::to_string_pretty(&value)
             .map_err(|e| Error::System(format!("cannot write JSON: {e}")))?;
@@ -39,6 +40,9 @@ fn list(ctx: &Context) -> Result<()> {
     crate::outln!("{}", describe(&policy));
     for (key, name) in &policy.trusted {
         crate::outln!("trusted: {} {key}", name.as_deref().unwrap_or("(unnamed)"));
+    }
+    for problem in policy.problems() {
+        crate::outln!("problem: {problem}");
     }
     Ok(())
 }
@@ -66,23 +70,36 @@ pub fn untrust(ctx: &Context, selector: &PeerSelector) -> Result<()> {
     ctx.require_root("untrust")?;
     let (_lock, node) = ctx.lock_and_load()?;
     let doc = node.require_conf()?;
-    let (new_doc, key) = membership::untrust(doc, selector)?;
+    let (new_doc, key, nobody) = membership::untrust(doc, selector)?;
     save(&node, &new_doc)?;
-    crate::outln!(
-        "no longer trusted: {key} ({})",
-        describe(&Policy::of(&new_doc))
-    );
+    if nobody {
+        crate::outln!(
+            "no longer trusted: {key}; it was the last trusted member, so the line `# AcceptIntroductions = true` went too: this node now trusts nobody ({})",
+            describe(&Policy::of(&new_doc))
+        );
+    } else {
+        crate::outln!(
+            "no longer trusted: {key} ({})",
+            describe(&Policy::of(&new_doc))
+        );
+    }
     Ok(())
 }
 
 /// The policy in one line, with the commands that change it.
 fn describe(policy: &Policy) -> String {
+    if !policy.unreadable.is_empty() {
+        return format!(
+            "introductions are refused from every member: {} `# Trust` line(s) cannot be read (see below)",
+            policy.unreadable.len()
+        );
+    }
     match (policy.accept, policy.trusted.is_empty()) {
         (_, false) => format!(
-            "introductions are accepted from {} trusted member(s) only",
+            "introductions are accepted from {} trusted member(s) only, each a peer of this node",
             policy.trusted.len()
         ),
-        (true, true) => "introductions are accepted from every member".into(),
+        (true, true) => "introductions are accepted from every member that is a peer of this node".into(),
         (false, true) => {
             "introductions are not accepted (manual): `wgp2p install --accept-introductions` or `wgp2p trust NAME` to accept them".into()
         }

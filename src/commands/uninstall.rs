@@ -55,11 +55,18 @@ pub fn run(ctx: &Context, keep_keys: bool) -> Result<()> {
             paths.conf().display()
         )));
     }
+    // The agent goes first, systemd's or not: one that kept running would
+    // take the vanished peers for removals and announce them to the mesh.
+    crate::commands::agent::disable_for_uninstall(ctx)?;
+    let stopped =
+        crate::agent::state::stop_running(paths, std::time::Duration::from_secs(10), "uninstall")?;
     let running = ctx.device().is_up()?;
     if running || ctx.service_kind == Kind::Systemd {
         ctx.service().stop_and_disable()?;
     }
-    crate::commands::agent::disable_for_uninstall(ctx)?;
+    if let Some(pid) = stopped {
+        crate::outln!("stopped the agent of {} (pid {pid})", paths.iface);
+    }
     let mut change = Change::new();
     let mut removed = Vec::new();
     for file in &present {

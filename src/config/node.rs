@@ -709,6 +709,52 @@ impl Node {
     }
 }
 
+/// A device provisioned here (`provision-peer`), as its conf in
+/// `provisioned-peers/` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// The device's public key (from its conf's private key).
+    pub key: PublicKey,
+    /// Its conf's file name in `provisioned-peers/`.
+    pub file: String,
+    /// Its conf knows more members than this node (`--mesh`).
+    pub mesh: bool,
+}
+
+/// The devices provisioned here, read through the store's safe reader; a
+/// conf that cannot be read is left out.
+pub fn provisioned_devices(paths: &Paths) -> Vec<Device> {
+    let Ok(files) = crate::store::provisioned_files(&paths.dir) else {
+        return Vec::new();
+    };
+    let mut devices = Vec::new();
+    for file in files {
+        let entry = format!("{}/{file}", crate::store::PROVISIONED);
+        let Ok(Some(bytes)) = crate::store::current(&paths.dir, &entry) else {
+            continue;
+        };
+        let Some(doc) = String::from_utf8(bytes)
+            .ok()
+            .and_then(|t| Document::parse(&t).ok())
+        else {
+            continue;
+        };
+        let key = doc
+            .interface()
+            .and_then(|s| s.get_last(keys::PRIVATE_KEY))
+            .and_then(|k| k.parse::<PrivateKey>().ok())
+            .map(|k| k.public_key());
+        if let Some(key) = key {
+            devices.push(Device {
+                key,
+                file,
+                mesh: peers(&doc).is_ok_and(|p| p.len() > 1),
+            });
+        }
+    }
+    devices
+}
+
 pub fn not_installed(paths: &Paths) -> Error {
     Error::NotFound(format!(
         "{} is not set up in {}: run `wgp2p install ADDRESS/CIDR` first",

@@ -174,6 +174,12 @@ pub enum PlanError {
     },
     /// A removal record for a peer no introduction added.
     NotIntroduced { peer: String },
+    /// An introduction of an address outside this node's VPN network.
+    IntroductionOutsideVpn {
+        peer: String,
+        ip: IpAddr,
+        network: IpNet,
+    },
     /// A route over an endpoint or this host's own address or gateway.
     CoversProtected {
         entry: String,

@@ -33,11 +33,14 @@ pub struct Policy {
     pub accept: bool,
     /// `# Trust = KEY [NAME]` lines: when any, only these members.
     pub trusted: Vec<(PublicKey, Option<String>)>,
+    /// `# Trust` lines that cannot be read (their text): while there is
+    /// one, no member is trusted (fail closed), and `trust` and `doctor`
+    /// name it.
+    pub unreadable: Vec<String>,
 }
 
 impl Policy {
-    /// The policy the `[Interface]` lines say. A `# Trust` line whose first
-    /// word is not a key is ignored (and shown by `trust`).
+    /// The policy the `[Interface]` lines say.
     pub fn of(doc: &Document) -> Policy {
         let Some(interface) = doc.interface() else {
             return Policy::default();
@@ -46,22 +49,31 @@ impl Policy {
             .tags(keys::TAG_ACCEPT_INTRODUCTIONS)
             .last()
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("yes"));
-        let trusted = interface
-            .tags(keys::TAG_TRUST)
-            .into_iter()
-            .filter_map(|v| {
-                let mut words = v.split_whitespace();
-                let key = words.next()?.parse().ok()?;
-                let name: Vec<&str> = words.collect();
-                Some((key, (!name.is_empty()).then(|| name.join(" "))))
-            })
-            .collect();
-        Policy { accept, trusted }
+        let mut trusted = Vec::new();
+        let mut unreadable = Vec::new();
+        for value in interface.tags(keys::TAG_TRUST) {
+            let mut words = value.split_whitespace();
+            match words.next().map(str::parse::<PublicKey>) {
+                Some(Ok(key)) => {
+                    let name: Vec<&str> = words.collect();
+                    trusted.push((key, (!name.is_empty()).then(|| name.join(" "))));
+                }
+                _ => unreadable.push(value.to_string()),
+            }
+        }
+        Policy {
+            accept,
+            trusted,
+            unreadable,
+        }
     }
 
-    /// Whether an introduction or removal signed by `signer` is applied.
+    /// Whether this node's policy lets `signer` (one of its own peers)
+    /// introduce and remove members.
     pub fn accepts(&self, signer: &PublicKey) -> bool {
-        if self.trusted.is_empty() {
+        if !self.unreadable.is_empty() {
+            false
+        } else if self.trusted.is_empty() {
             self.accept
         } else {
             self.trusted.iter().any(|(k, _)| k == signer)
@@ -70,8 +82,178 @@ impl Policy {
 
     /// Whether any introduction can be applied.
     pub fn enabled(&self) -> bool {
-        self.accept || !self.trusted.is_empty()
+        self.unreadable.is_empty() && (self.accept || !self.trusted.is_empty())
     }
+
+    /// The policy's problems, one line each, with the line to fix.
+    pub fn problems(&self) -> Vec<String> {
+        self.unreadable
+            .iter()
+            .map(|line| {
+                format!(
+                    "the line `# Trust = {line}` of [Interface] cannot be read (expected a peer's public key, then its name): introductions are refused from every member until it is fixed or removed (`wgp2p trust NAME` writes a correct one)"
+                )
+            })
+            .collect()
+    }
+}
+
+/// What this node's config says about the subject of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// This node itself.
+    Own,
+    /// Not a peer of this config.
+    Absent,
+    /// A peer an introduction added; `by`: the member whose introduction
+    /// added it here (`None`: its tag names no member this node knows).
+    Introduced { by: Option<PublicKey> },
+    /// A peer the admin added: by hand, by a roster, provisioned.
+    Admins,
+}
+
+/// What an event asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Introduction,
+    Removal,
+}
+
+/// Why a member's event is not applied here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The signer is not one of this node's own peers.
+    NotAPeer,
+    /// This node's policy does not trust the signer.
+    NotTrusted,
+    /// A removal by a member other than the one whose introduction added
+    /// the peer here (and not the peer itself leaving).
+    NotIntroducer,
+    /// About a peer the admin added: only the admin changes it.
+    AdminsPeer,
+    /// About this node itself.
+    OwnKey,
+    /// An introduction this node's config refuses (the `add-peer` rules,
+    /// an address outside the VPN): not kept, never vouched for.
+    Conflict,
+}
+
+impl Refusal {
+    /// The counter name (`status --json`: `agent.membership.records`).
+    pub fn counter(self) -> &'static str {
+        match self {
+            Refusal::NotAPeer => "not_a_peer",
+            Refusal::NotTrusted => "not_trusted",
+            Refusal::NotIntroducer => "not_introducer",
+            Refusal::AdminsPeer => "admins_peer",
+            Refusal::OwnKey => "own_key",
+            Refusal::Conflict => "conflict",
+        }
+    }
+
+    /// The words for the log.
+    pub fn why(self) -> &'static str {
+        match self {
+            Refusal::NotAPeer => "the signer is not a peer of this node",
+            Refusal::NotTrusted => {
+                "this node does not trust the signer (`wgp2p trust` shows whom it trusts)"
+            }
+            Refusal::NotIntroducer => {
+                "only the member whose introduction added the peer here, or the peer itself, removes it"
+            }
+            Refusal::AdminsPeer => {
+                "the peer was not added by an introduction (a human's, a roster's or a provisioned peer stays)"
+            }
+            Refusal::OwnKey => "it is about this node itself",
+            Refusal::Conflict => "the config refuses the introduction",
+        }
+    }
+}
+
+/// The authority rule, whole: whether this node applies (and so keeps and
+/// vouches for) an event of kind `kind` about `subject`, signed by
+/// `signer`. `signer_is_peer`: the signer is one of this node's own
+/// configured peers (its copy came through that peer's tunnel or was
+/// vouched by it; nobody else speaks to this node). The outcome depends
+/// only on this node's config, never on who was online when.
+///
+/// | event | who may |
+/// |---|---|
+/// | anything about this node | nobody |
+/// | introduction | a peer this node's policy trusts |
+/// | removal of an introduced peer | the trusted peer whose introduction added it here, or the peer itself |
+/// | removal of a key that is not a peer (kept, to refuse older introductions) | a trusted peer |
+/// | removal of a peer the admin added | nobody |
+pub fn authority(
+    policy: &Policy,
+    signer: &PublicKey,
+    signer_is_peer: bool,
+    kind: Kind,
+    subject: &PublicKey,
+    standing: &Standing,
+) -> std::result::Result<(), Refusal> {
+    if *standing == Standing::Own {
+        return Err(Refusal::OwnKey);
+    }
+    if !signer_is_peer {
+        return Err(Refusal::NotAPeer);
+    }
+    if kind == Kind::Removal && signer == subject {
+        // A peer leaving: it may take itself out of what introductions made.
+        return match standing {
+            Standing::Admins => Err(Refusal::AdminsPeer),
+            _ => Ok(()),
+        };
+    }
+    if !policy.accepts(signer) {
+        return Err(Refusal::NotTrusted);
+    }
+    match (kind, standing) {
+        (Kind::Introduction, _) | (Kind::Removal, Standing::Absent) => Ok(()),
+        (Kind::Removal, Standing::Introduced { by }) if by.as_ref() == Some(signer) => Ok(()),
+        (Kind::Removal, Standing::Introduced { .. }) => Err(Refusal::NotIntroducer),
+        (Kind::Removal, Standing::Admins) => Err(Refusal::AdminsPeer),
+        (Kind::Removal, Standing::Own) => Err(Refusal::OwnKey),
+    }
+}
+
+/// The standing of `subject` in `doc`; `own`: this node's key.
+pub fn standing(doc: &Document, own: &PublicKey, subject: &PublicKey) -> Standing {
+    if subject == own {
+        return Standing::Own;
+    }
+    let Some(section) = doc.peer(subject) else {
+        return Standing::Absent;
+    };
+    let tag = section
+        .tags(keys::TAG_SOURCE)
+        .into_iter()
+        .find(|t| t.starts_with(INTRODUCED_BY));
+    match tag {
+        Some(tag) => Standing::Introduced {
+            by: introducer_of(doc, tag),
+        },
+        None => Standing::Admins,
+    }
+}
+
+/// The member a `# Source = introduced by NAME (KEY)` tag names: its key,
+/// or for a tag without one, the peer of that name.
+fn introducer_of(doc: &Document, tag: &str) -> Option<PublicKey> {
+    let rest = tag.strip_prefix(INTRODUCED_BY)?.trim();
+    if let Some(open) = rest.rfind('(')
+        && let Some(key) = rest[open + 1..].strip_suffix(')')
+    {
+        return key.parse().ok();
+    }
+    if let Ok(key) = rest.parse() {
+        return Some(key);
+    }
+    peers(doc)
+        .ok()?
+        .into_iter()
+        .find(|p| p.name.as_ref().is_some_and(|n| n.to_string() == rest))
+        .map(|p| p.public_key)
 }
 
 /// Turn `# AcceptIntroductions = true` on; `None` when it already is.
@@ -116,9 +298,11 @@ pub fn trust(
     Ok((Some(new_doc), key, name))
 }
 
-/// `untrust NAME|KEY`: no longer single that member out. A name is looked
-/// up among the trust lines first, then among the peers.
-pub fn untrust(doc: &Document, selector: &PeerSelector) -> Result<(Document, PublicKey)> {
+/// `untrust NAME|KEY`: no longer trust that member. A name is looked up
+/// among the trust lines. When it was the last one, the node trusts
+/// nobody: `# AcceptIntroductions` goes too (the third value: it went),
+/// so untrusting never widens acceptance to every member.
+pub fn untrust(doc: &Document, selector: &PeerSelector) -> Result<(Document, PublicKey, bool)> {
     let policy = Policy::of(doc);
     let found = policy.trusted.iter().find(|(key, name)| match selector {
         PeerSelector::Key(k) => k == key,
@@ -138,7 +322,13 @@ pub fn untrust(doc: &Document, selector: &PeerSelector) -> Result<(Document, Pub
     new_doc.remove_interface_tags(keys::TAG_TRUST, |v| {
         v.split_whitespace().next() == Some(&text)
     });
-    Ok((new_doc, key))
+    // The last trusted member gone: trust nobody (manual), never everyone.
+    let left = Policy::of(&new_doc);
+    let nobody = left.trusted.is_empty() && left.unreadable.is_empty() && left.accept;
+    if nobody {
+        new_doc.remove_interface_tags(keys::TAG_ACCEPT_INTRODUCTIONS, |_| true);
+    }
+    Ok((new_doc, key, nobody))
 }
 
 /// Whether a peer section says an introduction added it.
@@ -157,8 +347,44 @@ pub struct Introduction {
     pub name: PeerName,
     pub address: IpAddr,
     pub endpoint: Option<Endpoint>,
-    /// Who introduced it, for the `# Source` tag: a name or a key.
-    pub introducer: String,
+    /// The member whose introduction this node applies (one of its own
+    /// trusted peers), for the `# Source` tag.
+    pub introducer: PublicKey,
+    /// How the tag names it: its peer name, or its key.
+    pub introducer_name: String,
+}
+
+/// The `# Source` tag of a peer introduced by `name` (`key`).
+pub fn introduced_tag(name: &str, key: &PublicKey) -> String {
+    if name == key.to_string() {
+        format!("{INTRODUCED_BY} ({key})")
+    } else {
+        format!("{INTRODUCED_BY} {name} ({key})")
+    }
+}
+
+/// An introduced peer's address must be one host inside this node's VPN
+/// network (the prefix of its `Address`), neither that network's own
+/// address nor (IPv4) its broadcast address.
+fn check_inside_vpn(own: &Own, intro: &Introduction) -> Result<()> {
+    let network = own.address.network();
+    let ip = intro.address;
+    let edge = match network {
+        IpNet::V4(n) if n.prefix_len() < 31 => {
+            IpAddr::V4(n.network()) == ip || IpAddr::V4(n.broadcast()) == ip
+        }
+        IpNet::V6(n) if n.prefix_len() < 127 => IpAddr::V6(n.network()) == ip,
+        _ => false,
+    };
+    if !network.contains(&ip) || edge {
+        return Err(PlanError::IntroductionOutsideVpn {
+            peer: intro.name.to_string(),
+            ip,
+            network,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The outcome of planning an introduction.
@@ -197,6 +423,7 @@ pub fn introduce(mut doc: Document, own: &Own, intro: &Introduction) -> Result<I
         }
         .into());
     }
+    check_inside_vpn(own, intro)?;
     check_new_peer(
         &existing,
         own,
@@ -219,7 +446,7 @@ pub fn introduce(mut doc: Document, own: &Own, intro: &Introduction) -> Result<I
     doc.add_header_tag(
         &key,
         keys::TAG_SOURCE,
-        &format!("{INTRODUCED_BY} {}", intro.introducer),
+        &introduced_tag(&intro.introducer_name, &intro.introducer),
     );
     if let Some(endpoint) = &intro.endpoint {
         doc.set_peer(&key, keys::ENDPOINT, &endpoint.to_string());
@@ -276,7 +503,8 @@ mod tests {
             name: name.parse().unwrap(),
             address: ip.parse().unwrap(),
             endpoint: Some("192.0.2.3:51820".parse().unwrap()),
-            introducer: "enterprise".into(),
+            introducer: KEY_A.parse().unwrap(),
+            introducer_name: "enterprise".into(),
         }
     }
 
@@ -290,7 +518,7 @@ mod tests {
         let text = doc.render();
         assert!(
             text.ends_with(&format!(
-                "\n[Peer]\n# Name = voyager\n# Source = introduced by enterprise\nPublicKey = {KEY_B}\nEndpoint = 192.0.2.3:51820\nAllowedIPs = 10.15.0.3/32\nPersistentKeepalive = 25\n"
+                "\n[Peer]\n# Name = voyager\n# Source = introduced by enterprise ({KEY_A})\nPublicKey = {KEY_B}\nEndpoint = 192.0.2.3:51820\nAllowedIPs = 10.15.0.3/32\nPersistentKeepalive = 25\n"
             )),
             "{text}"
         );
@@ -329,14 +557,15 @@ mod tests {
             ),
             (intro(KEY_B, "voyager", "10.15.0.1"), "own address"),
             (intro(&own_key, "me", "10.15.0.7"), "own key"),
-            // A route to enterprise's endpoint, or to its own, would cut a tunnel.
+            // A route to enterprise's endpoint, or to its own, would cut a
+            // tunnel: outside the VPN, refused first.
             (
                 intro(KEY_B, "voyager", "192.0.2.2"),
-                "is the endpoint of peer \"enterprise\"",
+                "not a host of this VPN's network",
             ),
             (
                 intro(KEY_B, "voyager", "192.0.2.3"),
-                "is the endpoint of peer \"voyager\"",
+                "not a host of this VPN's network",
             ),
         ];
         for (request, expected) in cases {
@@ -402,8 +631,184 @@ mod tests {
             )
             .is_err()
         );
-        let (back, _) = untrust(&trusted, &"enterprise".parse().unwrap()).unwrap();
-        assert_eq!(back.render(), doc.render());
+        // The last trusted member gone: trust nobody, never everyone.
+        let (back, _, nobody) = untrust(&trusted, &"enterprise".parse().unwrap()).unwrap();
+        assert!(nobody);
+        assert_eq!(back.render(), base().render());
+        assert!(!Policy::of(&back).accepts(&KEY_A.parse().unwrap()));
+        assert!(!Policy::of(&back).accepts(&KEY_B.parse().unwrap()));
         assert!(untrust(&back, &"enterprise".parse().unwrap()).is_err());
+    }
+
+    /// A `# Trust` line that cannot be read closes the policy: nobody is
+    /// trusted (not even the readable lines' members), and it is named.
+    #[test]
+    fn an_unreadable_trust_line_trusts_nobody() {
+        let short = &KEY_B[..KEY_B.len() - 2];
+        for bad in [short, "enterprise"] {
+            let doc = Document::parse(&format!(
+                "[Interface]\n# AcceptIntroductions = true\n# Trust = {KEY_A} enterprise\n# Trust = {bad}\nAddress = 10.15.0.1/24\n"
+            ))
+            .unwrap();
+            let policy = Policy::of(&doc);
+            assert_eq!(policy.unreadable, vec![bad.to_string()]);
+            assert!(!policy.accepts(&KEY_A.parse().unwrap()));
+            assert!(!policy.accepts(&KEY_B.parse().unwrap()));
+            assert!(!policy.enabled());
+            let problems = policy.problems();
+            assert_eq!(problems.len(), 1);
+            assert!(
+                problems[0].contains(&format!("`# Trust = {bad}`")),
+                "{problems:?}"
+            );
+        }
+    }
+
+    /// (policy, signer, signer is a peer, kind, subject, standing, outcome)
+    type Row<'a> = (
+        &'a Policy,
+        PublicKey,
+        bool,
+        Kind,
+        PublicKey,
+        Standing,
+        Result<(), Refusal>,
+    );
+
+    /// The authority rule, whole: who may introduce and remove what.
+    #[test]
+    fn who_may_do_what() {
+        let (a, b, c, me) = (
+            KEY_A.parse::<PublicKey>().unwrap(),
+            KEY_B.parse::<PublicKey>().unwrap(),
+            KEY_C.parse::<PublicKey>().unwrap(),
+            own().public_key,
+        );
+        let accept_all = Policy {
+            accept: true,
+            ..Policy::default()
+        };
+        let trust_a = Policy {
+            trusted: vec![(a, None)],
+            ..Policy::default()
+        };
+        let manual = Policy::default();
+        let broken = Policy {
+            accept: true,
+            trusted: vec![(a, None)],
+            unreadable: vec!["x".into()],
+        };
+        use Kind::{Introduction as I, Removal as R};
+        use Refusal::*;
+        let by = |k| Standing::Introduced { by: Some(k) };
+        // (policy, signer, signer is a peer, kind, subject, standing, outcome)
+        let table: Vec<Row> = vec![
+            // Introductions: a trusted peer only.
+            (&accept_all, a, true, I, c, Standing::Absent, Ok(())),
+            (&accept_all, a, false, I, c, Standing::Absent, Err(NotAPeer)),
+            (&trust_a, a, true, I, c, Standing::Absent, Ok(())),
+            (&trust_a, b, true, I, c, Standing::Absent, Err(NotTrusted)),
+            (&manual, a, true, I, c, Standing::Absent, Err(NotTrusted)),
+            (&broken, a, true, I, c, Standing::Absent, Err(NotTrusted)),
+            (&accept_all, a, true, I, me, Standing::Own, Err(OwnKey)),
+            // Removals: the introducer here, or the peer itself.
+            (&accept_all, a, true, R, c, by(a), Ok(())),
+            (&accept_all, b, true, R, c, by(a), Err(NotIntroducer)),
+            (
+                &accept_all,
+                b,
+                true,
+                R,
+                c,
+                Standing::Introduced { by: None },
+                Err(NotIntroducer),
+            ),
+            (&trust_a, a, true, R, c, by(a), Ok(())),
+            (&manual, a, true, R, c, by(a), Err(NotTrusted)),
+            (&manual, c, true, R, c, by(a), Ok(())),
+            (&accept_all, a, false, R, c, by(a), Err(NotAPeer)),
+            (&accept_all, a, true, R, c, Standing::Absent, Ok(())),
+            (&trust_a, b, true, R, c, Standing::Absent, Err(NotTrusted)),
+            (
+                &accept_all,
+                a,
+                true,
+                R,
+                c,
+                Standing::Admins,
+                Err(AdminsPeer),
+            ),
+            (
+                &accept_all,
+                c,
+                true,
+                R,
+                c,
+                Standing::Admins,
+                Err(AdminsPeer),
+            ),
+            (&accept_all, a, true, R, me, Standing::Own, Err(OwnKey)),
+        ];
+        for (i, (policy, signer, is_peer, kind, subject, standing, expected)) in
+            table.into_iter().enumerate()
+        {
+            assert_eq!(
+                authority(policy, &signer, is_peer, kind, &subject, &standing),
+                expected,
+                "row {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_introducer_is_read_from_the_tag() {
+        let Introduced::Add(doc, _) =
+            introduce(base(), &own(), &intro(KEY_B, "voyager", "10.15.0.3")).unwrap()
+        else {
+            panic!("expected a new peer");
+        };
+        let a: PublicKey = KEY_A.parse().unwrap();
+        let b: PublicKey = KEY_B.parse().unwrap();
+        assert_eq!(
+            standing(&doc, &own().public_key, &b),
+            Standing::Introduced { by: Some(a) }
+        );
+        assert_eq!(standing(&doc, &own().public_key, &a), Standing::Admins);
+        assert_eq!(
+            standing(&doc, &own().public_key, &own().public_key),
+            Standing::Own
+        );
+        assert_eq!(
+            standing(&doc, &own().public_key, &KEY_C.parse().unwrap()),
+            Standing::Absent
+        );
+        // A tag of the first format names the introducer by name.
+        let old = Document::parse(&doc.render().replace(&format!(" ({KEY_A})"), "")).unwrap();
+        assert_eq!(
+            standing(&old, &own().public_key, &b),
+            Standing::Introduced { by: Some(a) }
+        );
+    }
+
+    /// An introduced address is one host inside this node's VPN network.
+    #[test]
+    fn an_introduced_address_stays_inside_the_vpn() {
+        for ip in [
+            "1.1.1.1",
+            "192.0.2.50",
+            "10.15.1.3",
+            "10.15.0.0",
+            "10.15.0.255",
+            "2606:4700:4700::1111",
+        ] {
+            let err = introduce(base(), &own(), &intro(KEY_B, "voyager", ip)).unwrap_err();
+            assert_eq!(err.code(), 3, "{err}");
+            assert!(
+                err.to_string()
+                    .contains("not a host of this VPN's network 10.15.0.0/24"),
+                "{ip}: {err}"
+            );
+        }
+        assert!(introduce(base(), &own(), &intro(KEY_B, "voyager", "10.15.0.254")).is_ok());
     }
 }

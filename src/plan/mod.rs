@@ -342,6 +342,11 @@ pub fn add_peer(
     };
     new_doc.set_name(&key, req.name.as_str());
     new_doc.set_peer(&key, keys::ENDPOINT, &req.endpoint.to_string());
+    // The admin's word wins: a line pasted by hand makes an introduced
+    // peer the admin's, out of reach of any member's removal.
+    new_doc.remove_tags(&key, keys::TAG_SOURCE, |v| {
+        v.starts_with(membership::INTRODUCED_BY)
+    });
     if let Some(secs) = req
         .keepalive
         .or(before.is_none().then(|| req.keepalive_or_default()))

@@ -236,29 +236,35 @@ fn install_with_agent_needs_systemd_and_installs_nothing_without_it() {
     assert!(!node.dir().exists(), "nothing may be installed: {out}");
 }
 
+/// `uninstall` (with `--keep-keys` too) stops a running agent first, by
+/// the PID its state names, and waits until it let go of its lock: the
+/// agent never sees its peers vanish (it would announce their removal to
+/// the mesh), and its lock is never deleted while held.
 #[test]
-fn uninstall_stops_the_agent_and_removes_its_files() {
+fn uninstall_stops_a_running_agent_first() {
     let node = Node::installed();
+    node.wgp2p().args(crate::ADD_ALICE).succeeds();
     let agent = Agent::start(&node, &[]);
     wait_for("the agent's first pass", || {
         node.path("wg0.agent.json").exists()
     });
-    node.wgp2p().args(["uninstall"]).succeeds();
-    // The agent sees the interface gone at its next pass and stops by itself.
+    let pid = agent.pid();
+    let out = node.wgp2p().args(["uninstall", "--keep-keys"]).succeeds();
+    out.stdout_has(&format!("stopped the agent of wg0 (pid {pid})"));
+    // It had stopped before uninstall went on.
     let mut agent = agent;
-    wait_for("the agent to stop", || {
+    assert!(
         agent
             .child
             .try_wait()
             .expect("wait for the agent")
-            .is_some()
-    });
+            .is_some(),
+        "the agent still runs"
+    );
     let (code, _, stderr) = agent.stop_exited();
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        stderr.contains("wg0 is no longer installed") && stderr.contains(": stopping"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("stopping on SIGTERM"), "{stderr}");
+    assert!(!stderr.contains("announcing the removal"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(node.dir())
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
@@ -266,6 +272,26 @@ fn uninstall_stops_the_agent_and_removes_its_files() {
         left.iter().all(|n| !n.to_string_lossy().contains("agent")),
         "{left:?}"
     );
+}
+
+/// `import-key` with a running agent: refused, naming it; nothing changes.
+#[test]
+fn import_key_refuses_while_an_agent_runs() {
+    let node = Node::installed();
+    let agent = Agent::start(&node, &[]);
+    wait_for("the agent's first pass", || {
+        node.path("wg0.agent.json").exists()
+    });
+    let before = node.snapshot();
+    let out = node
+        .wgp2p()
+        .args(["import-key", "-"])
+        .stdin(&format!("{}\n", crate::ALICE_PRIVATE))
+        .fails();
+    assert_eq!(out.code, Some(3), "{out}");
+    out.stderr_has(&format!("an agent runs for wg0 (pid {})", agent.pid()));
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    assert_eq!(node.snapshot().diff(&before), "");
 }
 
 impl Agent {

@@ -90,3 +90,91 @@ fn bad_trust_requests_change_nothing() {
         assert_eq!(node.snapshot().diff(&before), "", "{args:?}");
     }
 }
+
+/// A `# Trust` line that cannot be read trusts nobody, and `trust` and
+/// `doctor` name it with the line to fix (issue: fail-open policy).
+#[test]
+fn an_unreadable_trust_line_is_named_and_trusts_nobody() {
+    let node = Node::installed();
+    node.wgp2p().args(ADD_ALICE).succeeds();
+    node.wgp2p().args(["trust", "alice"]).succeeds();
+    let short = &ALICE_KEY[..ALICE_KEY.len() - 2];
+    for bad in [short, "alice"] {
+        let conf = node
+            .conf()
+            .replace("# Trust = ", &format!("# Trust = {bad}\n# Trust = "));
+        node.write("wg0.conf", &conf);
+        let out = node.wgp2p().args(["trust"]).succeeds();
+        out.stdout_has("refused from every member")
+            .stdout_has(&format!(
+                "problem: the line `# Trust = {bad}` of [Interface] cannot be read"
+            ));
+        let json = node.wgp2p().args(["--json", "trust"]).succeeds();
+        let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        assert_eq!(value["unreadable"][0], bad, "{value}");
+        let doctor = node.wgp2p().args(["doctor"]).output();
+        assert!(
+            doctor.stdout.contains(&format!(
+                "the line `# Trust = {bad}` of [Interface] cannot be read"
+            )),
+            "{doctor}"
+        );
+        let conf = node.conf().replace(&format!("# Trust = {bad}\n"), "");
+        node.write("wg0.conf", &conf);
+    }
+}
+
+/// `untrust` of the last trusted member leaves "trust nobody", never
+/// "trust every member", and says so.
+#[test]
+fn untrusting_the_last_member_trusts_nobody() {
+    let node = Node::installed();
+    node.wgp2p()
+        .args([
+            "install",
+            "10.15.0.1/24",
+            "--endpoint",
+            "203.0.113.1",
+            "--accept-introductions",
+        ])
+        .succeeds();
+    node.wgp2p().args(ADD_ALICE).succeeds();
+    node.wgp2p().args(["trust", "alice"]).succeeds();
+    node.wgp2p()
+        .args(["untrust", "alice"])
+        .succeeds()
+        .stdout_has("this node now trusts nobody")
+        .stdout_has("not accepted (manual)");
+    assert!(
+        !node.conf().contains("AcceptIntroductions"),
+        "{}",
+        node.conf()
+    );
+    node.wgp2p()
+        .args(["trust"])
+        .succeeds()
+        .stdout_has("not accepted (manual)");
+}
+
+/// Re-pasting an introduced peer's line by hand makes it the admin's, and
+/// says so (issue: it answered "nothing changed" and stayed removable).
+#[test]
+fn a_repasted_introduced_peer_becomes_the_admins() {
+    let node = Node::installed();
+    node.wgp2p().args(ADD_ALICE).succeeds();
+    let conf = node.conf().replace(
+        "# Name = alice\n",
+        &format!("# Name = alice\n# Source = introduced by bob ({BOB_KEY})\n"),
+    );
+    node.write("wg0.conf", &conf);
+    node.wgp2p()
+        .args(ADD_ALICE)
+        .succeeds()
+        .stdout_has("peer alice was introduced by bob")
+        .stdout_has("it is now yours");
+    assert!(!node.conf().contains("introduced by"), "{}", node.conf());
+    node.wgp2p()
+        .args(ADD_ALICE)
+        .succeeds()
+        .stdout_has("nothing changed");
+}

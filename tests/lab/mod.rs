@@ -43,6 +43,7 @@
 //! are its interface while dead private code still warns. A test binary
 //! starts with `use wgp2p_lab as lab;`.
 
+pub mod attacker;
 mod cleanup;
 mod container;
 mod host;
@@ -258,6 +259,38 @@ impl Lab {
         in_ns(ns, "ip link set eth0 up");
         in_ns(ns, &format!("ip route add default via {gateway}"));
         host_ip
+    }
+
+    /// A host that is no member: it sits on a LAN `10.88.K.0/24` (it is
+    /// .10) that `gateway` routes (the gateway is .1 there, forwarding on),
+    /// as a laptop on a site's LAN behind a site-to-site member. Its
+    /// default route goes through the gateway, so once the gateway's peers
+    /// route `10.88.K.0/24` to it (`add-peer … --allowed-ips`), its packets
+    /// reach them through the gateway's tunnel. Returns the host and the
+    /// LAN's network.
+    pub fn host_behind(&self, name: &str, gateway: &Host) -> (Host, String) {
+        let k = self.next_router();
+        let octet = self.next_public_octet();
+        let ns = format!("{}h{octet}", self.prefix);
+        self.add_namespace(&ns);
+        let (gw_ip, host_ip) = (Ipv4Addr::new(10, 88, k, 1), Ipv4Addr::new(10, 88, k, 10));
+        let gw = gateway.netns();
+        in_ns(
+            gw,
+            &format!("ip link add lan{k} type veth peer name eth0 netns {ns}"),
+        );
+        in_ns(gw, &format!("ip addr add {gw_ip}/24 dev lan{k}"));
+        in_ns(gw, &format!("ip link set lan{k} up"));
+        in_ns(gw, "sysctl -qw net.ipv4.ip_forward=1");
+        in_ns(&ns, &format!("ip addr add {host_ip}/24 dev eth0"));
+        in_ns(&ns, "ip link set eth0 up");
+        in_ns(&ns, &format!("ip route add default via {gw_ip}"));
+        let holder = self.start_holder(&ns, name);
+        let host_ip = IpAddr::V4(host_ip);
+        (
+            Host::new(name, &ns, holder, host_ip, host_ip, None),
+            format!("10.88.{k}.0/24"),
+        )
     }
 
     /// Creates a namespace with `lo` up and IPv6 DAD off (so v6 addresses,
