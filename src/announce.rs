@@ -45,7 +45,7 @@ pub fn host_name() -> PeerName {
 pub fn given_endpoint(ctx: &Context, node: &Node) -> Result<Option<EndpointSpec>> {
     match (&node.endpoint, &ctx.env.endpoint) {
         (Some(saved), _) => Ok(Some(saved.clone())),
-        (None, Some(text)) => text.parse().map(Some),
+        (None, Some(text)) => Ok(Some(text.parse()?)),
         (None, None) => Ok(None),
     }
 }

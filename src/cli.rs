@@ -11,7 +11,7 @@ use crate::types::{
     VpnAddress,
 };
 
-fn port(s: &str) -> Result<u16, crate::error::Error> {
+fn port(s: &str) -> Result<u16, crate::types::Error> {
     crate::types::parse_port(s)
 }
 

@@ -33,9 +33,9 @@ use ipnet::IpNet;
 
 use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, listen_port};
-use crate::output::human_duration;
 use crate::types::{Endpoint, PrivateKey, PublicKey, WrittenEndpoint};
 use crate::wg::{Delta, LiveDevice, LivePeer, PresharedKey};
+use crate::words::human_duration;
 
 /// WireGuard's `REJECT_AFTER_TIME`: a session older than this is dead, so a
 /// peer without a handshake within it is stale.

@@ -11,16 +11,20 @@ mod device;
 mod discover;
 mod error;
 mod health;
+mod host;
 mod membership;
 mod output;
 mod plan;
 mod roster;
 mod routing;
 mod service;
+mod status;
 mod store;
+mod sys;
 mod system;
 mod types;
 mod wg;
+mod words;
 
 use std::process::ExitCode;
 

@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::Serialize;
-
 use crate::error::{Error, Result};
+use crate::status::{AgentView, Health, PeerStatus, StatusReport};
+use crate::words::{human_bytes, human_duration};
 
 /// Set once a write to stdout met a closed pipe (EPIPE). It mirrors the
 /// state of file descriptor 1, which is process-wide by nature.
@@ -65,11 +65,6 @@ pub fn stdout_failed() -> bool {
     STDOUT_FAILED.load(Ordering::Relaxed)
 }
 
-/// `n` and the noun in its number: "1 change", "2 changes".
-pub fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// `println!` through the pipe-safe [`Stdout`] writer.
 #[macro_export]
 macro_rules! outln {
@@ -89,108 +84,9 @@ macro_rules! out {
     };
 }
 
-/// A peer's health mark. JSON: `ok`, `stale`, `drift`, `down`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    /// Handshake within `health::STALE_AFTER_SECS`.
-    Ok,
-    /// No handshake, or the last one older than `health::STALE_AFTER_SECS`.
-    Stale,
-    /// The live peer differs from the config: missing live, live only,
-    /// other settings, or a relayed peer with a direct tunnel (`health`).
-    Drift,
-    /// The interface is down (config only).
-    Down,
-}
-
-impl Health {
-    fn word(self) -> &'static str {
-        match self {
-            Health::Ok => "ok",
-            Health::Stale => "STALE",
-            Health::Drift => "DRIFT",
-            Health::Down => "down",
-        }
-    }
-}
-
-/// `status --json`: field names are stable and documented in docs/json.md.
-#[derive(Debug, Serialize)]
-pub struct StatusReport {
-    pub interface: String,
-    /// `up` or `down`.
-    pub state: &'static str,
-    /// `kernel` or `userspace` when up.
-    pub backend: Option<&'static str>,
-    pub address: Option<String>,
-    pub public_key: Option<String>,
-    pub listen_port: Option<u16>,
-    /// Drift of the interface's own settings (private key, listen port),
-    /// each with the command that repairs it.
-    pub notes: Vec<String>,
-    pub peers: Vec<PeerStatus>,
-    /// Whether `wgp2p agent` runs, and the endpoints it set live.
-    pub agent: crate::agent::state::AgentView,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PeerStatus {
-    pub name: Option<String>,
-    pub public_key: String,
-    pub endpoint: Option<String>,
-    pub allowed_ips: Vec<String>,
-    pub latest_handshake_secs_ago: Option<u64>,
-    pub rx_bytes: Option<u64>,
-    pub tx_bytes: Option<u64>,
-    pub keepalive: Option<u16>,
-    /// Whether the config gives the peer a (non-zero) PresharedKey.
-    pub preshared_key: bool,
-    pub in_config: bool,
-    pub live: bool,
-    pub health: Health,
-    pub note: Option<String>,
-    /// The relay peer this one is reached through, when relayed.
-    pub via: Option<String>,
-    /// For a stale direct peer: healthy direct peers that could relay it.
-    pub relay_candidates: Vec<String>,
-    /// `agent --auto-relay`'s state for the peer (`relayed`, `stale`,
-    /// `pinned`, as in `agent.auto_relay.peers`); `None` when it has none.
-    pub auto_relay: Option<&'static str>,
-}
-
 /// Colour only on a terminal, and never with `NO_COLOR` set.
 pub fn use_colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-}
-
-/// `16s`, `3m 5s`, `2h 4m`, `3d 1h`.
-pub fn human_duration(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
-        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
-    }
-}
-
-/// `512 B`, `1.5 KiB`, `3.2 MiB`, …
-#[allow(
-    clippy::cast_precision_loss,
-    reason = "shown with one decimal: the lost bits are far below it"
-)]
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn handshake_text(peer: &PeerStatus) -> String {
@@ -370,7 +266,7 @@ pub fn status_table(report: &StatusReport, colour: bool) -> String {
 }
 
 /// `running (pid 7), last pass 3s ago, a pass every 30 s` or `not running`.
-fn agent_text(agent: &crate::agent::state::AgentView) -> String {
+fn agent_text(agent: &AgentView) -> String {
     if !agent.running {
         return "not running".into();
     }
@@ -418,13 +314,13 @@ fn agent_text(agent: &crate::agent::state::AgentView) -> String {
         let refused: Vec<String> = book
             .records
             .iter()
-            .filter(|(what, _)| crate::agent::membership::is_refusal(what))
+            .filter(|(what, _)| crate::status::is_refusal(what))
             .map(|(what, n)| format!("{n} {what}"))
             .collect();
         let total: u64 = book
             .records
             .iter()
-            .filter(|(what, _)| crate::agent::membership::is_refusal(what))
+            .filter(|(what, _)| crate::status::is_refusal(what))
             .map(|(_, n)| n)
             .sum();
         if total > 0 {
@@ -457,6 +353,7 @@ pub fn qr_code(text: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::words::count;
 
     #[test]
     fn counts_say_one_or_many() {
@@ -500,7 +397,7 @@ mod tests {
     }
 
     /// The report of an up userspace wg0 with these peers and agent.
-    fn report(peers: Vec<PeerStatus>, agent: crate::agent::state::AgentView) -> StatusReport {
+    fn report(peers: Vec<PeerStatus>, agent: AgentView) -> StatusReport {
         StatusReport {
             interface: "wg0".into(),
             state: "up",
@@ -525,7 +422,7 @@ mod tests {
                 note: Some("stale: why".into()),
                 ..ok_peer("enterprise", "192.0.2.2:51820", &["10.15.0.2/32"])
             }],
-            crate::agent::state::AgentView::default(),
+            AgentView::default(),
         );
         report.address = Some("10.15.0.1/24".into());
         report.listen_port = Some(51820);
@@ -543,7 +440,7 @@ mod tests {
 
     #[test]
     fn the_agent_shows_its_socket_drops_and_introduced_endpoints() {
-        use crate::agent::state::{AgentHeardView, AgentView, LearnedEndpoint, LinkStatus};
+        use crate::status::{AgentHeardView, LearnedEndpoint, LinkStatus};
         let agent = AgentView {
             running: true,
             pid: Some(7),
@@ -556,7 +453,7 @@ mod tests {
                 source: "peer pegasus".into(),
                 from: Some("P".into()),
                 configured: "203.0.113.250:51820".into(),
-                reason: crate::agent::endpoints::Reason::Stale,
+                reason: crate::status::Reason::Stale,
                 secs_ago: 12,
             }],
             agents_heard: vec![AgentHeardView {
@@ -571,7 +468,7 @@ mod tests {
                 dropped: [("malformed".to_string(), 2)].into_iter().collect(),
             },
             auto_relay: None,
-            membership: Some(crate::agent::membership::MembershipView {
+            membership: Some(crate::status::MembershipView {
                 members: 11,
                 removals: 1,
                 records: [("new".to_string(), 30), ("bad_signature".to_string(), 1)]
@@ -597,7 +494,7 @@ mod tests {
 
     #[test]
     fn the_agent_shows_the_auto_relay_per_peer() {
-        use crate::agent::relay::{PeerView, View};
+        use crate::status::{RelayPeerView as PeerView, RelayView as View};
         let peer = |name: &str, state, via: Option<&str>, secs| PeerView {
             peer: Some(name.into()),
             public_key: name.to_uppercase(),
@@ -606,7 +503,7 @@ mod tests {
             via_name: via.map(Into::into),
             secs,
         };
-        let mut agent = crate::agent::state::AgentView {
+        let mut agent = AgentView {
             running: true,
             auto_relay: Some(View {
                 after_secs: 120,

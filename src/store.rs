@@ -583,6 +583,34 @@ fn replace_at(dir: BorrowedFd, dir_path: &Path, name: &str, contents: &[u8]) -> 
     sync_fd(dir, dir_path)
 }
 
+/// The temp file through which [`replace_unlocked`] replaces the file
+/// `name` (for `uninstall`, which removes one a killed writer left).
+pub fn unlocked_temp_name(name: &str) -> String {
+    format!(".{name}.tmp")
+}
+
+/// Replace the file at `path` with `contents` without the config lock, by
+/// its one writer (the agent's state and book): a 0600 temp file
+/// [`unlocked_temp_name`] beside it (never through a link), then a rename,
+/// so a reader sees the old file or the new one. Not fsynced: what it
+/// holds is rebuilt if a crash loses it.
+pub fn replace_unlocked(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = path.with_file_name(unlocked_temp_name(&name));
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .map_err(|e| Error::io("create", &temp, e))?;
+    file.write_all(contents)
+        .map_err(|e| Error::io("write", &temp, e))?;
+    fs::rename(&temp, path).map_err(|e| Error::io("replace", path, e))
+}
+
 /// Replace `dir/name` atomically, `name` being a top-level entry or one
 /// under `provisioned-peers/`; a symlinked `*.conf` is replaced at its
 /// target (see the module doc), any other link is refused.

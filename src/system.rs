@@ -43,61 +43,6 @@ fn lists_wireguard(index: &str) -> bool {
     })
 }
 
-/// The port of a UDP service name (`domain`) as wg(8) finds it: its
-/// ports go to getaddrinfo(3) as a service, which looks names up in the
-/// services database (/etc/services). `None` for a name it does not know.
-/// Digits never reach here (`types::is_wg_port` reads them).
-pub fn udp_service_port(name: &str) -> Option<u16> {
-    let service = std::ffi::CString::new(name).ok()?;
-    if name.is_empty() {
-        return None;
-    }
-    // SAFETY: an all-zero addrinfo is a valid "no hints" value; the fields
-    // set below are plain integers.
-    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
-    hints.ai_family = libc::AF_UNSPEC;
-    hints.ai_socktype = libc::SOCK_DGRAM;
-    hints.ai_protocol = libc::IPPROTO_UDP;
-    hints.ai_flags = libc::AI_PASSIVE;
-    let mut found: *mut libc::addrinfo = std::ptr::null_mut();
-    // SAFETY: `service` is NUL-terminated and outlives the call, `hints`
-    // is initialised, `found` receives a list freed below. getaddrinfo is
-    // thread-safe (unlike getservbyname).
-    let rc = unsafe {
-        libc::getaddrinfo(
-            std::ptr::null(),
-            service.as_ptr(),
-            &raw const hints,
-            &raw mut found,
-        )
-    };
-    if rc != 0 || found.is_null() {
-        return None;
-    }
-    // SAFETY: on success `found` points to at least one entry whose
-    // ai_addr holds ai_addrlen bytes of the family it names; read_unaligned
-    // makes no alignment assumption; the list is freed once, after use.
-    let port = unsafe {
-        let entry = &*found;
-        let port = match entry.ai_family {
-            libc::AF_INET
-                if entry.ai_addrlen as usize >= std::mem::size_of::<libc::sockaddr_in>() =>
-            {
-                Some(std::ptr::read_unaligned(entry.ai_addr.cast::<libc::sockaddr_in>()).sin_port)
-            }
-            libc::AF_INET6
-                if entry.ai_addrlen as usize >= std::mem::size_of::<libc::sockaddr_in6>() =>
-            {
-                Some(std::ptr::read_unaligned(entry.ai_addr.cast::<libc::sockaddr_in6>()).sin6_port)
-            }
-            _ => None,
-        };
-        libc::freeaddrinfo(found);
-        port
-    };
-    port.map(u16::from_be)
-}
-
 /// Run a system command; on failure the error quotes its last stderr line.
 /// Output goes to a temp file, not a pipe: wg-quick may leave wireguard-go
 /// running with inherited descriptors, and a pipe would never close.
@@ -142,19 +87,6 @@ fn last_line(log: &mut File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Read through the services database as wg(8) does; netbase's
-    /// /etc/services (on every machine this project is built on) has
-    /// `domain` as 53/udp.
-    #[test]
-    fn service_names_are_ports_as_wg_reads_them() {
-        if std::fs::read_to_string("/etc/services").is_ok_and(|s| s.contains("53/udp")) {
-            assert_eq!(udp_service_port("domain"), Some(53));
-        }
-        assert_eq!(udp_service_port("no-such-service-here"), None);
-        assert_eq!(udp_service_port(""), None);
-        assert_eq!(udp_service_port("a\0b"), None);
-    }
 
     #[test]
     fn finds_wireguard_in_a_module_index() {

@@ -11,7 +11,18 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ipnet::IpNet;
 use zeroize::Zeroize;
 
-use crate::error::Error;
+/// Why a value is not one of these types (`Invalid`), or why an endpoint
+/// does not resolve (`System`): one line that names the value and what is
+/// expected. Types have their own error so they import nothing of wgp2p;
+/// it becomes `crate::error::Error` (the same variant) where it meets the
+/// rest.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    System(String),
+}
 
 /// Quote a user value for an error message, showing control characters
 /// escaped so that the message always stays on one line.
@@ -520,7 +531,7 @@ impl fmt::Display for Endpoint {
 pub(crate) fn is_wg_port(value: &str) -> bool {
     !value.is_empty()
         && (value.bytes().all(|b| b.is_ascii_digit())
-            || crate::system::udp_service_port(value).is_some())
+            || crate::sys::udp_service_port(value).is_some())
 }
 
 /// Whether wg(8) reads `value` as an endpoint: `[IPv6]:PORT`, or
@@ -581,7 +592,7 @@ impl WrittenEndpoint {
         if port.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let number = crate::system::udp_service_port(port)?;
+        let number = crate::sys::udp_service_port(port)?;
         format!("{host}:{number}").parse().ok()
     }
 }
@@ -1032,7 +1043,8 @@ mod tests {
     #[test]
     fn an_endpoint_that_does_not_resolve_is_a_system_failure() {
         let endpoint: Endpoint = "no-such-host.invalid:51820".parse().unwrap();
-        assert_eq!(endpoint.resolve().unwrap_err().code(), 1);
+        let err = crate::error::Error::from(endpoint.resolve().unwrap_err());
+        assert_eq!(err.code(), 1);
     }
 }
 

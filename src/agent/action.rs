@@ -2,12 +2,11 @@
 //! [`Action`]s and the executor (`execute`) carries them out, in one place.
 //! Nothing here does anything.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use super::endpoints::Refresh;
-use super::hints::Offer;
 use super::protocol::Message;
 use crate::plan::membership::Introduction;
+use crate::status::Reason;
 use crate::types::PublicKey;
 
 /// One thing to do.
@@ -90,4 +89,25 @@ impl Outcome {
     pub fn done(detail: &'static str) -> Outcome {
         Outcome::Done { detail, name: None }
     }
+}
+
+/// One endpoint change to make live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refresh {
+    pub public_key: PublicKey,
+    /// The configured endpoint the address was resolved from.
+    pub configured: String,
+    pub address: SocketAddr,
+    pub previous: Option<SocketAddr>,
+    pub reason: Reason,
+}
+
+/// An endpoint reported for a stale peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub endpoint: SocketAddr,
+    /// Seconds since the reporter's latest handshake with the peer.
+    pub handshake_secs: Option<u64>,
+    /// Who reported it; `None`: the config's own endpoint.
+    pub from: Option<PublicKey>,
 }

@@ -16,9 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::action::{Action, Live};
+use super::action::{Action, Live, Refresh};
 use super::snapshot::Snapshot;
 use crate::config::node::PeerEntry;
+pub use crate::status::Reason;
 use crate::types::{Endpoint, Host, PublicKey, WrittenEndpoint};
 use crate::wg::Delta;
 
@@ -39,37 +40,6 @@ pub struct Observation {
     pub live_endpoint: Option<SocketAddr>,
     /// Age of the latest handshake, `None` when there was none.
     pub handshake_age: Option<Duration>,
-}
-
-/// Why the agent moved a live endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    /// No handshake for longer than [`STALE_AFTER`] (or never).
-    Stale,
-    /// The name resolves elsewhere than at the last pass, and the live
-    /// endpoint was that last resolution.
-    NameMoved,
-}
-
-impl Reason {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Reason::Stale => "stale (no handshake for 135 s)",
-            Reason::NameMoved => "the name moved",
-        }
-    }
-}
-
-/// One endpoint change to make live.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refresh {
-    pub public_key: PublicKey,
-    /// The configured endpoint the address was resolved from.
-    pub configured: String,
-    pub address: SocketAddr,
-    pub previous: Option<SocketAddr>,
-    pub reason: Reason,
 }
 
 /// The configured DNS endpoint of a peer, when it has one.

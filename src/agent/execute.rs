@@ -21,8 +21,9 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use super::action::{Action, Commit, Live, Outcome};
+use super::log::Log;
 use super::snapshot::{RESOLVE_DEADLINE, Snapshot, resolve_all};
-use super::{Event, Log, endpoints, hints, link, protocol, relay, roam, state};
+use super::{endpoints, hints, link, protocol, relay, roam};
 use crate::commit::commit;
 use crate::context::Context;
 use crate::device::Device;
@@ -30,6 +31,15 @@ use crate::error::{Error, Result};
 use crate::plan::membership::{Introduced, introduce, remove_introduced};
 use crate::types::{Endpoint, Host, PublicKey};
 use crate::wg::Delta;
+
+/// What the agent's loop waits for between passes.
+#[derive(Debug)]
+pub enum Event {
+    /// SIGTERM or SIGINT: stop.
+    Signal(i32),
+    /// A message from a peer's agent (authenticated, rate-limited, decoded).
+    Message(link::Incoming),
+}
 
 /// The longest the agent waits for the config lock (a command holding it
 /// longer makes the change wait for the next pass).
@@ -56,13 +66,13 @@ impl Wire {
     }
 
     /// The socket's status for the state file.
-    pub fn status(&self) -> state::LinkStatus {
+    pub fn status(&self) -> crate::status::LinkStatus {
         let dropped = protocol::DropReason::ALL
             .iter()
             .map(|r| (r.name().to_string(), self.counters.dropped(*r)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        state::LinkStatus {
+        crate::status::LinkStatus {
             listening: self.link.as_ref().map(|l| l.local),
             accepted: self.counters.accepted(),
             dropped,
@@ -388,20 +398,20 @@ pub fn commit_one(
     };
     match change {
         Commit::Relay { peer, via, from } => {
-            let own = crate::commands::host::own(ctx, &node)?;
+            let own = crate::host::own(ctx, &node)?;
             let pins = crate::config::pins::read(&node.paths);
             let (doc, deltas) =
                 relay::plan_relay(node.require_conf()?, &own, &pins, *peer, *via, *from)?;
             done(&node, &doc, deltas).map(Outcome::done)
         }
         Commit::Direct { peer, via } => {
-            let own = crate::commands::host::own(ctx, &node)?;
+            let own = crate::host::own(ctx, &node)?;
             let pins = crate::config::pins::read(&node.paths);
             let (doc, deltas) = relay::plan_direct(node.require_conf()?, &own, &pins, *peer, *via)?;
             done(&node, &doc, deltas).map(Outcome::done)
         }
         Commit::Introduce { introduction, .. } => {
-            let own = crate::commands::host::own(ctx, &node)?;
+            let own = crate::host::own(ctx, &node)?;
             let doc = node.take_conf()?;
             match introduce(doc, &own, introduction)? {
                 Introduced::Known => Ok(Outcome::done("already there")),

@@ -15,8 +15,16 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::snapshot::Snapshot;
-use super::state::Heard;
 use crate::types::PublicKey;
+
+/// What this agent heard from a peer's agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Heard {
+    /// Unix seconds of its latest `hello`.
+    pub at: u64,
+    /// Whether it said it relays (`relay-enable`).
+    pub relay: bool,
+}
 
 /// A peer whose agent is not heard gets a `hello` at most this often.
 pub const DISCOVER_EVERY: Duration = Duration::from_secs(300);

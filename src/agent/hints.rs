@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::action;
+use super::action::{self, Offer};
 use super::endpoints::STALE_AFTER;
 use super::snapshot::Snapshot;
 use crate::types::PublicKey;
@@ -79,16 +79,6 @@ impl PeerView {
     fn stale(&self, now: SystemTime) -> bool {
         self.handshake_age(now).is_none_or(|age| age > STALE_AFTER)
     }
-}
-
-/// An endpoint reported for a stale peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Offer {
-    pub endpoint: SocketAddr,
-    /// Seconds since the reporter's latest handshake with the peer.
-    pub handshake_secs: Option<u64>,
-    /// Who reported it; `None`: the config's own endpoint.
-    pub from: Option<PublicKey>,
 }
 
 /// An endpoint kept because it completed a handshake.

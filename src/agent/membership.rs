@@ -27,8 +27,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::Log;
 use super::action::{Action, Commit, Outcome};
+use super::log::Log;
 use super::snapshot::Snapshot;
 use crate::config::document::Document;
 use crate::config::node::{Paths, peers};
@@ -39,6 +39,8 @@ use crate::plan::Own;
 use crate::plan::membership::{
     Introduced, Introduction, Kind, Policy, Refusal, Standing, authority, introduce, standing,
 };
+use crate::status::MembershipView;
+pub use crate::status::PeerCounts;
 use crate::types::PublicKey;
 
 /// The membership file's format version (2: records signed with the
@@ -86,22 +88,6 @@ fn path(paths: &Paths) -> PathBuf {
     paths.dir.join(file_name(&paths.iface))
 }
 
-/// What one direct peer brought: counted per peer, so one member's
-/// flood shows as its own (`status --json`: `agent.membership.peers`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerCounts {
-    /// `record` messages received from it.
-    pub records: u64,
-    /// New events of its accepted.
-    pub new: u64,
-    /// Its records refused (any reason).
-    pub refused: u64,
-    /// Its new events refused past its budget a minute.
-    pub flood: u64,
-    /// Subjects whose kept copy it signed (its share of the book).
-    pub kept: usize,
-}
-
 /// The content of `<iface>.membership.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Saved {
@@ -114,26 +100,6 @@ struct Saved {
     /// Per direct peer (its key): what it brought.
     #[serde(default)]
     peers: BTreeMap<String, PeerCounts>,
-}
-
-/// The book as `status` shows it (`status --json`: `agent.membership`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct MembershipView {
-    /// Members the book has an introduction of.
-    pub members: usize,
-    /// Keys the book has a removal of.
-    pub removals: usize,
-    /// Records taken in, by outcome (`new`, `duplicate`, `stale`,
-    /// `bad_signature`, `not_trusted`, …), since the book was made.
-    pub records: BTreeMap<String, u64>,
-    /// Per direct peer (its key): records, accepted, refused, flood, and
-    /// its share of the book.
-    pub peers: BTreeMap<String, PeerCounts>,
-}
-
-/// Whether a counter of [`MembershipView::records`] counts refusals.
-pub fn is_refusal(what: &str) -> bool {
-    !matches!(what, "new" | "duplicate")
 }
 
 /// What the agent's book holds, read without changing anything. A book
@@ -305,7 +271,10 @@ impl Membership {
                 })
                 .collect(),
         };
-        super::state::replace_json(&path(paths), "the membership book", &saved)
+        let text = serde_json::to_string_pretty(&saved).map_err(|e| {
+            crate::error::Error::System(format!("cannot write the membership book: {e}"))
+        })?;
+        crate::store::replace_unlocked(&path(paths), text.as_bytes())
     }
 
     /// What this node's `hello` to each peer carries: the digest of its

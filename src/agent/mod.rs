@@ -32,6 +32,7 @@ pub mod execute;
 pub mod greet;
 pub mod hints;
 pub mod link;
+pub mod log;
 pub mod membership;
 pub mod protocol;
 pub mod relay;
@@ -41,7 +42,6 @@ pub mod state;
 pub mod unit;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,6 +50,8 @@ use crate::error::{Error, Result};
 use crate::types::PublicKey;
 
 use action::{Action, Live, Outcome};
+use execute::Event;
+pub use log::Log;
 use snapshot::{Scope, Snapshot};
 use state::Knowledge;
 
@@ -62,55 +64,6 @@ pub fn parse_interval(s: &str) -> Result<Duration> {
             crate::types::quoted(s)
         ))),
     }
-}
-
-/// One line per action on stderr. Under systemd (`JOURNAL_STREAM` set) the
-/// journal stamps each line, so none is added; elsewhere each line starts
-/// with the UTC time.
-pub struct Log {
-    timestamps: bool,
-}
-
-impl Log {
-    pub fn new(under_journald: bool) -> Log {
-        Log {
-            timestamps: !under_journald,
-        }
-    }
-
-    pub fn line(&self, message: &str) {
-        let stamp = if self.timestamps {
-            format!("{} ", utc_stamp(SystemTime::now()))
-        } else {
-            String::new()
-        };
-        // A closed stderr must not stop the agent: the error is dropped.
-        let _ = writeln!(std::io::stderr(), "{stamp}wgp2p agent: {message}");
-    }
-}
-
-/// `2026-12-01T05:40:07Z`.
-fn utc_stamp(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days.cast_signed() + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 /// SIGTERM and SIGINT, blocked in every thread and taken synchronously.
@@ -192,15 +145,6 @@ fn signal_name(signal: i32) -> &'static str {
         libc::SIGINT => "SIGINT",
         _ => "a signal",
     }
-}
-
-/// What the loop waits for between passes.
-#[derive(Debug)]
-pub enum Event {
-    /// SIGTERM or SIGINT: stop.
-    Signal(i32),
-    /// A message from a peer's agent (authenticated, rate-limited, decoded).
-    Message(link::Incoming),
 }
 
 /// A peer's agent counts as heard while its latest `hello` is at most this
@@ -736,14 +680,6 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_stamps() {
-        let at = |secs| utc_stamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_796_103_607), "2026-12-01T05:40:07Z");
-    }
 
     #[test]
     fn intervals() {

@@ -56,6 +56,7 @@ use crate::config::document::Document;
 use crate::error::{Error, Result};
 use crate::health::STALE_AFTER_SECS;
 use crate::plan::Own;
+use crate::status::{RelayPeerView, RelayView};
 use crate::types::{PeerSelector, PublicKey};
 use crate::wg::Delta;
 use crate::wg::LiveDevice;
@@ -393,39 +394,12 @@ pub struct SavedRelay {
     pub probed_at: u64,
 }
 
-/// The auto-relay as `status` shows it (`status --json`: the agent's
-/// `auto_relay` object).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct View {
-    /// `--relay-after`.
-    pub after_secs: u64,
-    /// Per peer the agent looks after or leaves alone, by key order.
-    pub peers: Vec<PeerView>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PeerView {
-    /// The peer's name, filled in by `status` from the config.
-    pub peer: Option<String>,
-    pub public_key: String,
-    /// `relayed`: the agent routed it through `via`, a direct probe runs;
-    /// `stale`: no direct handshake, relayed once stale for `after_secs`
-    /// while a candidate exists; `pinned`: placed by hand with `wgp2p
-    /// relay`, the agent leaves it alone.
-    pub state: &'static str,
-    /// The relay's key (`relayed`), and its name from the config.
-    pub via: Option<String>,
-    pub via_name: Option<String>,
-    /// Seconds in this state (`relayed`, `stale`).
-    pub secs: Option<u64>,
-}
-
-impl View {
-    pub fn of(saved: &Saved, now: u64) -> View {
-        let mut peers: Vec<PeerView> = saved
+impl RelayView {
+    pub fn of(saved: &Saved, now: u64) -> RelayView {
+        let mut peers: Vec<RelayPeerView> = saved
             .relayed
             .iter()
-            .map(|r| PeerView {
+            .map(|r| RelayPeerView {
                 peer: None,
                 public_key: r.peer.clone(),
                 state: "relayed",
@@ -433,7 +407,7 @@ impl View {
                 via_name: None,
                 secs: Some(now.saturating_sub(r.since)),
             })
-            .chain(saved.stale.iter().map(|s| PeerView {
+            .chain(saved.stale.iter().map(|s| RelayPeerView {
                 peer: None,
                 public_key: s.peer.clone(),
                 state: "stale",
@@ -443,7 +417,7 @@ impl View {
             }))
             .collect();
         peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
-        View {
+        RelayView {
             after_secs: saved.after_secs,
             peers,
         }
@@ -464,7 +438,7 @@ impl View {
         for key in pinned.iter().filter(|k| configured(k)) {
             let text = key.to_string();
             self.peers.retain(|p| p.public_key != text);
-            self.peers.push(PeerView {
+            self.peers.push(RelayPeerView {
                 peer: None,
                 public_key: text,
                 state: "pinned",
@@ -477,7 +451,7 @@ impl View {
         let named = |text: &str| {
             text.parse::<PublicKey>()
                 .ok()
-                .map(|k| name_of(entries, &k))
+                .map(|k| super::snapshot::name_of(entries, &k))
                 .filter(|n| *n != text)
         };
         for p in &mut self.peers {
@@ -574,19 +548,6 @@ pub fn observe(entries: &[crate::config::node::PeerEntry], snap: &Snapshot) -> V
         }
     }
     peers
-}
-
-/// A peer's name for the log, from the config: its name, else its key.
-pub fn name_of(entries: &[crate::config::node::PeerEntry], key: &PublicKey) -> String {
-    for entry in entries {
-        if entry.public_key == *key {
-            return entry.display_name().to_string();
-        }
-        if let Some(r) = entry.relayed.iter().find(|r| r.public_key == *key) {
-            return r.display_name().to_string();
-        }
-    }
-    key.to_string()
 }
 
 /// One pass of the auto-relay, as actions: `relays` are the peers whose

@@ -67,7 +67,7 @@ impl Snapshot {
         let pins = crate::config::pins::read(&ctx.paths);
         let (addresses, resolved) = match scope {
             Scope::Full => (
-                Some(super::roam::own_addresses(ctx.paths.iface.as_str())),
+                Some(crate::host::addresses(ctx.paths.iface.as_str())),
                 resolve_all(dns_names(&entries), RESOLVE_DEADLINE),
             ),
             Scope::Quick => (None, HashMap::new()),
@@ -129,7 +129,7 @@ impl Snapshot {
 
     /// A peer's name for the log, from the config: its name, else its key.
     pub fn name(&self, key: &PublicKey) -> String {
-        super::relay::name_of(&self.entries, key)
+        name_of(&self.entries, key)
     }
 
     /// This node's VPN address: the first address of the config's
@@ -170,6 +170,19 @@ impl Snapshot {
         self.unix = since_epoch.as_secs();
         self.unix_ms = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
     }
+}
+
+/// A peer's name for the log, from the config: its name, else its key.
+pub fn name_of(entries: &[crate::config::node::PeerEntry], key: &PublicKey) -> String {
+    for entry in entries {
+        if entry.public_key == *key {
+            return entry.display_name().to_string();
+        }
+        if let Some(r) = entry.relayed.iter().find(|r| r.public_key == *key) {
+            return r.display_name().to_string();
+        }
+    }
+    key.to_string()
 }
 
 /// Every DNS endpoint of the config, of direct and relayed peers.

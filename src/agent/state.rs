@@ -9,9 +9,8 @@
 //!   its message counters). It is rebuilt if lost; a restarted agent reads
 //!   it so that a name that moved while it was down is still noticed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -19,9 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::endpoints::{Memory, Reason, Refresh};
+use super::action::Refresh;
+use super::endpoints::Memory;
+pub use super::greet::Heard;
 use crate::config::node::Paths;
 use crate::error::{Error, Result};
+use crate::status::{AgentHeardView, AgentView, LearnedEndpoint, LinkStatus, Reason, RelayView};
 use crate::types::PublicKey;
 
 /// The state file's format version.
@@ -42,8 +44,8 @@ pub fn file_names(iface: &crate::types::InterfaceName) -> [String; 5] {
     let state = format!("{iface}.agent.json");
     let book = super::membership::file_name(iface);
     [
-        temp_name(&state),
-        temp_name(&book),
+        crate::store::unlocked_temp_name(&state),
+        crate::store::unlocked_temp_name(&book),
         state,
         format!("{iface}.agent.lock"),
         book,
@@ -60,11 +62,6 @@ pub fn remove_files(paths: &Paths) {
             let _ = std::fs::remove_file(file);
         }
     }
-}
-
-/// The temp file through which [`replace_json`] replaces the file `name`.
-fn temp_name(name: &str) -> String {
-    format!(".{name}.tmp")
 }
 
 /// Proof that this process is the interface's one agent; dropping it
@@ -234,31 +231,11 @@ pub struct IntroducedState {
     pub introduced: super::hints::Introduced,
 }
 
-/// What this agent heard from a peer's agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heard {
-    /// Unix seconds of its latest `hello`.
-    pub at: u64,
-    /// Whether it said it relays (`relay-enable`).
-    pub relay: bool,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentHeard {
     pub public_key: String,
     #[serde(flatten)]
     pub heard: Heard,
-}
-
-/// The agents' socket: where it listens (`None`: not open, e.g. the
-/// interface is down) and the datagrams it accepted and dropped, by reason.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkStatus {
-    pub listening: Option<SocketAddr>,
-    pub accepted: u64,
-    /// Dropped datagrams by reason (`protocol::DropReason::name`), since
-    /// the agent started.
-    pub dropped: BTreeMap<String, u64>,
 }
 
 pub fn unix_now() -> u64 {
@@ -416,81 +393,13 @@ pub fn save(paths: &Paths, state: &State) -> Result<()> {
 }
 
 /// Replace one of the agent's files in the config dir with `value` as
-/// JSON: a 0600 temp file `.NAME.tmp` beside it (never through a
-/// symlink), then a rename, so a reader sees the old file or the new one.
-/// Not fsynced: the agent's files are rebuilt or sent again if a crash
-/// loses them.
+/// JSON (`store::replace_unlocked`: temp file `.NAME.tmp`, rename; not
+/// fsynced, the agent's files are rebuilt or sent again if a crash loses
+/// them).
 pub fn replace_json(path: &Path, what: &str, value: &impl Serialize) -> Result<()> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = path.with_file_name(temp_name(&name));
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::System(format!("cannot write {what}: {e}")))?;
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temp)
-        .map_err(|e| Error::io("create", &temp, e))?;
-    file.write_all(text.as_bytes())
-        .map_err(|e| Error::io("write", &temp, e))?;
-    std::fs::rename(&temp, path).map_err(|e| Error::io("replace", path, e))
-}
-
-/// The agent as `status` and `doctor` report it (`status --json`: the
-/// `agent` object).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct AgentView {
-    /// Whether an agent holds the interface's agent lock now.
-    pub running: bool,
-    /// PID of the running agent.
-    pub pid: Option<u32>,
-    /// Since the end of the last pass of the running (or last) agent.
-    pub last_pass_secs_ago: Option<u64>,
-    pub interval_secs: Option<u64>,
-    /// Endpoints the agent set live, one per peer.
-    pub learned_endpoints: Vec<LearnedEndpoint>,
-    /// Peers whose agents it heard.
-    pub agents_heard: Vec<AgentHeardView>,
-    /// Its socket and message counters.
-    pub link: LinkStatus,
-    /// `--auto-relay`: `None` when the (last) agent ran without it.
-    pub auto_relay: Option<super::relay::View>,
-    /// What its membership book holds (docs/membership.md), when it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub membership: Option<super::membership::MembershipView>,
-}
-
-/// A peer's agent as this agent heard it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AgentHeardView {
-    /// The peer's name, filled in by `status` from the config.
-    pub peer: Option<String>,
-    pub public_key: String,
-    pub secs_ago: u64,
-    pub relay: bool,
-}
-
-/// An endpoint the agent set live, and where it came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LearnedEndpoint {
-    /// The peer's name, filled in by `status` from the config.
-    pub peer: Option<String>,
-    pub public_key: String,
-    pub address: SocketAddr,
-    /// `dns`: resolved from the configured endpoint; `peer NAME`: reported
-    /// by that peer (introductions) and kept because it completed a
-    /// handshake.
-    pub source: String,
-    /// The key of the peer that reported it (source `peer NAME`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// The configured endpoint it was resolved from (source `dns`), or the
-    /// one the config keeps (source `peer`: empty when none).
-    pub configured: String,
-    pub reason: Reason,
-    pub secs_ago: u64,
+    crate::store::replace_unlocked(path, text.as_bytes())
 }
 
 /// Read what the agent left in the config dir, without changing anything.
@@ -563,7 +472,7 @@ pub fn observe(paths: &Paths) -> Result<AgentView> {
         auto_relay: state
             .auto_relay
             .filter(|a| a.enabled)
-            .map(|a| super::relay::View::of(&a, now)),
+            .map(|a| RelayView::of(&a, now)),
     })
 }
 

@@ -54,7 +54,7 @@ fn print_own_line(ctx: &Context) -> Result<()> {
 fn add(ctx: &Context, via: Option<&PeerSelector>, request: &AddPeer) -> Result<()> {
     ctx.require_root("add-peer")?;
     let (_lock, mut node) = ctx.lock_and_load()?;
-    let own = super::host::own(ctx, &node)?;
+    let own = crate::host::own(ctx, &node)?;
     let doc = node.take_conf()?;
     let name = &request.name;
     // The `# Source` tag of an introduced peer this line takes over.

@@ -344,7 +344,7 @@ pub fn run(ctx: &Context) -> Result<()> {
     }
     Err(Error::Unhealthy(format!(
         "doctor found {}",
-        crate::output::count(found.len(), "problem", "problems")
+        crate::words::count(found.len(), "problem", "problems")
     )))
 }
 

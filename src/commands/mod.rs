@@ -6,7 +6,6 @@ mod completions;
 mod dependencies;
 mod doctor;
 mod export;
-pub(crate) mod host;
 mod import_key;
 mod install;
 mod nat_check;

@@ -32,7 +32,7 @@ struct ConfPeer {
 pub fn run(ctx: &Context, request: &Request) -> Result<()> {
     ctx.require_root("provision-peer")?;
     let (_lock, node) = ctx.lock_and_load()?;
-    let own = super::host::own(ctx, &node)?;
+    let own = crate::host::own(ctx, &node)?;
     let doc = node.require_conf()?;
     let entry = format!("{}/{}.conf", store::PROVISIONED, request.name);
     let file = node.paths.dir.join(&entry);

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner, RoutesOf, Tunnel};
+use crate::error::plan::{OwnDifference, PlanError, Repeat, RouteOwner, RoutesOf, Tunnel};
 use crate::types::quoted;
 
 impl fmt::Display for PlanError {

@@ -37,7 +37,7 @@ pub fn run(
     };
     ctx.require_root("relay")?;
     let (_lock, node) = ctx.lock_and_load()?;
-    let own = super::host::own(ctx, &node)?;
+    let own = crate::host::own(ctx, &node)?;
     let doc = node.require_conf()?;
     let conf_name = node.paths.conf_name();
     // Whoever types `relay` decides for this peer: the agent's auto-relay

@@ -4,9 +4,9 @@
 
 use crate::commit::commit;
 use crate::context::Context;
+use crate::error::plan::PlanError;
 use crate::error::{Error, Result};
 use crate::plan;
-use crate::plan::error::PlanError;
 use crate::types::{PeerSelector, PublicKey};
 use crate::wg::Delta;
 

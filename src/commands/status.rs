@@ -9,7 +9,8 @@ use crate::config::node::PeerEntry;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::health::{self, Drift, DriftKind};
-use crate::output::{self, Health, PeerStatus, StatusReport};
+use crate::output;
+use crate::status::{Health, PeerStatus, StatusReport};
 use crate::types::PublicKey;
 use crate::wg::{LiveDevice, LivePeer};
 
@@ -112,7 +113,7 @@ pub fn run(ctx: &Context, check: bool) -> Result<()> {
 fn agent_view(
     ctx: &Context,
     entries: &[PeerEntry],
-) -> crate::error::Result<crate::agent::state::AgentView> {
+) -> crate::error::Result<crate::status::AgentView> {
     let mut view = crate::agent::state::observe(&ctx.paths)?;
     let entry = |key: &str| entries.iter().find(|e| e.public_key.to_string() == key);
     for learned in &mut view.learned_endpoints {

@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use super::host;
 use crate::announce;
 use crate::commit::commit;
 use crate::config::node::read_optional;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::host;
 use crate::plan::sync::{self, Options, ThisNode};
 use crate::roster;
 
@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, path: &Path, dry_run: bool, options: Options) -> Resul
     let applied = commit(&node, &plan.doc, &plan.deltas, ctx.device().as_ref())?;
     crate::outln!(
         "applied {} ({})",
-        crate::output::count(plan.changes.len(), "change", "changes"),
+        crate::words::count(plan.changes.len(), "change", "changes"),
         applied.describe()
     );
     Ok(())

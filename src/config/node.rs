@@ -614,7 +614,7 @@ fn read_conf_to_show(path: &Path) -> Result<Option<(String, Option<String>)>> {
     }
 }
 
-fn parse_file<T: std::str::FromStr<Err = Error>>(path: &Path) -> Result<Option<T>> {
+fn parse_file<T: std::str::FromStr<Err = crate::types::Error>>(path: &Path) -> Result<Option<T>> {
     let Some(text) = read_entry(path)? else {
         return Ok(None);
     };

@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use crate::config::document::{Document, keys};
 use crate::config::node::peers;
 use crate::error::Result;
-use crate::plan::error::PlanError;
+use crate::error::plan::PlanError;
 use crate::plan::{Own, check_new_peer, find_peer};
 use crate::types::{DEFAULT_KEEPALIVE, Endpoint, PeerName, PeerSelector, PublicKey, WrittenName};
 use crate::wg::Delta;
@@ -439,7 +439,7 @@ pub fn introduce(mut doc: Document, own: &Own, intro: &Introduction) -> Result<I
         intro.endpoint.as_ref(),
         Some(host),
         &[host],
-        crate::plan::error::RoutesOf::Direct,
+        crate::error::plan::RoutesOf::Direct,
     )?;
     doc.append_peer(&key);
     doc.set_name(&key, intro.name.as_str());

@@ -2,7 +2,6 @@
 //! the smallest live change (`Delta`). Every conflict rule lives here, so it
 //! is tested without root, files or devices.
 
-pub mod error;
 pub mod hooks;
 pub mod membership;
 pub mod relay;
@@ -14,7 +13,7 @@ use ipnet::IpNet;
 use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, peers};
 use crate::error::Result;
-use crate::plan::error::{PlanError, RoutesOf, Tunnel};
+use crate::error::plan::{PlanError, RoutesOf, Tunnel};
 use crate::types::{
     AllowedIps, DEFAULT_KEEPALIVE, Endpoint, PeerIp, PeerName, PeerSelector, PrivateKey, PublicKey,
     VpnAddress, WrittenName,

@@ -9,8 +9,8 @@ use ipnet::IpNet;
 
 use crate::config::document::{Document, Section, is_wg_space, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
+use crate::error::plan::{PlanError, RoutesOf, Tunnel};
 use crate::error::{Error, Result};
-use crate::plan::error::{PlanError, RoutesOf, Tunnel};
 use crate::plan::{
     AddPeer, Own, add_peer, check_new_peer, check_routes, find_peer, join_nets, not_found,
     overlaps, route_refusal, routes,

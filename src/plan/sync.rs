@@ -24,8 +24,8 @@ use ipnet::IpNet;
 
 use crate::config::document::{Document, keys};
 use crate::config::node::{PeerEntry, Relayed, peers};
+use crate::error::plan::{OwnDifference, PlanError, Repeat, RouteOwner};
 use crate::error::{Error, Result};
-use crate::plan::error::{OwnDifference, PlanError, Repeat, RouteOwner};
 use crate::plan::routes::{self, Needed, Routes, Unsafe};
 use crate::plan::{AddPeer, Own, join_nets, same_nets};
 use crate::types::{

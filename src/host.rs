@@ -1,6 +1,7 @@
-//! What the route-safety rule (`plan::routes`) needs from this host: its
-//! own addresses and default gateways (read from /proc) and this node's
-//! public endpoint as given (`install --endpoint`, `WGP2P_ENDPOINT`; never
+//! Facts of this host: its addresses (one source, getifaddrs through
+//! `sys`), and what the route-safety rule (`plan::routes`) needs: those
+//! addresses, the default gateways (from /proc) and this node's public
+//! endpoint as given (`install --endpoint`, `WGP2P_ENDPOINT`; never
 //! discovered over the network for a check).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -32,42 +33,37 @@ pub fn public_endpoint(ctx: &Context, node: &Node) -> Result<Option<Endpoint>> {
     Ok(announce::given_endpoint(ctx, node)?.map(|e| e.with_default_port(port)))
 }
 
+/// This host's addresses, sorted: every interface but `exclude` (the
+/// WireGuard interface itself; `""` excludes none), without loopback and
+/// IPv6 link-local addresses, which no peer ever sees.
+pub fn addresses(exclude: &str) -> Vec<IpAddr> {
+    let mut found: Vec<IpAddr> = crate::sys::interface_addresses()
+        .into_iter()
+        .filter(|(name, _)| name != exclude)
+        .map(|(_, ip)| ip)
+        .filter(|ip| !ip.is_loopback() && !is_link_local_v6(ip))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+fn is_link_local_v6(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
 /// This host's own addresses and default gateways, which no route may
-/// cover: read from /proc (an unreadable file gives nothing).
+/// cover (an unreadable /proc file gives no gateways).
 fn protected_addresses() -> Vec<(IpAddr, String)> {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let mut out: Vec<(IpAddr, String)> = Vec::new();
-    let mut local = local_v4(&read("/proc/net/fib_trie"));
-    local.extend(local_v6(&read("/proc/net/if_inet6")));
-    local.sort_unstable();
-    local.dedup();
-    out.extend(
-        local
-            .into_iter()
-            .map(|ip| (ip, "an address of this host".to_string())),
-    );
+    let mut out: Vec<(IpAddr, String)> = addresses("")
+        .into_iter()
+        .map(|ip| (ip, "an address of this host".to_string()))
+        .collect();
     let gateways = gateways_v4(&read("/proc/net/route"))
         .into_iter()
         .chain(gateways_v6(&read("/proc/net/ipv6_route")));
     out.extend(gateways.map(|ip| (ip, "this host's default gateway".to_string())));
-    out
-}
-
-/// Local IPv4 addresses from `/proc/net/fib_trie` (`|-- IP` then `/32 host LOCAL`).
-fn local_v4(fib_trie: &str) -> Vec<IpAddr> {
-    let mut last: Option<Ipv4Addr> = None;
-    let mut out = Vec::new();
-    for line in fib_trie.lines() {
-        let line = line.trim();
-        if let Some(ip) = line.strip_prefix("|-- ") {
-            last = ip.parse().ok();
-        } else if line == "/32 host LOCAL"
-            && let Some(ip) = last
-            && !ip.is_loopback()
-        {
-            out.push(IpAddr::V4(ip));
-        }
-    }
     out
 }
 
@@ -76,18 +72,6 @@ fn hex_v6(text: &str) -> Option<Ipv6Addr> {
         .then(|| u128::from_str_radix(text, 16).ok())
         .flatten()
         .map(Ipv6Addr::from)
-}
-
-/// Global IPv6 addresses from `/proc/net/if_inet6` (scope 00).
-fn local_v6(if_inet6: &str) -> Vec<IpAddr> {
-    if_inet6
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let ip = hex_v6(fields.first()?)?;
-            (fields.get(3) == Some(&"00")).then_some(IpAddr::V6(ip))
-        })
-        .collect()
 }
 
 /// Gateways of IPv4 default routes from /proc/net/route (little-endian hex).
@@ -127,11 +111,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_local_addresses_and_gateways() {
-        let fib = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     |-- 127.0.0.1\n        /32 host LOCAL\n     |-- 203.0.113.5\n        /32 host LOCAL\n     |-- 203.0.113.255\n        /32 link BROADCAST\n";
-        assert_eq!(local_v4(fib), ["203.0.113.5".parse::<IpAddr>().unwrap()]);
-        let inet6 = "20010db8000000000000000000000005 02 40 00 80 eth0\nfe800000000000000000000000000001 02 40 20 80 eth0\n";
-        assert_eq!(local_v6(inet6), ["2001:db8::5".parse::<IpAddr>().unwrap()]);
+    fn addresses_leave_out_loopback_and_the_excluded_interface() {
+        let all = addresses("");
+        assert!(all.iter().all(|ip| !ip.is_loopback()), "{all:?}");
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+        assert!(!is_link_local_v6(&"fd00::1".parse().unwrap()));
+        assert!(is_link_local_v6(&"fe80::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn reads_gateways() {
         let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\neth0\t00000000\t0171A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\neth0\t0071A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(
             gateways_v4(route),

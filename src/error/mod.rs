@@ -3,7 +3,18 @@
 
 use std::path::Path;
 
-use crate::plan::error::PlanError;
+pub mod plan;
+
+use plan::PlanError;
+
+impl From<crate::types::Error> for Error {
+    fn from(e: crate::types::Error) -> Error {
+        match e {
+            crate::types::Error::Invalid(text) => Error::Invalid(text),
+            crate::types::Error::System(text) => Error::System(text),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
