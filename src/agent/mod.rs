@@ -183,6 +183,7 @@ pub fn run(
         return Err(crate::config::node::not_installed(&ctx.paths));
     }
     let _running = state::Running::claim(&ctx.paths)?;
+    memory::limit_arenas();
     let (events, inbox) = mpsc::channel::<Event>();
     signals.forward(events.clone())?;
     let mut agent = Agent::new(ctx, interval, auto_relay, execute::Wire::new(events), log);
@@ -293,8 +294,35 @@ pub fn run(
         }
         if snap.scope == Scope::Full && fresh {
             agent.save(ctx, log);
+            memory::give_back();
         }
         last = Some(snap);
+    }
+}
+
+/// The agent runs for months: what the C allocator keeps of memory the
+/// agent freed goes back to the system (glibc only; elsewhere nothing).
+/// Measured in bench/soak.sh (BENCHMARKS.md, "Membership soak").
+mod memory {
+    /// One malloc arena per CPU thread would keep freed memory per thread
+    /// (the receive, signal and resolver threads): two are enough here.
+    pub fn limit_arenas() {
+        #[cfg(target_env = "gnu")]
+        // SAFETY: mallopt(3) with a documented parameter, before the
+        // agent's own threads start.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+
+    /// Return the freed top of the heap and free pages to the system,
+    /// after each full pass.
+    pub fn give_back() {
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim(3) only releases memory that is free.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 
