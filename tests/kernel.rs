@@ -190,6 +190,35 @@ fn kernel_vm_mesh_scenario() {
     step("done");
 }
 
+/// The route differential of tests/routes.rs on kernel WireGuard: random
+/// command sequences, then routes and rules compared with
+/// `wg-quick down; up` (fewer sequences: the VM is emulated).
+#[test]
+#[ignore = "kernel: runs inside the VM, see scripts/kernel-test.sh"]
+fn kernel_vm_route_differential() {
+    assert_eq!(
+        std::env::var("WGP2P_KERNEL_VM").as_deref(),
+        Ok("1"),
+        "this scenario runs inside the VM that scripts/kernel-test.sh boots"
+    );
+    let lab = Lab::new();
+    let host = lab.public_host("alpha");
+    host.install("10.15.0.1/24", &host.endpoint(PORT));
+    assert_kernel_device(&host);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    let sequences = 3;
+    eprintln!("kernel route differential: {sequences} sequences from seed {seed}");
+    let failures = lab::route_differential(&host, seed, sequences, 6);
+    assert!(
+        failures.is_empty(),
+        "{} of {sequences} sequences differ from wg-quick down; up:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// wg0 on `host` is a kernel `wireguard` link, and no wireguard-go runs
 /// anywhere in the VM.
 fn assert_kernel_device(host: &Host) {
