@@ -66,32 +66,18 @@ pub fn parse_interval(s: &str) -> Result<Duration> {
     }
 }
 
-/// SIGTERM and SIGINT, blocked in every thread and taken synchronously.
-struct Signals {
-    set: libc::sigset_t,
-}
+/// SIGTERM and SIGINT, blocked in every thread (`sys::TermSignals`) and
+/// handed to the loop from a thread of their own.
+struct Signals(crate::sys::TermSignals);
 
 impl Signals {
     /// Block the signals. Must run before any thread is started, since
     /// threads inherit the mask (a signal must not kill a helper thread's
     /// process behind the loop's back).
     fn block() -> Result<Signals> {
-        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise
-        // it, and pthread_sigmask only changes this thread's mask.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            if rc != 0 {
-                return Err(Error::System(format!(
-                    "cannot block SIGTERM and SIGINT: {}",
-                    std::io::Error::from_raw_os_error(rc)
-                )));
-            }
-            Ok(Signals { set })
-        }
+        crate::sys::TermSignals::block()
+            .map(Signals)
+            .map_err(|e| Error::System(format!("cannot block SIGTERM and SIGINT: {e}")))
     }
 
     /// Hand each signal to the loop as [`Event::Signal`], from a thread of
@@ -101,7 +87,7 @@ impl Signals {
             .name("signals".into())
             .spawn(move || {
                 loop {
-                    if let Some(signal) = self.wait(Duration::from_secs(3600))
+                    if let Some(signal) = self.0.wait(Duration::from_secs(3600))
                         && events.send(Event::Signal(signal)).is_err()
                     {
                         return;
@@ -111,40 +97,10 @@ impl Signals {
             .map(|_| ())
             .map_err(|e| Error::System(format!("cannot start the signal thread: {e}")))
     }
-
-    /// Wait up to `timeout` for a signal; its number, or `None` on timeout.
-    fn wait(&self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            let ts = libc::timespec {
-                tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
-                // Below 10^9, so the i32 is exact on every target.
-                tv_nsec: libc::c_long::from(left.subsec_nanos().cast_signed()),
-            };
-            // SAFETY: `set` was initialised in `block`; a null info pointer
-            // is allowed.
-            let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
-            if signal > 0 {
-                return Some(signal);
-            }
-            // EAGAIN: timed out; EINTR: another signal, wait again.
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
-                return None;
-            }
-        }
-    }
 }
 
 fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        _ => "a signal",
-    }
+    crate::sys::signal_name(signal)
 }
 
 /// A peer's agent counts as heard while its latest `hello` is at most this
@@ -694,6 +650,6 @@ mod tests {
     fn signal_wait_times_out_without_a_signal() {
         // Blocking only changes this test thread's mask.
         let signals = Signals::block().unwrap();
-        assert_eq!(signals.wait(Duration::from_millis(20)), None);
+        assert_eq!(signals.0.wait(Duration::from_millis(20)), None);
     }
 }
