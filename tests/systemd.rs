@@ -204,6 +204,22 @@ fn systemd_ct_stop_and_start_go_through_systemctl() {
 fn systemd_ct_agent_options_disable_twice_and_uninstall_leave_nothing_enabled() {
     let lab = Lab::new();
     let host = lab.systemd_host("echo");
+    // Nothing installed yet: refused, and nothing written.
+    let before = host
+        .sh("find /etc/systemd/system /etc/wireguard | sort")
+        .stdout;
+    let out = host.run(&["wgp2p", "agent", "enable"]);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(4), "{out}");
+    assert!(
+        out.stderr
+            .contains("run `wgp2p install ADDRESS/CIDR` first"),
+        "{out}"
+    );
+    assert_eq!(
+        host.sh("find /etc/systemd/system /etc/wireguard | sort")
+            .stdout,
+        before
+    );
     install(&host, "10.15.0.5/24", &[]);
     host.ok(&[
         "wgp2p",
@@ -272,6 +288,35 @@ fn systemd_ct_a_source_install_writes_its_unit_and_removing_leaves_none() {
         "uninstall left {WRITTEN_UNIT}"
     );
     assert_eq!(enabled_units(&host), "", "left enabled after uninstall");
+
+    // A unit of that name that wgp2p did not write (here a link to the
+    // administrator's own) is never replaced, followed or removed.
+    host.ok(&[
+        "sh",
+        "-c",
+        "printf '[Service]\\nExecStart=/bin/true\\n' > /root/mine.service",
+    ]);
+    host.ok(&["ln", "-s", "/root/mine.service", WRITTEN_UNIT]);
+    host.ok(&[
+        "/usr/local/bin/wgp2p",
+        "install",
+        "10.15.0.6/24",
+        "--endpoint",
+        &endpoint,
+    ]);
+    let out = host.run(&["/usr/local/bin/wgp2p", "agent", "enable"]);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(3), "{out}");
+    assert!(out.stderr.contains("wgp2p did not write it"), "{out}");
+    host.ok(&["/usr/local/bin/wgp2p", "uninstall"]);
+    assert_eq!(
+        host.ok(&["readlink", WRITTEN_UNIT]).trim(),
+        "/root/mine.service"
+    );
+    assert_eq!(
+        host.ok(&["cat", "/root/mine.service"]),
+        "[Service]\nExecStart=/bin/true\n"
+    );
+    host.ok(&["rm", WRITTEN_UNIT]);
 
     host.ok(&["apt-get", "remove", "-y", "-qq", "wgp2p"]);
     assert!(

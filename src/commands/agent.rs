@@ -73,18 +73,23 @@ pub fn enable(ctx: &Context, options: unit::Options) -> Result<()> {
     require_systemd(ctx, "enable")?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::System(format!("cannot find the wgp2p binary's path: {e}")))?;
+    // Everything that can be refused is refused before anything is written.
+    if !ctx.paths.dir.is_dir() || crate::config::node::read_entry(&ctx.paths.conf())?.is_none() {
+        return Err(crate::config::node::not_installed(&ctx.paths));
+    }
     let (written, written_present) = written_unit();
     let home = unit::home(&exe, unit::packaged_present(), written_present);
-    if home == Home::Written {
-        if written_present && !written_by_us(&written) {
+    let text = match home {
+        Home::Packaged => None,
+        Home::Written if written_present && !written_by_us(&written) => {
             return Err(Error::Conflict(format!(
                 "{} exists and wgp2p did not write it: expected no file there or the unit `wgp2p agent enable` writes; move it away, or enable it yourself with `systemctl enable --now {}`",
                 written.display(),
                 unit::instance(&ctx.paths.iface)
             )));
         }
-        unit::install(Path::new(unit::UNIT_DIR), &unit::render(&exe)?)?;
-    }
+        Home::Written => Some(unit::render(&exe)?),
+    };
     {
         let _lock = store::lock(&ctx.paths.dir)?;
         let mut change = Change::new();
@@ -93,6 +98,9 @@ pub fn enable(ctx: &Context, options: unit::Options) -> Result<()> {
             unit::env_text(&ctx.paths.iface, options),
         );
         commit_files(&ctx.paths.dir, &change)?;
+    }
+    if let Some(text) = text {
+        unit::install(Path::new(unit::UNIT_DIR), &text)?;
     }
     let instance = unit::instance(&ctx.paths.iface);
     system::run("systemctl", &["daemon-reload"])?;
