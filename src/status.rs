@@ -160,9 +160,11 @@ pub struct MembershipView {
     pub peers: BTreeMap<String, PeerCounts>,
 }
 
-/// Whether a counter of [`MembershipView::records`] counts refusals.
+/// Whether a counter of [`MembershipView::records`] counts refusals
+/// worth showing (a record about this node itself is refused as a matter
+/// of course: every member announces its peers).
 pub fn is_refusal(what: &str) -> bool {
-    !matches!(what, "new" | "duplicate")
+    !matches!(what, "new" | "duplicate" | "own_key")
 }
 
 /// What one direct peer brought: counted per peer, so one member's

@@ -297,6 +297,27 @@ impl Drop for StdoutToStderr {
     }
 }
 
+/// At most two malloc arenas (glibc; elsewhere nothing): one per CPU
+/// thread would keep freed memory per thread of a long-running agent.
+/// Call before the threads start.
+pub fn malloc_limit_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt(3) with a documented parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Give the freed top of the heap and free pages back to the system
+/// (glibc; elsewhere nothing).
+pub fn malloc_give_back() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim(3) only releases memory that is free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

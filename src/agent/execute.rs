@@ -411,7 +411,10 @@ pub fn commit_one(
             done(&node, &doc, deltas).map(Outcome::done)
         }
         Commit::Introduce { introduction, .. } => {
-            let own = crate::host::own(ctx, &node)?;
+            let own = crate::plan::membership::with_resolved_endpoints(
+                crate::host::own(ctx, &node)?,
+                resolved,
+            );
             let doc = node.take_conf()?;
             match introduce(doc, &own, introduction)? {
                 Introduced::Known => Ok(Outcome::done("already there")),

@@ -38,6 +38,7 @@ use crate::membership::record::{Change, Malformed, Record, SigningIdentity, Wire
 use crate::plan::Own;
 use crate::plan::membership::{
     Introduced, Introduction, Kind, Policy, Refusal, Standing, authority, introduce, standing,
+    with_resolved_endpoints,
 };
 use crate::status::MembershipView;
 pub use crate::status::PeerCounts;
@@ -480,7 +481,9 @@ impl Membership {
         } else {
             Said::Record
         };
-        let own = Own::of(&snap.node).ok();
+        let own = Own::of(&snap.node)
+            .ok()
+            .map(|own| with_resolved_endpoints(own, &snap.resolved));
         let doc = snap.node.conf.as_ref();
         let mut planned: Option<String> = None;
         let rule = |r: &Record| -> std::result::Result<(), Refusal> {
@@ -581,6 +584,7 @@ impl Membership {
         let (Ok(own), Some(doc)) = (Own::of(&snap.node), snap.node.conf.as_ref()) else {
             return Vec::new();
         };
+        let own = with_resolved_endpoints(own, &snap.resolved);
         self.policy = Policy::of(doc);
         let mut records: Vec<Record> = self
             .book
@@ -596,7 +600,10 @@ impl Membership {
             let subject = record.event.subject;
             let at = record.event.at;
             let present = existing.iter().any(|p| p.public_key == subject);
-            if record.event.is_removal() && !present {
+            // A removal of a key that is not a peer, or an introduction of
+            // one that is (its config refusal was said when it was
+            // offered): nothing to plan, and no copy of the config made.
+            if record.event.is_removal() != present {
                 continue;
             }
             if judge(doc, &own, &record).is_err() {

@@ -139,6 +139,7 @@ pub fn run(
         return Err(crate::config::node::not_installed(&ctx.paths));
     }
     let _running = state::Running::claim(&ctx.paths)?;
+    crate::sys::malloc_limit_arenas();
     let (events, inbox) = mpsc::channel::<Event>();
     signals.forward(events.clone())?;
     let mut agent = Agent::new(ctx, interval, auto_relay, execute::Wire::new(events), log);
@@ -359,6 +360,9 @@ impl Agent {
         }
         if fresh && snap.scope == Scope::Full {
             self.save(ctx, log);
+            // The agent runs for months: freed memory goes back to the
+            // system after each full pass (BENCHMARKS.md, "Membership soak").
+            crate::sys::malloc_give_back();
         }
     }
 

@@ -363,6 +363,24 @@ pub fn introduced_tag(name: &str, key: &PublicKey) -> String {
     }
 }
 
+/// `own` with the addresses DNS endpoints resolved to (`name` ->
+/// addresses, as the agent resolved them), so no introduced address covers
+/// an endpoint written as a name either.
+pub fn with_resolved_endpoints<'a>(
+    mut own: Own,
+    resolved: impl IntoIterator<Item = (&'a String, &'a Vec<std::net::SocketAddr>)>,
+) -> Own {
+    for (name, addresses) in resolved {
+        for address in addresses {
+            own.host.push((
+                address.ip(),
+                format!("the address endpoint {name} resolves to"),
+            ));
+        }
+    }
+    own
+}
+
 /// An introduced peer's address must be one host inside this node's VPN
 /// network (the prefix of its `Address`), neither that network's own
 /// address nor (IPv4) its broadcast address.
@@ -810,5 +828,15 @@ mod tests {
             );
         }
         assert!(introduce(base(), &own(), &intro(KEY_B, "voyager", "10.15.0.254")).is_ok());
+        // Nor an address a DNS endpoint resolves to.
+        let resolved: std::collections::HashMap<String, Vec<std::net::SocketAddr>> = [(
+            "vpn.example:51820".to_string(),
+            vec!["10.15.0.77:51820".parse().unwrap()],
+        )]
+        .into_iter()
+        .collect();
+        let own = with_resolved_endpoints(own(), &resolved);
+        let err = introduce(base(), &own, &intro(KEY_B, "voyager", "10.15.0.77")).unwrap_err();
+        assert!(err.to_string().contains("vpn.example:51820"), "{err}");
     }
 }
