@@ -20,7 +20,8 @@
 # 2. System calls over SCALE_TRACE_SECS (strace -f attached to the agent):
 #    opens of wg0.conf (each is one read and parse of the config),
 #    connections to wg0.sock (a device dump is two: the backend check and
-#    the `get`), and datagrams sent (sendto/sendmsg), each per pass.
+#    the `get`), and datagrams sent (sendto/sendmsg), each per pass (a
+#    pass ends with the state file renamed into place: those are counted).
 # Everything is removed on exit.
 cd "$(dirname "$0")/.." || exit 1
 # shellcheck source=bench/lib.sh
@@ -124,7 +125,7 @@ sleep "$SECS"
 C1=$(cpu_ticks "$PID")
 T1=$(now_us)
 note "system calls: strace on pid $PID for $TRACE_SECS s"
-timeout -s INT "$TRACE_SECS" strace -f -qq -p "$PID" -e trace=openat,connect,sendto,sendmsg,sendmmsg \
+timeout -s INT "$TRACE_SECS" strace -f -qq -p "$PID" -e trace=openat,connect,sendto,sendmsg,sendmmsg,rename,renameat,renameat2 \
   -o "$WORK/trace" 2>/dev/null
 RSS=$(status_kib "$PID" VmRSS)
 HWM=$(status_kib "$PID" VmHWM)
@@ -133,7 +134,8 @@ wait "$PID"
 CPU_MS=$(((C1 - C0) * 1000 / HZ))
 WALL_MS=$(((T1 - T0) / 1000))
 PASSES=$((WALL_MS / (INTERVAL * 1000)))
-TPASSES=$((TRACE_SECS / INTERVAL))
+# A pass ends with the state file written: one rename onto it each.
+TPASSES=$(grep -cE 'rename(at2?)?\(.*wg0\.agent\.json"' "$WORK/trace")
 OPENS=$(grep -c 'openat(.*wg0\.conf"' "$WORK/trace")
 CONNECTS=$(grep -c 'connect(.*wg0\.sock' "$WORK/trace")
 SENT=$(grep -cE '^[0-9]+ +send(to|msg|mmsg)\(' "$WORK/trace")
@@ -142,4 +144,4 @@ echo "wgp2p agent at scale ($(basename "$BIN"), $(uname -r), $(nproc) cores)"
 echo "  $PEERS peers, $AGENTS with agents heard, --interval $INTERVAL"
 echo "  cpu: $CPU_MS ms in $WALL_MS ms wall, about $PASSES passes: $((CPU_MS / (PASSES > 0 ? PASSES : 1))) ms per pass"
 echo "  memory: VmRSS $RSS KiB, VmHWM $HWM KiB"
-echo "  in $TRACE_SECS s (about $TPASSES passes): wg0.conf opened $OPENS times ($(ratio "$OPENS" "$TPASSES") per pass), wg0.sock connected $CONNECTS times ($(ratio "$CONNECTS" "$TPASSES") per pass), $SENT datagrams sent ($(ratio "$SENT" "$TPASSES") per pass)"
+echo "  in $TRACE_SECS s ($TPASSES passes): wg0.conf opened $OPENS times ($(ratio "$OPENS" "$TPASSES") per pass), wg0.sock connected $CONNECTS times ($(ratio "$CONNECTS" "$TPASSES") per pass), $SENT datagrams sent ($(ratio "$SENT" "$TPASSES") per pass)"

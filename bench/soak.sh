@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The membership soak (issue: "a member cannot bend the mesh"): one member
+# The membership soak (docs/membership.md, "Budgets and bounds"): one member
 # sends introductions of new members at its full datagram budget to an
 # accepting node for WGP2P_SOAK_SECS (default 600: ten minutes), then a
 # genuine newcomer joins through another member.

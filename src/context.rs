@@ -90,9 +90,7 @@ impl Context {
     /// Commands that touch the interface or /etc need root; with
     /// `WGP2P_SERVICE=none` only files change, so the dir's owner will do.
     pub fn require_root(&self, command: &'static str) -> Result<()> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        if euid != 0 && self.service_kind != Kind::None {
+        if !rustix::process::geteuid().is_root() && self.service_kind != Kind::None {
             return Err(Error::NeedsRoot(command));
         }
         Ok(())

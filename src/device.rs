@@ -12,7 +12,6 @@
 //! - `apply` on a missing interface creates it (and spawns wireguard-go):
 //!   existence is checked first, and a down interface is never touched.
 
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc;
@@ -336,46 +335,13 @@ pub fn device_update(deltas: &[Delta]) -> Result<Option<DeviceUpdate>> {
     Ok((!empty).then_some(update))
 }
 
-/// While alive, whatever is written to stdout (fd 1) goes to stderr.
-struct StdoutToStderr {
-    saved: libc::c_int,
-}
-
-impl StdoutToStderr {
-    fn new() -> Option<Self> {
-        let _ = std::io::stdout().flush();
-        // SAFETY: dup/dup2 on the process's own standard descriptors; a
-        // failure (-1) is checked and leaves stdout as it was.
-        let saved = unsafe { libc::dup(1) };
-        if saved < 0 {
-            return None;
-        }
-        if unsafe { libc::dup2(2, 1) } < 0 {
-            unsafe { libc::close(saved) };
-            return None;
-        }
-        Some(StdoutToStderr { saved })
-    }
-}
-
-impl Drop for StdoutToStderr {
-    fn drop(&mut self) {
-        let _ = std::io::stdout().flush();
-        // SAFETY: restores the descriptor saved in `new`.
-        unsafe {
-            libc::dup2(self.saved, 1);
-            libc::close(self.saved);
-        }
-    }
-}
-
 /// Run a device call in a thread with stdout diverted and a deadline.
 fn guarded_call<T, F>(iface: &InterfaceName, what: &str, deadline: Duration, call: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> std::io::Result<T> + Send + 'static,
 {
-    let _divert = StdoutToStderr::new();
+    let _divert = crate::sys::StdoutToStderr::new();
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = sender.send(call());

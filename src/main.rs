@@ -1,4 +1,8 @@
 //! wgp2p: a peer-to-peer, full-mesh WireGuard VPN with no central server.
+//! A map of the modules and their layers: docs/architecture.md.
+
+// Only `sys` holds code the compiler cannot check (it allows it for itself).
+#![deny(unsafe_code)]
 
 mod agent;
 mod announce;

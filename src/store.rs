@@ -29,14 +29,15 @@
 //! (`.wgp2p-*`) left by a killed run are deleted by the next locked run,
 //! in the dir and in `provisioned-peers/`.
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Stat};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 
@@ -52,79 +53,34 @@ const JOURNAL_MAGIC: &str = "wgp2p-journal 1\n";
 const JOURNAL_END: &str = "end\n";
 
 fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-fn cstring(name: &str) -> Result<CString> {
-    CString::new(name).map_err(|_| Error::Invalid(format!("{name:?} holds a NUL byte")))
-}
-
-fn last_os_error() -> std::io::Error {
-    std::io::Error::last_os_error()
+    rustix::process::geteuid().as_raw()
 }
 
 /// `openat(dir, name, flags, mode)` that retries on EINTR.
 fn open_at(dir: BorrowedFd, name: &str, flags: libc::c_int, mode: u32) -> std::io::Result<OwnedFd> {
-    let c = CString::new(name).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    let flags = OFlags::from_bits_retain(flags.cast_unsigned()) | OFlags::CLOEXEC;
     loop {
-        // SAFETY: `c` is a valid C string; the returned fd is owned below.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                flags | libc::O_CLOEXEC,
-                mode as libc::c_uint,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: a fresh descriptor that nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let e = last_os_error();
-        if e.kind() != ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode)) {
+            Err(Errno::INTR) => {}
+            done => return done.map_err(Into::into),
         }
     }
 }
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; `None` when it does not exist.
-fn lstat_at(dir: BorrowedFd, name: &str) -> std::io::Result<Option<libc::stat>> {
-    let c = CString::new(name).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, C string and out pointer.
-    let r = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &raw mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        return Ok(Some(st));
-    }
-    let e = last_os_error();
-    if e.kind() == ErrorKind::NotFound {
-        Ok(None)
-    } else {
-        Err(e)
+fn lstat_at(dir: BorrowedFd, name: &str) -> std::io::Result<Option<Stat>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn fstat(fd: BorrowedFd) -> std::io::Result<libc::stat> {
-    // SAFETY: as in `lstat_at`.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and out pointer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) } == 0 {
-        Ok(st)
-    } else {
-        Err(last_os_error())
-    }
+fn fstat(fd: BorrowedFd) -> std::io::Result<Stat> {
+    rustix::fs::fstat(fd).map_err(Into::into)
 }
 
-fn is_kind(st: &libc::stat, kind: libc::mode_t) -> bool {
+fn is_kind(st: &Stat, kind: libc::mode_t) -> bool {
     st.st_mode & libc::S_IFMT == kind
 }
 
@@ -155,7 +111,7 @@ fn refuse_mode(path: &Path, mode: u32, want: u32) -> Error {
 
 /// The checks every entry passes: not a link (unless allowed), the right
 /// type, owned by us.
-fn check_stat(path: &Path, st: &libc::stat, want_dir: bool) -> Result<()> {
+fn check_stat(path: &Path, st: &Stat, want_dir: bool) -> Result<()> {
     if is_kind(st, libc::S_IFLNK) {
         return Err(refuse_link(path));
     }
@@ -184,27 +140,26 @@ fn check_stat(path: &Path, st: &libc::stat, want_dir: bool) -> Result<()> {
 /// Open the config dir (a symbolic link to it is fine: what is *in* it is
 /// never followed) and check it is a dir of ours.
 fn open_dir(path: &Path) -> Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("{} holds a NUL byte", path.display())))?;
-    // SAFETY: valid C string; the fd is owned below.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
+    let opened = loop {
+        match rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Err(Errno::INTR) => {}
+            done => break done,
+        }
     };
-    if fd < 0 {
-        let e = last_os_error();
-        if e.raw_os_error() == Some(libc::ENOTDIR) {
+    let fd = match opened {
+        Ok(fd) => fd,
+        Err(Errno::NOTDIR) => {
             return Err(Error::BadConfig(format!(
                 "{} is not a directory: expected the config directory",
                 path.display()
             )));
         }
-        return Err(Error::io("open directory", path, e));
-    }
-    // SAFETY: a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Err(e) => return Err(Error::io("open directory", path, e.into())),
+    };
     let st = fstat(fd.as_fd()).map_err(|e| Error::io("stat", path, e))?;
     check_stat(path, &st, true)?;
     Ok(fd)
@@ -380,15 +335,8 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 }
 
 fn chmod_fd(fd: BorrowedFd, path: &Path, mode: u32) -> Result<()> {
-    // SAFETY: valid fd.
-    if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
-        return Err(Error::io(
-            &format!("set mode {mode:04o} on"),
-            path,
-            last_os_error(),
-        ));
-    }
-    Ok(())
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+        .map_err(|e| Error::io(&format!("set mode {mode:04o} on"), path, e.into()))
 }
 
 /// An exclusive lock on the config dir, held until dropped.
@@ -402,13 +350,10 @@ pub struct DirLock {
 pub fn lock(dir: &Path) -> Result<DirLock> {
     let fd = open_dir(dir)?;
     loop {
-        // SAFETY: valid fd; flock has no memory effects.
-        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            break;
-        }
-        let e = last_os_error();
-        if e.kind() != ErrorKind::Interrupted {
-            return Err(Error::io("lock", dir, e));
+        match rustix::fs::flock(&fd, FlockOperation::LockExclusive) {
+            Ok(()) => break,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Error::io("lock", dir, e.into())),
         }
     }
     recover(dir)?;
@@ -422,13 +367,10 @@ pub fn lock_within(dir: &Path, wait: std::time::Duration) -> Result<DirLock> {
     let fd = open_dir(dir)?;
     let deadline = std::time::Instant::now() + wait;
     loop {
-        // SAFETY: valid fd; flock has no memory effects.
-        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            break;
-        }
-        let e = last_os_error();
-        if e.kind() != ErrorKind::Interrupted && e.kind() != ErrorKind::WouldBlock {
-            return Err(Error::io("lock", dir, e));
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(Errno::INTR | Errno::WOULDBLOCK) => {}
+            Err(e) => return Err(Error::io("lock", dir, e.into())),
         }
         if std::time::Instant::now() >= deadline {
             return Err(Error::System(format!(
@@ -519,24 +461,14 @@ fn temp_prefix_for(name: &str) -> String {
 }
 
 fn sync_fd(fd: BorrowedFd, path: &Path) -> Result<()> {
-    // SAFETY: valid fd.
-    if unsafe { libc::fsync(fd.as_raw_fd()) } != 0 {
-        return Err(Error::io("sync", path, last_os_error()));
-    }
-    Ok(())
+    rustix::fs::fsync(fd).map_err(|e| Error::io("sync", path, e.into()))
 }
 
 fn unlink_at(dir: BorrowedFd, dir_path: &Path, name: &str) -> Result<bool> {
-    let c = cstring(name)?;
-    // SAFETY: valid fd and C string.
-    if unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) } == 0 {
-        return Ok(true);
-    }
-    let e = last_os_error();
-    if e.kind() == ErrorKind::NotFound {
-        Ok(false)
-    } else {
-        Err(Error::io("remove", &dir_path.join(name), e))
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(Error::io("remove", &dir_path.join(name), e.into())),
     }
 }
 
@@ -572,13 +504,9 @@ fn replace_at(dir: BorrowedFd, dir_path: &Path, name: &str, contents: &[u8]) -> 
         return Err(Error::io("write", &target, e));
     }
     drop(file);
-    let (from, to) = (cstring(&temp_name)?, cstring(name)?);
-    // SAFETY: valid fds and C strings.
-    if unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) } != 0
-    {
-        let e = last_os_error();
+    if let Err(e) = rustix::fs::renameat(dir, temp_name.as_str(), dir, name) {
         let _ = unlink_at(dir, dir_path, &temp_name);
-        return Err(Error::io("replace", &target, e));
+        return Err(Error::io("replace", &target, e.into()));
     }
     sync_fd(dir, dir_path)
 }
@@ -643,13 +571,9 @@ fn write_entry(dir_fd: BorrowedFd, dir: &Path, name: &str, contents: &[u8]) -> R
 /// `provisioned-peers` (created 0700 when missing), checked, as an open dir.
 fn ensure_sub(dir_fd: BorrowedFd, dir: &Path, sub: &str) -> Result<OwnedFd> {
     let path = dir.join(sub);
-    let c = cstring(sub)?;
-    // SAFETY: valid fd and C string.
-    if unsafe { libc::mkdirat(dir_fd.as_raw_fd(), c.as_ptr(), 0o700) } != 0 {
-        let e = last_os_error();
-        if e.kind() != ErrorKind::AlreadyExists {
-            return Err(Error::io("create directory", &path, e));
-        }
+    match rustix::fs::mkdirat(dir_fd, sub, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(Error::io("create directory", &path, e.into())),
     }
     open_sub(dir_fd, dir, sub)?
         .ok_or_else(|| Error::io("open directory", &path, ErrorKind::NotFound.into()))
@@ -727,16 +651,9 @@ fn remove_dir_entry(dir_fd: BorrowedFd, dir: &Path, name: &str) -> Result<()> {
     // Its temp files are ours; anything else left in it stays, and so does the dir.
     sweep(sub.as_fd(), &path);
     drop(sub);
-    let c = cstring(name)?;
-    // SAFETY: valid fd and C string.
-    if unsafe { libc::unlinkat(dir_fd.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) } != 0 {
-        let e = last_os_error();
-        if !matches!(
-            e.raw_os_error(),
-            Some(libc::ENOENT | libc::ENOTEMPTY | libc::EEXIST)
-        ) {
-            return Err(Error::io("remove", &path, e));
-        }
+    match rustix::fs::unlinkat(dir_fd, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT | Errno::NOTEMPTY | Errno::EXIST) => {}
+        Err(e) => return Err(Error::io("remove", &path, e.into())),
     }
     Ok(())
 }
@@ -931,7 +848,7 @@ impl ModeFinding {
 pub fn check_modes(dir: &Path, files: &[&str], repair: bool) -> Result<Vec<ModeFinding>> {
     let mut found = Vec::new();
     let fd = open_dir(dir)?;
-    let mut check = |fd: BorrowedFd, path: &Path, st: &libc::stat, want: u32| -> Result<()> {
+    let mut check = |fd: BorrowedFd, path: &Path, st: &Stat, want: u32| -> Result<()> {
         let mode = st.st_mode & 0o7777;
         if mode != want {
             if repair {

@@ -1196,21 +1196,21 @@ fn dependencies_dry_run_without_wg_prints_the_commands() {
 
 /// On a kernel without WireGuard (this machine's), wg and wg-quick alone
 /// are not enough: wg-quick needs wireguard-go, and `dependencies` (the
-/// advice of `doctor`) installs it.
+/// advice of `doctor`) installs it. Run with the lab tests, on the lab's
+/// machine kind (Debian, a kernel without the module); elsewhere it fails
+/// saying why instead of passing without looking.
 #[test]
+#[ignore = "lab: needs a Debian host whose kernel has no WireGuard module (the lab machine)"]
 fn dependencies_add_wireguard_go_where_the_kernel_has_no_wireguard() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let modules = std::path::Path::new("/lib/modules").join(release.trim());
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    if std::path::Path::new("/sys/module/wireguard").exists()
-        || modules.exists()
-        || !os_release.contains("debian")
-    {
-        eprintln!(
-            "a kernel that may have WireGuard, or not Debian: the unit tests of dependencies and system cover it"
-        );
-        return;
-    }
+    assert!(
+        !std::path::Path::new("/sys/module/wireguard").exists()
+            && !modules.exists()
+            && os_release.contains("debian"),
+        "this host's kernel may have WireGuard, or it is not Debian: expected the lab's machine kind (the unit tests of dependencies and system cover the other cases)"
+    );
     let tools = tempfile::tempdir().expect("create a PATH dir");
     for program in ["wg", "wg-quick"] {
         let path = tools.path().join(program);

@@ -329,7 +329,7 @@ fn hostile_records_through_the_tunnel_change_nothing() {
         evil.record(charlie_key, Some(&intro("charlie", "10.15.0.3")), 1),
     ];
     // Addresses outside the VPN: the Internet, a host of alpha's own LAN,
-    // IPv6 (issue: "addresses outside the VPN").
+    // IPv6.
     for (i, ip) in ["1.1.1.1", "203.0.113.50", "2606:4700:4700::1111"]
         .iter()
         .enumerate()
@@ -520,8 +520,8 @@ fn a_host_behind_a_members_routed_subnet_is_not_that_member() {
     assert_eq!(bravo_heard["relay"], false, "{heard}");
 }
 
-/// How long the soak runs: `WGP2P_SOAK_SECS` (bench/soak.sh sets 600, the
-/// issue's 10 minutes), else 30 s in the test suite.
+/// How long the soak runs: `WGP2P_SOAK_SECS` (bench/soak.sh sets 600: ten
+/// minutes), else 30 s in the test suite.
 fn soak_secs() -> u64 {
     std::env::var("WGP2P_SOAK_SECS")
         .ok()

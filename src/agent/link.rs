@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
 use std::thread::JoinHandle;
@@ -205,7 +204,10 @@ impl Link {
         wrap: fn(Incoming) -> E,
     ) -> io::Result<Link> {
         let ifindex = interface_index(iface)?;
-        let socket = Arc::new(bind_to_device(iface, SocketAddr::new(ip, AGENT_PORT))?);
+        let socket = Arc::new(crate::sys::udp_socket_on_device(
+            iface,
+            SocketAddr::new(ip, AGENT_PORT),
+        )?);
         socket.set_read_timeout(Some(STOP_CHECK))?;
         let local = socket.local_addr()?;
         let senders = Arc::new(RwLock::new(senders));
@@ -341,88 +343,7 @@ fn receive(
 
 /// The kernel's index of interface `iface`.
 pub fn interface_index(iface: &str) -> io::Result<u32> {
-    let name = std::ffi::CString::new(iface)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
-    // SAFETY: `name` is a valid NUL-terminated string.
-    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
-        0 => Err(io::Error::last_os_error()),
-        index => Ok(index),
-    }
-}
-
-/// A UDP socket bound to `iface` (`SO_BINDTODEVICE`, set before the
-/// address is bound, so no datagram from another interface is ever queued)
-/// and to `address`.
-fn bind_to_device(iface: &str, address: SocketAddr) -> io::Result<UdpSocket> {
-    let family = match address {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: socket(2) with constant arguments; the result is checked and
-    // owned by an OwnedFd at once.
-    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let name = iface.as_bytes();
-    // SAFETY: the option value is `name`, with its length.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            libc::socklen_t::try_from(name.len()).unwrap_or(0),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let (storage, len) = sockaddr(address);
-    // SAFETY: `storage` holds a sockaddr of the family and length given.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&raw const storage).cast::<libc::sockaddr>(),
-            len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(UdpSocket::from(fd))
-}
-
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "AF_INET and AF_INET6 fit sa_family_t, and a sockaddr_in6 (28 bytes) fits socklen_t"
-)]
-fn sockaddr(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match address {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for any
-            // sockaddr type.
-            let sin = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in>() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: as above.
-            let sin6 = unsafe { &mut *(&raw mut storage).cast::<libc::sockaddr_in6>() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_addr.s6_addr = v6.ip().octets();
-            sin6.sin6_scope_id = v6.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
+    crate::sys::interface_index(iface)
 }
 
 /// A peer's agent address: its VPN address (the first host route of its
@@ -575,15 +496,11 @@ mod tests {
         assert_eq!(agent_address(&entry(KEY_A, &["192.168.5.0/24"])), None);
     }
 
+    /// The whole socket path, on loopback ("lo" stands in for the
+    /// WireGuard interface; binding to a device needs CAP_NET_RAW).
     #[test]
+    #[ignore = "root: binding a socket to a device needs CAP_NET_RAW"]
     fn loopback_link_answers_where_and_delivers_the_rest() {
-        // The whole socket path, on loopback ("lo" stands in for the
-        // WireGuard interface; binding to a device needs CAP_NET_RAW, so
-        // this part runs only as root).
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return;
-        }
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
         let lookup: Lookup = Box::new(|_key| (Some("203.0.113.9:51820".parse().unwrap()), Some(3)));

@@ -1048,7 +1048,7 @@ mod tests {
 
     /// m3 trusts m1 only, and m1 is manual. `trust m1` is not "whatever m1
     /// heard": m1 vouches only for what its own policy accepted, so m2's
-    /// newcomer reaches neither (issue: `trust X` laundering); m1's own
+    /// newcomer reaches neither (trust does not launder); m1's own
     /// newcomer reaches m3, tagged with m1.
     #[test]
     fn trust_goes_no_further_than_the_trusted_members_own_policy() {
@@ -1083,7 +1083,7 @@ mod tests {
         assert!(conf(&nodes[2]).contains(&tag), "{}", conf(&nodes[2]));
     }
 
-    /// `trust` does not depend on timing (issue: d trusts only a; b
+    /// `trust` does not depend on timing (d trusts only a; b
     /// introduces c while d is away): whether d was online or came back
     /// later, d takes c through a, tagged with a, and nothing else.
     #[test]
@@ -1166,10 +1166,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    /// A restarted agent keeps its own events (issue: it forgot them, a
-    /// removal then spread nowhere and the mesh gave the revoked peer
-    /// back): m1 restarts, removes the newcomer, every member removes it,
-    /// and m1 never takes it back.
+    /// A restarted agent keeps its own events (were it to forget them, a
+    /// removal would spread nowhere and the mesh would give the revoked
+    /// peer back): m1 restarts, removes the newcomer, every member removes
+    /// it, and m1 never takes it back.
     #[test]
     fn a_restarted_agent_keeps_its_own_events_and_its_removal_spreads() {
         let mut nodes = meshed_members(3, |_| true);
@@ -1275,7 +1275,7 @@ mod tests {
     }
 
     /// A book that cannot be read is moved aside, kept, and a new one
-    /// starts (issue: it was replaced silently).
+    /// starts (never replaced silently).
     #[test]
     fn a_corrupt_book_is_moved_aside() {
         let nodes = meshed_members(1, |_| true);

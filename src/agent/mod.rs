@@ -66,32 +66,18 @@ pub fn parse_interval(s: &str) -> Result<Duration> {
     }
 }
 
-/// SIGTERM and SIGINT, blocked in every thread and taken synchronously.
-struct Signals {
-    set: libc::sigset_t,
-}
+/// SIGTERM and SIGINT, blocked in every thread (`sys::TermSignals`) and
+/// handed to the loop from a thread of their own.
+struct Signals(crate::sys::TermSignals);
 
 impl Signals {
     /// Block the signals. Must run before any thread is started, since
     /// threads inherit the mask (a signal must not kill a helper thread's
     /// process behind the loop's back).
     fn block() -> Result<Signals> {
-        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise
-        // it, and pthread_sigmask only changes this thread's mask.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            if rc != 0 {
-                return Err(Error::System(format!(
-                    "cannot block SIGTERM and SIGINT: {}",
-                    std::io::Error::from_raw_os_error(rc)
-                )));
-            }
-            Ok(Signals { set })
-        }
+        crate::sys::TermSignals::block()
+            .map(Signals)
+            .map_err(|e| Error::System(format!("cannot block SIGTERM and SIGINT: {e}")))
     }
 
     /// Hand each signal to the loop as [`Event::Signal`], from a thread of
@@ -101,7 +87,7 @@ impl Signals {
             .name("signals".into())
             .spawn(move || {
                 loop {
-                    if let Some(signal) = self.wait(Duration::from_secs(3600))
+                    if let Some(signal) = self.0.wait(Duration::from_secs(3600))
                         && events.send(Event::Signal(signal)).is_err()
                     {
                         return;
@@ -111,40 +97,10 @@ impl Signals {
             .map(|_| ())
             .map_err(|e| Error::System(format!("cannot start the signal thread: {e}")))
     }
-
-    /// Wait up to `timeout` for a signal; its number, or `None` on timeout.
-    fn wait(&self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            let ts = libc::timespec {
-                tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
-                // Below 10^9, so the i32 is exact on every target.
-                tv_nsec: libc::c_long::from(left.subsec_nanos().cast_signed()),
-            };
-            // SAFETY: `set` was initialised in `block`; a null info pointer
-            // is allowed.
-            let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
-            if signal > 0 {
-                return Some(signal);
-            }
-            // EAGAIN: timed out; EINTR: another signal, wait again.
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
-                return None;
-            }
-        }
-    }
 }
 
 fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        _ => "a signal",
-    }
+    crate::sys::signal_name(signal)
 }
 
 /// A peer's agent counts as heard while its latest `hello` is at most this
@@ -183,146 +139,120 @@ pub fn run(
         return Err(crate::config::node::not_installed(&ctx.paths));
     }
     let _running = state::Running::claim(&ctx.paths)?;
-    memory::limit_arenas();
+    crate::sys::malloc_limit_arenas();
     let (events, inbox) = mpsc::channel::<Event>();
     signals.forward(events.clone())?;
     let mut agent = Agent::new(ctx, interval, auto_relay, execute::Wire::new(events), log);
-    log.line(&format!(
-        "started for {} (pid {}), a pass every {} s",
-        ctx.paths.iface,
-        std::process::id(),
-        interval.as_secs()
-    ));
-    if let Some(settings) = auto_relay {
-        log.line(&format!(
-            "auto-relay on: a peer without a direct handshake for {} s goes through a relay-enabled peer",
-            settings.after.as_secs()
-        ));
-    }
-    let mut full_due = Instant::now();
-    let mut config_seen = config_stamp(ctx);
+    agent.say_started(ctx, log);
+    let mut clock = Clock::new(ctx, interval);
     let mut last: Option<Snapshot> = None;
-    loop {
-        // `uninstall` removed the interface: nothing left to look after.
-        if !ctx.paths.conf().exists() {
-            log.line(&format!(
-                "{} is no longer installed (no {}): stopping",
-                ctx.paths.iface,
-                ctx.paths.conf().display()
-            ));
-            state::remove_files(&ctx.paths);
-            return Ok(());
-        }
+    while still_installed(ctx, log) {
         // Wait for the next thing to do; no lock is held meanwhile.
-        let mut messages = Vec::new();
-        let scope = loop {
-            let now = Instant::now();
-            if now >= full_due {
-                break Some(Scope::Full);
-            }
-            // A peer a human added or removed is announced to the mesh at
-            // once, not at the next pass (one stat every CONFIG_LOOK).
-            let stamp = config_stamp(ctx);
-            let hints_due = agent.knowledge.hints.due();
-            if stamp != config_seen || hints_due.is_some_and(|due| due <= now) {
-                break Some(Scope::Quick);
-            }
-            if !messages.is_empty() {
-                break needs_look(&messages).then_some(Scope::Quick);
-            }
-            let until = hints_due
-                .map_or(full_due, |due| due.min(full_due))
-                .min(now + CONFIG_LOOK);
-            match inbox.recv_timeout(until.saturating_duration_since(now)) {
-                Ok(Event::Signal(signal)) => {
-                    log.line(&format!("stopping on {}", signal_name(signal)));
-                    return Ok(());
-                }
-                Ok(Event::Message(incoming)) => {
-                    messages.push(incoming);
-                    // Whatever else came meanwhile goes into the same step.
-                    while let Ok(event) = inbox.try_recv() {
-                        match event {
-                            Event::Message(incoming) => messages.push(incoming),
-                            Event::Signal(signal) => {
-                                log.line(&format!("stopping on {}", signal_name(signal)));
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-                // The loop holds a sender itself: only the timeout is left.
-                Err(_) => {}
-            }
+        let Some((scope, messages)) = clock.wait(ctx, &inbox, agent.knowledge.hints.due(), log)
+        else {
+            return Ok(());
         };
-        // Observe once.
-        let snap = match (scope, last.take()) {
-            (None, Some(mut snap)) => {
-                snap.at_now();
-                snap
-            }
-            (scope, _) => {
-                let scope = scope.unwrap_or(Scope::Quick);
-                if scope == Scope::Full {
-                    full_due = Instant::now() + interval;
-                }
-                config_seen = config_stamp(ctx);
-                match Snapshot::observe(ctx, scope) {
-                    Ok(snap) => snap,
-                    Err(e) => {
-                        agent.problem(Some(e.to_string()), log);
-                        if scope == Scope::Full {
-                            agent.save(ctx, log);
-                        }
-                        continue;
-                    }
-                }
-            }
+        // Observe once (or decide on the last observation).
+        let Some(snap) = agent.observe(ctx, scope, last.take(), &mut clock, log) else {
+            continue;
         };
-        let fresh = scope.is_some();
-        if fresh && agent.wire.ensure(ctx, &snap, log) == Some(true) {
-            agent.greetings.reset();
-        }
         // Decide, execute, learn what became of it.
+        let fresh = scope.is_some();
         let actions = agent.decide(&snap, fresh, messages, log);
         let done = execute::execute(ctx, &snap, &agent.wire, actions, log);
         let follow = agent.settle(&snap, done, log);
         execute::execute(ctx, &snap, &agent.wire, follow, log);
         // Save.
-        if fresh && let Err(e) = agent.membership.save(&ctx.paths) {
-            log.line(&format!("cannot save the membership book: {e}"));
-        }
-        if snap.scope == Scope::Full && fresh {
-            agent.save(ctx, log);
-            memory::give_back();
-        }
+        agent.save_after(ctx, &snap, fresh, log);
         last = Some(snap);
     }
+    Ok(())
 }
 
-/// The agent runs for months: what the C allocator keeps of memory the
-/// agent freed goes back to the system (glibc only; elsewhere nothing).
-/// Measured in bench/soak.sh (BENCHMARKS.md, "Membership soak").
-mod memory {
-    /// One malloc arena per CPU thread would keep freed memory per thread
-    /// (the receive, signal and resolver threads): two are enough here.
-    pub fn limit_arenas() {
-        #[cfg(target_env = "gnu")]
-        // SAFETY: mallopt(3) with a documented parameter, before the
-        // agent's own threads start.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+/// `uninstall` removed the interface: nothing left to look after (the
+/// agent's files are removed, and it stops).
+fn still_installed(ctx: &Context, log: &Log) -> bool {
+    if ctx.paths.conf().exists() {
+        return true;
+    }
+    log.line(&format!(
+        "{} is no longer installed (no {}): stopping",
+        ctx.paths.iface,
+        ctx.paths.conf().display()
+    ));
+    state::remove_files(&ctx.paths);
+    false
+}
+
+/// When the next step is due, and what the loop last saw of the config.
+struct Clock {
+    interval: Duration,
+    full_due: Instant,
+    config_seen: Option<(SystemTime, u64)>,
+}
+
+impl Clock {
+    fn new(ctx: &Context, interval: Duration) -> Clock {
+        Clock {
+            interval,
+            full_due: Instant::now(),
+            config_seen: config_stamp(ctx),
         }
     }
 
-    /// Return the freed top of the heap and free pages to the system,
-    /// after each full pass.
-    pub fn give_back() {
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim(3) only releases memory that is free.
-        unsafe {
-            libc::malloc_trim(0);
+    /// Wait for the next step: its scope (`None`: decide on the last
+    /// snapshot) and the messages that came meanwhile; `None` on SIGTERM
+    /// or SIGINT. `hints_due`: when an introduction wants a look.
+    fn wait(
+        &mut self,
+        ctx: &Context,
+        inbox: &mpsc::Receiver<Event>,
+        hints_due: Option<Instant>,
+        log: &Log,
+    ) -> Option<(Option<Scope>, Vec<link::Incoming>)> {
+        let mut messages = Vec::new();
+        loop {
+            let now = Instant::now();
+            if now >= self.full_due {
+                return Some((Some(Scope::Full), messages));
+            }
+            // A peer a human added or removed is announced to the mesh at
+            // once, not at the next pass (one stat every CONFIG_LOOK).
+            if config_stamp(ctx) != self.config_seen || hints_due.is_some_and(|due| due <= now) {
+                return Some((Some(Scope::Quick), messages));
+            }
+            if !messages.is_empty() {
+                let scope = needs_look(&messages).then_some(Scope::Quick);
+                return Some((scope, messages));
+            }
+            let until = hints_due
+                .map_or(self.full_due, |due| due.min(self.full_due))
+                .min(now + CONFIG_LOOK);
+            let first = match inbox.recv_timeout(until.saturating_duration_since(now)) {
+                Ok(event) => event,
+                // The loop holds a sender itself: only the timeout is left.
+                Err(_) => continue,
+            };
+            // Whatever else came meanwhile goes into the same step.
+            for event in std::iter::once(first).chain(inbox.try_iter()) {
+                match event {
+                    Event::Message(incoming) => messages.push(incoming),
+                    Event::Signal(signal) => {
+                        log.line(&format!("stopping on {}", signal_name(signal)));
+                        return None;
+                    }
+                }
+            }
         }
+    }
+
+    /// A fresh observation is about to be made: the next full one is due
+    /// an interval later, and config changes count from now.
+    fn observed(&mut self, ctx: &Context, scope: Scope) {
+        if scope == Scope::Full {
+            self.full_due = Instant::now() + self.interval;
+        }
+        self.config_seen = config_stamp(ctx);
     }
 }
 
@@ -370,6 +300,69 @@ impl Agent {
             greetings: greet::Greetings::default(),
             wire,
             last_problem: None,
+        }
+    }
+
+    fn say_started(&self, ctx: &Context, log: &Log) {
+        log.line(&format!(
+            "started for {} (pid {}), a pass every {} s",
+            ctx.paths.iface,
+            std::process::id(),
+            self.interval.as_secs()
+        ));
+        if let Some(settings) = self.auto_relay {
+            log.line(&format!(
+                "auto-relay on: a peer without a direct handshake for {} s goes through a relay-enabled peer",
+                settings.after.as_secs()
+            ));
+        }
+    }
+
+    /// The step's snapshot: the last one at a later time (`scope` `None`),
+    /// else a fresh observation; `None` when it cannot be made (said, and
+    /// a full pass still saves the state).
+    fn observe(
+        &mut self,
+        ctx: &Context,
+        scope: Option<Scope>,
+        last: Option<Snapshot>,
+        clock: &mut Clock,
+        log: &Log,
+    ) -> Option<Snapshot> {
+        if let (None, Some(mut snap)) = (scope, last) {
+            snap.at_now();
+            return Some(snap);
+        }
+        let scope = scope.unwrap_or(Scope::Quick);
+        clock.observed(ctx, scope);
+        match Snapshot::observe(ctx, scope) {
+            Ok(snap) => {
+                if self.wire.ensure(ctx, &snap, log) == Some(true) {
+                    self.greetings.reset();
+                }
+                Some(snap)
+            }
+            Err(e) => {
+                self.problem(Some(e.to_string()), log);
+                if scope == Scope::Full {
+                    self.save(ctx, log);
+                }
+                None
+            }
+        }
+    }
+
+    /// After a step: the membership book after a fresh look, the state
+    /// file after a full pass.
+    fn save_after(&mut self, ctx: &Context, snap: &Snapshot, fresh: bool, log: &Log) {
+        if fresh && let Err(e) = self.membership.save(&ctx.paths) {
+            log.line(&format!("cannot save the membership book: {e}"));
+        }
+        if fresh && snap.scope == Scope::Full {
+            self.save(ctx, log);
+            // The agent runs for months: freed memory goes back to the
+            // system after each full pass (BENCHMARKS.md, "Membership soak").
+            crate::sys::malloc_give_back();
         }
     }
 
@@ -722,6 +715,6 @@ mod tests {
     fn signal_wait_times_out_without_a_signal() {
         // Blocking only changes this test thread's mask.
         let signals = Signals::block().unwrap();
-        assert_eq!(signals.wait(Duration::from_millis(20)), None);
+        assert_eq!(signals.0.wait(Duration::from_millis(20)), None);
     }
 }

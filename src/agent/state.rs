@@ -164,11 +164,14 @@ pub fn stop_running(paths: &Paths, wait: Duration, command: &str) -> Result<Opti
     let Some(pid) = running_pid(paths).filter(|p| is_agent_process(*p)) else {
         return Err(refuse(running_pid(paths)));
     };
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
+    // A PID checked above to be a wgp2p agent.
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    let Some(target) = target else {
         return Err(refuse(Some(pid)));
     };
-    // SAFETY: kill(2) with a PID checked above to be a wgp2p agent.
-    if unsafe { libc::kill(raw, libc::SIGTERM) } != 0 {
+    if rustix::process::kill_process(target, rustix::process::Signal::TERM).is_err() {
         return Err(refuse(Some(pid)));
     }
     let deadline = std::time::Instant::now() + wait;
@@ -611,9 +614,15 @@ mod tests {
     fn a_state_file_that_is_no_regular_file_is_refused_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths(dir.path());
-        let fifo = std::ffi::CString::new(state_path(&paths).to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo(3) on a path we own.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let mkfifo = |path: std::path::PathBuf| {
+            rustix::fs::mkfifoat(
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            )
+            .unwrap();
+        };
+        mkfifo(state_path(&paths));
         let err = load(&paths).unwrap_err();
         assert_eq!(err.code(), 6, "{err}");
         assert!(err.to_string().contains("not a regular file"), "{err}");
@@ -628,9 +637,7 @@ mod tests {
         let err = load(&paths).unwrap_err();
         assert!(err.to_string().contains("expected at most"), "{err}");
         // The lock as a FIFO: no agent runs, and nothing blocks.
-        let lock = std::ffi::CString::new(lock_path(&paths).to_str().unwrap()).unwrap();
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::mkfifo(lock.as_ptr(), 0o600) }, 0);
+        mkfifo(lock_path(&paths));
         assert!(!is_running(&paths));
     }
 }

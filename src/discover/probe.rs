@@ -149,7 +149,7 @@ struct Transaction {
 
 impl Transaction {
     fn new(target: &Target, now: Instant) -> Option<Self> {
-        let id = stun::new_transaction_id();
+        let id = stun::new_transaction_id()?;
         Some(Transaction {
             id,
             request: stun::binding_request(id)?,

@@ -2,10 +2,7 @@
 //! mapped address out of its success response. Encoding and decoding are
 //! `stun_codec`'s; this file only decides what to accept.
 
-use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytecodec::{DecodeExt, EncodeExt};
 use stun_codec::rfc5389::attributes::{MappedAddress, XorMappedAddress};
@@ -15,25 +12,13 @@ use stun_codec::{Message, MessageClass, MessageDecoder, MessageEncoder, Transact
 /// A STUN transaction ID (96 bits).
 pub(super) type TxId = [u8; 12];
 
-/// A fresh transaction ID.
-///
-/// RFC 5389 wants it random so that an off-path host cannot forge the
-/// answer. `RandomState` is keyed from the OS's randomness, so SipHash of
-/// a counter and the clock under a new key is unpredictable from outside;
-/// that keeps the module on std alone (no `rand` crate for 12 bytes).
-pub(super) fn new_transaction_id() -> TxId {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let key = RandomState::new();
+/// A fresh transaction ID, from the OS's randomness (RFC 5389 wants it
+/// random so that an off-path host cannot forge the answer); `None` when
+/// the OS has none to give (the target is then skipped).
+pub(super) fn new_transaction_id() -> Option<TxId> {
     let mut id = [0u8; 12];
-    for (half, chunk) in id.chunks_mut(8).enumerate() {
-        let bits = key.hash_one((half, count, nanos)).to_le_bytes();
-        chunk.copy_from_slice(&bits[..chunk.len()]);
-    }
-    id
+    rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut id).ok()?;
+    Some(id)
 }
 
 /// The bytes of a Binding request with transaction ID `id`; `None` only if

@@ -266,7 +266,7 @@ pub(crate) fn check_routes(
     routes::check(&needed, &[checked]).map_err(|e| route_refusal(e, name, of).into())
 }
 
-/// The refusal for unsafe routes of peer `name`.
+/// The refusal for routes of peer `name` that are not safe.
 pub(crate) fn route_refusal(e: routes::Unsafe, name: &str, of: RoutesOf) -> PlanError {
     match e {
         routes::Unsafe::Address { ip, what, .. } => PlanError::PeerAddressIsProtected {

@@ -191,7 +191,7 @@ pub enum Unsafe {
 }
 
 /// Check every peer's routes against the needed addresses: the first
-/// refusal, or `Ok` when none is unsafe. Addresses come first (no role
+/// refusal, or `Ok` when every one is safe. Addresses come first (no role
 /// lifts them), then networks, in the order of the needed addresses.
 pub fn check(needed: &Needed, peers: &[Routes<'_>]) -> Result<(), Unsafe> {
     let addresses: HashMap<IpAddr, usize> = peers

@@ -28,10 +28,7 @@ use crate::types::InterfaceName;
 
 /// The interface's index, or `None` when it does not exist.
 pub fn ifindex(iface: &InterfaceName) -> Option<u32> {
-    let name = std::ffi::CString::new(iface.as_str()).ok()?;
-    // SAFETY: a NUL-terminated name; the call only reads it.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
+    crate::sys::interface_index(iface.as_str()).ok()
 }
 
 /// One route of a dump, as far as wgp2p looks at it.
@@ -235,15 +232,7 @@ pub fn snapshot(iface: &InterfaceName) -> Result<Option<Snapshot>> {
 }
 
 fn name_of(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: the buffer holds IF_NAMESIZE bytes, as the call requires.
-    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if name.is_null() {
-        return None;
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Some(name.to_string_lossy().into_owned())
+    crate::sys::interface_name(index)
 }
 
 fn message(route: &Route, index: u32) -> RouteMessage {

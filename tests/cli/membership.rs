@@ -92,7 +92,7 @@ fn bad_trust_requests_change_nothing() {
 }
 
 /// A `# Trust` line that cannot be read trusts nobody, and `trust` and
-/// `doctor` name it with the line to fix (issue: fail-open policy).
+/// `doctor` name it with the line to fix (fail closed).
 #[test]
 fn an_unreadable_trust_line_is_named_and_trusts_nobody() {
     let node = Node::installed();
@@ -157,7 +157,7 @@ fn untrusting_the_last_member_trusts_nobody() {
 }
 
 /// Re-pasting an introduced peer's line by hand makes it the admin's, and
-/// says so (issue: it answered "nothing changed" and stayed removable).
+/// says so (not "nothing changed", and no longer removable by a member).
 #[test]
 fn a_repasted_introduced_peer_becomes_the_admins() {
     let node = Node::installed();
