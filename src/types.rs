@@ -610,11 +610,7 @@ fn is_scoped_ipv6(host: &str) -> bool {
 }
 
 fn interface_exists(name: &str) -> bool {
-    let Ok(name) = std::ffi::CString::new(name) else {
-        return false;
-    };
-    // SAFETY: a NUL-terminated name; the call only reads it.
-    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+    crate::sys::interface_index(name).is_ok()
 }
 
 /// A peer's `Endpoint` as written in a config, whitespace removed as
