@@ -705,8 +705,18 @@ impl Node {
         Ok((node, problem))
     }
 
+    /// This node's public key as wg holds it: from the config's
+    /// PrivateKey (the last one, which wg reads) when the config has one,
+    /// else from `privatekey`. They agree on every file install wrote; a
+    /// hand edit that adds another `[Interface]` key is what wg runs (and
+    /// doctor names the two lines, edits refuse them).
     pub fn public_key(&self) -> Option<PublicKey> {
-        self.private_key.as_ref().map(PrivateKey::public_key)
+        self.conf
+            .as_ref()
+            .and_then(|doc| doc.interface_value(keys::PRIVATE_KEY))
+            .and_then(|k| k.parse::<PrivateKey>().ok())
+            .map(|k| k.public_key())
+            .or_else(|| self.private_key.as_ref().map(PrivateKey::public_key))
     }
 
     /// The peers of the config (none when there is no config yet).

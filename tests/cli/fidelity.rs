@@ -4,7 +4,7 @@
 //! through the commands a user runs.
 
 use super::node::{Node, conf_value};
-use crate::{ADD_ALICE, ALICE_KEY, BOB_KEY, CAROL_KEY};
+use crate::{ADD_ALICE, ALICE_KEY, ALICE_PRIVATE, BOB_KEY, CAROL_KEY};
 
 const PSK: &str = "FIdH/I/aAmjEtXsQ96tzzZkNRnV2a26clyAqfkUqkwA=";
 
@@ -464,4 +464,25 @@ fn a_port_the_config_does_not_listen_on_is_refused_not_printed() {
         .env("WG_PORT", "51999")
         .succeeds()
         .stdout_has(":51999 ");
+}
+
+/// Two `[Interface]` sections: wg runs the last PrivateKey and ListenPort,
+/// so the line this node prints and status's public key are that
+/// identity's, never the first section's key with the last one's port.
+#[test]
+fn the_printed_identity_is_the_one_wg_runs() {
+    let node = Node::installed();
+    let conf = node.conf();
+    node.write(
+        "wg0.conf",
+        &format!("{conf}\n[Interface]\nPrivateKey = {ALICE_PRIVATE}\nListenPort = 51821\n"),
+    );
+    node.wgp2p()
+        .args(["add-peer"])
+        .succeeds()
+        .stdout_has(&format!(":51821 {ALICE_KEY} "));
+    node.wgp2p()
+        .args(["status"])
+        .succeeds()
+        .stdout_has(&format!("public key: {ALICE_KEY}"));
 }
